@@ -1,0 +1,512 @@
+"""The primitive and composite ops rlx ships, registered into ``REGISTRY`` on import.
+
+Each op is a few declarative lines: inputs, attributes, a shape rule, a dtype rule, a NumPy
+reference and a FLOP count. Fused ops are not here: rule files declare them with their
+definitions (``rlx/rules``).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy import special
+
+from rlx.errors import DTypeError, ShapeError
+from rlx.ir.dtypes import DType
+from rlx.ir.registry import REQUIRED, AttrSpec, OpDef, register
+from rlx.ir.shapes import (Dim, Shape, broadcast_shapes, dim, dim_add, dim_div, dim_sub, fmt_shape,
+                           is_static, normalize_axis, numel, shape as canonical)
+
+A = AttrSpec
+FLOAT_TYPES = (DType.f64, DType.f32, DType.f16, DType.bf16)
+END = 2**63 - 1  # "to the end" in slice ends, as ONNX exporters write it
+
+
+# ---------------------------------------------------------------------------- rule helpers
+def _size(s: Sequence[int]) -> int:
+    return math.prod(s)
+
+
+def _out_size(_i, o, _a) -> float:
+    return sum(_size(s) for s in o)
+
+
+def _per_elem(k: float):
+    return lambda i, o, a: k * _size(o[0])
+
+
+def _no_flops(i, o, a) -> float:
+    return 0.0
+
+
+def _same_shape(shapes, a):
+    return [shapes[0]]
+
+
+def _same_dtype(dtypes, a):
+    return [dtypes[0]]
+
+
+def _float_dtype(dtypes, a):
+    if dtypes[0] not in FLOAT_TYPES:
+        raise DTypeError(f"expects a floating dtype, got {dtypes[0]}")
+    return [dtypes[0]]
+
+
+def _all_same_dtype(dtypes, a):
+    if len(set(dtypes)) > 1:
+        raise DTypeError(f"dtypes differ: {', '.join(map(str, dtypes))} (insert a cast)")
+    return [dtypes[0]]
+
+
+def _broadcast(shapes, a):
+    return [broadcast_shapes(*shapes)]
+
+
+def _axes(axes, rank: int) -> tuple[int, ...]:
+    if axes is None:
+        return tuple(range(rank))
+    out = tuple(sorted({normalize_axis(x, rank) for x in axes}))
+    if len(out) != len(axes):
+        raise ShapeError(f"repeated axis in {axes}")
+    return out
+
+
+def _op(name: str, inputs: Sequence[str], shape, dtype, reference, flops, *attrs: AttrSpec, **kw) -> OpDef:
+    return register(OpDef(name=name, inputs=tuple(inputs), shape=shape, dtype=dtype,
+                          reference=reference, flops=flops, attrs=attrs, **kw))
+
+
+# ---------------------------------------------------------------------------- sources
+def _source_shape(shapes, a):
+    return [canonical(a["shape"])]
+
+
+def _constant_ref(ins, a):
+    return a["value"].astype(a["dtype"].np)
+
+
+_op("input", [], _source_shape, lambda d, a: [a["dtype"]], None, _no_flops,
+    A("name", "str"), A("shape", "dims"), A("dtype", "dtype"), category="source",
+    doc="A graph input, fed at run time.")
+_op("param", [], _source_shape, lambda d, a: [a["dtype"]], None, _no_flops,
+    A("name", "str"), A("shape", "dims"), A("dtype", "dtype"), category="source",
+    doc="A weight, bound once.")
+_op("constant", [], lambda s, a: [tuple(a["value"].shape)], lambda d, a: [a["dtype"]],
+    _constant_ref, _no_flops, A("value", "tensor"), A("dtype", "dtype"), category="source",
+    doc="A literal tensor (small: scalars, masks, shape data).")
+
+
+# ---------------------------------------------------------------------------- unary
+def _erf(x):
+    return special.erf(x)
+
+
+def _gelu(x):
+    return 0.5 * x * (1.0 + special.erf(x / math.sqrt(2.0)))
+
+
+def _gelu_tanh(x):
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+_UNARY: dict[str, tuple[Callable, float, bool]] = {
+    # name: (numpy function, approximate arithmetic ops per element, float-only)
+    "neg": (np.negative, 1, False),
+    "abs": (np.abs, 1, False),
+    "exp": (np.exp, 4, True),
+    "log": (np.log, 4, True),
+    "sqrt": (np.sqrt, 2, True),
+    "rsqrt": (lambda x: 1.0 / np.sqrt(x), 3, True),
+    "reciprocal": (lambda x: 1.0 / x, 1, True),
+    "tanh": (np.tanh, 6, True),
+    "erf": (_erf, 6, True),
+    "sigmoid": (special.expit, 5, True),
+    "relu": (lambda x: np.maximum(x, 0), 1, False),
+    "gelu": (_gelu, 10, True),
+    "gelu_tanh": (_gelu_tanh, 12, True),
+    "silu": (lambda x: x * special.expit(x), 6, True),
+}
+for _name, (_fn, _k, _float) in _UNARY.items():
+    _op(_name, ["x"], _same_shape, _float_dtype if _float else _same_dtype,
+        (lambda f: lambda ins, a: f(ins[0]))(_fn), _per_elem(_k), elementwise=True,
+        doc=f"Elementwise {_name}.")
+
+_op("cast", ["x"], _same_shape, lambda d, a: [a["dtype"]],
+    lambda ins, a: ins[0].astype(a["dtype"].np), _no_flops, A("dtype", "dtype"),
+    elementwise=True, doc="Elementwise conversion to another dtype.")
+
+
+# ---------------------------------------------------------------------------- binary
+_BINARY: dict[str, Callable] = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+    "pow": np.power, "maximum": np.maximum, "minimum": np.minimum,
+}
+for _name, _fn in _BINARY.items():
+    _op(_name, ["a", "b"], _broadcast, _all_same_dtype,
+        (lambda f: lambda ins, a: f(ins[0], ins[1]))(_fn),
+        _per_elem(4 if _name == "pow" else 1), elementwise=True,
+        doc=f"Elementwise {_name} with NumPy broadcasting.")
+
+def _compare_dtype(d, a):
+    _all_same_dtype(d, a)
+    return [DType.bool]
+
+
+for _name, _fn in {"equal": np.equal, "less": np.less, "greater": np.greater}.items():
+    _op(_name, ["a", "b"], _broadcast, _compare_dtype,
+        (lambda f: lambda ins, a: f(ins[0], ins[1]))(_fn), _per_elem(1), elementwise=True,
+        doc=f"Elementwise comparison ({_name}), bool result.")
+
+
+def _where_dtype(d, a):
+    if d[0] != DType.bool:
+        raise DTypeError(f"condition must be bool, got {d[0]}")
+    return _all_same_dtype(d[1:], a)
+
+
+_op("where", ["cond", "a", "b"], _broadcast, _where_dtype,
+    lambda ins, a: np.where(ins[0], ins[1], ins[2]), _per_elem(1), elementwise=True,
+    doc="Select a where cond else b, broadcasting all three.")
+
+
+# ---------------------------------------------------------------------------- matmul
+def _matmul_shape(shapes, a):
+    x, w = shapes
+    if not x or not w:
+        raise ShapeError("matmul operands must have rank >= 1")
+    xs = (1,) + tuple(x) if len(x) == 1 else tuple(x)
+    ws = tuple(w) + (1,) if len(w) == 1 else tuple(w)
+    if xs[-1] != ws[-2]:
+        raise ShapeError(f"contraction dims differ: {xs[-1]} vs {ws[-2]}")
+    batch = broadcast_shapes(xs[:-2], ws[:-2])
+    out = batch + ((xs[-2],) if len(x) > 1 else ()) + ((ws[-1],) if len(w) > 1 else ())
+    return [out]
+
+
+def _matmul_flops(i, o, a):
+    k = i[0][-1]
+    return 2.0 * _size(o[0]) * k
+
+
+_op("matmul", ["a", "b"], _matmul_shape, _all_same_dtype,
+    lambda ins, a: np.matmul(ins[0], ins[1]), _matmul_flops,
+    doc="Matrix product; batch dims broadcast (NumPy matmul semantics).")
+
+
+# ---------------------------------------------------------------------------- layout
+def _transpose_perm(rank, perm):
+    perm = tuple(reversed(range(rank))) if perm is None else tuple(normalize_axis(p, rank) for p in perm)
+    if sorted(perm) != list(range(rank)):
+        raise ShapeError(f"perm {perm} is not a permutation of {rank} axes")
+    return perm
+
+
+def _transpose_shape(shapes, a):
+    x = shapes[0]
+    return [tuple(x[p] for p in _transpose_perm(len(x), a["perm"]))]
+
+
+_op("transpose", ["x"], _transpose_shape, _same_dtype,
+    lambda ins, a: np.transpose(ins[0], _transpose_perm(ins[0].ndim, a["perm"])), _no_flops,
+    A("perm", "ints", None, optional=True), view=True,
+    doc="Permute axes (reverse them when perm is None).")
+
+
+def _reshape_shape(shapes, a):
+    x, target = shapes[0], list(a["shape"])
+    holes = [i for i, d in enumerate(target) if d == -1]
+    if len(holes) > 1:
+        raise ShapeError(f"reshape target {tuple(target)} has more than one -1")
+    total = numel(x)
+    if holes:
+        known = numel(d for d in target if d != -1)
+        fill = dim_div(total, known) if known != 0 else None
+        if fill is None:
+            raise ShapeError(f"cannot infer -1 in {tuple(target)}: {total} is not a multiple of {known}")
+        target[holes[0]] = fill
+    out = canonical(target)
+    if numel(out) != total:
+        raise ShapeError(f"cannot reshape {fmt_shape(x)} ({total} elements) to {fmt_shape(out)} "
+                         f"({numel(out)} elements)")
+    return [out]
+
+
+_op("reshape", ["x"], _reshape_shape, _same_dtype,
+    lambda ins, a: np.reshape(ins[0], a["shape"]), _no_flops,
+    A("shape", "dims"), view=True,
+    doc="Reshape; one dim may be -1; symbolic dims must multiply out to the same size.")
+
+
+def _expand_shape(shapes, a):
+    target = canonical(a["shape"])
+    out = broadcast_shapes(shapes[0], target)
+    return [out]
+
+
+_op("expand", ["x"], _expand_shape, _same_dtype,
+    lambda ins, a: np.broadcast_to(ins[0], np.broadcast_shapes(ins[0].shape, a["shape"])),
+    _no_flops, A("shape", "dims"), view=True,
+    doc="Broadcast to a shape (bidirectional, as ONNX Expand).")
+
+
+def _slice_params(rank, a):
+    starts, ends = a["starts"], a["ends"]
+    axes = a["axes"] if a["axes"] is not None else tuple(range(len(starts)))
+    steps = a["steps"] if a["steps"] is not None else (1,) * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise ShapeError("slice starts, ends, axes and steps differ in length")
+    if any(s == 0 for s in steps):
+        raise ShapeError("slice step 0")
+    return [(normalize_axis(ax, rank), s, e, st) for ax, s, e, st in zip(axes, starts, ends, steps)]
+
+
+def _slice_dim(d: Dim, start: int, end: int, step: int) -> Dim:
+    if is_static(d):
+        return len(range(*slice(start, end, step).indices(d)))
+    if step != 1:
+        raise ShapeError(f"slice of symbolic dim {d} needs step 1, got {step}")
+    lo: Dim = start if start >= 0 else dim_add(d, start)
+    hi: Dim = d if end >= 2**31 - 1 else (end if end >= 0 else dim_add(d, end))
+    return dim(dim_sub(hi, lo))
+
+
+def _slice_shape(shapes, a):
+    x = list(shapes[0])
+    for ax, s, e, st in _slice_params(len(x), a):
+        x[ax] = _slice_dim(x[ax], s, e, st)
+    return [tuple(x)]
+
+
+def _slice_ref(ins, a):
+    idx = [slice(None)] * ins[0].ndim
+    for ax, s, e, st in _slice_params(ins[0].ndim, a):
+        idx[ax] = slice(s, e, st)
+    return ins[0][tuple(idx)]
+
+
+_op("slice", ["x"], _slice_shape, _same_dtype, _slice_ref, _no_flops,
+    A("starts", "ints"), A("ends", "ints"), A("axes", "ints", None, optional=True),
+    A("steps", "ints", None, optional=True), view=True,
+    doc="Python-style slicing along axes (ends clamp; 2**63-1 means to the end).")
+
+
+def _concat_shape(shapes, a):
+    rank = len(shapes[0])
+    if any(len(s) != rank for s in shapes):
+        raise ShapeError(f"concat operands differ in rank: {', '.join(map(fmt_shape, shapes))}")
+    ax = normalize_axis(a["axis"], rank)
+    out = list(shapes[0])
+    for s in shapes[1:]:
+        for i in range(rank):
+            if i != ax and s[i] != out[i]:
+                raise ShapeError(f"concat operands differ off axis {ax}: "
+                                 f"{', '.join(map(fmt_shape, shapes))}")
+        out[ax] = dim_add(out[ax], s[ax])
+    return [tuple(out)]
+
+
+_op("concat", ["xs"], _concat_shape, _all_same_dtype,
+    lambda ins, a: np.concatenate(ins, axis=a["axis"]), _no_flops, A("axis", "int"),
+    variadic=True, doc="Join tensors along an axis.")
+
+
+def _split_shape(shapes, a):
+    x = shapes[0]
+    ax = normalize_axis(a["axis"], len(x))
+    if sum(a["sizes"]) != x[ax]:
+        raise ShapeError(f"split sizes {a['sizes']} do not sum to dim {x[ax]} of axis {ax}")
+    return [tuple(x[:ax]) + (n,) + tuple(x[ax + 1:]) for n in a["sizes"]]
+
+
+_op("split", ["x"], _split_shape, lambda d, a: [d[0]] * len(a["sizes"]),
+    lambda ins, a: tuple(np.split(ins[0], np.cumsum(a["sizes"])[:-1], axis=a["axis"])),
+    _no_flops, A("axis", "int"), A("sizes", "ints"),
+    doc="Split along an axis into pieces of the given sizes (one output each).")
+
+
+# ---------------------------------------------------------------------------- reductions
+def _reduce_shape(shapes, a):
+    x = shapes[0]
+    axes = _axes(a["axes"], len(x))
+    if a["keepdims"]:
+        return [tuple(1 if i in axes else d for i, d in enumerate(x))]
+    return [tuple(d for i, d in enumerate(x) if i not in axes)]
+
+
+def _reducer(fn):
+    return lambda ins, a: fn(ins[0], axis=_axes(a["axes"], ins[0].ndim), keepdims=a["keepdims"])
+
+
+for _name, _fn in {"sum": np.sum, "mean": np.mean, "max": np.max}.items():
+    _op(_name, ["x"], _reduce_shape, _same_dtype, _reducer(_fn),
+        lambda i, o, a: float(_size(i[0])),
+        A("axes", "ints", None, optional=True), A("keepdims", "bool", False),
+        doc=f"Reduce with {_name} over axes (all when None).")
+
+
+# ---------------------------------------------------------------------------- composites
+def _softmax_ref(ins, a):
+    x = ins[0]
+    e = np.exp(x - np.max(x, axis=a["axis"], keepdims=True))
+    return e / np.sum(e, axis=a["axis"], keepdims=True)
+
+
+def _softmax_shape(shapes, a):
+    normalize_axis(a["axis"], len(shapes[0]))
+    return [shapes[0]]
+
+
+_op("softmax", ["x"], _softmax_shape, _float_dtype, _softmax_ref, _per_elem(8), A("axis", "int", -1),
+    category="composite", doc="Numerically stable softmax along an axis.")
+
+
+def _norm_axes(rank, axis):
+    ax = normalize_axis(axis, rank)
+    return tuple(range(ax, rank))
+
+
+def _layer_norm_shape(shapes, a):
+    x, w, b = shapes
+    axes = _norm_axes(len(x), a["axis"])
+    tail = tuple(x[i] for i in axes)
+    for name, s in (("weight", w), ("bias", b)):
+        if tuple(s) != tail:
+            raise ShapeError(f"layer_norm {name} shape {fmt_shape(s)} must equal the normalized "
+                             f"dims {fmt_shape(tail)}")
+    return [x]
+
+
+def _layer_norm_ref(ins, a):
+    x, w, b = ins
+    axes = _norm_axes(x.ndim, a["axis"])
+    mu = x.mean(axis=axes, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
+    return (x - mu) / np.sqrt(var + a["eps"]) * w + b
+
+
+def _float_all_same(d, a):
+    return _float_dtype(_all_same_dtype(d, a), a)
+
+
+_op("layer_norm", ["x", "weight", "bias"], _layer_norm_shape, _float_all_same, _layer_norm_ref,
+    _per_elem(8), A("axis", "int", -1), A("eps", "float", 1e-5), category="composite",
+    doc="Layer normalization over the dims from axis on, with affine weight and bias.")
+
+
+def _rms_norm_shape(shapes, a):
+    x, w = shapes
+    if tuple(w) != tuple(x[-1:]):
+        raise ShapeError(f"rms_norm weight shape {fmt_shape(w)} must equal the last dim "
+                         f"{fmt_shape(tuple(x[-1:]))}")
+    return [x]
+
+
+def _rms_norm_ref(ins, a):
+    x, w = ins
+    return x / np.sqrt((x * x).mean(axis=-1, keepdims=True) + a["eps"]) * w
+
+
+_op("rms_norm", ["x", "weight"], _rms_norm_shape, _float_all_same, _rms_norm_ref, _per_elem(5),
+    A("eps", "float", 1e-6), category="composite",
+    doc="RMS normalization over the last dim, scaled by weight.")
+
+
+def _gather_shape(shapes, a):
+    data, idx = shapes
+    ax = normalize_axis(a["axis"], len(data))
+    return [tuple(data[:ax]) + tuple(idx) + tuple(data[ax + 1:])]
+
+
+def _gather_dtype(d, a):
+    if not d[1].is_int:
+        raise DTypeError(f"gather indices must be integer, got {d[1]}")
+    return [d[0]]
+
+
+_op("gather", ["data", "indices"], _gather_shape, _gather_dtype,
+    lambda ins, a: np.take(ins[0], ins[1], axis=a["axis"]), _no_flops,
+    A("axis", "int", 0), doc="Take slices of data at integer indices (embedding lookup).")
+
+
+def _rotary_shape(shapes, a):
+    x, cos, sin = shapes
+    if len(x) < 2:
+        raise ShapeError(f"rotary input must have rank >= 2, got {fmt_shape(x)}")
+    half = dim_div(x[-1], 2)
+    if half is None or (is_static(x[-1]) and x[-1] % 2):
+        raise ShapeError(f"rotary head dim {x[-1]} must be even")
+    if tuple(cos) != tuple(sin):
+        raise ShapeError(f"rotary cos {fmt_shape(cos)} and sin {fmt_shape(sin)} differ")
+    want = tuple(x[:-1]) + (half,)
+    if broadcast_shapes(want, cos) != want:
+        raise ShapeError(f"rotary tables {fmt_shape(cos)} do not broadcast to {fmt_shape(want)}")
+    return [x]
+
+
+def _rotary_ref(ins, a):
+    x, cos, sin = ins
+    h = x.shape[-1] // 2
+    x1, x2 = x[..., :h], x[..., h:]
+    return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+_op("rotary", ["x", "cos", "sin"], _rotary_shape, _float_all_same, _rotary_ref, _per_elem(3),
+    category="composite",
+    doc="Rotary position embedding, rotate-half form: x (..., S, D), cos/sin (S, D/2).")
+
+
+def _causal_mask_shape(shapes, a):
+    if len(shapes[0]) < 2:
+        raise ShapeError(f"causal_mask input must have rank >= 2, got {fmt_shape(shapes[0])}")
+    return [shapes[0]]
+
+
+def _causal_fill(x):
+    sq, sk = x.shape[-2:]
+    keep = np.tril(np.ones((sq, sk), dtype=bool))
+    return np.where(keep, x, -np.inf).astype(x.dtype, copy=False)
+
+
+_op("causal_mask", ["x"], _causal_mask_shape, _float_dtype, lambda ins, a: _causal_fill(ins[0]),
+    _per_elem(1), doc="Set x[..., i, j] to -inf where j > i (top-left aligned causal mask).")
+
+
+def _sdpa_shape(shapes, a):
+    q, k, v = shapes[:3]
+    if min(len(q), len(k), len(v)) < 2:
+        raise ShapeError("sdpa operands must have rank >= 2")
+    if q[-1] != k[-1]:
+        raise ShapeError(f"query dim {q[-1]} differs from key dim {k[-1]}")
+    if k[-2] != v[-2]:
+        raise ShapeError(f"key length {k[-2]} differs from value length {v[-2]}")
+    batch = broadcast_shapes(tuple(q[:-2]), tuple(k[:-2]), tuple(v[:-2]))
+    scores = batch + (q[-2], k[-2])
+    if len(shapes) > 3 and broadcast_shapes(scores, shapes[3]) != scores:
+        raise ShapeError(f"mask {fmt_shape(shapes[3])} does not broadcast to scores {fmt_shape(scores)}")
+    return [batch + (q[-2], v[-1])]
+
+
+def _sdpa_ref(ins, a):
+    q, k, v = ins[:3]
+    scale = a["scale"] if a["scale"] is not None else 1.0 / math.sqrt(q.shape[-1])
+    s = np.matmul(q, np.swapaxes(k, -1, -2)) * scale
+    if len(ins) > 3:
+        s = s + ins[3]
+    if a["causal"]:
+        s = _causal_fill(s)
+    return np.matmul(_softmax_ref([s], {"axis": -1}), v)
+
+
+def _sdpa_flops(i, o, a):
+    q, k, v = i[:3]
+    batch = _size(o[0][:-2])
+    sq, sk, d, dv = q[-2], k[-2], q[-1], v[-1]
+    return batch * (2.0 * sq * sk * d + 2.0 * sq * sk * dv + 10.0 * sq * sk)
+
+
+_op("sdpa", ["q", "k", "v", "mask"], _sdpa_shape, _float_all_same, _sdpa_ref, _sdpa_flops,
+    A("causal", "bool", False), A("scale", "float", None, optional=True), optional_inputs=1,
+    category="composite",
+    doc="Scaled dot-product attention softmax(q·kᵀ·scale [+ mask]) · v; scale defaults to 1/sqrt(d).")

@@ -1,0 +1,203 @@
+"""The op registry: the one place every op is described.
+
+Everything else (graph builder, interpreter, e-graph schema, cost models, executors, the
+ONNX importer) reads an ``OpDef`` from here; nothing keeps a second list of ops. Rule files
+add fused ops at load time through ``register``.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rlx.errors import AttrError, UnknownOpError
+from rlx.ir.dtypes import DType, as_dtype
+from rlx.ir.shapes import Shape
+
+REQUIRED = object()
+ATTR_KINDS = ("int", "float", "bool", "str", "ints", "dims", "dtype", "tensor")
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """Shape and dtype of one value."""
+    shape: Shape
+    dtype: DType
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{', '.join(str(d) for d in self.shape)}]"
+
+
+@dataclass(frozen=True)
+class AttrSpec:
+    """An attribute: its kind (one of ATTR_KINDS), default, and whether None is allowed."""
+    name: str
+    kind: str
+    default: Any = REQUIRED
+    optional: bool = False
+
+    def normalize(self, value: Any, where: str) -> Any:
+        """Check and canonicalize a value (lists become tuples, dtypes become DType)."""
+        if value is None and self.optional:
+            return None
+        bad = AttrError(f"{where}: attribute {self.name!r} expects {self.kind}"
+                        f"{' or None' if self.optional else ''}, got {value!r}")
+        k = self.kind
+        if k == "int":
+            if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+                return int(value)
+            raise bad
+        if k == "float":
+            if isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
+                return float(value)
+            raise bad
+        if k == "bool":
+            if isinstance(value, (bool, np.bool_)):
+                return bool(value)
+            raise bad
+        if k == "str":
+            if isinstance(value, str):
+                return value
+            raise bad
+        if k == "ints":
+            if isinstance(value, (list, tuple)) and all(
+                    isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
+                return tuple(int(v) for v in value)
+            raise bad
+        if k == "dims":
+            if isinstance(value, (list, tuple)) and all(
+                    (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) or isinstance(v, str)
+                    for v in value):
+                return tuple(int(v) if not isinstance(v, str) else v for v in value)
+            raise bad
+        if k == "dtype":
+            try:
+                return as_dtype(value)
+            except Exception:
+                raise bad from None
+        if k == "tensor":
+            try:
+                arr = np.asarray(value)
+            except Exception:
+                raise bad from None
+            if arr.dtype == object:
+                raise bad
+            return arr
+        raise AssertionError(k)
+
+
+ShapeRule = Callable[[Sequence[Shape], dict], Sequence[Shape]]
+DTypeRule = Callable[[Sequence[DType], dict], Sequence[DType]]
+Reference = Callable[[Sequence[np.ndarray], dict], Any]
+CostRule = Callable[[Sequence[tuple[int, ...]], Sequence[tuple[int, ...]], dict], float]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """One op: its interface, inference rules, reference semantics and cost.
+
+    ``inputs`` names the tensor inputs; the last ``optional_inputs`` of them may be omitted,
+    and a ``variadic`` op repeats its last input one or more times. ``shape`` and ``dtype``
+    map input shapes/dtypes and attributes to one entry per output. ``reference`` computes
+    the outputs with NumPy. ``flops`` counts arithmetic on concrete shapes; bytes moved are
+    inputs read once plus outputs written once, except for views, which move nothing.
+    """
+    name: str
+    inputs: tuple[str, ...]
+    shape: ShapeRule
+    dtype: DTypeRule
+    reference: Reference
+    flops: CostRule
+    attrs: tuple[AttrSpec, ...] = ()
+    optional_inputs: int = 0
+    variadic: bool = False
+    elementwise: bool = False
+    view: bool = False
+    category: str = "primitive"      # source | primitive | composite | fused
+    doc: str = ""
+    definition: Any = field(default=None, compare=False)  # fused ops: their body (rules)
+
+    @property
+    def min_inputs(self) -> int:
+        return len(self.inputs) - self.optional_inputs
+
+    def attr(self, name: str) -> AttrSpec:
+        for a in self.attrs:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def normalize_attrs(self, attrs: dict, where: str) -> dict:
+        """Fill defaults, check kinds, reject unknown or missing attributes."""
+        known = {a.name for a in self.attrs}
+        unknown = sorted(set(attrs) - known)
+        if unknown:
+            hint = difflib.get_close_matches(unknown[0], known, n=1)
+            raise AttrError(f"{where}: {self.name} has no attribute {unknown[0]!r}"
+                            + (f"; did you mean {hint[0]!r}?" if hint else
+                               f"; it takes {', '.join(sorted(known)) or 'none'}"))
+        out = {}
+        for a in self.attrs:
+            if a.name in attrs:
+                out[a.name] = a.normalize(attrs[a.name], where)
+            elif a.default is REQUIRED:
+                raise AttrError(f"{where}: {self.name} requires attribute {a.name!r} ({a.kind})")
+            else:
+                out[a.name] = a.default
+        return out
+
+    def bytes_moved(self, in_types: Sequence[TensorType], out_types: Sequence[TensorType],
+                    in_shapes: Sequence[tuple[int, ...]], out_shapes: Sequence[tuple[int, ...]]) -> int:
+        if self.view or self.category == "source":
+            return 0
+        total = sum(math.prod(s) * t.dtype.itemsize for s, t in zip(in_shapes, in_types))
+        return total + sum(math.prod(s) * t.dtype.itemsize for s, t in zip(out_shapes, out_types))
+
+
+class Registry:
+    """Name -> OpDef. One instance, ``REGISTRY``, is the source of truth."""
+
+    def __init__(self) -> None:
+        self._ops: dict[str, OpDef] = {}
+
+    def register(self, op: OpDef, *, replace: bool = False) -> OpDef:
+        if op.name in self._ops and not replace and self._ops[op.name] != op:
+            raise AttrError(f"op {op.name!r} is already registered")
+        self._ops[op.name] = op
+        return op
+
+    def unregister(self, name: str) -> None:
+        self._ops.pop(name, None)
+
+    def get(self, name: str, where: str = "") -> OpDef:
+        try:
+            return self._ops[name]
+        except KeyError:
+            hint = difflib.get_close_matches(name, self._ops, n=1)
+            raise UnknownOpError(f"{where + ': ' if where else ''}unknown op {name!r}"
+                                 + (f"; did you mean {hint[0]!r}?" if hint else "")) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._ops
+
+    def __iter__(self) -> Iterator[OpDef]:
+        return iter(self._ops.values())
+
+    def names(self) -> list[str]:
+        return list(self._ops)
+
+
+REGISTRY = Registry()
+
+
+def get_op(name: str, where: str = "") -> OpDef:
+    return REGISTRY.get(name, where)
+
+
+def register(op: OpDef, *, replace: bool = False) -> OpDef:
+    return REGISTRY.register(op, replace=replace)
+

@@ -1,0 +1,251 @@
+"""Shapes with static and symbolic dims, dim arithmetic, broadcasting, and DimBinding.
+
+A dim is an ``int`` or a string. A string is a polynomial over symbols with integer
+coefficients ("B", "B*S", "S+1"): it is kept in one canonical spelling so that two dims
+are equal exactly when their strings are equal, which is what shape inference, the
+e-graph and the rule guards compare.
+"""
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Mapping
+from typing import Union
+
+from rlx.errors import BindingError, ShapeError
+
+Dim = Union[int, str]
+Shape = tuple[Dim, ...]
+_Poly = dict[tuple[str, ...], int]  # monomial (sorted symbols) -> coefficient
+
+
+def _poly_of(d: Dim) -> _Poly:
+    if isinstance(d, bool):
+        raise ShapeError(f"invalid dim {d!r}")
+    if isinstance(d, int):
+        return {(): d} if d else {}
+    if not isinstance(d, str):
+        raise ShapeError(f"invalid dim {d!r}: expected an int or a symbol")
+    try:
+        tree = ast.parse(d, mode="eval").body
+    except SyntaxError:
+        raise ShapeError(f"invalid symbolic dim {d!r}") from None
+    return _poly_expr(tree, d)
+
+
+def _poly_expr(node: ast.AST, src: str) -> _Poly:
+    if isinstance(node, ast.Name):
+        return {(node.id,): 1}
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return {(): node.value} if node.value else {}
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        return {m: -c for m, c in _poly_expr(node.operand, src).items()}
+    if isinstance(node, ast.BinOp):
+        a, b = _poly_expr(node.left, src), _poly_expr(node.right, src)
+        if isinstance(node.op, ast.Add):
+            return _padd(a, b)
+        if isinstance(node.op, ast.Sub):
+            return _padd(a, {m: -c for m, c in b.items()})
+        if isinstance(node.op, ast.Mult):
+            return _pmul(a, b)
+        if isinstance(node.op, ast.FloorDiv):
+            q = _pdiv(a, b)
+            if q is not None:
+                return q
+    raise ShapeError(f"invalid symbolic dim {src!r}: only + - * and exact // are allowed")
+
+
+def _padd(a: _Poly, b: _Poly) -> _Poly:
+    out = dict(a)
+    for m, c in b.items():
+        out[m] = out.get(m, 0) + c
+    return {m: c for m, c in out.items() if c}
+
+
+def _pmul(a: _Poly, b: _Poly) -> _Poly:
+    out: _Poly = {}
+    for ma, ca in a.items():
+        for mb, cb in b.items():
+            m = tuple(sorted(ma + mb))
+            out[m] = out.get(m, 0) + ca * cb
+    return {m: c for m, c in out.items() if c}
+
+
+def _pdiv(a: _Poly, b: _Poly) -> _Poly | None:
+    """Exact division by a single-term divisor, else None."""
+    if len(b) != 1:
+        return None
+    (mb, cb), = b.items()
+    out: _Poly = {}
+    for ma, ca in a.items():
+        rest = list(ma)
+        for s in mb:
+            if s not in rest:
+                return None
+            rest.remove(s)
+        if ca % cb:
+            return None
+        out[tuple(rest)] = ca // cb
+    return out
+
+
+def _dim_of(p: _Poly) -> Dim:
+    if not p:
+        return 0
+    if list(p) == [()]:
+        return p[()]
+    terms = []
+    for m in sorted(p, key=lambda m: (-len(m), m)):
+        c = p[m]
+        body = "*".join(m) if m else str(abs(c))
+        if m and abs(c) != 1:
+            body = f"{abs(c)}*{body}"
+        terms.append(("-" if c < 0 else "+", body))
+    text = "".join(f"{s}{b}" for s, b in terms)
+    return text[1:] if text.startswith("+") else text
+
+
+def dim(d: Dim) -> Dim:
+    """The canonical spelling of a dim ("S*B" -> "B*S", "2+S-2" -> "S")."""
+    return d if isinstance(d, int) and not isinstance(d, bool) else _dim_of(_poly_of(d))
+
+
+def shape(dims: Iterable[Dim]) -> Shape:
+    """A canonical shape tuple; negative static dims are rejected."""
+    out = tuple(dim(d) for d in dims)
+    for d in out:
+        if isinstance(d, int) and d < 0:
+            raise ShapeError(f"negative dim {d} in shape {out}")
+    return out
+
+
+def is_static(d: Dim) -> bool:
+    return isinstance(d, int)
+
+
+def symbols(s: Iterable[Dim]) -> set[str]:
+    """The symbols a shape (or any iterable of dims) mentions."""
+    out: set[str] = set()
+    for d in s:
+        if isinstance(d, str):
+            for m in _poly_of(d):
+                out.update(m)
+    return out
+
+
+def dim_add(a: Dim, b: Dim) -> Dim:
+    return _dim_of(_padd(_poly_of(a), _poly_of(b)))
+
+
+def dim_sub(a: Dim, b: Dim) -> Dim:
+    return _dim_of(_padd(_poly_of(a), {m: -c for m, c in _poly_of(b).items()}))
+
+
+def dim_mul(a: Dim, b: Dim) -> Dim:
+    return _dim_of(_pmul(_poly_of(a), _poly_of(b)))
+
+
+def dim_div(a: Dim, b: Dim) -> Dim | None:
+    """a / b when it divides exactly (symbolically), else None."""
+    q = _pdiv(_poly_of(a), _poly_of(b))
+    return None if q is None else _dim_of(q)
+
+
+def numel(s: Iterable[Dim]) -> Dim:
+    out: Dim = 1
+    for d in s:
+        out = dim_mul(out, d)
+    return out
+
+
+def broadcast_shapes(*shapes: Shape) -> Shape:
+    """NumPy broadcasting over static and symbolic dims.
+
+    A symbol broadcasts with 1 and with itself. A symbol against a different symbol or a
+    static dim other than 1 is rejected: it could only be valid for some bindings, and rlx
+    does not guess (the caller names the node).
+    """
+    rank = max((len(s) for s in shapes), default=0)
+    out: list[Dim] = []
+    for i in range(rank):
+        ds = [s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0]
+        chosen: Dim = 1
+        for d in ds:
+            if d == 1 or d == chosen:
+                continue
+            if chosen == 1:
+                chosen = d
+            else:
+                raise ShapeError(f"cannot broadcast {' and '.join(map(fmt_shape, shapes))}")
+        out.append(chosen)
+    return tuple(out)
+
+
+def fmt_shape(s: Shape) -> str:
+    return "(" + ", ".join(str(d) for d in s) + ("," if len(s) == 1 else "") + ")"
+
+
+def normalize_axis(axis: int, rank: int) -> int:
+    if not -rank <= axis < max(rank, 1):
+        raise ShapeError(f"axis {axis} out of range for rank {rank}")
+    return axis % rank if rank else 0
+
+
+class DimBinding(Mapping[str, int]):
+    """Concrete sizes for symbolic dims: ``DimBinding(B=2, S=128)``."""
+
+    def __init__(self, values: Mapping[str, int] | None = None, **kw: int) -> None:
+        merged = {**(values or {}), **kw}
+        for k, v in merged.items():
+            if not isinstance(k, str) or not k.isidentifier():
+                raise BindingError(f"invalid symbol name {k!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise BindingError(f"symbol {k} bound to {v!r}: expected a non-negative int")
+        self._values = dict(merged)
+
+    def __getitem__(self, k: str) -> int:
+        return self._values[k]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"DimBinding({', '.join(f'{k}={v}' for k, v in sorted(self._values.items()))})"
+
+    def resolve(self, d: Dim, where: str = "") -> int:
+        """The concrete value of a dim; BindingError names the unbound symbols."""
+        if isinstance(d, int):
+            return d
+        total = 0
+        for m, c in _poly_of(d).items():
+            missing = [s for s in m if s not in self._values]
+            if missing:
+                raise BindingError(f"{where + ': ' if where else ''}symbol"
+                                   f"{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                                   f"in dim {d!r} not bound (bound: {self!r})")
+            term = c
+            for s in m:
+                term *= self._values[s]
+            total += term
+        if total < 0:
+            raise BindingError(f"{where + ': ' if where else ''}dim {d!r} is {total} under {self!r}")
+        return total
+
+    def resolve_shape(self, s: Shape, where: str = "") -> tuple[int, ...]:
+        return tuple(self.resolve(d, where) for d in s)
+
+    def unify(self, s: Shape, actual: tuple[int, ...], where: str) -> "DimBinding":
+        """Bind the plain symbols of ``s`` from a concrete shape; a conflict is an error."""
+        if len(s) != len(actual):
+            raise BindingError(f"{where}: expected rank {len(s)} {fmt_shape(s)}, got shape {actual}")
+        values = dict(self._values)
+        for d, a in zip(s, actual):
+            if isinstance(d, str) and d.isidentifier() and d not in values:
+                values[d] = int(a)
+        out = DimBinding(values)
+        got = out.resolve_shape(s, where)
+        if got != tuple(actual):
+            raise BindingError(f"{where}: expected shape {fmt_shape(s)} = {got} under {out!r}, got {tuple(actual)}")
+        return out
