@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rlx.errors import AttrError, UnknownOpError
+from rlx.errors import AttrError, DTypeError, UnknownOpError
 from rlx.ir.dtypes import DType, as_dtype
 from rlx.ir.shapes import Shape
 
@@ -77,8 +77,8 @@ class AttrSpec:
         if k == "dtype":
             try:
                 return as_dtype(value)
-            except Exception:
-                raise bad from None
+            except DTypeError as e:
+                raise DTypeError(f"{where}: attribute {self.name!r}: {e}") from None
         if k == "tensor":
             try:
                 arr = np.asarray(value)

@@ -1,0 +1,444 @@
+"""Every registry op: shape/dtype inference, the interpreter against hand-written NumPy
+(written here, independently of the registry's references), and FLOP/byte counts."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from rlx.errors import DTypeError, ShapeError
+from rlx.ir import REGISTRY, DType, Graph, interpret
+
+SYMS = {"B": 3, "S": 5}
+_verf = np.vectorize(math.erf)
+
+
+def _sig(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+UNARY = {
+    "neg": lambda x: -x, "abs": np.abs, "exp": np.exp, "log": np.log, "sqrt": np.sqrt,
+    "rsqrt": lambda x: x ** -0.5, "reciprocal": lambda x: 1 / x, "tanh": np.tanh,
+    "erf": _verf, "sigmoid": _sig, "relu": lambda x: np.where(x > 0, x, 0.0),
+    "gelu": lambda x: 0.5 * x * (1 + _verf(x / math.sqrt(2))),
+    "gelu_tanh": lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))),
+    "silu": lambda x: x * _sig(x),
+}
+POSITIVE = {"log", "sqrt", "rsqrt", "reciprocal"}
+BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+          "pow": lambda a, b: a ** b, "maximum": np.maximum, "minimum": np.minimum}
+COMPARE = {"equal": np.equal, "less": np.less, "greater": np.greater}
+
+
+def rand(rng, shape, positive=False):
+    x = rng.standard_normal(shape)
+    x[x == 0] = 0.5
+    return np.abs(x) + 0.5 if positive else x
+
+
+def run(g, **arrays):
+    return list(interpret(g, arrays).values())
+
+
+def conc(s):
+    return tuple(SYMS.get(d, d) for d in s)
+
+
+dims = st.one_of(st.integers(1, 4), st.sampled_from(list(SYMS)))
+shapes = st.lists(dims, min_size=0, max_size=4).map(tuple)
+
+
+@st.composite
+def broadcast_pair(draw):
+    base = draw(st.lists(dims, min_size=0, max_size=4))
+    out = []
+    for _ in range(2):
+        drop = draw(st.integers(0, len(base)))
+        out.append(tuple(1 if draw(st.integers(0, 3)) == 0 else d for d in base[drop:]))
+    return out
+
+
+# ----------------------------------------------------------------------------- elementwise
+@pytest.mark.parametrize("op", sorted(UNARY))
+@given(s=shapes, seed=st.integers(0, 2**31))
+def test_unary(op, s, seed):
+    g = Graph()
+    x = g.input("x", s, "f32")
+    y = g.op(op, x)
+    assert y.shape == s and y.dtype == DType.f32
+    g.output(y)
+    xv = rand(np.random.default_rng(seed), conc(s), op in POSITIVE)
+    got, = run(g, x=xv)
+    np.testing.assert_allclose(got, UNARY[op](xv.astype(np.float32).astype(np.float64)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("op", sorted(UNARY.keys() - {"neg", "abs", "relu"}))
+def test_float_only_unary_rejects_ints(op):
+    g = Graph()
+    with pytest.raises(DTypeError, match=f"\\({op}\\).*floating"):
+        g.op(op, g.input("i", (3,), "i64"))
+
+
+@pytest.mark.parametrize("op", sorted(BINARY))
+@given(pair=broadcast_pair(), seed=st.integers(0, 2**31))
+def test_binary_broadcasting(op, pair, seed):
+    g = Graph()
+    a, b = g.input("a", pair[0], "f64"), g.input("b", pair[1], "f64")
+    y = g.op(op, a, b)
+    assert conc(y.shape) == np.broadcast_shapes(conc(pair[0]), conc(pair[1]))
+    g.output(y)
+    rng = np.random.default_rng(seed)
+    av, bv = rand(rng, conc(pair[0]), op == "pow"), rand(rng, conc(pair[1]))
+    got, = run(g, a=av, b=bv)
+    np.testing.assert_allclose(got, BINARY[op](av, bv), rtol=1e-12)
+
+
+@pytest.mark.parametrize("op", sorted(COMPARE))
+def test_compare(op):
+    rng = np.random.default_rng(1)
+    g = Graph()
+    y = g.op(op, g.input("a", (4, 1), "i32"), g.input("b", (3,), "i32"))
+    assert y.shape == (4, 3) and y.dtype == DType.bool
+    g.output(y)
+    av, bv = rng.integers(-2, 3, (4, 1)).astype(np.int32), rng.integers(-2, 3, (3,)).astype(np.int32)
+    np.testing.assert_array_equal(run(g, a=av, b=bv)[0], COMPARE[op](av, bv))
+
+
+def test_binary_dtype_mismatch_names_node_and_dtypes():
+    g = Graph()
+    with pytest.raises(DTypeError, match=r"node 'add_1' \(add\): dtypes differ: f32, f16"):
+        g.add(g.input("a", (2,), "f32"), g.input("b", (2,), "f16"))
+
+
+def test_scalar_operands_become_constants_of_the_tensor_dtype():
+    g = Graph()
+    x = g.input("x", (3,), "f16")
+    y = 2.0 * x - 1
+    assert y.dtype == DType.f16 and g.op_counts()["mul"] == 1
+    assert sum(n.op == "constant" for n in g.nodes) == 2
+
+
+def test_where():
+    rng = np.random.default_rng(2)
+    g = Graph()
+    y = g.where(g.input("c", ("S", 1), "bool"), g.input("a", (4,), "f32"), g.input("b", ("S", 4), "f32"))
+    assert y.shape == ("S", 4)
+    g.output(y)
+    c, a, b = rng.random((5, 1)) < 0.5, rand(rng, (4,)), rand(rng, (5, 4))
+    np.testing.assert_allclose(run(g, c=c, a=a, b=b)[0], np.where(c, a.astype(np.float32), b.astype(np.float32)))
+    with pytest.raises(DTypeError, match="condition must be bool"):
+        g.where(g.input("c2", (4,), "f32"), g.input("a2", (4,), "f32"), g.input("b2", (4,), "f32"))
+
+
+@pytest.mark.parametrize("src,dst", [("f32", "f16"), ("f32", "bf16"), ("f64", "i32"), ("i64", "f32"), ("f32", "bool")])
+def test_cast(src, dst):
+    g = Graph()
+    y = g.cast(g.input("x", ("B", 3), src), dst)
+    assert y.dtype == DType(dst) and y.shape == ("B", 3)
+    g.output(y)
+    xv = (np.random.default_rng(3).standard_normal((3, 3)) * 4).astype(DType(src).np)
+    got = interpret(g, {"x": xv}, dtype="native")["cast_1"]
+    np.testing.assert_array_equal(got.astype(DType(dst).np), xv.astype(DType(dst).np))
+
+
+# ----------------------------------------------------------------------------- matmul
+@st.composite
+def matmul_shapes(draw):
+    m, k, n = draw(dims), draw(dims), draw(dims)
+    base = draw(st.lists(dims, max_size=2))
+    ab = tuple(1 if draw(st.booleans()) else d for d in base)
+    bb = tuple(base[draw(st.integers(0, len(base))):])
+    return ab + (m, k), bb + (k, n)
+
+
+@given(ab=matmul_shapes(), seed=st.integers(0, 2**31))
+def test_matmul_batched_broadcast(ab, seed):
+    g = Graph()
+    y = g.matmul(g.input("a", ab[0], "f64"), g.input("b", ab[1], "f64"))
+    assert conc(y.shape) == np.matmul(np.ones(conc(ab[0])), np.ones(conc(ab[1]))).shape
+    g.output(y)
+    rng = np.random.default_rng(seed)
+    av, bv = rand(rng, conc(ab[0])), rand(rng, conc(ab[1]))
+    np.testing.assert_allclose(run(g, a=av, b=bv)[0], av @ bv, rtol=1e-10)
+
+
+def test_matmul_vector_operands_and_mismatch():
+    g = Graph()
+    assert g.matmul(g.input("v", (4,)), g.input("m", (4, 3))).shape == (3,)
+    assert g.matmul(g.input("m2", (2, 4)), g.input("v2", (4,))).shape == (2,)
+    with pytest.raises(ShapeError, match=r"\(matmul\): contraction dims differ: 4 vs 5.*\(2, 4\), \(5, 3\)"):
+        g.matmul(g.input("a", (2, 4)), g.input("b", (5, 3)))
+
+
+# ----------------------------------------------------------------------------- layout
+@given(s=st.lists(dims, min_size=1, max_size=4).map(tuple), data=st.data())
+def test_transpose(s, data):
+    perm = tuple(data.draw(st.permutations(range(len(s)))))
+    g = Graph()
+    y = g.transpose(g.input("x", s), perm)
+    assert y.shape == tuple(s[p] for p in perm)
+    assert g.transpose(g.input("z", s)).shape == tuple(reversed(s))
+    g.output(y)
+    xv = rand(np.random.default_rng(0), conc(s))
+    got = interpret(g, {"x": xv, "z": xv})[y.name]
+    np.testing.assert_array_equal(got, xv.astype(np.float32).transpose(perm))
+
+
+def test_reshape_static_symbolic_and_errors():
+    g = Graph()
+    x = g.input("x", ("B", "S", 12))
+    flat = g.reshape(x, (-1, 12))
+    assert flat.shape == ("B*S", 12)
+    heads = g.reshape(x, ("B", "S", 3, 4))
+    assert heads.shape == ("B", "S", 3, 4)
+    back = g.reshape(flat, ("B", "S", 12))
+    assert back.shape == x.shape
+    g.output(flat, heads, back)
+    xv = rand(np.random.default_rng(1), (3, 5, 12))
+    out = interpret(g, {"x": xv})
+    np.testing.assert_array_equal(out[flat.name], xv.astype(np.float32).reshape(15, 12))
+    np.testing.assert_array_equal(out[heads.name], xv.astype(np.float32).reshape(3, 5, 3, 4))
+    with pytest.raises(ShapeError, match=r"reshape_\d+' \(reshape\): cannot reshape \(B, S, 12\)"):
+        g.reshape(x, ("B", 12))
+    with pytest.raises(ShapeError, match="more than one -1"):
+        g.reshape(x, (-1, -1))
+
+
+def test_expand():
+    g = Graph()
+    y = g.expand(g.input("x", (1, "S", 1)), ("B", "S", 4))
+    assert y.shape == ("B", "S", 4)
+    g.output(y)
+    xv = rand(np.random.default_rng(2), (1, 5, 1))
+    got = interpret(g, {"x": xv}, binding={"B": 3})[y.name]
+    np.testing.assert_array_equal(got, np.broadcast_to(xv.astype(np.float32), (3, 5, 4)))
+    with pytest.raises(ShapeError, match="cannot broadcast"):
+        g.expand(g.input("z", (3,)), (4,))
+
+
+@pytest.mark.parametrize("starts,ends,axes,steps", [
+    ((1,), (3,), (0,), None), ((0, 2), (2, 2**63 - 1), (0, 1), None), ((-3,), (-1,), (1,), None),
+    ((4,), (0,), (0,), (-1,)), ((0,), (6,), (1,), (2,)),
+])
+def test_slice_static(starts, ends, axes, steps):
+    g = Graph()
+    y = g.slice(g.input("x", (5, 6)), starts, ends, axes, steps)
+    g.output(y)
+    xv = rand(np.random.default_rng(3), (5, 6))
+    idx = [slice(None)] * 2
+    for s, e, a, st_ in zip(starts, ends, axes, steps or (1,) * len(starts)):
+        idx[a] = slice(s, e, st_)
+    want = xv.astype(np.float32)[tuple(idx)]
+    assert y.shape == want.shape
+    np.testing.assert_array_equal(run(g, x=xv)[0], want)
+
+
+def test_slice_symbolic():
+    g = Graph()
+    x = g.input("x", ("B", "S"))
+    assert g.slice(x, (1,), (2**63 - 1,), (1,)).shape == ("B", "S-1")
+    assert g.slice(x, (0,), (2,), (1,)).shape == ("B", 2)
+    assert g.slice(x, (-2,), (2**63 - 1,), (1,)).shape == ("B", 2)
+    with pytest.raises(ShapeError, match="step 1"):
+        g.slice(x, (0,), (4,), (1,), (2,))
+
+
+def test_concat_and_split():
+    g = Graph()
+    a, b = g.input("a", ("B", 2)), g.input("b", ("B", 3))
+    c = g.concat(a, b, axis=1)
+    assert c.shape == ("B", 5)
+    assert g.concat([a, a], axis=0).shape == ("2*B", 2)
+    p, q = g.split(c, 1, (1, 4))
+    assert p.shape == ("B", 1) and q.shape == ("B", 4)
+    g.output(c, p, q)
+    rng = np.random.default_rng(4)
+    av, bv = rand(rng, (3, 2)), rand(rng, (3, 3))
+    cv, pv, qv = run(g, a=av, b=bv)
+    want = np.concatenate([av, bv], 1).astype(np.float32)
+    np.testing.assert_array_equal(cv, want)
+    np.testing.assert_array_equal(pv, want[:, :1])
+    np.testing.assert_array_equal(qv, want[:, 1:])
+    with pytest.raises(ShapeError, match="differ off axis"):
+        g.concat(a, g.input("z", ("S", 2)), axis=1)
+    with pytest.raises(ShapeError, match="do not sum"):
+        g.split(c, 1, (2, 2))
+
+
+# ----------------------------------------------------------------------------- reductions
+@pytest.mark.parametrize("op,fn", [("sum", np.sum), ("mean", np.mean), ("max", np.max)])
+@given(s=st.lists(dims, min_size=1, max_size=4).map(tuple), keep=st.booleans(), data=st.data())
+def test_reductions(op, fn, s, keep, data):
+    axes = tuple(data.draw(st.lists(st.integers(-len(s), len(s) - 1), max_size=len(s), unique_by=lambda a: a % len(s))))
+    axes = axes or None
+    g = Graph()
+    y = g.op(op, g.input("x", s, "f64"), axes, keep)
+    g.output(y)
+    xv = rand(np.random.default_rng(5), conc(s))
+    want = fn(xv, axis=axes, keepdims=keep)
+    assert conc(y.shape) == np.shape(want)
+    np.testing.assert_allclose(run(g, x=xv)[0], want, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- composites
+@given(s=st.lists(dims, min_size=1, max_size=3).map(tuple), seed=st.integers(0, 2**31))
+def test_softmax(s, seed):
+    g = Graph()
+    y = g.softmax(g.input("x", s, "f64"), axis=0)
+    g.output(y)
+    xv = rand(np.random.default_rng(seed), conc(s)) * 10
+    np.testing.assert_allclose(run(g, x=xv)[0], _softmax(xv, 0), rtol=1e-12)
+
+
+def test_layer_norm_and_rms_norm():
+    rng = np.random.default_rng(6)
+    g = Graph()
+    x = g.input("x", ("B", 8), "f64")
+    w, b = g.param("w", (8,), "f64"), g.param("b", (8,), "f64")
+    ln, rn = g.layer_norm(x, w, b, eps=1e-5), g.rms_norm(x, w, eps=1e-6)
+    g.output(ln, rn)
+    xv, wv, bv = rand(rng, (3, 8)), rand(rng, (8,)), rand(rng, (8,))
+    out = interpret(g, {"x": xv}, {"w": wv, "b": bv})
+    mu, var = xv.mean(-1, keepdims=True), xv.var(-1, keepdims=True)
+    np.testing.assert_allclose(out[ln.name], (xv - mu) / np.sqrt(var + 1e-5) * wv + bv, rtol=1e-12)
+    np.testing.assert_allclose(out[rn.name], xv / np.sqrt((xv ** 2).mean(-1, keepdims=True) + 1e-6) * wv, rtol=1e-12)
+    with pytest.raises(ShapeError, match="weight shape"):
+        g.rms_norm(x, g.param("w7", (7,), "f64"))
+
+
+def test_gather_embedding():
+    rng = np.random.default_rng(7)
+    g = Graph()
+    y = g.gather(g.param("table", (10, 4)), g.input("ids", ("B", "S"), "i64"))
+    assert y.shape == ("B", "S", 4)
+    g.output(y)
+    tv, iv = rand(rng, (10, 4)), rng.integers(0, 10, (3, 5))
+    np.testing.assert_array_equal(interpret(g, {"ids": iv}, {"table": tv})[y.name], tv.astype(np.float32)[iv])
+    with pytest.raises(DTypeError, match="indices must be integer"):
+        g.gather(g.param("t2", (10, 4)), g.input("f", (3,), "f32"))
+
+
+def test_rotary():
+    rng = np.random.default_rng(8)
+    g = Graph()
+    y = g.rotary(g.input("x", ("B", 2, "S", 8), "f64"), g.input("c", ("S", 4), "f64"), g.input("s", ("S", 4), "f64"))
+    g.output(y)
+    xv, cv, sv = rand(rng, (3, 2, 5, 8)), rand(rng, (5, 4)), rand(rng, (5, 4))
+    x1, x2 = xv[..., :4], xv[..., 4:]
+    want = np.concatenate([x1 * cv - x2 * sv, x1 * sv + x2 * cv], -1)
+    np.testing.assert_allclose(run(g, x=xv, c=cv, s=sv)[0], want, rtol=1e-12)
+    with pytest.raises(ShapeError, match="must be even"):
+        g.rotary(g.input("x2", (5, 7)), g.input("c2", (5, 3)), g.input("s2", (5, 3)))
+
+
+def test_causal_mask():
+    g = Graph()
+    y = g.causal_mask(g.input("x", ("S", "S"), "f64"))
+    g.output(y)
+    xv = rand(np.random.default_rng(9), (5, 5))
+    want = xv.copy()
+    want[np.triu_indices(5, 1)] = -np.inf
+    np.testing.assert_array_equal(run(g, x=xv)[0], want)
+
+
+@pytest.mark.parametrize("causal,mask,scale", [(False, False, None), (True, False, 0.3), (False, True, None), (True, True, 1.0)])
+def test_sdpa(causal, mask, scale):
+    rng = np.random.default_rng(10)
+    g = Graph()
+    q, k, v = (g.input(n, ("B", 2, "S", 4), "f64") for n in "qkv")
+    m = [g.input("m", ("S", "S"), "f64")] if mask else []
+    y = g.sdpa(q, k, v, *m, causal=causal, scale=scale)
+    assert y.shape == ("B", 2, "S", 4)
+    g.output(y)
+    qv, kv, vv, mv = (rand(rng, s) for s in [(3, 2, 5, 4)] * 3 + [(5, 5)])
+    s = qv @ kv.swapaxes(-1, -2) * (scale if scale is not None else 0.5)
+    if mask:
+        s = s + mv
+    if causal:
+        s = s + np.triu(np.full((5, 5), -np.inf), 1)
+    want = _softmax(s) @ vv
+    arrays = dict(q=qv, k=kv, v=vv, **({"m": mv} if mask else {}))
+    np.testing.assert_allclose(run(g, **arrays)[0], want, rtol=1e-12)
+
+
+def test_constant():
+    g = Graph()
+    c = g.constant([[1.0, 2.0]], "f16")
+    assert c.shape == (1, 2) and c.dtype == DType.f16
+    g.output(c)
+    np.testing.assert_array_equal(interpret(g, {})[c.name], [[1.0, 2.0]])
+
+
+# ----------------------------------------------------------------------------- costs
+def _cost(build):
+    g = Graph()
+    return build(g).node.cost()
+
+
+def test_flop_and_byte_counts_on_known_cases():
+    assert _cost(lambda g: g.matmul(g.input("a", (2, 3)), g.input("b", (3, 4)))) == (48.0, (6 + 12 + 8) * 4)
+    assert _cost(lambda g: g.matmul(g.input("a", (5, 2, 3), "f16"), g.input("b", (3, 4), "f16"))) == (240.0, (30 + 12 + 40) * 2)
+    assert _cost(lambda g: g.add(g.input("a", (8, 4)), g.input("b", (4,)))) == (32.0, (32 + 4 + 32) * 4)
+    assert _cost(lambda g: g.exp(g.input("a", (10,), "f64"))) == (40.0, 160)
+    assert _cost(lambda g: g.sum(g.input("a", (6, 5)), (1,))) == (30.0, (30 + 6) * 4)
+    assert _cost(lambda g: g.reshape(g.input("a", (6, 5)), (30,))) == (0.0, 0)  # a view moves nothing
+    b, h, s, d = 1, 2, 8, 4
+    flops, nbytes = _cost(lambda g: g.sdpa(*(g.input(n, (b, h, s, d)) for n in "qkv")))
+    assert flops == b * h * (2 * s * s * d * 2 + 10 * s * s)
+    assert nbytes == 4 * b * h * s * d * 4
+
+
+def test_cost_of_symbolic_node_needs_binding():
+    from rlx.errors import BindingError
+    g = Graph()
+    y = g.relu(g.input("x", ("B", 4)))
+    assert y.node.cost({"B": 2}) == (8.0, 64)
+    with pytest.raises(BindingError, match="B"):
+        y.node.cost()
+
+
+# ----------------------------------------------------------------------------- coverage
+TESTED = (set(UNARY) | set(BINARY) | set(COMPARE) | {
+    "input", "param", "constant", "cast", "where", "matmul", "transpose", "reshape", "expand",
+    "slice", "concat", "split", "sum", "mean", "max", "softmax", "layer_norm", "rms_norm",
+    "gather", "rotary", "causal_mask", "sdpa"})
+
+
+def test_every_registry_op_is_tested_here():
+    shipped = {op.name for op in REGISTRY if op.category != "fused"}
+    assert shipped - TESTED == set(), "add tests for these ops"
+
+
+def test_every_op_declares_its_contract():
+    for op in REGISTRY:
+        assert op.doc, op.name
+        assert callable(op.shape) and callable(op.dtype) and callable(op.flops), op.name
+        if op.category != "source" or op.name == "constant":
+            assert callable(op.reference), op.name
+
+
+def test_an_op_registered_at_load_time_gets_a_builder_and_runs():
+    from rlx.ir import OpDef, register
+    from rlx.ir.registry import REGISTRY as R
+    op = OpDef(name="square_plus", inputs=("x", "y"), shape=lambda s, a: [s[0]], dtype=lambda d, a: [d[0]],
+               reference=lambda ins, a: ins[0] ** 2 + ins[1], flops=lambda i, o, a: 2 * math.prod(o[0]),
+               category="fused", doc="test op")
+    register(op)
+    try:
+        g = Graph()
+        y = g.square_plus(g.input("x", (3,), "f64"), g.input("y", (3,), "f64"))
+        g.output(y)
+        got = interpret(g, {"x": np.array([1.0, 2, 3]), "y": np.array([1.0, 1, 1])})[y.name]
+        np.testing.assert_array_equal(got, [2, 5, 10])
+        assert y.node.cost() == (6.0, 72)
+        with pytest.raises(Exception, match="already registered"):
+            register(OpDef(name="square_plus", inputs=("x",), shape=op.shape, dtype=op.dtype,
+                           reference=op.reference, flops=op.flops))
+    finally:
+        R.unregister("square_plus")
