@@ -152,8 +152,9 @@ class Graph:
         shapes = [v.shape for v in inputs]
         dtypes = [v.dtype for v in inputs]
         try:
-            out_shapes = [canonical_shape(s) for s in opdef.shape(shapes, attrs)]
-            out_dtypes = list(opdef.dtype(dtypes, attrs))
+            types = opdef.infer([v.type for v in inputs], attrs)
+            out_shapes = [canonical_shape(t.shape) for t in types]
+            out_dtypes = [t.dtype for t in types]
         except ShapeError as e:
             raise ShapeError(f"{where}: {e} (input shapes "
                              f"{', '.join(fmt_shape(s) for s in shapes) or 'none'})") from None

@@ -19,7 +19,7 @@ from rlx.ir.dtypes import DType, as_dtype
 from rlx.ir.shapes import Shape
 
 REQUIRED = object()
-ATTR_KINDS = ("int", "float", "bool", "str", "ints", "dims", "dtype", "tensor")
+ATTR_KINDS = ("int", "float", "bool", "str", "ints", "dims", "dtype", "tensor", "op")
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,12 @@ class AttrSpec:
             if isinstance(value, str):
                 return value
             raise bad
+        if k == "op":  # the name of a unary elementwise op, or "none" for identity
+            if value == "none" or (isinstance(value, str) and value in REGISTRY and
+                                   REGISTRY.get(value).elementwise and len(REGISTRY.get(value).inputs) == 1):
+                return value
+            raise AttrError(f"{where}: attribute {self.name!r} expects the name of a unary elementwise "
+                            f"op or 'none', got {value!r}")
         if k == "ints":
             if isinstance(value, (list, tuple)) and all(
                     isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
@@ -120,6 +126,16 @@ class OpDef:
     category: str = "primitive"      # source | primitive | composite | fused
     doc: str = ""
     definition: Any = field(default=None, compare=False)  # fused ops: their body (rules)
+    types: Any = field(default=None, compare=False)  # optional combined shape+dtype rule
+
+    def infer(self, in_types: Sequence[TensorType], attrs: dict) -> list[TensorType]:
+        """Output types from input types: the combined rule if the op has one, else the
+        shape rule and the dtype rule."""
+        if self.types is not None:
+            return list(self.types(in_types, attrs))
+        shapes = self.shape([t.shape for t in in_types], attrs)
+        dtypes = self.dtype([t.dtype for t in in_types], attrs)
+        return [TensorType(tuple(s), d) for s, d in zip(shapes, dtypes)]
 
     @property
     def min_inputs(self) -> int:

@@ -1,0 +1,112 @@
+"""Rule files: parse, check, register their fused ops. ``rlx.rules.load(paths)``."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rlx.ir.registry import REGISTRY, register
+from rlx.rules.ast import FusedDecl, RegionsDecl, Rule, RuleFile, Span
+from rlx.rules.check import Checker
+from rlx.rules.errors import RuleError
+from rlx.rules.fused import opdef_for
+from rlx.rules.parse import parse_text
+
+SHIPPED = Path(__file__).resolve().parents[2] / "rules"
+
+
+@dataclass
+class RuleSet:
+    """Everything loaded from a set of rule files, in file order."""
+    rules: list[Rule] = field(default_factory=list)
+    fused: list[FusedDecl] = field(default_factory=list)
+    regions: list[RegionsDecl] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def rule(self, name: str) -> Rule:
+        for r in self.rules:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def sets(self) -> list[str]:
+        return sorted({r.ruleset for r in self.rules} | {r.ruleset for r in self.regions})
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+
+def _expand(paths: Iterable[str | Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out.extend(sorted(p.rglob("*.rlx")))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise RuleError(Span(str(p), 0, 0), "no such rule file or directory")
+    return out
+
+
+def load(paths: Iterable[str | Path] | str | Path | None = None) -> RuleSet:
+    """Parse and check rule files (directories are searched for ``*.rlx``; default: the
+    shipped rules), register their fused ops, and return the rules.
+
+    Errors are RuleError with ``path:line:col``, the line and a caret."""
+    if paths is None:
+        paths = [SHIPPED]
+    elif isinstance(paths, (str, Path)):
+        paths = [paths]
+    source: dict[str, str] = {}
+    files: list[RuleFile] = []
+    seen: set[Path] = set()
+    queue = [(p, None) for p in _expand(paths)]
+    while queue:
+        path, where = queue.pop(0)
+        real = path.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            if where is not None:
+                raise RuleError(where, f"cannot include {str(path)!r}: {e.strerror}", source.get(where.path)) from None
+            raise RuleError(Span(str(path), 0, 0), f"cannot read: {e.strerror}") from None
+        source[str(path)] = text
+        rf = parse_text(text, str(path))
+        files.append(rf)
+        queue[0:0] = [(path.parent / inc, span) for inc, span in rf.includes]
+    return _check(files, source)
+
+
+def _check(files: list[RuleFile], source: dict[str, str]) -> RuleSet:
+    checker = Checker(source)
+    out = RuleSet(files=[f.path for f in files])
+    declared: dict[str, FusedDecl] = {}
+    for rf in files:
+        for decl in rf.fused:
+            if decl.name in declared:
+                raise checker.error(decl.span, f"fused op {decl.name!r} is already declared at {declared[decl.name].span}")
+            checker.check_fused(decl)
+            existing = REGISTRY.get(decl.name) if decl.name in REGISTRY else None
+            if existing is None or existing.definition is None or existing.definition.text != decl.text:
+                if existing is not None and existing.definition is not None and existing.category == "fused":
+                    REGISTRY.unregister(decl.name)  # a new definition of a user fused op replaces the old
+                register(opdef_for(decl))
+            declared[decl.name] = decl
+            out.fused.append(decl)
+    names: dict[str, Rule] = {}
+    for rf in files:
+        for rule in rf.rules:
+            if rule.name in names:
+                raise checker.error(rule.span, f"duplicate rule name {rule.name!r} (first at {names[rule.name].span})")
+            checker.check_rule(rule)
+            names[rule.name] = rule
+            out.rules.append(rule)
+        out.regions.extend(rf.regions)
+    return out
+
+
+__all__ = ["load", "RuleSet", "RuleError", "parse_text", "SHIPPED"]
