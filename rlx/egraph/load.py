@@ -1,0 +1,115 @@
+"""Load a MIR graph into an egglog e-graph in bulk.
+
+Nodes are written as rows of one relation per op kind (TSV files read with egglog's
+``input``), and one ``load`` ruleset unions ``(N id)`` with the constructor applied to its
+inputs' ``N``s. Adding nodes one command each, or parsing one large program, is quadratic
+(DESIGN.md); this is linear. Types go in the same way, as rows for ``ty-*``.
+"""
+from __future__ import annotations
+
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from egglog import bindings
+
+from rlx.ir.graph import Graph, Node, Value
+from rlx.egraph.encode import DimTable, attr_sort, constructor_sorts, ctor, encode_attr, literal, scalar_key, tsv_cell
+
+
+@dataclass
+class Loaded:
+    """Where MIR went: value name -> e-class id (the ``N`` id), and the nodes by id."""
+    value_ids: dict[str, int] = field(default_factory=dict)
+    node_of_id: dict[int, Node] = field(default_factory=dict)
+    dims: DimTable = field(default_factory=DimTable)
+
+
+def _run(eg: bindings.EGraph, text: str):
+    return eg.run_program(*eg.parse_program(text))
+
+
+def load_graph(eg: bindings.EGraph, graph: Graph, workdir: Path) -> Loaded:
+    """Write ``graph`` into ``eg`` (whose schema is already declared)."""
+    out = Loaded()
+    rows: dict[str, list[list]] = defaultdict(list)
+    sorts: dict[str, list[str]] = {}
+    small: list[str] = []
+    next_value = len(graph.nodes)
+
+    def vid(v: Value) -> int:
+        return out.value_ids[v.name]
+
+    for idx, node in enumerate(graph.topo_order()):
+        out.node_of_id[idx] = node
+        op = node.opdef
+        if len(node.outputs) == 1:
+            out.value_ids[node.value().name] = idx
+        else:
+            for i, v in enumerate(node.values):
+                out.value_ids[v.name] = next_value
+                rows["L_get"].append([next_value, idx, i])
+                next_value += 1
+        if node.op in ("input", "param"):
+            rows[f"L_{node.op}"].append([idx, node.name])
+            sorts[f"L_{node.op}"] = ["i64", "String"]
+        elif node.op == "constant":
+            value = node.attrs["value"]
+            if value.size == 1 and value.ndim == 0:
+                rows["L_scalar"].append([idx, scalar_key(value)])
+            else:
+                rows["L_const"].append([idx, idx])
+        elif node.op == "region" or op.variadic:
+            args = " ".join(f"(N {vid(v)})" for v in node.inputs)
+            attrs = " ".join(literal(encode_attr(a, node.attrs[a.name]), attr_sort(a)) for a in op.attrs)
+            small.append(f"(union (N {idx}) ({ctor(node.op)} (vec-of {args}) {attrs}))")
+        else:
+            rel = f"L_{node.op}"
+            sorts[rel] = ["i64"] + constructor_sorts(op)
+            rows[rel].append([idx] + [vid(v) for v in node.inputs] +
+                             [encode_attr(a, node.attrs[a.name]) for a in op.attrs])
+        for v in node.values:
+            t = v.type
+            rows["L_type"].append([vid(v), str(t.dtype), len(t.shape)])
+            for ax, d in enumerate(t.shape):
+                rows["L_dim"].append([vid(v), ax, out.dims.id(d)])
+    sorts.update(L_get=["i64", "i64", "i64"], L_scalar=["i64", "String"], L_const=["i64", "i64"],
+                 L_type=["i64", "String", "i64"], L_dim=["i64", "i64", "i64"])
+    program = ["(ruleset load)"]
+    for rel, rs in rows.items():
+        cols = sorts[rel]
+        stored = ["i64" if c == "T" else c for c in cols]  # tensors are written as node ids
+        program.append(f"(relation {rel} ({' '.join(stored)}))")
+        path = workdir / f"{rel}.tsv"
+        with path.open("w") as f:
+            for r in rs:
+                f.write("\t".join(tsv_cell(v, s) for v, s in zip(r, stored)) + "\n")
+        program.append(_load_rule(rel, cols))
+        program.append(f'(input {rel} "{path.name}")')
+    program.extend(small)
+    program.append("(run-schedule (saturate (run load)))")
+    _run(eg, "\n".join(program))
+    return out
+
+
+def _load_rule(rel: str, cols: list[str]) -> str:
+    vs = [f"c{i}" for i in range(len(cols))]
+    head = f"({rel} {' '.join(vs)})"
+    if rel == "L_type":
+        action = "(set (ty-dtype (N c0)) c1) (set (ty-rank (N c0)) c2)"
+    elif rel == "L_dim":
+        action = "(set (ty-dim (N c0) c1) c2)"
+    elif rel == "L_get":
+        action = "(union (N c0) (O_get (N c1) c2))"
+    elif rel in ("L_input", "L_param", "L_scalar", "L_const"):
+        action = f"(union (N c0) (O_{rel[2:]} c1))"
+    else:
+        args = [f"(N {v})" if s == "T" else v for v, s in zip(vs[1:], cols[1:])]
+        action = f"(union (N c0) ({ctor(rel[2:])} {' '.join(args)}))"
+    return f"(rule ({head}) ({action}) :ruleset load)"
+
+
+def new_egraph() -> tuple[bindings.EGraph, Path]:
+    workdir = Path(tempfile.mkdtemp(prefix="rlx-egraph-"))
+    return bindings.EGraph(fact_directory=str(workdir)), workdir

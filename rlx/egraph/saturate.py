@@ -1,0 +1,74 @@
+"""Run the compiled rule sets under limits (iterations, e-nodes, seconds) with a schedule.
+
+Each iteration runs every rule set once, in order: ``algebra`` only for its first few
+iterations (commutativity and friends must not blow the e-graph up), then ``fusion``,
+the region rules (followed by the body helpers to saturation), and the rest. It stops
+when nothing changes (saturated) or at the first limit it hits, and says which.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from egglog import bindings
+
+from rlx.rules.compile import Compiled
+
+
+@dataclass(frozen=True)
+class Limits:
+    iterations: int = 24
+    enodes: int = 2_000_000
+    seconds: float = 30.0
+    algebra_iterations: int = 2
+
+
+@dataclass
+class SaturationStats:
+    iterations: int = 0
+    enodes: int = 0
+    stop: str = "saturated"          # saturated | iterations | enodes | seconds
+    matches: Counter = field(default_factory=Counter)  # egglog rule name -> matches
+    seconds: float = 0.0
+
+
+def _run(eg: bindings.EGraph, text: str):
+    return eg.run_program(*eg.parse_program(text))
+
+
+def count_enodes(eg: bindings.EGraph) -> int:
+    sizes = _run(eg, "(print-size)")[0].sizes
+    return sum(n for name, n in sizes if not name.startswith(("L_", "Near_", "ty-", "Size")))
+
+
+def saturate(eg: bindings.EGraph, compiled: Compiled, limits: Limits) -> SaturationStats:
+    stats = SaturationStats()
+    t0 = time.perf_counter()
+    for it in range(limits.iterations):
+        updated = False
+        for s in compiled.rulesets:
+            if s == "algebra" and it >= limits.algebra_iterations:
+                continue
+            report = _run(eg, f"(run {s} 1)")[-1].report
+            updated |= report.updated
+            stats.matches.update({k: v for k, v in report.num_matches_per_rule.items() if v})
+            if s in compiled.region_sets:
+                _run(eg, "(run-schedule (saturate (run region-eval)))")
+        stats.iterations = it + 1
+        stats.enodes = count_enodes(eg)
+        if not updated:
+            stats.stop = "saturated"
+            break
+        if stats.enodes > limits.enodes:
+            stats.stop = "enodes"
+            break
+        if time.perf_counter() - t0 > limits.seconds:
+            stats.stop = "seconds"
+            break
+    else:
+        stats.stop = "iterations"
+    if compiled.near:
+        _run(eg, "(run near 1)")
+    stats.seconds = time.perf_counter() - t0
+    return stats

@@ -1,0 +1,210 @@
+"""A Python view of a frozen e-graph: classes of decoded e-nodes, with tensor types.
+
+``EGraph.freeze()`` gives every function's rows; this turns the tensor constructors into
+``ENode``s over integer class ids (region bodies decoded to text), then infers every
+class's type from the registry, starting from the loaded MIR types. Nothing here recurses,
+so deep graphs are fine.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from egglog import bindings
+
+from rlx.errors import RlxError
+from rlx.ir.graph import Graph
+from rlx.ir.region import RArg, RCall, RConst, format_body, remap_args
+from rlx.ir.registry import REGISTRY, TensorType
+from rlx.egraph.encode import attr_sort, decode_attr
+from rlx.egraph.load import Loaded
+from rlx.egraph.schema import schema_ops
+
+BODY_CTORS = {"Arg", "Cst", "U", "Bn", "Tn"}
+
+
+@dataclass(frozen=True)
+class ENode:
+    op: str
+    children: tuple[int, ...]
+    attrs: tuple[tuple[str, Any], ...] = ()
+
+    def attr_dict(self) -> dict[str, Any]:
+        return dict(self.attrs)
+
+
+@dataclass
+class EGraphView:
+    classes: list[list[ENode]] = field(default_factory=list)
+    types: dict[int, tuple[TensorType, ...]] = field(default_factory=dict)
+    value_class: dict[str, int] = field(default_factory=dict)   # MIR value name -> class
+    class_of: dict[Any, int] = field(default_factory=dict)       # egglog Value -> class
+
+    @property
+    def n_nodes(self) -> int:
+        return sum(len(c) for c in self.classes)
+
+    def cid(self, v: Any) -> int:
+        c = self.class_of.get(v)
+        if c is None:
+            c = self.class_of[v] = len(self.classes)
+            self.classes.append([])
+        return c
+
+    def type1(self, c: int) -> TensorType | None:
+        t = self.types.get(c)
+        return t[0] if t is not None and len(t) == 1 else None
+
+
+def freeze(eg: bindings.EGraph, graph: Graph, loaded: Loaded) -> EGraphView:
+    frozen = eg.freeze().functions
+    view = EGraphView()
+    bodies = _bodies(eg, frozen)
+    ops = {f"O_{op.name}": op for op in schema_ops()}
+    seen: set[tuple] = set()
+
+    def add(cls: int, node: ENode) -> None:
+        key = (cls, node)
+        if key not in seen:
+            seen.add(key)
+            view.classes[cls].append(node)
+
+    names_of_id: dict[int, str] = {i: name for name, i in loaded.value_ids.items()}
+    for row in frozen["N"].rows:
+        nid = eg.value_to_i64(row.inputs[0])
+        c = view.cid(row.output)
+        node = loaded.node_of_id.get(nid)
+        if node is not None and len(node.outputs) > 1:
+            view.types[c] = node.outputs  # the tuple class of a multi-output node
+        if nid in names_of_id:
+            view.value_class[names_of_id[nid]] = c
+    for fname, f in frozen.items():
+        if fname in ("O_input", "O_param"):
+            for r in f.rows:
+                name = eg.value_to_string(r.inputs[0])
+                node = graph.node(name)
+                add(view.cid(r.output), ENode(node.op, (), (("name", name),)))
+        elif fname == "O_scalar":
+            for r in f.rows:
+                add(view.cid(r.output), ENode("constant", (), (("key", eg.value_to_string(r.inputs[0])),)))
+        elif fname == "O_const":
+            for r in f.rows:
+                node = loaded.node_of_id[eg.value_to_i64(r.inputs[0])]
+                add(view.cid(r.output), ENode("constant", (), (("node", node.name),)))
+        elif fname == "O_get":
+            for r in f.rows:
+                add(view.cid(r.output), ENode("get", (view.cid(r.inputs[0]),),
+                                              (("index", eg.value_to_i64(r.inputs[1])),)))
+        elif fname == "Region":
+            for r in f.rows:
+                text = bodies.get(r.inputs[0])
+                if text is None:
+                    continue  # body not evaluated within the limits: this region is not usable
+                args = [view.cid(a) for a in eg.value_to_vec(r.inputs[1])]
+                add(view.cid(r.output), _region_node(text, args))
+        elif fname in ops:
+            op = ops[fname]
+            for r in f.rows:
+                ins = list(r.inputs)
+                if op.variadic:
+                    children = tuple(view.cid(a) for a in eg.value_to_vec(ins[0]))
+                    rest = ins[1:]
+                else:
+                    children = tuple(view.cid(a) for a in ins[:len(op.inputs)])
+                    rest = ins[len(op.inputs):]
+                attrs = tuple((spec.name, decode_attr(spec, _prim(eg, v, spec)))
+                              for spec, v in zip(op.attrs, rest))
+                add(view.cid(r.output), ENode(op.name, children, attrs))
+    _infer_types(view, graph)
+    return view
+
+
+def _prim(eg: bindings.EGraph, v: Any, spec) -> Any:
+    sort = attr_sort(spec)
+    return eg.value_to_i64(v) if sort == "i64" else eg.value_to_f64(v) if sort == "f64" else eg.value_to_string(v)
+
+
+def _bodies(eg: bindings.EGraph, frozen) -> dict[Any, str]:
+    """Body class -> the text of its smallest concrete term (fixpoint, no recursion)."""
+    forms: dict[Any, list[tuple[str, tuple, Any]]] = defaultdict(list)
+    for name in BODY_CTORS:
+        f = frozen.get(name)
+        if f is None:
+            continue
+        for r in f.rows:
+            if name == "Arg":
+                forms[r.output].append(("Arg", (), eg.value_to_i64(r.inputs[0])))
+            elif name == "Cst":
+                forms[r.output].append(("Cst", (), eg.value_to_string(r.inputs[0])))
+            else:
+                forms[r.output].append((name, tuple(r.inputs[1:]), eg.value_to_string(r.inputs[0])))
+    best: dict[Any, tuple[int, Any]] = {}
+    changed = True
+    while changed:
+        changed = False
+        for cls, fs in forms.items():
+            for kind, kids, payload in fs:
+                if kind == "Arg":
+                    cand = (0, RArg(payload))
+                elif kind == "Cst":
+                    try:
+                        cand = (0, RConst(float(payload)))
+                    except ValueError:
+                        continue
+                else:
+                    if any(k not in best for k in kids):
+                        continue
+                    op, _, attr = payload.partition(":")
+                    cand = (1 + sum(best[k][0] for k in kids), RCall(op, attr or None, tuple(best[k][1] for k in kids)))
+                if cls not in best or cand[0] < best[cls][0]:
+                    best[cls] = cand
+                    changed = True
+    return {cls: format_body(expr) for cls, (_, expr) in best.items()}
+
+
+def _region_node(text: str, args: list[int]) -> ENode:
+    """A region e-node with duplicate inputs merged (``$i`` renumbered)."""
+    unique = list(dict.fromkeys(args))
+    if len(unique) == len(args):
+        return ENode("region", tuple(args), (("body", text),))
+    mapping = {i: unique.index(a) for i, a in enumerate(args)}
+    return ENode("region", tuple(unique), (("body", remap_args(text, mapping)),))
+
+
+def _infer_types(view: EGraphView, graph: Graph) -> None:
+    """Loaded classes have their MIR types; the rest are inferred from the registry."""
+    for name, c in view.value_class.items():
+        node_name, _, idx = name.partition(":")
+        view.types.setdefault(c, (graph.node(node_name).outputs[int(idx or 0)],))
+    changed = True
+    while changed:
+        changed = False
+        for c, nodes in enumerate(view.classes):
+            if c in view.types:
+                continue
+            for n in nodes:
+                t = _node_type(view, n)
+                if t is not None:
+                    view.types[c] = t
+                    changed = True
+                    break
+
+
+def _node_type(view: EGraphView, n: ENode) -> tuple[TensorType, ...] | None:
+    """The type of an e-node from its children's types, or None if not (yet) known."""
+    if n.op in ("input", "param", "constant"):
+        return None  # sources are typed from the loaded MIR
+    kids = [view.types.get(c) for c in n.children]
+    if any(k is None for k in kids):
+        return None
+    if n.op == "get":
+        tup = kids[0]
+        i = n.attr_dict()["index"]
+        return (tup[i],) if i < len(tup) else None
+    if any(len(k) != 1 for k in kids):
+        return None
+    try:
+        return tuple(REGISTRY.get(n.op).infer([k[0] for k in kids], n.attr_dict()))
+    except RlxError:
+        return None

@@ -1,0 +1,344 @@
+"""Compile checked rules to egglog program text.
+
+A rule becomes one egglog rule per choice of its ``v in [...]`` guards (op variables and
+attribute variables are substituted). The left side is flattened into query facts, guards
+become facts over the type functions (``ty-rank``, ``ty-dim``, ``ty-dtype``), the right
+side becomes a ``union`` with the matched root (or ``O_get`` projections of a multi-output
+op). Every fusion rule also gets a *near-miss* relation: its left side with op variables
+ranging over every unary elementwise op and no guards, so the report can say why a
+near match did not fire. ``regions`` declarations expand to the region rules.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlx.ir.registry import REGISTRY, REQUIRED, AttrSpec
+from rlx.egraph.encode import attr_sort, ctor, encode_attr, literal, scalar_key
+from rlx.rules import RuleSet
+from rlx.rules.ast import AttrRef, Bind, Call, Expr, GArith, GFunc, GLit, GName, Guard, Num, Rule, Var
+from rlx.rules.errors import RuleError
+
+ROOT = "v_root"
+
+
+@dataclass
+class NearMiss:
+    """The relation recording structural matches of a fusion rule's left side."""
+    relation: str
+    rule: Rule
+    columns: list[tuple[str, str, str]]  # (role: root|tensor|attr|op, name, sort)
+
+
+@dataclass
+class Compiled:
+    programs: list[str] = field(default_factory=list)
+    rule_of: dict[str, str] = field(default_factory=dict)   # egglog rule name -> rlx rule name
+    near: list[NearMiss] = field(default_factory=list)
+    rulesets: list[str] = field(default_factory=list)
+    region_sets: list[str] = field(default_factory=list)
+
+
+def _unary_elementwise() -> list[str]:
+    return [op.name for op in REGISTRY if op.elementwise and len(op.inputs) == 1 and not op.attrs]
+
+
+class _Query:
+    """Builds the facts of one left side."""
+
+    def __init__(self, subst: dict[str, Any]) -> None:
+        self.subst, self.facts, self.n = subst, [], 0
+        self.attr_sorts: dict[str, str] = {}
+
+    def fresh(self) -> str:
+        self.n += 1
+        return f"_t{self.n}"
+
+    def term(self, e: Expr) -> str:
+        if isinstance(e, Var):
+            return f"v_{e.name}"
+        if isinstance(e, Num):
+            t = self.fresh()
+            self.facts.append(f'(= {t} (O_scalar "{scalar_key(e.value)}"))')
+            return t
+        if isinstance(e, Bind):
+            self.facts.append(f"(= v_{e.name} {self.term(e.expr)})")
+            return f"v_{e.name}"
+        op = self.subst.get(e.op, e.op)
+        if op == "none":
+            return self.term(e.args[0])
+        opdef = REGISTRY.get(op)
+        if opdef.variadic:
+            raise RuleError(e.span, f"variadic op {op} cannot be matched on the left side")
+        args = [self.term(a) for a in e.args]
+        while len(args) < len(opdef.inputs):  # omitted optional inputs
+            raise RuleError(e.span, f"{op}: optional inputs must be written out on the left side")
+        kw = e.kw()
+        attrs = []
+        for spec in opdef.attrs:
+            v = kw.get(spec.name)
+            if v is None:
+                attrs.append(self.fresh())
+            elif isinstance(v, AttrRef):
+                self.attr_sorts[v.name] = attr_sort(spec)
+                attrs.append(self.subst_attr(v.name, spec))
+            else:
+                attrs.append(attr_literal(spec, v))
+        t = self.fresh()
+        self.facts.append(f"(= {t} ({ctor(op)} {' '.join(args + attrs)}))")
+        return t
+
+    def subst_attr(self, name: str, spec: AttrSpec) -> str:
+        if name in self.subst:
+            return attr_literal(spec, self.subst[name])
+        return f"a_{name}"
+
+
+def attr_literal(spec: AttrSpec, value: Any) -> str:
+    v = spec.normalize(list(value) if isinstance(value, tuple) else value, f"attribute {spec.name}")
+    return literal(encode_attr(spec, v), attr_sort(spec))
+
+
+class _Guards:
+    """Guard facts. Dims in arithmetic or ordering must be static: symbolic dims are interned
+    ids, which only equality can compare soundly."""
+
+    def __init__(self, q: _Query, subst: dict[str, Any]) -> None:
+        self.q, self.subst = q, subst
+
+    def term(self, g, static: bool) -> tuple[str, str]:
+        q = self.q
+        if isinstance(g, GLit):
+            v = g.value
+            if isinstance(v, tuple):
+                return json.dumps(json.dumps(list(v), separators=(",", ":"))), "String"
+            if isinstance(v, bool) or isinstance(v, str):
+                return json.dumps(str(v).lower() if isinstance(v, bool) else v), "String"
+            return (str(v), "i64") if isinstance(v, int) else (literal(v, "f64"), "f64")
+        if isinstance(g, GName):
+            if g.name in self.subst:
+                return json.dumps(str(self.subst[g.name])), "String"
+            if g.name in q.attr_sorts:
+                return f"a_{g.name}", q.attr_sorts[g.name]
+            return json.dumps(g.name), "String"
+        if isinstance(g, GFunc):
+            t = q.fresh()
+            if g.fn == "rank":
+                q.facts.append(f"(= {t} (ty-rank v_{g.var}))")
+                return t, "i64"
+            if g.fn == "dtype":
+                q.facts.append(f"(= {t} (ty-dtype v_{g.var}))")
+                return t, "String"
+            if g.axis >= 0:
+                q.facts.append(f"(= {t} (ty-dim v_{g.var} {g.axis}))")
+            else:
+                r = q.fresh()
+                q.facts.append(f"(= {r} (ty-rank v_{g.var}))")
+                q.facts.append(f"(= {t} (ty-dim v_{g.var} (+ {r} {g.axis})))")
+            if static:
+                q.facts.append(f"(>= {t} 0)")
+            return t, "i64"
+        if isinstance(g, GArith):
+            a, ta = self.term(g.a, True)
+            b, tb = self.term(g.b, True)
+            a, b, sort = _unify(a, ta, b, tb)
+            return f"({ {'//': '/'}.get(g.op, g.op)} {a} {b})", sort
+        raise AssertionError(g)
+
+    def fact(self, g: Guard) -> None:
+        ordering = g.op not in ("==", "!=")
+        a, ta = self.term(g.a, ordering)
+        b, tb = self.term(g.b, ordering)
+        a, b, _ = _unify(a, ta, b, tb)
+        self.q.facts.append(f"({'=' if g.op == '==' else g.op} {a} {b})")
+
+
+def _unify(a: str, ta: str, b: str, tb: str) -> tuple[str, str, str]:
+    if ta == tb:
+        return a, b, ta
+    if ta == "i64" and tb == "f64":
+        return f"(to-f64 {a})", b, "f64"
+    if ta == "f64" and tb == "i64":
+        return a, f"(to-f64 {b})", "f64"
+    return a, b, ta
+
+
+def _rhs(e: Expr, subst: dict[str, Any]) -> str:
+    if isinstance(e, Var):
+        return f"v_{e.name}"
+    if isinstance(e, Num):
+        return f'(O_scalar "{scalar_key(e.value)}")'
+    if isinstance(e, Bind):
+        return _rhs(e.expr, subst)
+    op = subst.get(e.op, e.op)
+    if op == "none":
+        return _rhs(e.args[0], subst)
+    opdef = REGISTRY.get(op)
+    args = [_rhs(a, subst) for a in e.args]
+    if opdef.variadic:
+        args = [f"(vec-of {' '.join(args)})"]
+    elif len(args) < len(opdef.inputs):
+        raise RuleError(e.span, f"{op}: optional inputs must be written out on the right side")
+    kw = e.kw()
+    attrs = []
+    for spec in opdef.attrs:
+        v = kw.get(spec.name)
+        if v is None:
+            if spec.default is REQUIRED:
+                raise RuleError(e.span, f"{op} needs attribute {spec.name!r} on the right side")
+            attrs.append(literal(encode_attr(spec, spec.default), attr_sort(spec)))
+        elif isinstance(v, AttrRef):
+            attrs.append(attr_literal(spec, subst[v.name]) if v.name in subst else f"a_{v.name}")
+        else:
+            attrs.append(attr_literal(spec, v))
+    return f"({ctor(op)} {' '.join(args + attrs)})"
+
+
+def _variants(rule: Rule, widen: bool) -> list[dict[str, Any]]:
+    members = [g for g in rule.guards if g.kind == "member"]
+    choices = []
+    for g in members:
+        is_op_var = g.a not in _attr_vars(rule.lhs)
+        if widen and is_op_var:
+            choices.append([(g.a, o) for o in sorted(set(_unary_elementwise()) | set(g.b))])
+        elif widen:
+            continue  # an attribute variable stays free; its value is recorded
+        else:
+            choices.append([(g.a, o) for o in g.b])
+    return [dict(c) for c in itertools.product(*choices)]
+
+
+def _attr_vars(e: Expr) -> set[str]:
+    out: set[str] = set()
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Bind):
+            stack.append(x.expr)
+        elif isinstance(x, Call):
+            out.update(v.name for _, v in x.kwargs if isinstance(v, AttrRef))
+            stack.extend(x.args)
+    return out
+
+
+def _tensor_vars(e: Expr) -> list[str]:
+    out: list[str] = []
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Var) and x.name not in out:
+            out.append(x.name)
+        elif isinstance(x, Bind):
+            out.append(x.name) if x.name not in out else None
+            stack.append(x.expr)
+        elif isinstance(x, Call):
+            stack.extend(reversed(x.args))
+    return out
+
+
+def compile_rule(rule: Rule, lhs: Expr | None = None, rhs: Expr | None = None, suffix: str = "") -> list[tuple[str, str]]:
+    """(egglog rule name, program text) for each variant of ``rule``."""
+    lhs, rhs = lhs or rule.lhs, rhs or rule.rhs
+    out = []
+    for k, subst in enumerate(_variants(rule, widen=False)):
+        q = _Query(subst)
+        q.facts.append(f"(= {ROOT} {q.term(lhs)})")
+        guards = _Guards(q, subst)
+        for g in rule.guards:
+            if g.kind == "compare":
+                guards.fact(g)
+        body = _rhs(rhs, subst)
+        if rule.outputs:
+            actions = [f"(let _f {body})"] + [
+                f"(union {ROOT if n == 'root' else 'v_' + n} (O_get _f {i}))" for i, n in enumerate(rule.outputs)]
+        else:
+            actions = [f"(union {ROOT} {body})"]
+        name = f"{rule.name}{suffix}@{k}"
+        out.append((name, f"(rule ({' '.join(q.facts)}) ({' '.join(actions)}) :ruleset {rule.ruleset} :name {json.dumps(name)})"))
+    return out
+
+
+def compile_near(rule: Rule, index: int) -> tuple[NearMiss, list[str]]:
+    """The near-miss relation of a fusion rule and the rules that fill it."""
+    relation = f"Near_{index}"
+    tensors = _tensor_vars(rule.lhs)
+    op_vars = [g.a for g in rule.guards if g.kind == "member" and g.a not in _attr_vars(rule.lhs)]
+    programs = []
+    columns: list[tuple[str, str, str]] | None = None
+    for k, subst in enumerate(_variants(rule, widen=True)):
+        q = _Query(subst)
+        q.facts.append(f"(= {ROOT} {q.term(rule.lhs)})")
+        attrs = sorted(q.attr_sorts)
+        cols = ([("root", "root", "T")] + [("tensor", t, "T") for t in tensors] +
+                [("attr", a, q.attr_sorts[a]) for a in attrs] + [("op", o, "String") for o in op_vars])
+        columns = columns or cols
+        values = [ROOT] + [f"v_{t}" for t in tensors] + [f"a_{a}" for a in attrs] + [json.dumps(subst[o]) for o in op_vars]
+        programs.append(f"(rule ({' '.join(q.facts)}) (({relation} {' '.join(values)})) :ruleset near "
+                        f":name {json.dumps(f'near:{rule.name}@{k}')})")
+    decl = f"(relation {relation} ({' '.join(s for _, _, s in columns)}))"
+    return NearMiss(relation, rule, columns), [decl] + programs
+
+
+def region_rules(ruleset: str, max_inputs: int, max_ops: int) -> list[tuple[str, str]]:
+    """Lift elementwise ops into one-op regions, absorb producer regions, inline scalars."""
+    out = []
+    for op in REGISTRY:
+        if not op.elementwise or op.variadic:
+            continue
+        n = len(op.inputs)
+        xs = [f"x{i}" for i in range(n)]
+        if op.attrs:  # cast: the one elementwise op with an attribute
+            if len(op.attrs) != 1 or n != 1:
+                continue
+            head = f'(+ "{op.name}:" d)'
+            pat = f"({ctor(op.name)} x0 d)"
+        else:
+            head, pat = f'"{op.name}"', f"({ctor(op.name)} {' '.join(xs)})"
+        args = " ".join(f"(Arg {i})" for i in range(n))
+        body = {1: "U", 2: "Bn", 3: "Tn"}[n]
+        name = f"regions:lift-{op.name}"
+        out.append((name, f"(rule ((= e {pat})) ((union e (Region ({body} {head} {args}) (vec-of {' '.join(xs)})))) "
+                          f":ruleset {ruleset} :name {json.dumps(name)})"))
+    for i in range(max_inputs):
+        name = f"regions:absorb-{i}"
+        out.append((name, f"(rule ((= e (Region b args)) (= n (vec-length args)) (> n {i}) (= a (vec-get args {i})) "
+                          f"(= a (Region b2 args2)) (<= (+ (- n 1) (vec-length args2)) {max_inputs}) "
+                          f"(= s1 (Size b)) (= s2 (Size b2)) (<= (+ s1 s2) {max_ops})) "
+                          f"((union e (Region (Splice b {i} (Shift b2 (- n 1))) (vec-append (vec-remove args {i}) args2)))) "
+                          f":ruleset {ruleset} :name {json.dumps(name)})"))
+        name = f"regions:scalar-{i}"
+        out.append((name, f"(rule ((= e (Region b args)) (> (vec-length args) {i}) (= a (vec-get args {i})) "
+                          f"(= a (O_scalar c)) (> (vec-length args) 1)) "
+                          f"((union e (Region (Splice b {i} (Cst c)) (vec-remove args {i})))) "
+                          f":ruleset {ruleset} :name {json.dumps(name)})"))
+    return out
+
+
+def compile_rules(rs: RuleSet, max_inputs: int = 16, max_ops: int = 32, near: bool = True) -> Compiled:
+    c = Compiled()
+    order = ["algebra", "fusion"]
+    sets = rs.sets()
+    c.rulesets = [s for s in order if s in sets] + [s for s in sets if s not in order]
+    c.programs.extend(f"(ruleset {s})" for s in c.rulesets)
+    c.programs.append("(ruleset near)")
+    for rule in rs.rules:
+        pieces = compile_rule(rule)
+        if rule.bidirectional:
+            pieces += compile_rule(rule, rule.rhs, rule.lhs, suffix="~rev")
+        for name, text in pieces:
+            c.rule_of[name] = rule.name
+            c.programs.append(text)
+        if near and rule.ruleset == "fusion" and not rule.bidirectional:
+            miss, texts = compile_near(rule, len(c.near))
+            c.near.append(miss)
+            c.programs.extend(texts)
+    for decl in rs.regions:
+        if decl.ruleset in c.region_sets:
+            continue
+        c.region_sets.append(decl.ruleset)
+        for name, text in region_rules(decl.ruleset, max_inputs, max_ops):
+            c.rule_of[name] = "regions"
+            c.programs.append(text)
+    return c
