@@ -7,6 +7,7 @@ so deep graphs are fine.
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,7 @@ class EGraphView:
     types: dict[int, tuple[TensorType, ...]] = field(default_factory=dict)
     value_class: dict[str, int] = field(default_factory=dict)   # MIR value name -> class
     class_of: dict[Any, int] = field(default_factory=dict)       # egglog Value -> class
+    frozen: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def n_nodes(self) -> int:
@@ -60,6 +62,7 @@ class EGraphView:
 def freeze(eg: bindings.EGraph, graph: Graph, loaded: Loaded) -> EGraphView:
     frozen = eg.freeze().functions
     view = EGraphView()
+    view.frozen = frozen
     bodies = _bodies(eg, frozen)
     ops = {f"O_{op.name}": op for op in schema_ops()}
     seen: set[tuple] = set()
@@ -208,3 +211,34 @@ def _node_type(view: EGraphView, n: ENode) -> tuple[TensorType, ...] | None:
         return tuple(REGISTRY.get(n.op).infer([k[0] for k in kids], n.attr_dict()))
     except RlxError:
         return None
+
+
+def near_rows(eg: bindings.EGraph, view: EGraphView, relation: str, columns) -> list[dict[str, Any]]:
+    """Decoded rows of a near-miss relation: column name -> class id or attribute value."""
+    f = view.frozen.get(relation)
+    if f is None:
+        return []
+    out = []
+    for r in f.rows:
+        row = {}
+        for (role, name, sort), v in zip(columns, r.inputs):
+            if sort == "T":
+                row[name] = view.class_of.get(v)
+            elif sort == "i64":
+                row[name] = eg.value_to_i64(v)
+            elif sort == "f64":
+                row[name] = eg.value_to_f64(v)
+            else:
+                row[name] = _decode_string(eg.value_to_string(v))
+        out.append(row)
+    return out
+
+
+def _decode_string(s: str) -> Any:
+    if s == "None":
+        return None
+    if s in ("true", "false"):
+        return s == "true"
+    if s.startswith("["):
+        return tuple(json.loads(s))
+    return s

@@ -254,6 +254,9 @@ class Graph:
             seen.add(n)
 
     # ------------------------------------------------------------------ queries
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
     def node(self, name: str) -> Node:
         try:
             return self._names[name]

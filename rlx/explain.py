@@ -1,0 +1,116 @@
+"""Explain fusion rules against an extracted program: which near matches did not fire,
+and why (a guard, an op outside the rule's range, an extra consumer, the cost model)."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from rlx.egraph.encode import scalar_key
+from rlx.egraph.view import EGraphView, ENode, near_rows
+from rlx.extract.cost import CostModel
+from rlx.extract.greedy import Extraction
+from rlx.ir.registry import REGISTRY
+from rlx.report import MissedFusion
+from rlx.rules.ast import Bind, Call, Expr, Num, Rule, Var
+from rlx.rules.compile import NearMiss
+from rlx.rules.guards import describe, evaluate
+
+
+def _inner(view: EGraphView, e: Expr, c: int, env: dict[str, Any]) -> list[int] | None:
+    """Classes of the calls of pattern ``e`` matched at class ``c`` (root first), or None."""
+    if isinstance(e, Var):
+        return [] if env.get(e.name) == c else None
+    if isinstance(e, Num):
+        key = scalar_key(e.value)
+        return [] if any(n.op == "constant" and n.attr_dict().get("key") == key for n in view.classes[c]) else None
+    if isinstance(e, Bind):
+        return _inner(view, e.expr, c, env) if env.get(e.name) == c else None
+    op = env.get(f"op:{e.op}", e.op)
+    if op == "none":
+        return _inner(view, e.args[0], c, env)
+    for n in view.classes[c]:
+        if n.op != op or len(n.children) != len(e.args):
+            continue
+        found: list[int] = [c]
+        for a, ch in zip(e.args, n.children):
+            sub = _inner(view, a, ch, env)
+            if sub is None:
+                break
+            found += sub
+        else:
+            return found
+    return None
+
+
+def _rhs_op(rule: Rule, env: dict[str, Any]) -> str:
+    rhs = rule.rhs
+    while isinstance(rhs, Bind):
+        rhs = rhs.expr
+    return env.get(f"op:{rhs.op}", rhs.op) if isinstance(rhs, Call) else ""
+
+
+def explain(eg, view: EGraphView, near: list[NearMiss], ex: Extraction, cost: CostModel,
+            class_name: dict[int, str], original: dict[int, ENode]) -> tuple[list[MissedFusion], Counter]:
+    """Missed fusions, and how many times each rule's result is in the extracted program.
+    Only matches rooted at a node of the input program count; one whose root the final
+    program computes some other rewritten way (a bigger fusion took it) is not a miss."""
+    consumers: dict[int, list[int]] = {}
+    for c, n in ex.choice.items():
+        for ch in n.children:
+            consumers.setdefault(ch, []).append(c)
+    missed: list[MissedFusion] = []
+    applied: Counter = Counter()
+    seen: set[tuple[str, int]] = set()
+    for nm in near:
+        rule = nm.rule
+        for row in near_rows(eg, view, nm.relation, nm.columns):
+            root = row["root"]
+            if root is None or (rule.name, root) in seen or root not in ex.choice or root not in original:
+                continue
+            tensors = {role_name: view.type1(row[role_name]) for role, role_name, _ in nm.columns if role == "tensor"}
+            if any(t is None for t in tensors.values()):
+                continue
+            attrs = {name: row[name] for role, name, _ in nm.columns if role in ("attr", "op")}
+            env: dict[str, Any] = {name: row[name] for role, name, _ in nm.columns if role in ("root", "tensor")}
+            env.update({f"op:{name}": row[name] for role, name, _ in nm.columns if role == "op"})
+            node = class_name.get(root, f"e-class {root}")
+            failed = [g for g in rule.guards if evaluate(g, tensors, attrs) is False]
+            op = _rhs_op(rule, env)
+            chosen = ex.choice[root]
+            used = chosen.op == op or (chosen.op == "get" and ex.choice.get(chosen.children[0]) is not None
+                                      and ex.choice[chosen.children[0]].op == op)
+            if used:
+                applied[rule.name] += 1
+                seen.add((rule.name, root))
+                continue
+            if chosen != original[root] and chosen.op != original[root].op:
+                continue  # rewritten by another rule
+            if failed:
+                g = failed[0]
+                reason = g.message or f"guard `{g.text}` does not hold"
+                facts = describe(g, tensors, attrs)
+                missed.append(MissedFusion(rule.name, node, reason + (f" ({facts})" if facts else ""),
+                                           f"the rule needs {g.text}"))
+                seen.add((rule.name, root))
+                continue
+            if any(evaluate(g, tensors, attrs) is None for g in rule.guards):
+                missed.append(MissedFusion(rule.name, node, "a guard depends on a symbolic dim",
+                                           "specialize the symbol or relax the guard"))
+                seen.add((rule.name, root))
+                continue
+            inner = _inner(view, rule.lhs, root, env) or [root]
+            shared = [(c, p) for c in inner[1:] if c in ex.choice
+                      for p in consumers.get(c, []) if p not in inner]
+            if shared:
+                c, p = shared[0]
+                reason = (f"extra consumer: {class_name.get(p, f'e-class {p}')} also uses "
+                          f"{class_name.get(c, f'e-class {c}')}; fusing would compute it twice")
+                missed.append(MissedFusion(rule.name, node, reason, "fuse only single-use intermediates"))
+            elif op in REGISTRY and not cost.claims(op):
+                missed.append(MissedFusion(rule.name, node, f"target {cost.name} does not claim {op}",
+                                           f"add {op} to the target's ops"))
+            else:
+                missed.append(MissedFusion(rule.name, node, "not profitable under the cost model",
+                                           "check the target's launch overhead and peaks"))
+            seen.add((rule.name, root))
+    return missed, applied

@@ -1,0 +1,66 @@
+"""Cost models: what an e-node costs on a target.
+
+An e-node's cost is launch overhead + max(FLOPs / peak, bytes / bandwidth), with FLOPs
+and bytes from the op registry at the e-class shapes (a fused op's from its definition,
+a region's from its body). Views cost a fraction of a launch; sources nothing. Symbols
+not bound by the caller are priced at ``symbol_size``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from rlx.errors import RlxError
+from rlx.ir.registry import REGISTRY, TensorType
+from rlx.ir.shapes import DimBinding, symbols
+
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class CostModel:
+    name: str = "cpu"
+    peak_flops: Mapping[str, float] = field(default_factory=lambda: {
+        "f64": 80e9, "f32": 160e9, "f16": 20e9, "bf16": 10e9, "i64": 40e9, "i32": 40e9, "bool": 40e9})
+    bandwidth: float = 34e9
+    launch_overhead: float = 4e-6
+    view_overhead: float = 0.5e-6
+    efficiency: Mapping[str, float] = field(default_factory=dict)
+    claimed: frozenset[str] | None = None  # None: every registry op
+    region_max_inputs: int = 16
+    region_max_ops: int = 32
+    symbol_size: int = 128
+
+    def binding(self, types: list[TensorType], given: Mapping[str, int] | None = None) -> DimBinding:
+        syms: set[str] = set()
+        for t in types:
+            syms |= symbols(t.shape)
+        return DimBinding({**{s: self.symbol_size for s in syms}, **(given or {})})
+
+    def claims(self, op: str) -> bool:
+        return self.claimed is None or op in self.claimed
+
+    def op_cost(self, op: str, attrs: dict, ins: list[TensorType], outs: list[TensorType] | tuple,
+                binding: DimBinding) -> float:
+        """Predicted seconds for one op application (inf when the target does not claim it)."""
+        if op in ("input", "param", "constant", "get"):
+            return 0.0
+        if not self.claims(op):
+            return INF
+        opdef = REGISTRY.get(op)
+        if opdef.view:
+            return self.view_overhead
+        try:
+            in_shapes = [binding.resolve_shape(t.shape) for t in ins]
+            out_shapes = [binding.resolve_shape(t.shape) for t in outs]
+        except RlxError:
+            return INF
+        flops = float(opdef.flops(in_shapes, out_shapes, attrs))
+        nbytes = opdef.bytes_moved(ins, list(outs), in_shapes, out_shapes)
+        dtype = str(outs[0].dtype) if outs else "f32"
+        peak = self.peak_flops.get(dtype, self.peak_flops["f32"]) * self.efficiency.get(op, 1.0)
+        return self.launch_overhead + max(flops / peak, nbytes / self.bandwidth)
+
+
+DEFAULT = CostModel()

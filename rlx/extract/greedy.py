@@ -1,0 +1,221 @@
+"""DAG-aware extraction over a frozen e-graph view.
+
+The start is a valid program: every loaded class takes its original node (the input
+program), every class a rule created takes the first node a Kahn sweep finds computable.
+Then a top-down local search tries each live class's other nodes. The delta of a switch
+is exact DAG cost: reference counts over the selection mean a shared class is paid once,
+a node that stops being used frees its whole exclusive subgraph, and one that starts
+being used pays for the subgraph it brings in. Levels (a topological labeling of the
+selection) keep the result acyclic; a DFS decides the rare candidate the labeling cannot.
+Everything is iterative: no recursion limit on deep graphs.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from rlx.egraph.view import ENode, EGraphView
+
+INF = math.inf
+
+
+class NoProgram(Exception):
+    """No finite-cost program computes a root: carries the classes that cannot be computed."""
+
+    def __init__(self, classes: list[int]) -> None:
+        super().__init__(f"{len(classes)} e-classes have no computable node")
+        self.classes = classes
+
+
+@dataclass
+class Extraction:
+    choice: dict[int, ENode] = field(default_factory=dict)  # live class -> node
+    level: dict[int, float] = field(default_factory=dict)
+    cost: float = 0.0
+    initial_cost: float = 0.0
+    switches: int = 0
+    passes: int = 0
+
+
+class _Selection:
+    def __init__(self, view: EGraphView, cost: Callable[[int, ENode], float]) -> None:
+        self.view = view
+        self.cost_fn = cost
+        self.sel: dict[int, ENode] = {}
+        self.own: dict[int, float] = {}
+        self.ref: dict[int, int] = {}
+        self.level: dict[int, float] = {}
+        self._cache: dict[tuple[int, ENode], float] = {}
+
+    def cost(self, c: int, n: ENode) -> float:
+        key = (c, n)
+        v = self._cache.get(key)
+        if v is None:
+            v = self._cache[key] = self.cost_fn(c, n)
+        return v
+
+    def incref(self, c: int) -> float:
+        added = 0.0
+        stack = [c]
+        while stack:
+            x = stack.pop()
+            self.ref[x] = self.ref.get(x, 0) + 1
+            if self.ref[x] == 1:
+                added += self.own[x]
+                stack.extend(self.sel[x].children)
+        return added
+
+    def decref(self, c: int) -> float:
+        freed = 0.0
+        stack = [c]
+        while stack:
+            x = stack.pop()
+            self.ref[x] -= 1
+            if self.ref[x] == 0:
+                freed += self.own[x]
+                stack.extend(self.sel[x].children)
+        return freed
+
+    def switch(self, c: int, new: ENode) -> float:
+        """Select ``new`` for live class ``c``; return the change in total cost."""
+        old = self.sel[c]
+        delta = self.cost(c, new) - self.own[c]
+        self.sel[c], self.own[c] = new, self.cost(c, new)
+        for ch in new.children:
+            delta += self.incref(ch)
+        for ch in old.children:
+            delta -= self.decref(ch)
+        return delta
+
+    def reaches(self, starts: Sequence[int], target: int) -> bool:
+        """Whether ``target`` is reachable from ``starts`` along selected nodes."""
+        floor = self.level[target]
+        seen: set[int] = set()
+        stack = [s for s in starts]
+        while stack:
+            x = stack.pop()
+            if x == target:
+                return True
+            if x in seen or self.level.get(x, INF) < floor:
+                continue
+            seen.add(x)
+            stack.extend(self.sel[x].children)
+        return False
+
+    def relevel(self) -> None:
+        """Recompute levels as a topological labeling of the whole selection."""
+        level: dict[int, float] = {}
+        for root in self.sel:
+            if root in level:
+                continue
+            stack = [(root, False)]
+            while stack:
+                x, done = stack.pop()
+                if done:
+                    level[x] = 1 + max((level[ch] for ch in self.sel[x].children), default=0)
+                elif x not in level:
+                    stack.append((x, True))
+                    stack.extend((ch, False) for ch in self.sel[x].children if ch not in level)
+        self.level = level
+
+
+def extract(view: EGraphView, roots: Sequence[int], cost: Callable[[int, ENode], float],
+            original: dict[int, ENode], order: dict[int, int], max_passes: int = 4) -> Extraction:
+    """Pick one node per needed class minimizing DAG cost. ``original`` is the input
+    program's node per loaded class and ``order`` its topological index."""
+    s = _Selection(view, cost)
+    for c, n in original.items():
+        if s.cost(c, n) < INF:
+            s.sel[c], s.own[c], s.level[c] = n, s.cost(c, n), 1000.0 * (order[c] + 1)
+    _kahn(s)
+    missing = [c for c in _needed(s, roots) if c not in s.sel]
+    if missing:
+        raise NoProgram(missing)
+    for r in roots:
+        s.incref(r)
+    total = sum(s.own[c] for c in s.ref if s.ref[c] > 0)
+    out = Extraction(initial_cost=total)
+    for p in range(max_passes):
+        out.passes = p + 1
+        improved = False
+        for c in sorted((c for c in s.ref if s.ref[c] > 0), key=lambda c: -s.level[c]):
+            if s.ref.get(c, 0) == 0:
+                continue
+            best, best_delta = None, -1e-15
+            cur = s.sel[c]
+            for n in view.classes[c]:
+                if n is cur or n == cur or s.cost(c, n) == INF or any(ch not in s.sel for ch in n.children):
+                    continue
+                if c in n.children:
+                    continue
+                needs_check = any(s.level[ch] >= s.level[c] for ch in n.children)
+                if needs_check and s.reaches(n.children, c):
+                    continue
+                delta = s.switch(c, n)
+                s.switch(c, cur)
+                if delta < best_delta:
+                    best, best_delta = n, delta
+            if best is not None:
+                s.switch(c, best)
+                total += best_delta
+                out.switches += 1
+                improved = True
+                if any(s.level[ch] >= s.level[c] for ch in best.children):
+                    s.relevel()
+        if not improved:
+            break
+    out.choice = {c: s.sel[c] for c in s.ref if s.ref[c] > 0}
+    out.level = {c: s.level[c] for c in out.choice}
+    out.cost = sum(s.own[c] for c in out.choice)
+    return out
+
+
+def _kahn(s: _Selection) -> None:
+    """Give every class without a selection the first finite node whose children are ready."""
+    view = s.view
+    waiting: dict[int, list[tuple[int, ENode]]] = {}
+    pending: dict[tuple[int, ENode], int] = {}
+    heap: list[tuple[float, int, int, ENode]] = []
+    tick = 0
+    for c, nodes in enumerate(view.classes):
+        if c in s.sel:
+            continue
+        for n in nodes:
+            if s.cost(c, n) == INF:
+                continue
+            todo = {ch for ch in n.children if ch not in s.sel}
+            if not todo:
+                lvl = 1 + max((s.level[ch] for ch in n.children), default=0)
+                heapq.heappush(heap, (lvl, tick, c, n))
+                tick += 1
+            else:
+                pending[(c, n)] = len(todo)
+                for ch in todo:
+                    waiting.setdefault(ch, []).append((c, n))
+    while heap:
+        lvl, _, c, n = heapq.heappop(heap)
+        if c in s.sel:
+            continue
+        s.sel[c], s.own[c], s.level[c] = n, s.cost(c, n), lvl
+        for (pc, pn) in waiting.pop(c, []):
+            pending[(pc, pn)] -= 1
+            if pending[(pc, pn)] == 0 and pc not in s.sel:
+                plvl = 1 + max((s.level[ch] for ch in pn.children), default=0)
+                heapq.heappush(heap, (plvl, tick, pc, pn))
+                tick += 1
+
+
+def _needed(s: _Selection, roots: Sequence[int]) -> list[int]:
+    """Classes reachable from the roots through selected nodes (and roots without one)."""
+    out, seen, stack = [], set(), list(roots)
+    while stack:
+        c = stack.pop()
+        if c in seen:
+            continue
+        seen.add(c)
+        out.append(c)
+        if c in s.sel:
+            stack.extend(s.sel[c].children)
+    return out

@@ -1,0 +1,156 @@
+"""``rlx.compile``: load the program into an e-graph, saturate it under the rules, extract
+the cheapest program for the target, and report what happened."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlx.errors import RlxError
+from rlx.egraph.load import load_graph, new_egraph
+from rlx.egraph.saturate import Limits, saturate
+from rlx.egraph.schema import BODY_RULES, schema
+from rlx.egraph.view import ENode, EGraphView, freeze
+from rlx.explain import explain
+from rlx.extract.cost import DEFAULT, CostModel
+from rlx.extract.greedy import NoProgram, extract
+from rlx.extract.to_mir import to_mir
+from rlx.ir.graph import Graph
+from rlx.ir.hir import Module
+from rlx.report import EGraphStats, FusionNotClean, FusionReport, RuleStats
+from rlx.rules import RuleSet, load
+from rlx.rules.compile import compile_rules
+
+
+@dataclass
+class CompileResult:
+    """The optimized MIR, the program it came from, and the report."""
+    graph: Graph
+    source: Graph
+    report: FusionReport
+
+
+class ExtractionError(RlxError):
+    """No program the target can run computes the outputs."""
+
+
+def _target(target: str | CostModel) -> CostModel:
+    if isinstance(target, CostModel):
+        return target
+    if target == "cpu":
+        return DEFAULT
+    raise RlxError(f"unknown target {target!r}; available: cpu")
+
+
+def _original(graph: Graph, view: EGraphView) -> tuple[dict[int, ENode], dict[int, int], dict[int, str]]:
+    """The input program's node per loaded class, its topological index, and its name."""
+    original: dict[int, ENode] = {}
+    order: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for i, node in enumerate(graph.topo_order()):
+        values = node.values
+        for v in values:
+            c = view.value_class.get(v.name)
+            if c is None:
+                continue
+            names.setdefault(c, v.name)
+            order.setdefault(c, i)
+            if len(values) > 1:
+                original.setdefault(c, next((n for n in view.classes[c] if n.op == "get"
+                                             and n.attr_dict()["index"] == v.index), None))
+                tup = original[c].children[0] if original[c] else None
+                if tup is not None:
+                    order.setdefault(tup, i)
+                    names.setdefault(tup, node.name)
+                    kids = tuple(view.value_class[x.name] for x in node.inputs)
+                    original.setdefault(tup, next((n for n in view.classes[tup] if n.op == node.op and n.children == kids), None))
+                continue
+            kids = tuple(view.value_class[x.name] for x in node.inputs)
+            for n in view.classes[c]:
+                if n.op == node.op and n.children == kids and (node.op not in ("input", "param")
+                                                               or n.attr_dict()["name"] == node.name):
+                    if node.op != "constant" or _same_constant(n, node):
+                        original[c] = n
+                        break
+    return {c: n for c, n in original.items() if n is not None}, order, names
+
+
+def _same_constant(n: ENode, node) -> bool:
+    a = n.attr_dict()
+    return a.get("node") == node.name or ("key" in a and node.attrs["value"].size == 1)
+
+
+def compile(model: Graph | Module, target: str | CostModel = "cpu",
+            rules: Iterable[str | Path] | RuleSet | None = None, *, limits: Limits | None = None,
+            assert_fusion_clean: bool = False, binding: Mapping[str, int] | None = None) -> CompileResult:
+    """Optimize ``model`` (a MIR graph, or an HIR module lowered with the fusable policy)
+    for ``target`` under ``rules`` (default: the shipped rules) and return the result."""
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    graph = model.lower("fusable") if isinstance(model, Module) else model
+    if not isinstance(graph, Graph):
+        raise RlxError(f"compile expects a Graph or an hir.Module, got {type(model).__name__}")
+    cost = _target(target)
+    ruleset = rules if isinstance(rules, RuleSet) else load(rules)
+    compiled = compile_rules(ruleset, cost.region_max_inputs, cost.region_max_ops)
+    eg, workdir = new_egraph()
+    eg.run_program(*eg.parse_program(schema() + BODY_RULES + "\n".join(compiled.programs)))
+    times["rules"] = time.perf_counter() - t
+    t = time.perf_counter()
+    loaded = load_graph(eg, graph, workdir)
+    times["load"] = time.perf_counter() - t
+    stats = saturate(eg, compiled, limits or Limits())
+    times["saturate"] = stats.seconds
+    t = time.perf_counter()
+    view = freeze(eg, graph, loaded)
+    times["freeze"] = time.perf_counter() - t
+    t = time.perf_counter()
+    original, order, names = _original(graph, view)
+    bind = cost.binding([ty for ts in view.types.values() for ty in ts], binding)
+
+    def node_cost(c: int, n: ENode) -> float:
+        outs = view.types.get(c)
+        ins = [view.type1(ch) for ch in n.children]
+        if outs is None or (n.op != "get" and any(i is None for i in ins)):
+            return float("inf")
+        return cost.op_cost(n.op, n.attr_dict(), ins, outs, bind)
+
+    roots = [view.value_class[v.name] for _, v in graph.outputs]
+    try:
+        ex = extract(view, roots, node_cost, original, order)
+    except NoProgram as e:
+        raise ExtractionError(_no_program_message(view, e.classes, names, cost)) from None
+    optimized = to_mir(graph, view, ex, names)
+    times["extract"] = time.perf_counter() - t
+    missed, applied = explain(eg, view, compiled.near, ex, cost, names, original)
+    report = FusionReport(
+        target=cost.name, rule_files=ruleset.files,
+        ops_before=dict(sorted(graph.op_counts().items())), ops_after=dict(sorted(optimized.op_counts().items())),
+        nodes_before=len(graph.nodes), nodes_after=len(optimized.nodes),
+        rules=[RuleStats(r.name, r.ruleset, r.doc,
+                         sum(n for k, n in stats.matches.items() if compiled.rule_of.get(k) == r.name),
+                         applied.get(r.name, 0)) for r in ruleset.rules],
+        missed=missed,
+        egraph=EGraphStats(stats.iterations, len(view.classes), view.n_nodes, stats.stop,
+                           vars(limits or Limits())),
+        cost_before=ex.initial_cost, cost_after=ex.cost, times=times)
+    before, after = graph.op_counts(), optimized.op_counts()
+    report.fused = {op: n - before.get(op, 0) for op, n in sorted(after.items()) if n > before.get(op, 0)}
+    if ruleset.regions:
+        report.rules.append(RuleStats("regions", ruleset.regions[0].ruleset, ruleset.regions[0].doc,
+                                      sum(n for k, n in stats.matches.items() if compiled.rule_of.get(k) == "regions"),
+                                      after.get("region", 0)))
+    if assert_fusion_clean and report.missed:
+        raise FusionNotClean(report)
+    return CompileResult(optimized, graph, report)
+
+
+def _no_program_message(view: EGraphView, classes: list[int], names: dict[int, str], cost: CostModel) -> str:
+    lines = [f"no program for target {cost.name!r} computes the outputs:"]
+    for c in classes[:10]:
+        ops = sorted({n.op for n in view.classes[c]})
+        unclaimed = [op for op in ops if not cost.claims(op)]
+        lines.append(f"  {names.get(c, f'e-class {c}')}: ops {', '.join(ops)}"
+                     + (f" (unclaimed: {', '.join(unclaimed)})" if unclaimed else ""))
+    return "\n".join(lines)
