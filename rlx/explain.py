@@ -29,10 +29,11 @@ def _inner(view: EGraphView, e: Expr, c: int, env: dict[str, Any]) -> list[int] 
     if op == "none":
         return _inner(view, e.args[0], c, env)
     for n in view.classes[c]:
-        if n.op != op or len(n.children) != len(e.args):
+        kids = view.inputs(n)
+        if n.op != op or len(kids) != len(e.args):
             continue
         found: list[int] = [c]
-        for a, ch in zip(e.args, n.children):
+        for a, ch in zip(e.args, kids):
             sub = _inner(view, a, ch, env)
             if sub is None:
                 break
@@ -79,11 +80,11 @@ def explain(eg, view: EGraphView, near: list[NearMiss], ex: Extraction, cost: Co
             chosen = ex.choice[root]
             used = chosen.op == op or (chosen.op == "get" and ex.choice.get(chosen.children[0]) is not None
                                       and ex.choice[chosen.children[0]].op == op)
-            if used:
+            if used and not failed:
                 applied[rule.name] += 1
                 seen.add((rule.name, root))
                 continue
-            if chosen != original[root] and chosen.op != original[root].op:
+            if used or (chosen != original[root] and chosen.op != original[root].op):
                 continue  # rewritten by another rule
             if failed:
                 g = failed[0]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlx.errors import RlxError
-from rlx.egraph.load import load_graph, new_egraph
+from rlx.egraph.load import load_graph, new_egraph, run_pieces
 from rlx.egraph.saturate import Limits, saturate
 from rlx.egraph.schema import BODY_RULES, schema
 from rlx.egraph.view import ENode, EGraphView, freeze
@@ -64,11 +64,12 @@ def _original(graph: Graph, view: EGraphView) -> tuple[dict[int, ENode], dict[in
                     order.setdefault(tup, i)
                     names.setdefault(tup, node.name)
                     kids = tuple(view.value_class[x.name] for x in node.inputs)
-                    original.setdefault(tup, next((n for n in view.classes[tup] if n.op == node.op and n.children == kids), None))
+                    original.setdefault(tup, next((n for n in view.classes[tup]
+                                                   if n.op == node.op and view.inputs(n) == kids), None))
                 continue
             kids = tuple(view.value_class[x.name] for x in node.inputs)
             for n in view.classes[c]:
-                if n.op == node.op and n.children == kids and (node.op not in ("input", "param")
+                if n.op == node.op and view.inputs(n) == kids and (node.op not in ("input", "param")
                                                                or n.attr_dict()["name"] == node.name):
                     if node.op != "constant" or _same_constant(n, node):
                         original[c] = n
@@ -95,7 +96,7 @@ def compile(model: Graph | Module, target: str | CostModel = "cpu",
     ruleset = rules if isinstance(rules, RuleSet) else load(rules)
     compiled = compile_rules(ruleset, cost.region_max_inputs, cost.region_max_ops)
     eg, workdir = new_egraph()
-    eg.run_program(*eg.parse_program(schema() + BODY_RULES + "\n".join(compiled.programs)))
+    run_pieces(eg, [schema(), BODY_RULES] + compiled.programs)
     times["rules"] = time.perf_counter() - t
     t = time.perf_counter()
     loaded = load_graph(eg, graph, workdir)
@@ -110,8 +111,10 @@ def compile(model: Graph | Module, target: str | CostModel = "cpu",
     bind = cost.binding([ty for ts in view.types.values() for ty in ts], binding)
 
     def node_cost(c: int, n: ENode) -> float:
+        if n.op == "absent":
+            return 0.0
         outs = view.types.get(c)
-        ins = [view.type1(ch) for ch in n.children]
+        ins = [view.type1(ch) for ch in view.inputs(n)]
         if outs is None or (n.op != "get" and any(i is None for i in ins)):
             return float("inf")
         return cost.op_cost(n.op, n.attr_dict(), ins, outs, bind)

@@ -17,10 +17,10 @@ def ctor(op: str) -> str:
 
 
 def attr_sort(spec: AttrSpec) -> str:
+    """i64 for ints; everything else, floats included, as its exact text (a float is its
+    repr, the same spelling as a scalar constant's key, so ``scalar(e)`` can feed ``eps``)."""
     if spec.kind == "int" and not spec.optional:
         return "i64"
-    if spec.kind == "float" and not spec.optional:
-        return "f64"
     return "String"
 
 
@@ -29,10 +29,10 @@ def encode_attr(spec: AttrSpec, value: Any) -> Any:
     sort = attr_sort(spec)
     if sort == "i64":
         return int(value)
-    if sort == "f64":
-        return float(value)
     if value is None:
         return "None"
+    if spec.kind == "float":
+        return repr(float(value))
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (tuple, list)):

@@ -26,8 +26,14 @@ class Loaded:
     dims: DimTable = field(default_factory=DimTable)
 
 
-def _run(eg: bindings.EGraph, text: str):
-    return eg.run_program(*eg.parse_program(text))
+ABSENT = -1  # the N id of the absent tensor (an omitted optional input)
+
+
+def run_pieces(eg: bindings.EGraph, pieces: list[str]) -> None:
+    """Run program text one small piece at a time: egglog's parser is quadratic in the
+    length of one program (10 s for the shipped rules in one piece, 0.2 s in pieces)."""
+    for p in pieces:
+        eg.run_program(*eg.parse_program(p))
 
 
 def load_graph(eg: bindings.EGraph, graph: Graph, workdir: Path) -> Loaded:
@@ -37,6 +43,12 @@ def load_graph(eg: bindings.EGraph, graph: Graph, workdir: Path) -> Loaded:
     sorts: dict[str, list[str]] = {}
     small: list[str] = []
     next_value = len(graph.nodes)
+    uses: dict[str, int] = {}
+    for node in graph.nodes:
+        for v in node.inputs:
+            uses[v.name] = uses.get(v.name, 0) + 1
+    for _, v in graph.outputs:
+        uses[v.name] = uses.get(v.name, 0) + 1
 
     def vid(v: Value) -> int:
         return out.value_ids[v.name]
@@ -67,15 +79,16 @@ def load_graph(eg: bindings.EGraph, graph: Graph, workdir: Path) -> Loaded:
         else:
             rel = f"L_{node.op}"
             sorts[rel] = ["i64"] + constructor_sorts(op)
-            rows[rel].append([idx] + [vid(v) for v in node.inputs] +
+            absent = [ABSENT] * (len(op.inputs) - len(node.inputs))  # omitted optional inputs
+            rows[rel].append([idx] + [vid(v) for v in node.inputs] + absent +
                              [encode_attr(a, node.attrs[a.name]) for a in op.attrs])
         for v in node.values:
             t = v.type
-            rows["L_type"].append([vid(v), str(t.dtype), len(t.shape)])
+            rows["L_type"].append([vid(v), str(t.dtype), len(t.shape), uses.get(v.name, 0)])
             for ax, d in enumerate(t.shape):
                 rows["L_dim"].append([vid(v), ax, out.dims.id(d)])
     sorts.update(L_get=["i64", "i64", "i64"], L_scalar=["i64", "String"], L_const=["i64", "i64"],
-                 L_type=["i64", "String", "i64"], L_dim=["i64", "i64", "i64"])
+                 L_type=["i64", "String", "i64", "i64"], L_dim=["i64", "i64", "i64"])
     program = ["(ruleset load)"]
     for rel, rs in rows.items():
         cols = sorts[rel]
@@ -87,9 +100,10 @@ def load_graph(eg: bindings.EGraph, graph: Graph, workdir: Path) -> Loaded:
                 f.write("\t".join(tsv_cell(v, s) for v, s in zip(r, stored)) + "\n")
         program.append(_load_rule(rel, cols))
         program.append(f'(input {rel} "{path.name}")')
+    program.append(f"(union (N {ABSENT}) (O_absent))")
     program.extend(small)
     program.append("(run-schedule (saturate (run load)))")
-    _run(eg, "\n".join(program))
+    run_pieces(eg, program)
     return out
 
 
@@ -97,7 +111,7 @@ def _load_rule(rel: str, cols: list[str]) -> str:
     vs = [f"c{i}" for i in range(len(cols))]
     head = f"({rel} {' '.join(vs)})"
     if rel == "L_type":
-        action = "(set (ty-dtype (N c0)) c1) (set (ty-rank (N c0)) c2)"
+        action = "(set (ty-dtype (N c0)) c1) (set (ty-rank (N c0)) c2) (set (uses (N c0)) c3)"
     elif rel == "L_dim":
         action = "(set (ty-dim (N c0) c1) c2)"
     elif rel == "L_get":

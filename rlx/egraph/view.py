@@ -42,6 +42,11 @@ class EGraphView:
     value_class: dict[str, int] = field(default_factory=dict)   # MIR value name -> class
     class_of: dict[Any, int] = field(default_factory=dict)       # egglog Value -> class
     frozen: dict[str, Any] = field(default_factory=dict, repr=False)
+    absent: int = -1  # the class of the absent tensor (omitted optional inputs)
+
+    def inputs(self, n: ENode) -> tuple[int, ...]:
+        """A node's tensor inputs, without absent optional ones."""
+        return tuple(c for c in n.children if c != self.absent)
 
     @property
     def n_nodes(self) -> int:
@@ -64,6 +69,7 @@ def freeze(eg: bindings.EGraph, graph: Graph, loaded: Loaded) -> EGraphView:
     view = EGraphView()
     view.frozen = frozen
     bodies = _bodies(eg, frozen)
+    arglists = _arglists(frozen)
     ops = {f"O_{op.name}": op for op in schema_ops()}
     seen: set[tuple] = set()
 
@@ -95,16 +101,20 @@ def freeze(eg: bindings.EGraph, graph: Graph, loaded: Loaded) -> EGraphView:
             for r in f.rows:
                 node = loaded.node_of_id[eg.value_to_i64(r.inputs[0])]
                 add(view.cid(r.output), ENode("constant", (), (("node", node.name),)))
+        elif fname == "O_absent":
+            for r in f.rows:
+                view.absent = view.cid(r.output)
+                add(view.absent, ENode("absent", ()))
         elif fname == "O_get":
             for r in f.rows:
                 add(view.cid(r.output), ENode("get", (view.cid(r.inputs[0]),),
                                               (("index", eg.value_to_i64(r.inputs[1])),)))
         elif fname == "Region":
             for r in f.rows:
-                text = bodies.get(r.inputs[0])
-                if text is None:
+                text, args = bodies.get(r.inputs[0]), arglists.get(r.inputs[1])
+                if text is None or args is None:
                     continue  # body not evaluated within the limits: this region is not usable
-                args = [view.cid(a) for a in eg.value_to_vec(r.inputs[1])]
+                args = [view.cid(a) for a in args]
                 add(view.cid(r.output), _region_node(text, args))
         elif fname in ops:
             op = ops[fname]
@@ -166,6 +176,20 @@ def _bodies(eg: bindings.EGraph, frozen) -> dict[Any, str]:
     return {cls: format_body(expr) for cls, (_, expr) in best.items()}
 
 
+def _arglists(frozen) -> dict[Any, list[Any]]:
+    """Args class -> its elements (T values), from Nil/Cons rows (fixpoint, no recursion)."""
+    best: dict[Any, list[Any]] = {r.output: [] for r in frozen["Nil"].rows} if "Nil" in frozen else {}
+    cons = [(r.output, r.inputs[0], r.inputs[1]) for r in frozen["Cons"].rows] if "Cons" in frozen else []
+    changed = True
+    while changed:
+        changed = False
+        for out, head, tail in cons:
+            if tail in best and (out not in best or len(best[out]) > len(best[tail]) + 1):
+                best[out] = [head] + best[tail]
+                changed = True
+    return best
+
+
 def _region_node(text: str, args: list[int]) -> ENode:
     """A region e-node with duplicate inputs merged (``$i`` renumbered)."""
     unique = list(dict.fromkeys(args))
@@ -196,9 +220,9 @@ def _infer_types(view: EGraphView, graph: Graph) -> None:
 
 def _node_type(view: EGraphView, n: ENode) -> tuple[TensorType, ...] | None:
     """The type of an e-node from its children's types, or None if not (yet) known."""
-    if n.op in ("input", "param", "constant"):
+    if n.op in ("input", "param", "constant", "absent"):
         return None  # sources are typed from the loaded MIR
-    kids = [view.types.get(c) for c in n.children]
+    kids = [view.types.get(c) for c in view.inputs(n)]
     if any(k is None for k in kids):
         return None
     if n.op == "get":

@@ -19,6 +19,8 @@ def to_mir(source: Graph, view: EGraphView, ex: Extraction, class_name: dict[int
 
     for c in sorted(ex.choice, key=lambda c: ex.level[c]):
         n = ex.choice[c]
+        if n.op == "absent":
+            continue
         t = view.types[c]
         if n.op in ("input", "param"):
             name = n.attr_dict()["name"]
@@ -35,7 +37,7 @@ def to_mir(source: Graph, view: EGraphView, ex: Extraction, class_name: dict[int
         else:
             orig = class_name.get(c)
             keep = orig if orig and ":" not in orig and _same_op(source, orig, n) else None
-            node = g.add_node(n.op, [val(ch) for ch in n.children], n.attr_dict(),
+            node = g.add_node(n.op, [val(ch) for ch in view.inputs(n)], n.attr_dict(),
                               keep if keep and keep not in g else _name(g, orig, n.op))
             emitted[c] = node if len(node.outputs) > 1 else node.value()
     g.output(**{name: val(view.value_class[v.name]) for name, v in source.outputs})

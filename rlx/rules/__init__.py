@@ -22,6 +22,7 @@ class RuleSet:
     fused: list[FusedDecl] = field(default_factory=list)
     regions: list[RegionsDecl] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    commutative: set[str] = field(default_factory=set)
 
     def rule(self, name: str) -> Rule:
         for r in self.rules:
@@ -106,6 +107,11 @@ def _check(files: list[RuleFile], source: dict[str, str]) -> RuleSet:
             names[rule.name] = rule
             out.rules.append(rule)
         out.regions.extend(rf.regions)
+        for name, span in rf.commutative:
+            op = REGISTRY.get(name) if name in REGISTRY else None
+            if op is None or len(op.inputs) != 2 or op.variadic:
+                raise checker.error(span, f"commutative: {name!r} is not a binary op")
+            out.commutative.add(name)
     return out
 
 

@@ -144,3 +144,4 @@ class RuleFile:
     rules: list[Rule] = field(default_factory=list)
     regions: list[RegionsDecl] = field(default_factory=list)
     includes: list[tuple[str, Span]] = field(default_factory=list)
+    commutative: list[tuple[str, Span]] = field(default_factory=list)

@@ -18,6 +18,7 @@ from rlx.rules.errors import RuleError
 from rlx.rules.fused import FUSED_ATTR_KINDS
 
 GUARD_FUNCS = {"rank": "int", "dim": "int", "dtype": "str"}
+SCALAR = "scalar"  # scalar(c) matches a scalar constant and binds its value to c
 ROOT = "root"
 
 
@@ -80,12 +81,16 @@ class Checker:
         while stack:
             e = stack.pop()
             if isinstance(e, Var):
-                if e.name in b.attrs:
+                if e.name in b.attrs and b.attrs[e.name][0] != "float":
                     raise self.error(e.span, f"{e.name!r} is an attribute variable; it cannot stand for a tensor")
                 b.tensors.setdefault(e.name, e.span)
             elif isinstance(e, Bind):
                 b.tensors.setdefault(e.name, e.span)
                 stack.append(e.expr)
+            elif isinstance(e, Call) and e.op == SCALAR:
+                if len(e.args) != 1 or not isinstance(e.args[0], Var) or e.kwargs:
+                    raise self.error(e.span, "scalar(c) takes one variable, bound to a scalar constant's value")
+                b.attrs[e.args[0].name] = ("float", e.args[0].span)
             elif isinstance(e, Call):
                 op = self.opdef(e, op_vars_ok)
                 if op is None:
@@ -179,6 +184,9 @@ class Checker:
             raise self.error(guard.span, f"cannot compare {ta} with {tb} in '{guard.text}'")
         if guard.op not in ("==", "!=") and ta not in numeric:
             raise self.error(guard.span, f"'{guard.op}' needs numbers, got {ta}")
+        if guard.op not in ("==", "!=") and "float" in (ta, tb) and any(
+                isinstance(x, GName) and x.name in b.attrs for x in (guard.a, guard.b)):
+            raise self.error(guard.span, "float attributes can only be compared with == and !=")
 
     # ------------------------------------------------------------------ items
     def check_rule(self, rule: Rule) -> Bindings:

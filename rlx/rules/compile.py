@@ -66,6 +66,11 @@ class _Query:
         if isinstance(e, Bind):
             self.facts.append(f"(= v_{e.name} {self.term(e.expr)})")
             return f"v_{e.name}"
+        if e.op == "scalar":
+            t = self.fresh()
+            self.attr_sorts[e.args[0].name] = "String"
+            self.facts.append(f"(= {t} (O_scalar a_{e.args[0].name}))")
+            return t
         op = self.subst.get(e.op, e.op)
         if op == "none":
             return self.term(e.args[0])
@@ -73,8 +78,10 @@ class _Query:
         if opdef.variadic:
             raise RuleError(e.span, f"variadic op {op} cannot be matched on the left side")
         args = [self.term(a) for a in e.args]
-        while len(args) < len(opdef.inputs):  # omitted optional inputs
-            raise RuleError(e.span, f"{op}: optional inputs must be written out on the left side")
+        while len(args) < len(opdef.inputs):  # an omitted optional input is absent
+            t = self.fresh()
+            self.facts.append(f"(= {t} (O_absent))")
+            args.append(t)
         kw = e.kw()
         attrs = []
         for spec in opdef.attrs:
@@ -108,7 +115,7 @@ class _Guards:
     def __init__(self, q: _Query, subst: dict[str, Any]) -> None:
         self.q, self.subst = q, subst
 
-    def term(self, g, static: bool) -> tuple[str, str]:
+    def term(self, g, static: bool, other_sort: str = "") -> tuple[str, str]:
         q = self.q
         if isinstance(g, GLit):
             v = g.value
@@ -116,6 +123,8 @@ class _Guards:
                 return json.dumps(json.dumps(list(v), separators=(",", ":"))), "String"
             if isinstance(v, bool) or isinstance(v, str):
                 return json.dumps(str(v).lower() if isinstance(v, bool) else v), "String"
+            if isinstance(v, float) and other_sort == "String":
+                return json.dumps(repr(v)), "String"
             return (str(v), "i64") if isinstance(v, int) else (literal(v, "f64"), "f64")
         if isinstance(g, GName):
             if g.name in self.subst:
@@ -150,7 +159,9 @@ class _Guards:
     def fact(self, g: Guard) -> None:
         ordering = g.op not in ("==", "!=")
         a, ta = self.term(g.a, ordering)
-        b, tb = self.term(g.b, ordering)
+        b, tb = self.term(g.b, ordering, ta)
+        if ta != tb and isinstance(g.a, GLit):
+            a, ta = self.term(g.a, ordering, tb)
         a, b, _ = _unify(a, ta, b, tb)
         self.q.facts.append(f"({'=' if g.op == '==' else g.op} {a} {b})")
 
@@ -172,6 +183,8 @@ def _rhs(e: Expr, subst: dict[str, Any]) -> str:
         return f'(O_scalar "{scalar_key(e.value)}")'
     if isinstance(e, Bind):
         return _rhs(e.expr, subst)
+    if e.op == "scalar":
+        return f"(O_scalar a_{e.args[0].name})"
     op = subst.get(e.op, e.op)
     if op == "none":
         return _rhs(e.args[0], subst)
@@ -179,8 +192,8 @@ def _rhs(e: Expr, subst: dict[str, Any]) -> str:
     args = [_rhs(a, subst) for a in e.args]
     if opdef.variadic:
         args = [f"(vec-of {' '.join(args)})"]
-    elif len(args) < len(opdef.inputs):
-        raise RuleError(e.span, f"{op}: optional inputs must be written out on the right side")
+    else:
+        args += ["(O_absent)"] * (len(opdef.inputs) - len(args))
     kw = e.kw()
     attrs = []
     for spec in opdef.attrs:
@@ -217,6 +230,8 @@ def _attr_vars(e: Expr) -> set[str]:
         x = stack.pop()
         if isinstance(x, Bind):
             stack.append(x.expr)
+        elif isinstance(x, Call) and x.op == "scalar":
+            out.add(x.args[0].name)
         elif isinstance(x, Call):
             out.update(v.name for _, v in x.kwargs if isinstance(v, AttrRef))
             stack.extend(x.args)
@@ -233,16 +248,35 @@ def _tensor_vars(e: Expr) -> list[str]:
         elif isinstance(x, Bind):
             out.append(x.name) if x.name not in out else None
             stack.append(x.expr)
-        elif isinstance(x, Call):
+        elif isinstance(x, Call) and x.op != "scalar":
             stack.extend(reversed(x.args))
     return out
 
 
-def compile_rule(rule: Rule, lhs: Expr | None = None, rhs: Expr | None = None, suffix: str = "") -> list[tuple[str, str]]:
-    """(egglog rule name, program text) for each variant of ``rule``."""
+def orders(e: Expr, commutative: set[str] | frozenset) -> list[Expr]:
+    """``e`` with the operands of commutative ops in every order (duplicates removed)."""
+    if isinstance(e, Bind):
+        return [Bind(x, e.name, e.span) for x in orders(e.expr, commutative)]
+    if not isinstance(e, Call) or e.op == "scalar":
+        return [e]
+    out: list[Expr] = []
+    for args in itertools.product(*(orders(a, commutative) for a in e.args)):
+        forms = [args, args[::-1]] if e.op in commutative and len(args) == 2 else [args]
+        for f in forms:
+            c = Call(e.op, tuple(f), e.kwargs, e.span)
+            if c not in out:
+                out.append(c)
+    return out
+
+
+def compile_rule(rule: Rule, lhs: Expr | None = None, rhs: Expr | None = None, suffix: str = "",
+                 commutative: set[str] | frozenset = frozenset()) -> list[tuple[str, str]]:
+    """(egglog rule name, program text) for each variant of ``rule``: each choice of its
+    ``in`` guards and each operand order of its commutative ops."""
     lhs, rhs = lhs or rule.lhs, rhs or rule.rhs
     out = []
-    for k, subst in enumerate(_variants(rule, widen=False)):
+    variants = [(s, form) for s in _variants(rule, widen=False) for form in orders(lhs, commutative)]
+    for k, (subst, lhs) in enumerate(variants):
         q = _Query(subst)
         q.facts.append(f"(= {ROOT} {q.term(lhs)})")
         guards = _Guards(q, subst)
@@ -260,16 +294,17 @@ def compile_rule(rule: Rule, lhs: Expr | None = None, rhs: Expr | None = None, s
     return out
 
 
-def compile_near(rule: Rule, index: int) -> tuple[NearMiss, list[str]]:
+def compile_near(rule: Rule, index: int, commutative: set[str] | frozenset = frozenset()) -> tuple[NearMiss, list[str]]:
     """The near-miss relation of a fusion rule and the rules that fill it."""
     relation = f"Near_{index}"
     tensors = _tensor_vars(rule.lhs)
     op_vars = [g.a for g in rule.guards if g.kind == "member" and g.a not in _attr_vars(rule.lhs)]
     programs = []
     columns: list[tuple[str, str, str]] | None = None
-    for k, subst in enumerate(_variants(rule, widen=True)):
+    variants = [(s, form) for s in _variants(rule, widen=True) for form in orders(rule.lhs, commutative)]
+    for k, (subst, lhs) in enumerate(variants):
         q = _Query(subst)
-        q.facts.append(f"(= {ROOT} {q.term(rule.lhs)})")
+        q.facts.append(f"(= {ROOT} {q.term(lhs)})")
         attrs = sorted(q.attr_sorts)
         cols = ([("root", "root", "T")] + [("tensor", t, "T") for t in tensors] +
                 [("attr", a, q.attr_sorts[a]) for a in attrs] + [("op", o, "String") for o in op_vars])
@@ -282,7 +317,13 @@ def compile_near(rule: Rule, index: int) -> tuple[NearMiss, list[str]]:
 
 
 def region_rules(ruleset: str, max_inputs: int, max_ops: int) -> list[tuple[str, str]]:
-    """Lift elementwise ops into one-op regions, absorb producer regions, inline scalars."""
+    """Lift elementwise ops into one-op regions, absorb producer regions, inline scalars.
+
+    A producer is absorbed only when the input program uses it once: absorbing a shared
+    producer recomputes it, and lets the number of partial regions grow combinatorially
+    (every subset of a branching elementwise subgraph); single-use absorption keeps it
+    linear, as producer-consumer fusion does in other compilers. Argument lists are cons
+    lists indexed by the ArgAt relation, so one rule absorbs at any position."""
     out = []
     for op in REGISTRY:
         if not op.elementwise or op.variadic:
@@ -292,27 +333,27 @@ def region_rules(ruleset: str, max_inputs: int, max_ops: int) -> list[tuple[str,
         if op.attrs:  # cast: the one elementwise op with an attribute
             if len(op.attrs) != 1 or n != 1:
                 continue
-            head = f'(+ "{op.name}:" d)'
-            pat = f"({ctor(op.name)} x0 d)"
+            head, pat = f'(+ "{op.name}:" d)', f"({ctor(op.name)} x0 d)"
         else:
             head, pat = f'"{op.name}"', f"({ctor(op.name)} {' '.join(xs)})"
         args = " ".join(f"(Arg {i})" for i in range(n))
         body = {1: "U", 2: "Bn", 3: "Tn"}[n]
+        lst = "(Nil)"
+        for x in reversed(xs):
+            lst = f"(Cons {x} {lst})"
         name = f"regions:lift-{op.name}"
-        out.append((name, f"(rule ((= e {pat})) ((union e (Region ({body} {head} {args}) (vec-of {' '.join(xs)})))) "
+        out.append((name, f"(rule ((= e {pat})) ((union e (Region ({body} {head} {args}) {lst}))) "
                           f":ruleset {ruleset} :name {json.dumps(name)})"))
-    for i in range(max_inputs):
-        name = f"regions:absorb-{i}"
-        out.append((name, f"(rule ((= e (Region b args)) (= n (vec-length args)) (> n {i}) (= a (vec-get args {i})) "
-                          f"(= a (Region b2 args2)) (<= (+ (- n 1) (vec-length args2)) {max_inputs}) "
-                          f"(= s1 (Size b)) (= s2 (Size b2)) (<= (+ s1 s2) {max_ops})) "
-                          f"((union e (Region (Splice b {i} (Shift b2 (- n 1))) (vec-append (vec-remove args {i}) args2)))) "
-                          f":ruleset {ruleset} :name {json.dumps(name)})"))
-        name = f"regions:scalar-{i}"
-        out.append((name, f"(rule ((= e (Region b args)) (> (vec-length args) {i}) (= a (vec-get args {i})) "
-                          f"(= a (O_scalar c)) (> (vec-length args) 1)) "
-                          f"((union e (Region (Splice b {i} (Cst c)) (vec-remove args {i})))) "
-                          f":ruleset {ruleset} :name {json.dumps(name)})"))
+    name = "regions:absorb"
+    out.append((name, f"(rule ((= e (Region b args)) (ArgAt args i a) (= a (Region b2 args2)) (= (uses a) 1) "
+                      f"(= n (Len args)) (= m (Len args2)) (<= (+ (- n 1) m) {max_inputs}) "
+                      f"(= s1 (Size b)) (= s2 (Size b2)) (<= (+ s1 s2) {max_ops})) "
+                      f"((union e (Region (Splice b i (Shift b2 i) m) (Replace args i args2)))) "
+                      f":ruleset {ruleset} :name {json.dumps(name)})"))
+    name = "regions:scalar"
+    out.append((name, f"(rule ((= e (Region b args)) (ArgAt args i a) (= a (O_scalar c)) (= n (Len args)) (> n 1)) "
+                      f"((union e (Region (Splice b i (Cst c) 0) (Replace args i (Nil))))) "
+                      f":ruleset {ruleset} :name {json.dumps(name)})"))
     return out
 
 
@@ -324,14 +365,14 @@ def compile_rules(rs: RuleSet, max_inputs: int = 16, max_ops: int = 32, near: bo
     c.programs.extend(f"(ruleset {s})" for s in c.rulesets)
     c.programs.append("(ruleset near)")
     for rule in rs.rules:
-        pieces = compile_rule(rule)
+        pieces = compile_rule(rule, commutative=rs.commutative)
         if rule.bidirectional:
-            pieces += compile_rule(rule, rule.rhs, rule.lhs, suffix="~rev")
+            pieces += compile_rule(rule, rule.rhs, rule.lhs, suffix="~rev", commutative=rs.commutative)
         for name, text in pieces:
             c.rule_of[name] = rule.name
             c.programs.append(text)
         if near and rule.ruleset == "fusion" and not rule.bidirectional:
-            miss, texts = compile_near(rule, len(c.near))
+            miss, texts = compile_near(rule, len(c.near), rs.commutative)
             c.near.append(miss)
             c.programs.extend(texts)
     for decl in rs.regions:

@@ -103,7 +103,9 @@ class _Build(Transformer):
 
     def kwarg(self, meta, c):
         name, value = str(c[0]), c[1]
-        if isinstance(value, Token) and value.type == "NAME":
+        if isinstance(value, Token) and str(value) in ("true", "false"):
+            value = str(value) == "true"
+        elif isinstance(value, Token) and value.type == "NAME":
             value = AttrRef(str(value), Span(self.path, value.line, value.column))
         elif isinstance(value, Token):
             value = _lit(value)
@@ -167,6 +169,9 @@ class _Build(Transformer):
     def ruleset(self, meta, c):
         self.current_set = str(c[0])
 
+    def commutative(self, meta, c):
+        self.file.commutative.extend((str(x), Span(self.path, x.line, x.column)) for x in c)
+
     def regions(self, meta, c):
         self.file.regions.append(RegionsDecl(self.current_set, str(c[0])[1:-1] if c[0] else "", self._span(meta)))
 
@@ -181,7 +186,9 @@ class _Build(Transformer):
 
     def aparam(self, meta, c):
         default = c[2]
-        if isinstance(default, Token):
+        if isinstance(default, Token) and str(default) in ("true", "false"):
+            default = str(default) == "true"
+        elif isinstance(default, Token):
             default = _lit(default)
         return AttrParam(str(c[0]), str(c[1]), default, default is not None)
 
