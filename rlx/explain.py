@@ -84,8 +84,8 @@ def explain(eg, view: EGraphView, near: list[NearMiss], ex: Extraction, cost: Co
                 applied[rule.name] += 1
                 seen.add((rule.name, root))
                 continue
-            if used or (chosen != original[root] and chosen.op != original[root].op):
-                continue  # rewritten by another rule
+            if used or chosen.op not in (original[root].op, "region"):
+                continue  # another rule fused this root (a region alone does not cover the match)
             if failed:
                 g = failed[0]
                 reason = g.message or f"guard `{g.text}` does not hold"

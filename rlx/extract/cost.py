@@ -12,10 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rlx.errors import RlxError
+from rlx.ir.region import body_ops
 from rlx.ir.registry import REGISTRY, TensorType
 from rlx.ir.shapes import DimBinding, symbols
 
 INF = math.inf
+REGION_TIE_BREAK = 1e-12  # seconds per region body op
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,10 @@ class CostModel:
         nbytes = opdef.bytes_moved(ins, list(outs), in_shapes, out_shapes)
         dtype = str(outs[0].dtype) if outs else "f32"
         peak = self.peak_flops.get(dtype, self.peak_flops["f32"]) * self.efficiency.get(op, 1.0)
-        return self.launch_overhead + max(flops / peak, nbytes / self.bandwidth)
+        seconds = self.launch_overhead + max(flops / peak, nbytes / self.bandwidth)
+        if op == "region":  # at equal cost, a named kernel beats generated code
+            seconds += REGION_TIE_BREAK * len(body_ops(attrs["body"]))
+        return seconds
 
 
 DEFAULT = CostModel()

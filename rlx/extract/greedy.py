@@ -79,8 +79,12 @@ class _Selection:
         return freed
 
     def switch(self, c: int, new: ENode) -> float:
-        """Select ``new`` for live class ``c``; return the change in total cost."""
+        """Select ``new`` for class ``c``; return the change in total cost. A class no one
+        uses (an earlier move of the same step may have freed it) only changes its choice."""
         old = self.sel[c]
+        if self.ref.get(c, 0) == 0:
+            self.sel[c], self.own[c] = new, self.cost(c, new)
+            return 0.0
         delta = self.cost(c, new) - self.own[c]
         self.sel[c], self.own[c] = new, self.cost(c, new)
         for ch in new.children:
@@ -88,6 +92,15 @@ class _Selection:
         for ch in old.children:
             delta -= self.decref(ch)
         return delta
+
+    def usable(self, c: int, n: ENode) -> bool:
+        return (self.cost(c, n) < INF and c not in n.children and all(ch in self.sel for ch in n.children))
+
+    def acyclic(self, c: int, n: ENode) -> bool:
+        """Whether selecting ``n`` for ``c`` keeps the selection acyclic."""
+        if all(self.level[ch] < self.level[c] for ch in n.children):
+            return True
+        return not self.reaches(n.children, c)
 
     def reaches(self, starts: Sequence[int], target: int) -> bool:
         """Whether ``target`` is reachable from ``starts`` along selected nodes."""
@@ -126,9 +139,14 @@ def extract(view: EGraphView, roots: Sequence[int], cost: Callable[[int, ENode],
     """Pick one node per needed class minimizing DAG cost. ``original`` is the input
     program's node per loaded class and ``order`` its topological index."""
     s = _Selection(view, cost)
-    for c, n in original.items():
-        if s.cost(c, n) < INF:
-            s.sel[c], s.own[c], s.level[c] = n, s.cost(c, n), 1000.0 * (order[c] + 1)
+    # Loaded classes are labeled 2 * their depth in the input program, classes the rules
+    # made 1 + their children's: a multi-output op's tuple class lands strictly below the
+    # classes its projections join, so taking both projections keeps the labeling valid.
+    for c in sorted(original, key=order.__getitem__):
+        n = original[c]
+        if s.cost(c, n) < INF and all(ch in s.sel for ch in n.children):
+            s.sel[c], s.own[c] = n, s.cost(c, n)
+            s.level[c] = 2.0 * (1 + max((s.level[ch] // 2 for ch in n.children), default=0))
     _kahn(s)
     missing = [c for c in _needed(s, roots) if c not in s.sel]
     if missing:
@@ -137,6 +155,11 @@ def extract(view: EGraphView, roots: Sequence[int], cost: Callable[[int, ENode],
         s.incref(r)
     total = sum(s.own[c] for c in s.ref if s.ref[c] > 0)
     out = Extraction(initial_cost=total)
+    gets: dict[int, list[tuple[int, ENode]]] = {}  # tuple class -> its projections
+    for c, nodes in enumerate(view.classes):
+        for n in nodes:
+            if n.op == "get":
+                gets.setdefault(n.children[0], []).append((c, n))
     for p in range(max_passes):
         out.passes = p + 1
         improved = False
@@ -144,32 +167,67 @@ def extract(view: EGraphView, roots: Sequence[int], cost: Callable[[int, ENode],
             if s.ref.get(c, 0) == 0:
                 continue
             best, best_delta = None, -1e-15
-            cur = s.sel[c]
             for n in view.classes[c]:
-                if n is cur or n == cur or s.cost(c, n) == INF or any(ch not in s.sel for ch in n.children):
+                if n == s.sel[c] or not s.usable(c, n):
                     continue
-                if c in n.children:
-                    continue
-                needs_check = any(s.level[ch] >= s.level[c] for ch in n.children)
-                if needs_check and s.reaches(n.children, c):
-                    continue
-                delta = s.switch(c, n)
-                s.switch(c, cur)
-                if delta < best_delta:
-                    best, best_delta = n, delta
+                moves = _moves(s, c, n, gets)
+                delta = _try(s, moves)
+                if delta is not None and delta < best_delta:
+                    best, best_delta = moves, delta
             if best is not None:
-                s.switch(c, best)
+                _apply(s, best)
                 total += best_delta
                 out.switches += 1
                 improved = True
-                if any(s.level[ch] >= s.level[c] for ch in best.children):
-                    s.relevel()
         if not improved:
             break
     out.choice = {c: s.sel[c] for c in s.ref if s.ref[c] > 0}
     out.level = {c: s.level[c] for c in out.choice}
     out.cost = sum(s.own[c] for c in out.choice)
     return out
+
+
+def _moves(s: _Selection, c: int, n: ENode, gets: dict[int, list[tuple[int, ENode]]]) -> list[tuple[int, ENode]]:
+    """Selecting a projection of a multi-output op moves its live siblings with it: one
+    residual+norm kernel only pays off when both its results are taken from it."""
+    moves = [(c, n)]
+    if n.op == "get":
+        for c2, n2 in gets.get(n.children[0], []):
+            if c2 != c and s.ref.get(c2, 0) > 0 and s.sel[c2] != n2 and s.usable(c2, n2):
+                moves.append((c2, n2))
+    return moves
+
+
+def _try(s: _Selection, moves: list[tuple[int, ENode]]) -> float | None:
+    """The cost change of ``moves`` (None if one would close a cycle); state is restored."""
+    done: list[tuple[int, ENode]] = []
+    delta = 0.0
+    ok = True
+    relabeled = False
+    for c, n in moves:
+        if not s.acyclic(c, n):
+            ok = False
+            break
+        done.append((c, s.sel[c]))
+        broke = any(s.level[ch] >= s.level[c] for ch in n.children)
+        delta += s.switch(c, n)
+        if broke and len(moves) > 1:
+            s.relevel()  # the next move's cycle check needs a valid labeling
+            relabeled = True
+    for c, old in reversed(done):
+        s.switch(c, old)
+    if relabeled:
+        s.relevel()
+    return delta if ok else None
+
+
+def _apply(s: _Selection, moves: list[tuple[int, ENode]]) -> None:
+    relevel = False
+    for c, n in moves:
+        relevel |= any(s.level[ch] >= s.level[c] for ch in n.children)
+        s.switch(c, n)
+    if relevel:
+        s.relevel()
 
 
 def _kahn(s: _Selection) -> None:

@@ -62,9 +62,13 @@ def load(paths: Iterable[str | Path] | str | Path | None = None) -> RuleSet:
     source: dict[str, str] = {}
     files: list[RuleFile] = []
     seen: set[Path] = set()
-    queue = [(p, None) for p in _expand(paths)]
-    while queue:
-        path, where = queue.pop(0)
+    # Depth-first: a file's includes come before it, as in C, so what they declare is known.
+    stack: list[tuple[Path, Span | None, RuleFile | None]] = [(p, None, None) for p in reversed(_expand(paths))]
+    while stack:
+        path, where, parsed = stack.pop()
+        if parsed is not None:
+            files.append(parsed)
+            continue
         real = path.resolve()
         if real in seen:
             continue
@@ -77,8 +81,8 @@ def load(paths: Iterable[str | Path] | str | Path | None = None) -> RuleSet:
             raise RuleError(Span(str(path), 0, 0), f"cannot read: {e.strerror}") from None
         source[str(path)] = text
         rf = parse_text(text, str(path))
-        files.append(rf)
-        queue[0:0] = [(path.parent / inc, span) for inc, span in rf.includes]
+        stack.append((path, where, rf))
+        stack.extend((path.parent / inc, span, None) for inc, span in reversed(rf.includes))
     return _check(files, source)
 
 

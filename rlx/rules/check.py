@@ -245,10 +245,13 @@ class Checker:
                 ops.add(a.name)
         env = set(decl.inputs)
         attr_names = {a.name for a in decl.attrs}
+        scalars = {a.name for a in decl.attrs if a.kind in ("float", "int")}
         for name, expr in list(decl.bindings) + [(None, r) for r in decl.results]:
             b = Bindings()
             self.collect(expr, b, op_vars_ok=True)
             for v, span in b.tensors.items():
+                if v in scalars:
+                    continue  # a numeric attribute used as a scalar operand
                 if v not in env:
                     raise self.error(span, f"{v!r} is not an input or an earlier binding of {decl.name}")
             for v, (_, span) in b.attrs.items():

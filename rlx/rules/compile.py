@@ -128,7 +128,9 @@ class _Guards:
             return (str(v), "i64") if isinstance(v, int) else (literal(v, "f64"), "f64")
         if isinstance(g, GName):
             if g.name in self.subst:
-                return json.dumps(str(self.subst[g.name])), "String"
+                v = self.subst[g.name]
+                text = json.dumps(list(v), separators=(",", ":")) if isinstance(v, tuple) else str(v)
+                return json.dumps(text), "String"
             if g.name in q.attr_sorts:
                 return f"a_{g.name}", q.attr_sorts[g.name]
             return json.dumps(g.name), "String"

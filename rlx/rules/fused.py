@@ -37,7 +37,8 @@ def emit(expr: Expr, g: Graph, env: Mapping[str, Value], attrs: Mapping[str, Any
         op = (op_vars or {}).get(op) or attrs[op]
         if op == "none":
             return emit(expr.args[0], g, env, attrs, op_vars)
-    args = [a.value if isinstance(a, Num) else emit(a, g, env, attrs, op_vars) for a in expr.args]
+    args = [a.value if isinstance(a, Num) else attrs[a.name] if isinstance(a, Var) and a.name not in env
+            else emit(a, g, env, attrs, op_vars) for a in expr.args]
     kwargs = {k: attrs[v.name] if isinstance(v, AttrRef) else v for k, v in expr.kwargs}
     return g.op(op, *args, **kwargs)
 
