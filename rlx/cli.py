@@ -15,33 +15,35 @@ from rlx.ir import REGISTRY, interpret, random_arrays
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:
-    """Build a Llama-style model, lower it under both HIR policies, run both through the
-    reference interpreter and check they agree."""
+    """The main job: build a Llama-style model, optimize it in the e-graph with the shipped
+    rules, print the fusion report, and check the optimized program against the reference."""
     cfg = dict(layers=args.layers, d_model=args.d_model, n_heads=args.heads, seq=args.seq, batch=1)
     t0 = time.perf_counter()
-    graphs = {p: rlx.models.llama(**cfg, policy=p) for p in ("fusable", "direct")}
-    build_s = time.perf_counter() - t0
-    console.print(f"[bold]rlx demo[/]: llama {cfg} built (both policies) in {build_s * 1e3:.1f} ms")
-    table = Table(title="MIR op counts by lowering policy")
-    table.add_column("op")
-    for p in graphs:
-        table.add_column(p, justify="right")
-    counts = {p: g.op_counts() for p, g in graphs.items()}
-    for op in sorted(set().union(*counts.values())):
-        table.add_row(op, *(str(counts[p].get(op, "")) for p in graphs))
-    table.add_row("[bold]nodes", *(str(len(g.nodes)) for g in graphs.values()))
-    console.print(table)
-    arrays = random_arrays(graphs["fusable"], seed=args.seed)
-    results = {}
-    for p, g in graphs.items():
-        ins = {n.name: arrays[n.name] for n in g.inputs}
-        ps = {n.name: arrays[n.name] for n in g.params}
+    graph = rlx.models.llama(**cfg)
+    console.print(f"[bold]rlx demo[/]: llama {cfg}: {len(graph.nodes)} MIR nodes "
+                  f"(built in {(time.perf_counter() - t0) * 1e3:.1f} ms)")
+    t0 = time.perf_counter()
+    with console.status("optimizing in the e-graph ..."):
+        result = rlx.compile(graph)
+    console.print(f"compiled for target cpu in {(time.perf_counter() - t0) * 1e3:.0f} ms")
+    console.print(result.report)
+    arrays = random_arrays(graph, seed=args.seed)
+    ins = {n.name: arrays[n.name] for n in graph.inputs}
+    ps = {n.name: arrays[n.name] for n in graph.params}
+    with console.status("checking against the reference interpreter ..."):
         t0 = time.perf_counter()
-        results[p] = interpret(g, ins, ps)
-        console.print(f"reference interpreter ({p}): {(time.perf_counter() - t0) * 1e3:.1f} ms")
-    err = max(float(np.max(np.abs(a - b))) for a, b in zip(results["fusable"].values(), results["direct"].values()))
-    ok = err < 1e-6
-    console.print(f"max |fusable - direct| = {err:.3g}: " + ("[green]agree[/]" if ok else "[red]MISMATCH[/]"))
+        want = interpret(graph, ins, ps)
+        t_ref = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        got = interpret(result.graph, ins, ps)
+        t_opt = time.perf_counter() - t0
+    err = max(float(np.max(np.abs(want[k] - got[k]))) for k in want)
+    scale = max(float(np.max(np.abs(v))) for v in want.values())
+    ok = err <= 1e-6 * max(1.0, scale)
+    console.print(f"reference interpreter: unfused {t_ref * 1e3:.1f} ms, optimized {t_opt * 1e3:.1f} ms "
+                  "(the NumPy executor comes with issue 6)")
+    console.print(f"max |optimized - reference| = {err:.3g} (tolerance 1e-6 x max |output|): "
+                  + ("[green]equal[/]" if ok else "[red]MISMATCH[/]"))
     return 0 if ok else 1
 
 

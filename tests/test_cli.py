@@ -6,7 +6,7 @@ from rlx.cli import main
 def test_demo_runs_and_checks(capsys):
     assert main(["demo", "--layers", "1", "--d-model", "32", "--heads", "2", "--seq", "8"]) == 0
     out = capsys.readouterr().out
-    assert "agree" in out and "rms_norm" in out
+    assert "equal" in out and "fused ops by kind" in out and "rms_norm" in out
 
 
 def test_ops_lists_the_registry(capsys):

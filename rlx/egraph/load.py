@@ -85,8 +85,9 @@ def load_graph(eg: bindings.EGraph, graph: Graph, workdir: Path) -> Loaded:
         for v in node.values:
             t = v.type
             rows["L_type"].append([vid(v), str(t.dtype), len(t.shape), uses.get(v.name, 0)])
-            for ax, d in enumerate(t.shape):
+            for ax, d in enumerate(t.shape):  # both axis spellings: guards look up constants
                 rows["L_dim"].append([vid(v), ax, out.dims.id(d)])
+                rows["L_dim"].append([vid(v), ax - len(t.shape), out.dims.id(d)])
     sorts.update(L_get=["i64", "i64", "i64"], L_scalar=["i64", "String"], L_const=["i64", "i64"],
                  L_type=["i64", "String", "i64", "i64"], L_dim=["i64", "i64", "i64"])
     program = ["(ruleset load)"]

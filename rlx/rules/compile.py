@@ -142,12 +142,9 @@ class _Guards:
             if g.fn == "dtype":
                 q.facts.append(f"(= {t} (ty-dtype v_{g.var}))")
                 return t, "String"
-            if g.axis >= 0:
-                q.facts.append(f"(= {t} (ty-dim v_{g.var} {g.axis}))")
-            else:
-                r = q.fresh()
-                q.facts.append(f"(= {r} (ty-rank v_{g.var}))")
-                q.facts.append(f"(= {t} (ty-dim v_{g.var} (+ {r} {g.axis})))")
+            # ty-dim holds both axis spellings (i and i - rank), so the key is a constant:
+            # a computed key would make egglog scan the whole table per match.
+            q.facts.append(f"(= {t} (ty-dim v_{g.var} {g.axis}))")
             if static:
                 q.facts.append(f"(>= {t} 0)")
             return t, "i64"
