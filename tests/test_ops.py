@@ -442,3 +442,52 @@ def test_an_op_registered_at_load_time_gets_a_builder_and_runs():
                            reference=op.reference, flops=op.flops))
     finally:
         R.unregister("square_plus")
+
+
+# Hand-counted (FLOPs, bytes) for every op on a small f32 case (4 bytes per element).
+# Elementwise: FLOPs = per-element count x elements; bytes = inputs read + output written.
+_X = (2, 3)  # 6 elements
+PER_ELEM = {"neg": 1, "abs": 1, "exp": 4, "log": 4, "sqrt": 2, "rsqrt": 3, "reciprocal": 1, "tanh": 6,
+            "erf": 6, "sigmoid": 5, "relu": 1, "gelu": 10, "gelu_tanh": 12, "silu": 6}
+COST_CASES = {
+    **{op: (lambda g, op=op: g.op(op, g.input("x", _X)), (6 * k, 48)) for op, k in PER_ELEM.items()},
+    **{op: (lambda g, op=op: g.op(op, g.input("a", _X), g.input("b", (3,))), (6 * (4 if op == "pow" else 1), 24 + 12 + 24))
+       for op in BINARY},
+    **{op: (lambda g, op=op: g.op(op, g.input("a", _X), g.input("b", _X)), (6, 24 + 24 + 6)) for op in COMPARE},
+    "cast": (lambda g: g.cast(g.input("x", _X), "f16"), (0, 24 + 12)),
+    "where": (lambda g: g.where(g.input("c", _X, "bool"), g.input("a", _X), g.input("b", _X)), (6, 6 + 24 + 24 + 24)),
+    "matmul": (lambda g: g.matmul(g.input("a", _X), g.input("b", (3, 5))), (2 * 2 * 5 * 3, 24 + 60 + 40)),
+    "transpose": (lambda g: g.transpose(g.input("x", _X)), (0, 0)),
+    "reshape": (lambda g: g.reshape(g.input("x", _X), (6,)), (0, 0)),
+    "expand": (lambda g: g.expand(g.input("x", (1, 3)), (4, 3)), (0, 0)),
+    "slice": (lambda g: g.slice(g.input("x", _X), (0,), (1,)), (0, 0)),
+    "concat": (lambda g: g.concat(g.input("a", _X), g.input("b", _X), axis=0), (0, 48 + 48)),
+    "split": (lambda g: g.split(g.input("x", _X), 1, (1, 2))[0], (0, 24 + 8 + 16)),
+    "sum": (lambda g: g.sum(g.input("x", _X), (1,)), (6, 24 + 8)),
+    "mean": (lambda g: g.mean(g.input("x", _X), (1,)), (6, 24 + 8)),
+    "max": (lambda g: g.max(g.input("x", _X)), (6, 24 + 4)),
+    "softmax": (lambda g: g.softmax(g.input("x", _X)), (48, 48)),
+    "layer_norm": (lambda g: g.layer_norm(g.input("x", _X), g.input("w", (3,)), g.input("b", (3,))), (48, 24 + 12 + 12 + 24)),
+    "rms_norm": (lambda g: g.rms_norm(g.input("x", _X), g.input("w", (3,))), (30, 24 + 12 + 24)),
+    "gather": (lambda g: g.gather(g.input("t", (10, 3)), g.input("i", (4,), "i64")), (0, 120 + 32 + 48)),
+    "rotary": (lambda g: g.rotary(g.input("x", (5, 4)), g.input("c", (5, 2)), g.input("s", (5, 2))), (60, 80 + 40 + 40 + 80)),
+    "causal_mask": (lambda g: g.causal_mask(g.input("x", (3, 3))), (9, 72)),
+    "sdpa": (lambda g: g.sdpa(g.input("q", (2, 4)), g.input("k", (3, 4)), g.input("v", (3, 5))),
+             (2 * 2 * 3 * 4 + 2 * 2 * 3 * 5 + 10 * 2 * 3, 32 + 48 + 60 + 40)),
+    "region": (lambda g: g.region(g.input("a", _X), g.input("b", (3,)), body="mul(exp($0), $1)"), (6 * 5, 24 + 12 + 24)),
+    "constant": (lambda g: g.constant(1.0), (0, 0)),
+    "input": (lambda g: g.input("x", _X), (0, 0)),
+    "param": (lambda g: g.param("p", _X), (0, 0)),
+}
+
+
+@pytest.mark.parametrize("op", sorted(COST_CASES))
+def test_flop_and_byte_count_of_every_op(op):
+    build, want = COST_CASES[op]
+    v = build(Graph())
+    assert v.node.op == op
+    assert v.node.cost() == (float(want[0]), want[1])
+
+
+def test_every_op_has_a_cost_case():
+    assert {op.name for op in REGISTRY if op.category != "fused" or op.name == "region"} <= set(COST_CASES)
