@@ -51,67 +51,77 @@ def _rhs_op(rule: Rule, env: dict[str, Any]) -> str:
 
 
 def explain(eg, view: EGraphView, near: list[NearMiss], ex: Extraction, cost: CostModel,
-            class_name: dict[int, str], original: dict[int, ENode]) -> tuple[list[MissedFusion], Counter]:
-    """Missed fusions, and how many times each rule's result is in the extracted program.
-    Only matches rooted at a node of the input program count; one whose root the final
-    program computes some other rewritten way (a bigger fusion took it) is not a miss."""
+            class_name: dict[int, str], original: dict[int, ENode]
+            ) -> tuple[list[MissedFusion], list[MissedFusion], Counter]:
+    """Missed fusions, fusions the target cannot run, and how many times each rule's result
+    is in the extracted program.
+
+    Only matches rooted at a node of the input program count. One whose root the final
+    program computes with another fused op is not a miss; nor is a failed guard of one rule
+    at a root another rule fully matched (a residual add is not a near-miss bias add); a full
+    match whose op the target does not claim is reported as unsupported, not missed."""
     consumers: dict[int, list[int]] = {}
     for c, n in ex.choice.items():
         for ch in n.children:
             consumers.setdefault(ch, []).append(c)
-    missed: list[MissedFusion] = []
-    applied: Counter = Counter()
-    seen: set[tuple[str, int]] = set()
+    rows = []
     for nm in near:
-        rule = nm.rule
         for row in near_rows(eg, view, nm.relation, nm.columns):
             root = row["root"]
-            if root is None or (rule.name, root) in seen or root not in ex.choice or root not in original:
+            if root is None or root not in ex.choice or root not in original:
                 continue
-            tensors = {role_name: view.type1(row[role_name]) for role, role_name, _ in nm.columns if role == "tensor"}
+            tensors = {name: view.type1(row[name]) for role, name, _ in nm.columns if role == "tensor"}
             if any(t is None for t in tensors.values()):
                 continue
             attrs = {name: row[name] for role, name, _ in nm.columns if role in ("attr", "op")}
             env: dict[str, Any] = {name: row[name] for role, name, _ in nm.columns if role in ("root", "tensor")}
             env.update({f"op:{name}": row[name] for role, name, _ in nm.columns if role == "op"})
-            node = class_name.get(root, f"e-class {root}")
-            failed = [g for g in rule.guards if evaluate(g, tensors, attrs) is False]
-            op = _rhs_op(rule, env)
-            chosen = ex.choice[root]
-            used = chosen.op == op or (chosen.op == "get" and ex.choice.get(chosen.children[0]) is not None
-                                      and ex.choice[chosen.children[0]].op == op)
-            if used and not failed:
-                applied[rule.name] += 1
-                seen.add((rule.name, root))
-                continue
-            if used or chosen.op not in (original[root].op, "region"):
-                continue  # another rule fused this root (a region alone does not cover the match)
-            if failed:
-                g = failed[0]
-                reason = g.message or f"guard `{g.text}` does not hold"
-                facts = describe(g, tensors, attrs)
-                missed.append(MissedFusion(rule.name, node, reason + (f" ({facts})" if facts else ""),
-                                           f"the rule needs {g.text}"))
-                seen.add((rule.name, root))
-                continue
-            if any(evaluate(g, tensors, attrs) is None for g in rule.guards):
-                missed.append(MissedFusion(rule.name, node, "a guard depends on a symbolic dim",
-                                           "specialize the symbol or relax the guard"))
-                seen.add((rule.name, root))
-                continue
+            verdicts = [evaluate(g, tensors, attrs) for g in nm.rule.guards]
+            rows.append((nm.rule, root, tensors, attrs, env, verdicts))
+    matched = {root for _, root, _, _, _, verdicts in rows if all(v is True for v in verdicts)}
+    missed: list[MissedFusion] = []
+    unsupported: list[MissedFusion] = []
+    applied: Counter = Counter()
+    seen: set[tuple[str, int]] = set()
+    for rule, root, tensors, attrs, env, verdicts in rows:
+        if (rule.name, root) in seen:
+            continue
+        node = class_name.get(root, f"e-class {root}")
+        failed = [g for g, v in zip(rule.guards, verdicts) if v is False]
+        op = _rhs_op(rule, env)
+        chosen = ex.choice[root]
+        used = chosen.op == op or (chosen.op == "get" and ex.choice.get(chosen.children[0]) is not None
+                                  and ex.choice[chosen.children[0]].op == op)
+        if used and not failed:
+            applied[rule.name] += 1
+            seen.add((rule.name, root))
+            continue
+        if used or chosen.op not in (original[root].op, "region"):
+            continue  # another rule fused this root (a region alone does not cover the match)
+        if failed:
+            if root in matched:
+                continue  # another rule's pattern is what this node is
+            g = failed[0]
+            facts = describe(g, tensors, attrs)
+            missed.append(MissedFusion(rule.name, node, (g.message or f"guard `{g.text}` does not hold")
+                                       + (f" ({facts})" if facts else ""), f"the rule needs {g.text}"))
+        elif any(v is None for v in verdicts):
+            missed.append(MissedFusion(rule.name, node, "a guard depends on a symbolic dim",
+                                       "specialize the symbol or relax the guard"))
+        elif op in REGISTRY and not cost.claims(op):
+            unsupported.append(MissedFusion(rule.name, node, f"target {cost.name} does not claim {op}",
+                                            f"add {op} to the target's ops to use it"))
+        else:
             inner = _inner(view, rule.lhs, root, env) or [root]
-            shared = [(c, p) for c in inner[1:] if c in ex.choice
-                      for p in consumers.get(c, []) if p not in inner]
+            shared = [(c, p) for c in inner[1:] if c in ex.choice for p in consumers.get(c, []) if p not in inner]
             if shared:
                 c, p = shared[0]
-                reason = (f"extra consumer: {class_name.get(p, f'e-class {p}')} also uses "
-                          f"{class_name.get(c, f'e-class {c}')}; fusing would compute it twice")
-                missed.append(MissedFusion(rule.name, node, reason, "fuse only single-use intermediates"))
-            elif op in REGISTRY and not cost.claims(op):
-                missed.append(MissedFusion(rule.name, node, f"target {cost.name} does not claim {op}",
-                                           f"add {op} to the target's ops"))
+                missed.append(MissedFusion(
+                    rule.name, node, f"extra consumer: {class_name.get(p, f'e-class {p}')} also uses "
+                    f"{class_name.get(c, f'e-class {c}')}; fusing would compute it twice",
+                    "fuse only single-use intermediates"))
             else:
                 missed.append(MissedFusion(rule.name, node, "not profitable under the cost model",
                                            "check the target's launch overhead and peaks"))
-            seen.add((rule.name, root))
-    return missed, applied
+        seen.add((rule.name, root))
+    return missed, unsupported, applied

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rlx.errors import RlxError
@@ -13,8 +13,10 @@ from rlx.egraph.saturate import Limits, saturate
 from rlx.egraph.schema import BODY_RULES, schema
 from rlx.egraph.view import ENode, EGraphView, freeze
 from rlx.explain import explain
-from rlx.extract.cost import DEFAULT, CostModel
+from rlx.extract.cost import CostModel
+from rlx.extract.exact import extract_exact
 from rlx.extract.greedy import NoProgram, extract
+from rlx.extract.target import Target, load_target
 from rlx.extract.to_mir import to_mir
 from rlx.ir.graph import Graph
 from rlx.ir.hir import Module
@@ -35,12 +37,11 @@ class ExtractionError(RlxError):
     """No program the target can run computes the outputs."""
 
 
-def _target(target: str | CostModel) -> CostModel:
+def _target(target: str | Path | Target | CostModel) -> Target:
+    """A target by name, path or object; a bare CostModel gets the cpu target's other settings."""
     if isinstance(target, CostModel):
-        return target
-    if target == "cpu":
-        return DEFAULT
-    raise RlxError(f"unknown target {target!r}; available: cpu")
+        return replace(load_target("cpu"), name=target.name, cost=target, claim_spec=("*",), exclude=())
+    return load_target(target)
 
 
 def _original(graph: Graph, view: EGraphView) -> tuple[dict[int, ENode], dict[int, int], dict[int, str]]:
@@ -82,18 +83,29 @@ def _same_constant(n: ENode, node) -> bool:
     return a.get("node") == node.name or ("key" in a and node.attrs["value"].size == 1)
 
 
-def compile(model: Graph | Module, target: str | CostModel = "cpu",
+def compile(model: Graph | Module, target: str | Path | Target | CostModel = "cpu",
             rules: Iterable[str | Path] | RuleSet | None = None, *, limits: Limits | None = None,
-            assert_fusion_clean: bool = False, binding: Mapping[str, int] | None = None) -> CompileResult:
+            assert_fusion_clean: bool = False, binding: Mapping[str, int] | None = None,
+            decompose: Iterable[str] = (), extractor: str = "auto") -> CompileResult:
     """Optimize ``model`` (a MIR graph, or an HIR module lowered with the fusable policy)
-    for ``target`` under ``rules`` (default: the shipped rules) and return the result."""
+    for ``target`` (a shipped target's name or a TOML path) under ``rules`` (default: the
+    shipped rules) and return the result.
+
+    ``decompose`` forces the common lowering of the named ops even where the target claims
+    them. ``extractor``: "greedy", "exact" (an ILP) or "auto" (exact below the target's
+    e-graph size threshold)."""
+    if extractor not in ("auto", "greedy", "exact"):
+        raise RlxError(f"extractor must be 'auto', 'greedy' or 'exact', got {extractor!r}")
     times: dict[str, float] = {}
     t = time.perf_counter()
     graph = model.lower("fusable") if isinstance(model, Module) else model
     if not isinstance(graph, Graph):
         raise RlxError(f"compile expects a Graph or an hir.Module, got {type(model).__name__}")
-    cost = _target(target)
+    tgt = _target(target)
     ruleset = rules if isinstance(rules, RuleSet) else load(rules)
+    tgt = tgt.resolve_claims().with_decomposed(list(decompose))
+    cost = tgt.cost
+    limits = limits or tgt.limits
     compiled = compile_rules(ruleset, cost.region_max_inputs, cost.region_max_ops)
     eg, workdir = new_egraph()
     run_pieces(eg, [schema(), BODY_RULES] + compiled.programs)
@@ -101,7 +113,7 @@ def compile(model: Graph | Module, target: str | CostModel = "cpu",
     t = time.perf_counter()
     loaded = load_graph(eg, graph, workdir)
     times["load"] = time.perf_counter() - t
-    stats = saturate(eg, compiled, limits or Limits())
+    stats = saturate(eg, compiled, limits)
     times["saturate"] = stats.seconds
     t = time.perf_counter()
     view = freeze(eg, graph, loaded)
@@ -123,10 +135,13 @@ def compile(model: Graph | Module, target: str | CostModel = "cpu",
     try:
         ex = extract(view, roots, node_cost, original, order)
     except NoProgram as e:
-        raise ExtractionError(_no_program_message(view, e.classes, names, cost)) from None
+        raise ExtractionError(_no_program_message(view, e.classes, names, tgt, ruleset, compiled, stats)) from None
+    exact_info = None
+    if extractor == "exact" or (extractor == "auto" and view.n_nodes < tgt.exact_below):
+        ex, exact_info = extract_exact(view, roots, node_cost, ex, tgt.exact_seconds)
     optimized = to_mir(graph, view, ex, names)
     times["extract"] = time.perf_counter() - t
-    missed, applied = explain(eg, view, compiled.near, ex, cost, names, original)
+    missed, unsupported, applied = explain(eg, view, compiled.near, ex, cost, names, original)
     report = FusionReport(
         target=cost.name, rule_files=ruleset.files,
         ops_before=dict(sorted(graph.op_counts().items())), ops_after=dict(sorted(optimized.op_counts().items())),
@@ -134,10 +149,10 @@ def compile(model: Graph | Module, target: str | CostModel = "cpu",
         rules=[RuleStats(r.name, r.ruleset, r.doc,
                          sum(n for k, n in stats.matches.items() if compiled.rule_of.get(k) == r.name),
                          applied.get(r.name, 0)) for r in ruleset.rules],
-        missed=missed,
-        egraph=EGraphStats(stats.iterations, len(view.classes), view.n_nodes, stats.stop,
-                           vars(limits or Limits())),
-        cost_before=ex.initial_cost, cost_after=ex.cost, times=times)
+        missed=missed, unsupported=unsupported,
+        egraph=EGraphStats(stats.iterations, len(view.classes), view.n_nodes, stats.stop, vars(limits)),
+        cost_before=ex.initial_cost, cost_after=ex.cost, times=times,
+        extraction=exact_info or {"extractor": "greedy", "passes": ex.passes, "switches": ex.switches})
     before, after = graph.op_counts(), optimized.op_counts()
     report.fused = {op: n - before.get(op, 0) for op, n in sorted(after.items()) if n > before.get(op, 0)}
     if ruleset.regions:
@@ -149,11 +164,28 @@ def compile(model: Graph | Module, target: str | CostModel = "cpu",
     return CompileResult(optimized, graph, report)
 
 
-def _no_program_message(view: EGraphView, classes: list[int], names: dict[int, str], cost: CostModel) -> str:
-    lines = [f"no program for target {cost.name!r} computes the outputs:"]
-    for c in classes[:10]:
-        ops = sorted({n.op for n in view.classes[c]})
-        unclaimed = [op for op in ops if not cost.claims(op)]
-        lines.append(f"  {names.get(c, f'e-class {c}')}: ops {', '.join(ops)}"
-                     + (f" (unclaimed: {', '.join(unclaimed)})" if unclaimed else ""))
+def _no_program_message(view: EGraphView, classes: list[int], names: dict[int, str], tgt: Target,
+                        ruleset: RuleSet, compiled, stats) -> str:
+    """Each unclaimed op with the nodes that need it, and the decompositions tried."""
+    cost = tgt.cost
+    need: dict[str, list[str]] = {}
+    for c in classes:
+        for n in view.classes[c]:
+            if n.op not in ("get", "absent") and not cost.claims(n.op):
+                need.setdefault(n.op, []).append(names.get(c, f"e-class {c}"))
+    lines = [f"no program that target {tgt.name!r} ({tgt.path}) can run computes the outputs:"]
+    for op, nodes in sorted(need.items()):
+        shown = sorted(set(nodes))
+        tried = sorted({r.name for r in ruleset.rules if r.ruleset == "legalize" and _root_op(r) == op})
+        fired = sorted({compiled.rule_of[k] for k in stats.matches if compiled.rule_of.get(k) in tried})
+        lines.append(f"  {op} is not claimed; needed by {', '.join(shown[:5])}{' ...' if len(shown) > 5 else ''}; "
+                     + (f"decompositions tried: {', '.join(tried)} (matched: {', '.join(fired) or 'none'})"
+                        if tried else "no decomposition in the rules"))
+    if not need:
+        lines.append("  (every op is claimed, but some values have no typed, computable node)")
     return "\n".join(lines)
+
+
+def _root_op(rule) -> str:
+    lhs = rule.lhs
+    return lhs.op if hasattr(lhs, "op") else ""

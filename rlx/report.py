@@ -52,10 +52,12 @@ class FusionReport:
     fused: dict[str, int] = field(default_factory=dict)
     rules: list[RuleStats] = field(default_factory=list)
     missed: list[MissedFusion] = field(default_factory=list)
+    unsupported: list[MissedFusion] = field(default_factory=list)  # matched, but the target lacks the op
     egraph: EGraphStats = field(default_factory=EGraphStats)
     cost_before: float = 0.0
     cost_after: float = 0.0
     times: dict[str, float] = field(default_factory=dict)
+    extraction: dict[str, Any] = field(default_factory=dict)  # extractor, and for exact: status, gap
 
     @property
     def matmuls_before(self) -> int:
@@ -85,7 +87,8 @@ class FusionReport:
             f"matmuls {self.matmuls_before} -> {self.matmuls_after}, predicted cost "
             f"{self.cost_before * 1e3:.3f} -> {self.cost_after * 1e3:.3f} ms\n"
             f"e-graph: {self.egraph.iterations} iterations, {self.egraph.eclasses} e-classes, "
-            f"{self.egraph.enodes} e-nodes, stopped: {self.egraph.stop}; "
+            f"{self.egraph.enodes} e-nodes, stopped: {self.egraph.stop}; extractor "
+            + ", ".join(f"{k} {v}" for k, v in self.extraction.items()) + "; "
             + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in self.times.items()))
         fused = Table(title="fused ops by kind")
         fused.add_column("op")
@@ -98,13 +101,15 @@ class FusionReport:
         for r in self.rules:
             rules.add_row(r.name, r.ruleset, str(r.matches), str(r.applied), r.doc)
         parts: list[Any] = [summary, fused, rules]
-        if self.missed:
-            missed = Table(title="missed fusions")
-            for col in ("rule", "node", "reason", "hint"):
-                missed.add_column(col)
-            for m in self.missed:
-                missed.add_row(m.rule, m.node, m.reason, m.hint)
-            parts.append(missed)
+        for title, items in (("missed fusions", self.missed), ("matched, but not supported on this target",
+                                                               self.unsupported)):
+            if items:
+                table = Table(title=title)
+                for col in ("rule", "node", "reason", "hint"):
+                    table.add_column(col)
+                for m in items:
+                    table.add_row(m.rule, m.node, m.reason, m.hint)
+                parts.append(table)
         return Group(*parts)
 
     def __rich__(self) -> Group:

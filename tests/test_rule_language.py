@@ -59,7 +59,7 @@ def test_shipped_rules_load():
     assert {"matmul_bias_act", "swiglu", "geglu", "attention", "attention_causal", "rms_norm", "layer_norm",
             "residual_rms_norm", "gelu_erf", "gelu_tanh", "silu", "transpose_transpose", "reshape_reshape"} <= names
     assert {"add", "mul"} <= rs.commutative
-    assert rs.regions and rs.sets() == ["algebra", "fusion", "regions"]
+    assert rs.regions and rs.sets() == ["algebra", "fusion", "legalize", "regions"]
     for op in ("matmul_bias_act", "swiglu", "add_rms_norm", "matmul_residual"):
         assert REGISTRY.get(op).category == "fused"
 

@@ -216,6 +216,28 @@ def _infer_types(view: EGraphView, graph: Graph) -> None:
                     view.types[c] = t
                     changed = True
                     break
+        if not changed:
+            changed = _type_new_scalars(view)
+
+
+def _type_new_scalars(view: EGraphView) -> bool:
+    """A scalar constant a rule created has no MIR type: it is a 0-d tensor of the dtype of
+    the operand beside it in an elementwise op (as a Python scalar would be in the builder)."""
+    untyped = {c for c, nodes in enumerate(view.classes) if c not in view.types
+               and any(n.op == "constant" and "key" in n.attr_dict() for n in nodes)}
+    found = False
+    for nodes in view.classes:
+        for n in nodes:
+            if not untyped.intersection(n.children) or n.op not in REGISTRY or not REGISTRY.get(n.op).elementwise:
+                continue
+            like = next((view.type1(c) for c in n.children if view.type1(c) is not None), None)
+            if like is not None:
+                for c in n.children:
+                    if c in untyped:
+                        view.types[c] = (TensorType((), like.dtype),)
+                        untyped.discard(c)
+                        found = True
+    return found
 
 
 def _node_type(view: EGraphView, n: ENode) -> tuple[TensorType, ...] | None:

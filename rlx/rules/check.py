@@ -113,7 +113,8 @@ class Checker:
                             b.attrs[v.name] = (kind, v.span)
                 stack.extend(reversed(e.args))
 
-    def check_bound(self, expr: Expr, lhs: Bindings, extra: set[str] = frozenset()) -> None:
+    def check_bound(self, expr: Expr, lhs: Bindings, extra: set[str] = frozenset(),
+                    op_attrs: set[str] = frozenset()) -> None:
         """Every variable of a right side must be bound by the left."""
         rhs = Bindings()
         self.collect(expr, rhs, op_vars_ok=True)
@@ -126,7 +127,7 @@ class Checker:
             if name not in lhs.attrs:
                 raise self.error(span, f"attribute variable {name!r} on the right is not bound on the left")
         for name, (_, span) in rhs.op_vars.items():
-            if name not in lhs.op_vars:
+            if name not in lhs.op_vars and name not in op_attrs:
                 raise self.error(span, f"unknown op {name!r} (not an op, and not an op variable of the left)")
         if isinstance(expr, Bind):
             raise self.error(expr.span, "'as' binds names on the left side only")
@@ -172,7 +173,7 @@ class Checker:
         if guard.kind == "member":
             if guard.a not in b.op_vars and guard.a not in b.attrs:
                 raise self.error(guard.span, f"{guard.a!r} in [...]: not an attribute or op variable of the left side")
-            if guard.a in b.op_vars:
+            if guard.a in b.op_vars or b.attrs.get(guard.a, ("",))[0] == "op":
                 for name in guard.b:
                     op = REGISTRY.get(name) if name in REGISTRY else None
                     if name != "none" and (op is None or not op.elementwise or len(op.inputs) != 1):
@@ -180,6 +181,8 @@ class Checker:
             return
         ta, tb = self.guard_type(guard.a, b, guard), self.guard_type(guard.b, b, guard)
         numeric = {"int", "float"}
+        if guard.op in ("==", "!=") and any(isinstance(x, GName) and x.name == "None" for x in (guard.a, guard.b)):
+            return  # an optional attribute compared with None
         if not (ta == tb or {ta, tb} <= numeric):
             raise self.error(guard.span, f"cannot compare {ta} with {tb} in '{guard.text}'")
         if guard.op not in ("==", "!=") and ta not in numeric:
@@ -204,7 +207,8 @@ class Checker:
                 hint = difflib.get_close_matches(name, REGISTRY.names(), n=1)
                 raise self.error(span, f"unknown op {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "") +
                                  f" (to use it as an op variable, add a guard: where {name} in [...])")
-        self.check_bound(rule.rhs, lhs, {ROOT} if rule.outputs else set())
+        op_attrs = {g.a for g in rule.guards if g.kind == "member" and lhs.attrs.get(g.a, ("",))[0] == "op"}
+        self.check_bound(rule.rhs, lhs, {ROOT} if rule.outputs else set(), op_attrs)
         if rule.outputs:
             if not isinstance(rule.rhs, Call) or rule.rhs.op not in REGISTRY:
                 raise self.error(rule.span, "'-> (...)' needs a multi-output op on the right")
