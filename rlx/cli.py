@@ -11,6 +11,8 @@ from rich.table import Table
 
 import rlx
 from rlx.errors import RlxError
+from rlx.extract.calibrate import calibrate
+from rlx.extract.target import shipped_targets
 from rlx.ir import REGISTRY, interpret, random_arrays
 
 
@@ -58,6 +60,34 @@ def _ops(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _targets(args: argparse.Namespace, console: Console) -> int:
+    import rlx.rules
+    rlx.rules.load()  # rule files register the fused ops targets may claim
+    table = Table(title="targets")
+    for col in ("name", "executor", "f32 peak", "f16 peak", "bandwidth", "launch", "regions", "not claimed", "file"):
+        table.add_column(col)
+    for t in shipped_targets():
+        t = t.resolve_claims()
+        c = t.cost
+        unclaimed = sorted(set(REGISTRY.names()) - set(c.claimed or ()) - {"input", "param", "constant"})
+        table.add_row(t.name, t.executor, f"{c.peak_flops['f32'] / 1e9:.0f} GFLOP/s",
+                      f"{c.peak_flops.get('f16', 0) / 1e9:.0f} GFLOP/s", f"{c.bandwidth / 1e9:.0f} GB/s",
+                      f"{c.launch_overhead * 1e6:.1f} us", f"{c.region_max_inputs} in / {c.region_max_ops} ops",
+                      ", ".join(unclaimed) or "-", t.path)
+    console.print(table)
+    return 0
+
+
+def _calibrate(args: argparse.Namespace, console: Console) -> int:
+    with console.status(f"measuring with target {args.target}'s executor ..."):
+        m = calibrate(args.target, args.out, quick=args.quick)
+    console.print(f"f32 matmul {m['peak_f32'] / 1e9:.1f} GFLOP/s, f64 {m['peak_f64'] / 1e9:.1f} GFLOP/s, "
+                  f"copy {m['bandwidth'] / 1e9:.1f} GB/s, launch {m['launch'] * 1e6:.2f} us, "
+                  f"view {m['view'] * 1e6:.2f} us")
+    console.print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlx", description="rlx: an e-graph ML compiler")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -69,10 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seq", type=int, default=64)
     demo.add_argument("--seed", type=int, default=0)
     sub.add_parser("ops", help="list the op registry")
+    sub.add_parser("targets", help="list the shipped targets with their key figures")
+    cal = sub.add_parser("calibrate", help="measure this machine and write a target file")
+    cal.add_argument("--target", default="cpu", help="the target whose executor measures (default cpu)")
+    cal.add_argument("--out", required=True, help="the target file to write")
+    cal.add_argument("--quick", action="store_true", help="small sizes (seconds, noisier)")
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # pipes and logs get full tables
     try:
-        return {"demo": _demo, "ops": _ops}[args.cmd](args, console)
+        return {"demo": _demo, "ops": _ops, "targets": _targets, "calibrate": _calibrate}[args.cmd](args, console)
     except RlxError as e:
         if args.debug:
             raise

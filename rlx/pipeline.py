@@ -135,7 +135,8 @@ def compile(model: Graph | Module, target: str | Path | Target | CostModel = "cp
     try:
         ex = extract(view, roots, node_cost, original, order)
     except NoProgram as e:
-        raise ExtractionError(_no_program_message(view, e.classes, names, tgt, ruleset, compiled, stats)) from None
+        raise ExtractionError(_no_program_message(view, e.classes, e.computable, names, tgt, ruleset, compiled,
+                                                  stats)) from None
     exact_info = None
     if extractor == "exact" or (extractor == "auto" and view.n_nodes < tgt.exact_below):
         ex, exact_info = extract_exact(view, roots, node_cost, ex, tgt.exact_seconds)
@@ -164,18 +165,26 @@ def compile(model: Graph | Module, target: str | Path | Target | CostModel = "cp
     return CompileResult(optimized, graph, report)
 
 
-def _no_program_message(view: EGraphView, classes: list[int], names: dict[int, str], tgt: Target,
-                        ruleset: RuleSet, compiled, stats) -> str:
+def _no_program_message(view: EGraphView, classes: list[int], computable: set[int], names: dict[int, str],
+                        tgt: Target, ruleset: RuleSet, compiled, stats) -> str:
     """Each unclaimed op with the nodes that need it, and the decompositions tried."""
     cost = tgt.cost
+    stuck, stack = set(), list(classes)
+    while stack:  # every class below the outputs that has no computable node
+        c = stack.pop()
+        if c in stuck:
+            continue
+        stuck.add(c)
+        stack.extend(ch for n in view.classes[c] for ch in n.children if ch not in computable)
     need: dict[str, list[str]] = {}
-    for c in classes:
+    for c in sorted(stuck):
         for n in view.classes[c]:
             if n.op not in ("get", "absent") and not cost.claims(n.op):
                 need.setdefault(n.op, []).append(names.get(c, f"e-class {c}"))
     lines = [f"no program that target {tgt.name!r} ({tgt.path}) can run computes the outputs:"]
     for op, nodes in sorted(need.items()):
-        shown = sorted(set(nodes))
+        named = sorted({x for x in nodes if not x.startswith("e-class ")})
+        shown = named or sorted(set(nodes))  # classes the rules made have no MIR name
         tried = sorted({r.name for r in ruleset.rules if r.ruleset == "legalize" and _root_op(r) == op})
         fired = sorted({compiled.rule_of[k] for k in stats.matches if compiled.rule_of.get(k) in tried})
         lines.append(f"  {op} is not claimed; needed by {', '.join(shown[:5])}{' ...' if len(shown) > 5 else ''}; "

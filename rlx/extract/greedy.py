@@ -24,9 +24,9 @@ INF = math.inf
 class NoProgram(Exception):
     """No finite-cost program computes a root: carries the classes that cannot be computed."""
 
-    def __init__(self, classes: list[int]) -> None:
+    def __init__(self, classes: list[int], computable: set[int]) -> None:
         super().__init__(f"{len(classes)} e-classes have no computable node")
-        self.classes = classes
+        self.classes, self.computable = classes, computable
 
 
 @dataclass
@@ -150,7 +150,7 @@ def extract(view: EGraphView, roots: Sequence[int], cost: Callable[[int, ENode],
     _kahn(s)
     missing = [c for c in _needed(s, roots) if c not in s.sel]
     if missing:
-        raise NoProgram(missing)
+        raise NoProgram(missing, set(s.sel))
     for r in roots:
         s.incref(r)
     total = sum(s.own[c] for c in s.ref if s.ref[c] > 0)
