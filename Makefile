@@ -20,6 +20,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/compile_time.py
+	$(PY) bench/extraction.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
