@@ -23,6 +23,7 @@ from rich.table import Table
 import rlx
 from rlx.extract.exact import extract_exact
 from rlx.extract.greedy import extract
+from rlx.pipeline import saturate_program
 from rlx.rules import load
 
 
@@ -39,23 +40,12 @@ def main() -> None:
     for target in args.targets:
         for layers in args.layers:
             graph = rlx.models.llama(layers=layers, d_model=1024, n_heads=16, d_ff=2816, seq=128)
-            # One compile gives the saturated e-graph; both extractors then run on it.
-            captured = {}
-
-            def spy(view, roots, cost, original, order, **kw):
-                captured.update(view=view, roots=roots, cost=cost, original=original, order=order)
-                return extract(view, roots, cost, original, order, **kw)
-            import rlx.pipeline as pipeline
-            pipeline.extract, saved = spy, pipeline.extract
-            try:
-                rlx.compile(graph, target=target, rules=rules, extractor="greedy")
-            finally:
-                pipeline.extract = saved
-            v, roots, cost = captured["view"], captured["roots"], captured["cost"]
+            s = saturate_program(graph, target=target, rules=rules)
+            v, roots, cost = s.view, s.roots, s.node_cost
             g_times, e_times = [], []
             for _ in range(args.repeats):
                 t = time.perf_counter()
-                greedy = extract(v, roots, cost, captured["original"], captured["order"])
+                greedy = extract(v, roots, cost, s.original, s.order)
                 g_times.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 _, info = extract_exact(v, roots, cost, greedy, args.seconds)

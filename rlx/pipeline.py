@@ -3,13 +3,15 @@ the cheapest program for the target, and report what happened."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from egglog import bindings
+
 from rlx.errors import RlxError
 from rlx.egraph.load import load_graph, new_egraph, run_pieces
-from rlx.egraph.saturate import Limits, saturate
+from rlx.egraph.saturate import Limits, SaturationStats, saturate
 from rlx.egraph.schema import BODY_RULES, schema
 from rlx.egraph.view import ENode, EGraphView, freeze
 from rlx.explain import explain
@@ -22,7 +24,7 @@ from rlx.ir.graph import Graph
 from rlx.ir.hir import Module
 from rlx.report import EGraphStats, FusionNotClean, FusionReport, RuleStats
 from rlx.rules import RuleSet, load
-from rlx.rules.compile import compile_rules
+from rlx.rules.compile import Compiled, compile_rules
 
 
 @dataclass
@@ -83,19 +85,29 @@ def _same_constant(n: ENode, node) -> bool:
     return a.get("node") == node.name or ("key" in a and node.attrs["value"].size == 1)
 
 
-def compile(model: Graph | Module, target: str | Path | Target | CostModel = "cpu",
-            rules: Iterable[str | Path] | RuleSet | None = None, *, limits: Limits | None = None,
-            assert_fusion_clean: bool = False, binding: Mapping[str, int] | None = None,
-            decompose: Iterable[str] = (), extractor: str = "auto") -> CompileResult:
-    """Optimize ``model`` (a MIR graph, or an HIR module lowered with the fusable policy)
-    for ``target`` (a shipped target's name or a TOML path) under ``rules`` (default: the
-    shipped rules) and return the result.
+@dataclass
+class Saturated:
+    """A program loaded and saturated for a target: everything extraction needs."""
+    graph: Graph
+    target: Target
+    ruleset: RuleSet
+    compiled: Compiled
+    egraph: bindings.EGraph
+    view: EGraphView
+    stats: SaturationStats
+    limits: Limits
+    original: dict[int, ENode]
+    order: dict[int, int]
+    names: dict[int, str]
+    roots: list[int]
+    node_cost: Callable[[int, ENode], float]
+    times: dict[str, float]
 
-    ``decompose`` forces the common lowering of the named ops even where the target claims
-    them. ``extractor``: "greedy", "exact" (an ILP) or "auto" (exact below the target's
-    e-graph size threshold)."""
-    if extractor not in ("auto", "greedy", "exact"):
-        raise RlxError(f"extractor must be 'auto', 'greedy' or 'exact', got {extractor!r}")
+
+def saturate_program(model: Graph | Module, target: str | Path | Target | CostModel = "cpu",
+                     rules: Iterable[str | Path] | RuleSet | None = None, *, limits: Limits | None = None,
+                     binding: Mapping[str, int] | None = None, decompose: Iterable[str] = ()) -> Saturated:
+    """Load ``model`` into an e-graph and saturate it under the rules and the target's limits."""
     times: dict[str, float] = {}
     t = time.perf_counter()
     graph = model.lower("fusable") if isinstance(model, Module) else model
@@ -118,7 +130,6 @@ def compile(model: Graph | Module, target: str | Path | Target | CostModel = "cp
     t = time.perf_counter()
     view = freeze(eg, graph, loaded)
     times["freeze"] = time.perf_counter() - t
-    t = time.perf_counter()
     original, order, names = _original(graph, view)
     bind = cost.binding([ty for ts in view.types.values() for ty in ts], binding)
 
@@ -132,26 +143,47 @@ def compile(model: Graph | Module, target: str | Path | Target | CostModel = "cp
         return cost.op_cost(n.op, n.attr_dict(), ins, outs, bind)
 
     roots = [view.value_class[v.name] for _, v in graph.outputs]
+    return Saturated(graph, tgt, ruleset, compiled, eg, view, stats, limits, original, order, names, roots,
+                     node_cost, times)
+
+
+def compile(model: Graph | Module, target: str | Path | Target | CostModel = "cpu",
+            rules: Iterable[str | Path] | RuleSet | None = None, *, limits: Limits | None = None,
+            assert_fusion_clean: bool = False, binding: Mapping[str, int] | None = None,
+            decompose: Iterable[str] = (), extractor: str = "auto") -> CompileResult:
+    """Optimize ``model`` (a MIR graph, or an HIR module lowered with the fusable policy)
+    for ``target`` (a shipped target's name or a TOML path) under ``rules`` (default: the
+    shipped rules) and return the result.
+
+    ``decompose`` forces the common lowering of the named ops even where the target claims
+    them. ``extractor``: "greedy", "exact" (an ILP) or "auto" (exact below the target's
+    e-graph size threshold)."""
+    if extractor not in ("auto", "greedy", "exact"):
+        raise RlxError(f"extractor must be 'auto', 'greedy' or 'exact', got {extractor!r}")
+    s = saturate_program(model, target, rules, limits=limits, binding=binding, decompose=decompose)
+    graph, view, tgt, times = s.graph, s.view, s.target, s.times
+    t = time.perf_counter()
     try:
-        ex = extract(view, roots, node_cost, original, order)
+        ex = extract(view, s.roots, s.node_cost, s.original, s.order)
     except NoProgram as e:
-        raise ExtractionError(_no_program_message(view, e.classes, e.computable, names, tgt, ruleset, compiled,
-                                                  stats)) from None
+        raise ExtractionError(_no_program_message(view, e.classes, e.computable, s.names, tgt, s.ruleset,
+                                                  s.compiled, s.stats)) from None
     exact_info = None
     if extractor == "exact" or (extractor == "auto" and view.n_nodes < tgt.exact_below):
-        ex, exact_info = extract_exact(view, roots, node_cost, ex, tgt.exact_seconds)
-    optimized = to_mir(graph, view, ex, names)
+        ex, exact_info = extract_exact(view, s.roots, s.node_cost, ex, tgt.exact_seconds)
+    optimized = to_mir(graph, view, ex, s.names)
     times["extract"] = time.perf_counter() - t
-    missed, unsupported, applied = explain(eg, view, compiled.near, ex, cost, names, original)
+    missed, unsupported, applied = explain(s.egraph, view, s.compiled.near, ex, tgt.cost, s.names, s.original)
+    stats, compiled, ruleset = s.stats, s.compiled, s.ruleset
     report = FusionReport(
-        target=cost.name, rule_files=ruleset.files,
+        target=tgt.name, rule_files=ruleset.files,
         ops_before=dict(sorted(graph.op_counts().items())), ops_after=dict(sorted(optimized.op_counts().items())),
         nodes_before=len(graph.nodes), nodes_after=len(optimized.nodes),
         rules=[RuleStats(r.name, r.ruleset, r.doc,
                          sum(n for k, n in stats.matches.items() if compiled.rule_of.get(k) == r.name),
                          applied.get(r.name, 0)) for r in ruleset.rules],
         missed=missed, unsupported=unsupported,
-        egraph=EGraphStats(stats.iterations, len(view.classes), view.n_nodes, stats.stop, vars(limits)),
+        egraph=EGraphStats(stats.iterations, len(view.classes), view.n_nodes, stats.stop, vars(s.limits)),
         cost_before=ex.initial_cost, cost_after=ex.cost, times=times,
         extraction=exact_info or {"extractor": "greedy", "passes": ex.passes, "switches": ex.switches})
     before, after = graph.op_counts(), optimized.op_counts()
