@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -130,6 +129,3 @@ class FusionNotClean(RlxError):
             f"  {m.rule} at {m.node}: {m.reason}" + (f" ({m.hint})" if m.hint else "") for m in report.missed]
         super().__init__("\n".join(lines))
 
-
-def op_counts(counter: Counter) -> dict[str, int]:
-    return dict(sorted(counter.items()))

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from rlx.ir.dtypes import DType
 from rlx.ir.registry import AttrSpec, OpDef
 
 
@@ -104,6 +103,3 @@ class DimTable:
             return d
         return self.ids.setdefault(d, self.BASE - len(self.ids))
 
-
-def dtype_text(d: DType) -> str:
-    return str(d)

@@ -14,8 +14,8 @@ from scipy import special
 
 from rlx.errors import DTypeError, ShapeError
 from rlx.ir.dtypes import DType
-from rlx.ir.registry import REQUIRED, AttrSpec, OpDef, register
-from rlx.ir.shapes import (Dim, Shape, broadcast_shapes, dim, dim_add, dim_div, dim_sub, fmt_shape,
+from rlx.ir.registry import AttrSpec, OpDef, register
+from rlx.ir.shapes import (Dim, broadcast_shapes, dim, dim_add, dim_div, dim_sub, fmt_shape,
                            is_static, normalize_axis, numel, shape as canonical)
 
 A = AttrSpec

@@ -17,7 +17,7 @@ from typing import Union
 import numpy as np
 
 from rlx.errors import RlxError, ShapeError
-from rlx.ir.dtypes import DType, as_dtype
+from rlx.ir.dtypes import DType
 from rlx.ir.registry import REGISTRY, AttrSpec, OpDef, TensorType, register
 from rlx.ir.shapes import broadcast_shapes
 
