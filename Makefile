@@ -21,6 +21,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/compile_time.py
 	$(PY) bench/extraction.py
+	$(PY) bench/memory_plan.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from egglog import bindings
@@ -22,6 +23,8 @@ from rlx.extract.target import Target, load_target
 from rlx.extract.to_mir import to_mir
 from rlx.ir.graph import Graph
 from rlx.ir.hir import Module
+from rlx.ir.lir import LIR
+from rlx.plan import plan
 from rlx.report import EGraphStats, FusionNotClean, FusionReport, RuleStats
 from rlx.rules import RuleSet, load
 from rlx.rules.compile import Compiled, compile_rules
@@ -29,10 +32,16 @@ from rlx.rules.compile import Compiled, compile_rules
 
 @dataclass
 class CompileResult:
-    """The optimized MIR, the program it came from, and the report."""
+    """The optimized MIR, the program it came from, the report, and (planned on first use)
+    the LIR for the target's alignment."""
     graph: Graph
     source: Graph
     report: FusionReport
+    alignment: int = 64
+
+    @cached_property
+    def lir(self) -> LIR:
+        return plan(self.graph, alignment=self.alignment)
 
 
 class ExtractionError(RlxError):
@@ -194,7 +203,7 @@ def compile(model: Graph | Module, target: str | Path | Target | CostModel = "cp
                                       after.get("region", 0)))
     if assert_fusion_clean and report.missed:
         raise FusionNotClean(report)
-    return CompileResult(optimized, graph, report)
+    return CompileResult(optimized, graph, report, tgt.alignment)
 
 
 def _no_program_message(view: EGraphView, classes: list[int], computable: set[int], names: dict[int, str],

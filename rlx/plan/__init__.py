@@ -1,0 +1,208 @@
+"""Plan MIR into LIR: schedule, views, liveness, in-place reuse, regions and one arena."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from rlx.errors import BindingError, RlxError
+from rlx.ir.graph import Graph, Node, Value
+from rlx.ir.lir import LIR, Buffer, Step, ValueLayout
+from rlx.ir.shapes import DimBinding, is_static, symbols
+from rlx.plan.arena import align, assign
+from rlx.plan.schedule import schedule
+
+VIEW_OPS = ("reshape", "transpose", "expand", "slice")
+
+
+def _contiguous(shape: tuple) -> tuple:
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= d
+    return tuple(reversed(strides))
+
+
+def _view_layout(node: Node, src: ValueLayout, out_shape: tuple) -> tuple[int, tuple] | None:
+    """(extra element offset, strides) if ``node`` can alias its input, else None (copy)."""
+    a = node.attrs
+    if node.op == "reshape":
+        return (0, _contiguous(out_shape)) if src.strides == _contiguous(src.shape) else None
+    if node.op == "transpose":
+        rank = len(src.shape)
+        perm = a["perm"] if a["perm"] is not None else tuple(reversed(range(rank)))
+        return 0, tuple(src.strides[p % rank] for p in perm)
+    if node.op == "expand":
+        lead = len(out_shape) - len(src.shape)
+        strides = [0] * lead + [0 if d == 1 and o != 1 else s
+                                for d, o, s in zip(src.shape, out_shape[lead:], src.strides)]
+        return 0, tuple(strides)
+    if node.op == "slice":
+        rank = len(src.shape)
+        axes = a["axes"] if a["axes"] is not None else tuple(range(len(a["starts"])))
+        steps = a["steps"] if a["steps"] is not None else (1,) * len(axes)
+        strides, offset = list(src.strides), 0
+        for ax, start, end, step in zip(axes, a["starts"], a["ends"], steps):
+            if step <= 0:
+                return None  # negative strides are a copy here: not every executor has them
+            ax %= rank
+            lo = range(*slice(start, end, step).indices(src.shape[ax])).start
+            offset += lo * src.strides[ax]
+            strides[ax] *= step
+        return offset, tuple(strides)
+    return None
+
+
+def plan(graph: Graph, alignment: int = 64, binding: Mapping[str, int] | None = None) -> LIR:
+    """Plan ``graph``. With unbound symbolic dims the plan has a schedule but no offsets
+    (``LIR.symbols`` lists them); ``specialize`` binds them and plans the arena."""
+    if alignment <= 0 or alignment & (alignment - 1):
+        raise RlxError(f"alignment must be a power of two, got {alignment}")
+    syms = sorted(symbols(d for n in graph.nodes for t in n.outputs for d in t.shape))
+    if binding is not None:
+        unknown = sorted(set(binding) - set(syms))
+        if unknown:
+            raise BindingError(f"graph {graph.name!r} has no symbol{'s' if len(unknown) > 1 else ''} "
+                               f"{', '.join(unknown)} (its symbols: {', '.join(syms) or 'none'})")
+        try:
+            graph = graph.bind(binding)
+        except RlxError as e:
+            if isinstance(e, BindingError):
+                raise
+            raise BindingError(f"binding {dict(binding)} is inconsistent with graph {graph.name!r}: {e}") from None
+        syms = []
+    lir = _plan(graph, alignment, syms)
+    lir.planner = plan
+    lir.fingerprint = lir.compute_fingerprint()
+    return lir
+
+
+def _nbytes(v: Value, nominal: DimBinding) -> int:
+    return math.prod(nominal.resolve_shape(v.shape)) * v.dtype.itemsize
+
+
+def _plan(graph: Graph, alignment: int, syms: list[str]) -> LIR:
+    nominal = DimBinding({s: 128 for s in syms})  # sizes for scheduling decisions only
+    order = schedule(graph, {v.name: _nbytes(v, nominal) for n in graph.nodes for v in n.values})
+    step_of = {n.id: i for i, n in enumerate(order)}
+    outputs = {v.name for _, v in graph.outputs}
+    last_use: dict[str, int] = {}
+    for n in order:
+        for v in n.inputs:
+            last_use[v.name] = step_of[n.id]
+    end = len(order)
+    for name in outputs:
+        last_use[name] = end
+    values: dict[str, ValueLayout] = {}
+    buffers: dict[int, dict] = {}   # id -> region, nbytes, first, last
+    steps: list[Step] = []
+
+    def new_buffer(region: str, nbytes: int, first: int) -> int:
+        bid = len(buffers)
+        buffers[bid] = {"region": region, "nbytes": nbytes, "first": first, "last": first}
+        return bid
+
+    def touch(bid: int, t: int) -> None:
+        buffers[bid]["last"] = max(buffers[bid]["last"], t)
+
+    for t, node in enumerate(order):
+        op = node.opdef
+        phase = "prologue" if op.category == "source" else "body"
+        in_place = is_view = False
+        for v in node.values:
+            shape = v.shape
+            nbytes = _nbytes(v, nominal)
+            if node.op in ("input", "param", "constant"):
+                region = {"input": "input", "param": "param", "constant": "param"}[node.op]
+                bid = new_buffer(region, nbytes, t)
+                values[v.name] = ValueLayout(v.name, bid, 0, shape, _strides(shape), str(v.dtype), False)
+                continue
+            src = values[node.inputs[0].name] if node.inputs else None
+            layout = (_view_layout(node, src, nominal.resolve_shape(shape)) if node.op in VIEW_OPS and src
+                      and all(is_static(d) for d in src.shape) else None)
+            if node.op in VIEW_OPS and src and not all(is_static(d) for d in src.shape):
+                layout = _symbolic_view(node, src)
+            if layout is not None:
+                off, strides = layout
+                itemsize = v.dtype.itemsize
+                values[v.name] = ValueLayout(v.name, src.buffer, src.byte_offset + off * itemsize, shape, strides,
+                                             str(v.dtype), True)
+                is_view = True
+                continue
+            donor = _in_place_donor(node, v, values, buffers, last_use, t, outputs, nbytes)
+            if donor is not None:
+                bid = donor
+                in_place = True
+            else:
+                bid = new_buffer("output" if v.name in outputs else "arena", nbytes, t)
+            values[v.name] = ValueLayout(v.name, bid, 0, shape, _strides(shape), str(v.dtype), False)
+        for v in node.inputs:
+            touch(values[v.name].buffer, t)
+        for v in node.values:
+            touch(values[v.name].buffer, t)
+        steps.append(Step(t, phase, node.op, node.name, tuple(v.name for v in node.inputs),
+                          tuple(v.name for v in node.values),
+                          {} if node.op in ("input", "param") else dict(node.attrs), in_place, is_view))
+    for name in outputs:  # an output keeps its buffer (and a view's root) alive to the end
+        touch(values[name].buffer, end)
+        if buffers[values[name].buffer]["region"] == "arena":
+            buffers[values[name].buffer]["region"] = "output"
+    for i, (name, v) in enumerate(graph.outputs):
+        steps.append(Step(end + i, "epilogue", "output", name, (v.name,), (), {}, False, False))
+    offsets: dict[int, int | None] = {}
+    for region in ("input", "param", "output"):
+        cursor = 0
+        for bid, b in buffers.items():
+            if b["region"] == region:
+                offsets[bid] = cursor if not syms else None
+                cursor += align(max(b["nbytes"], 1), alignment)
+    arena = [bid for bid, b in buffers.items() if b["region"] == "arena"]
+    if syms:
+        offsets.update({bid: None for bid in arena})
+    else:
+        placed = assign([(buffers[b]["nbytes"], buffers[b]["first"], buffers[b]["last"]) for b in arena], alignment)
+        offsets.update(dict(zip(arena, placed)))
+    blist = [Buffer(bid, b["region"], b["nbytes"], offsets[bid], b["first"], b["last"]) for bid, b in buffers.items()]
+    manifest = {"inputs": [], "params": [], "outputs": []}
+    for n in order:
+        if n.op in ("input", "param"):
+            lay = values[n.name]
+            manifest["inputs" if n.op == "input" else "params"].append(_entry(n.name, lay, blist))
+    for name, v in graph.outputs:
+        manifest["outputs"].append(_entry(name, values[v.name], blist))
+    return LIR(graph.name, alignment, steps, blist, values, manifest, syms, graph)
+
+
+def _strides(shape: tuple) -> tuple:
+    return _contiguous(shape) if all(is_static(d) for d in shape) else ()
+
+
+def _symbolic_view(node: Node, src: ValueLayout) -> tuple[int, tuple] | None:
+    """Views of symbolic shapes are decided when the plan is specialized; a reshape or a
+    transpose is a view already (its strides come with the sizes)."""
+    return (0, ()) if node.op in ("reshape", "transpose", "expand") else None
+
+
+def _in_place_donor(node: Node, v: Value, values: dict, buffers: dict, last_use: dict, t: int,
+                    outputs: set[str], nbytes: int) -> int | None:
+    """A buffer an elementwise node may overwrite: an input of the same size and dtype that
+    is not a view, lives in the arena, and dies at this step (nothing else reads it later)."""
+    if not node.opdef.elementwise and node.op != "region" or v.name in outputs:
+        return None
+    for w in node.inputs:
+        lay = values[w.name]
+        b = buffers[lay.buffer]
+        if (not lay.view and b["region"] == "arena" and b["nbytes"] == nbytes and w.dtype == v.dtype
+                and last_use.get(w.name) == t and b["last"] <= t
+                and not any(x.buffer == lay.buffer and last_use.get(x.name, -1) > t for x in values.values())):
+            return lay.buffer
+    return None
+
+
+def _entry(name: str, lay: ValueLayout, buffers: list[Buffer]) -> dict:
+    b = buffers[lay.buffer]
+    return {"name": name, "shape": list(lay.shape), "dtype": lay.dtype, "region": b.region,
+            "offset": None if b.offset is None else b.offset + lay.byte_offset, "nbytes": b.nbytes,
+            "strides": list(lay.strides)}
+
+
+__all__ = ["plan"]
