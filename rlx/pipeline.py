@@ -156,19 +156,27 @@ def saturate_program(model: Graph | Module, target: str | Path | Target | CostMo
                      node_cost, times)
 
 
-def compile(model: Graph | Module, target: str | Path | Target | CostModel = "cpu",
+def compile(model: Graph | Module | LIR, target: str | Path | Target | CostModel = "cpu",
             rules: Iterable[str | Path] | RuleSet | None = None, *, limits: Limits | None = None,
             assert_fusion_clean: bool = False, binding: Mapping[str, int] | None = None,
             decompose: Iterable[str] = (), extractor: str = "auto") -> CompileResult:
     """Optimize ``model`` (a MIR graph, or an HIR module lowered with the fusable policy)
     for ``target`` (a shipped target's name or a TOML path) under ``rules`` (default: the
-    shipped rules) and return the result.
+    shipped rules) and return the result. An LIR (already planned) passes through.
 
     ``decompose`` forces the common lowering of the named ops even where the target claims
     them. ``extractor``: "greedy", "exact" (an ILP) or "auto" (exact below the target's
     e-graph size threshold)."""
     if extractor not in ("auto", "greedy", "exact"):
         raise RlxError(f"extractor must be 'auto', 'greedy' or 'exact', got {extractor!r}")
+    if isinstance(model, LIR):  # already planned: passes through
+        result = CompileResult(model.source, model.source, FusionReport(
+            target=_target(target).name, ops_before=dict(model.source.op_counts()),
+            ops_after=dict(model.source.op_counts()), nodes_before=len(model.source.nodes),
+            nodes_after=len(model.source.nodes), extraction={"extractor": "none (LIR passed through)"}),
+            model.alignment)
+        result.lir = model
+        return result
     s = saturate_program(model, target, rules, limits=limits, binding=binding, decompose=decompose)
     graph, view, tgt, times = s.graph, s.view, s.target, s.times
     t = time.perf_counter()

@@ -208,3 +208,10 @@ def test_fingerprint_is_stable_and_changes_with_the_program():
     g.node("layer0.attn.norm.add_1").inputs[1].node.attrs["value"] = g.node(
         "layer0.attn.norm.add_1").inputs[1].node.attrs["value"] * 2  # change one constant
     assert plan(g).fingerprint != fp
+
+
+def test_an_lir_passes_through_compile():
+    r = rlx.compile(rlx.models.mlp(layers=2, d_in=8, d_hidden=16))
+    again = rlx.compile(r.lir)
+    assert again.lir is r.lir and again.graph is r.graph
+    assert again.report.extraction["extractor"].startswith("none")

@@ -157,3 +157,16 @@ def test_targets_and_calibrate_commands(tmp_path, capsys):
     assert math.isfinite(t.cost.launch_overhead)
     assert main(["calibrate", "--target", "cuda", "--out", str(tmp_path / "x.toml")]) == 2
     assert "comes with that executor" in capsys.readouterr().out
+
+
+def test_fused_ops_and_regions_in_the_input_program_are_legalized():
+    """A compiled program fed back in: its fused ops and regions lower through their
+    definitions (generated rules) and bodies (loaded beside them) for a target without them."""
+    g = rlx.models.llama(layers=2, d_model=32, n_heads=4, seq=8)
+    once = rlx.compile(g, target="cuda", rules=RULES).graph
+    assert {"add_rms_norm", "swiglu", "region", "matmul_residual"} <= set(once.op_counts()), once.op_counts()
+    path_ops = ["add_rms_norm", "swiglu", "region", "matmul_residual", "matmul_bias_act"]
+    again = rlx.compile(once, target="cpu", rules=RULES, decompose=path_ops)
+    assert not set(path_ops) & set(again.graph.op_counts())
+    same(g, again.graph)
+    assert rlx.compile(once, target="cuda", rules=RULES).graph.op_counts()["swiglu"] == 2

@@ -15,6 +15,8 @@ from pathlib import Path
 from egglog import bindings
 
 from rlx.ir.graph import Graph, Node, Value
+from rlx.ir.region import RArg, _attrs, _walk, parse_body
+from rlx.ir.registry import REGISTRY
 from rlx.egraph.encode import DimTable, attr_sort, constructor_sorts, ctor, encode_attr, literal, scalar_key, tsv_cell
 
 
@@ -76,6 +78,8 @@ def load_graph(eg: bindings.EGraph, graph: Graph, workdir: Path) -> Loaded:
             args = " ".join(f"(N {vid(v)})" for v in node.inputs)
             attrs = " ".join(literal(encode_attr(a, node.attrs[a.name]), attr_sort(a)) for a in op.attrs)
             small.append(f"(union (N {idx}) ({ctor(node.op)} (vec-of {args}) {attrs}))")
+            if node.op == "region":  # its body, as ordinary ops: any target can run those
+                small.append(f"(union (N {idx}) {_body_term(node, [vid(v) for v in node.inputs])})")
         else:
             rel = f"L_{node.op}"
             sorts[rel] = ["i64"] + constructor_sorts(op)
@@ -106,6 +110,19 @@ def load_graph(eg: bindings.EGraph, graph: Graph, workdir: Path) -> Loaded:
     program.append("(run-schedule (saturate (run load)))")
     run_pieces(eg, program)
     return out
+
+
+def _body_term(node: Node, ids: list[int]) -> str:
+    """Egglog text of a region body over its inputs' N ids (iterative)."""
+    def leaf(x):
+        return f"(N {ids[x.index]})" if isinstance(x, RArg) else f'(O_scalar "{scalar_key(x.value)}")'
+
+    def call(c, args):
+        attrs = _attrs(c)
+        spec = REGISTRY.get(c.op)
+        extra = [literal(encode_attr(a, attrs[a.name]), attr_sort(a)) for a in spec.attrs]
+        return f"({ctor(c.op)} {' '.join(list(args) + extra)})"
+    return _walk(parse_body(node.attrs["body"]), leaf, call)
 
 
 def _load_rule(rel: str, cols: list[str]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from rlx.ir.registry import REGISTRY, REQUIRED, AttrSpec
 from rlx.egraph.encode import attr_sort, ctor, encode_attr, literal, scalar_key
 from rlx.rules import RuleSet
-from rlx.rules.ast import AttrRef, Bind, Call, Expr, GArith, GFunc, GLit, GName, Guard, Num, Rule, Var
+from rlx.rules.ast import AttrRef, Bind, Call, Expr, FusedDecl, GArith, GFunc, GLit, GName, Guard, Num, Rule, Var
 from rlx.rules.errors import RuleError
 
 ROOT = "v_root"
@@ -356,6 +356,65 @@ def region_rules(ruleset: str, max_inputs: int, max_ops: int) -> list[tuple[str,
     return out
 
 
+def definition_rules(decls: list[FusedDecl]) -> list[tuple[str, str]]:
+    """A fused op equals its definition: ``op(inputs; attrs) => body`` in the legalize set,
+    generated from the declaration (op-kind attributes range over the unary elementwise ops),
+    so every fused op, a user's too, has its common lowering with no rule written twice."""
+    out = []
+    for decl in decls:
+        op_attrs = [a for a in decl.attrs if a.kind == "op"]
+        choices = [[(a.name, o) for o in ["none"] + _unary_elementwise()] for a in op_attrs]
+        for k, subst in enumerate(dict(c) for c in itertools.product(*choices)):
+            spec = REGISTRY.get(decl.name)
+            attrs = [attr_literal(a, subst[a.name]) if a.name in subst else f"a_{a.name}" for a in spec.attrs]
+            facts = [f"(= v_root ({ctor(decl.name)} {' '.join([f'v_{x}' for x in decl.inputs] + attrs)}))"]
+            env = {x: f"v_{x}" for x in decl.inputs}
+            scalars = {a.name for a in decl.attrs if a.kind in ("float", "int")}
+            actions = []
+            for name, expr in decl.bindings:
+                actions.append(f"(let b_{name} {_def_term(expr, env, subst, scalars)})")
+                env[name] = f"b_{name}"
+            results = [_def_term(r, env, subst, scalars) for r in decl.results]
+            if len(results) == 1:
+                actions.append(f"(union v_root {results[0]})")
+            else:
+                actions += [f"(union (O_get v_root {i}) {t})" for i, t in enumerate(results)]
+            name = f"definition:{decl.name}@{k}"
+            out.append((name, f"(rule ({' '.join(facts)}) ({' '.join(actions)}) :ruleset legalize :name {json.dumps(name)})"))
+    return out
+
+
+def _def_term(e: Expr, env: dict[str, str], subst: dict[str, Any], scalars: set[str]) -> str:
+    """Egglog text of a definition body: inputs and bindings from ``env``, attributes as
+    variables, op-kind attributes substituted, numeric attributes as scalar operands."""
+    if isinstance(e, Var):
+        return env[e.name] if e.name in env else f"(O_scalar a_{e.name})"
+    if isinstance(e, Num):
+        return f'(O_scalar "{scalar_key(e.value)}")'
+    if isinstance(e, Bind):
+        return _def_term(e.expr, env, subst, scalars)
+    op = subst.get(e.op, e.op)
+    if op == "none":
+        return _def_term(e.args[0], env, subst, scalars)
+    opdef = REGISTRY.get(op)
+    args = [_def_term(a, env, subst, scalars) for a in e.args]
+    if opdef.variadic:
+        args = [f"(vec-of {' '.join(args)})"]
+    else:
+        args += ["(O_absent)"] * (len(opdef.inputs) - len(args))
+    kw = e.kw()
+    attrs = []
+    for spec in opdef.attrs:
+        v = kw.get(spec.name)
+        if v is None:
+            attrs.append(literal(encode_attr(spec, spec.default), attr_sort(spec)))
+        elif isinstance(v, AttrRef):
+            attrs.append(attr_literal(spec, subst[v.name]) if v.name in subst else f"a_{v.name}")
+        else:
+            attrs.append(attr_literal(spec, v))
+    return f"({ctor(op)} {' '.join(args + attrs)})"
+
+
 def compile_rules(rs: RuleSet, max_inputs: int = 16, max_ops: int = 32, near: bool = True) -> Compiled:
     c = Compiled()
     order = ["algebra", "fusion"]
@@ -374,6 +433,13 @@ def compile_rules(rs: RuleSet, max_inputs: int = 16, max_ops: int = 32, near: bo
             miss, texts = compile_near(rule, len(c.near), rs.commutative)
             c.near.append(miss)
             c.programs.extend(texts)
+    if rs.fused:
+        if "legalize" not in c.rulesets:
+            c.rulesets.append("legalize")
+            c.programs.append("(ruleset legalize)")
+        for name, text in definition_rules(rs.fused):
+            c.rule_of[name] = "definitions"
+            c.programs.append(text)
     for decl in rs.regions:
         if decl.ruleset in c.region_sets:
             continue
