@@ -80,14 +80,21 @@ class FusionReport:
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
+    def _extraction_text(self) -> str:
+        x = self.extraction
+        if x.get("extractor") != "exact":
+            return f"extractor {x.get('extractor', '?')}"
+        gap = x.get("gap")
+        return (f"extractor exact ({x['status']}, gap {gap:.1e}, {x['variables']} variables; kept the "
+                f"{x['used']} result)" if gap is not None else f"extractor exact ({x['status']}; kept the {x['used']} result)")
+
     def tables(self) -> Group:
         summary = Text.assemble(
             ("fusion report", "bold"), f"  target {self.target}: {self.nodes_before} -> {self.nodes_after} nodes, "
             f"matmuls {self.matmuls_before} -> {self.matmuls_after}, predicted cost "
             f"{self.cost_before * 1e3:.3f} -> {self.cost_after * 1e3:.3f} ms\n"
             f"e-graph: {self.egraph.iterations} iterations, {self.egraph.eclasses} e-classes, "
-            f"{self.egraph.enodes} e-nodes, stopped: {self.egraph.stop}; extractor "
-            + ", ".join(f"{k} {v}" for k, v in self.extraction.items()) + "; "
+            f"{self.egraph.enodes} e-nodes, stopped: {self.egraph.stop}; {self._extraction_text()}; "
             + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in self.times.items()))
         fused = Table(title="fused ops by kind")
         fused.add_column("op")
