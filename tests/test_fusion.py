@@ -103,6 +103,17 @@ def test_matmul_with_another_consumer_is_not_recomputed():
     assert any("extra consumer" in m.reason for m in r.report.missed)
 
 
+def test_matmul_residual_fires_on_cuda_and_not_on_a_broadcast_residual():
+    g = Graph()
+    x = g.input("x", (2, 8, 16))
+    y = g.add(g.matmul(x, g.param("w", (16, 16))), g.input("r", (2, 8, 16)))
+    z = g.add(g.matmul(x, g.param("w2", (16, 16))), g.input("s", (16,)))
+    g.output(y=g.exp(y), z=g.exp(z))
+    r = opt(g, target="cuda")
+    assert r.graph.op_counts()["matmul_residual"] == 1
+    assert r.report.rule("matmul_residual").applied == 1
+
+
 # ----------------------------------------------------------------------------- gated units
 @pytest.mark.parametrize("order", ["gate_first", "up_first"])
 @pytest.mark.parametrize("act,rule", [("silu", "swiglu"), ("gelu", "geglu")])
@@ -192,7 +203,7 @@ def test_residual_add_rms_norm_keeps_both_results():
 
 
 # ----------------------------------------------------------------------------- activations, algebra
-@pytest.mark.parametrize("form", ["erf", "erf_half_first", "tanh"])
+@pytest.mark.parametrize("form", ["erf", "erf_half_first", "erf_mul", "tanh"])
 def test_gelu_from_decompositions(form):
     g = Graph()
     x = g.input("x", (4, 16))
@@ -200,6 +211,8 @@ def test_gelu_from_decompositions(form):
         y = gelu_erf(g, x)
     elif form == "erf_half_first":
         y = g.mul(g.mul(x, 0.5), g.add(g.erf(g.div(x, math.sqrt(2.0))), 1.0))
+    elif form == "erf_mul":
+        y = g.mul(g.mul(x, 0.5), g.add(g.erf(g.mul(x, 1 / math.sqrt(2.0))), 1.0))
     else:
         inner = g.mul(g.add(x, g.mul(g.pow(x, 3.0), 0.044715)), math.sqrt(2 / math.pi))
         y = g.mul(g.mul(x, 0.5), g.add(g.tanh(inner), 1.0))
