@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from egglog import bindings
 
 from rlx.errors import RlxError
@@ -21,8 +23,10 @@ from rlx.extract.exact import extract_exact
 from rlx.extract.greedy import NoProgram, extract
 from rlx.extract.target import Target, load_target
 from rlx.extract.to_mir import to_mir
+from rlx.exec.numpy_exec import NumpyExecutor, check_executor
 from rlx.ir.graph import Graph
 from rlx.ir.hir import Module
+from rlx.ir.interpret import bind_dims, interpret, random_arrays
 from rlx.ir.lir import LIR
 from rlx.plan import plan
 from rlx.report import EGraphStats, FusionNotClean, FusionReport, RuleStats
@@ -39,9 +43,35 @@ class CompileResult:
     report: FusionReport
     alignment: int = 64
 
+    executor: str = "numpy"
+
     @cached_property
     def lir(self) -> LIR:
         return plan(self.graph, alignment=self.alignment)
+
+    def bind(self, params: Mapping[str, Any]) -> "CompileResult":
+        """Bind parameters once; every later ``run`` reuses them (and the arena)."""
+        self._params = {k: np.asarray(v) for k, v in params.items()}
+        self._executors: dict[tuple, NumpyExecutor] = {}
+        return self
+
+    def executor_for(self, inputs: Mapping[str, Any]) -> NumpyExecutor:
+        """The executor for these inputs' sizes (symbols bound from their shapes; cached)."""
+        check_executor(self.executor)
+        if not hasattr(self, "_params"):
+            raise RlxError("no params bound: call result.bind(params) or pass params= to run")
+        binding = bind_dims(self.graph, {k: np.asarray(v) for k, v in inputs.items()}) if self.lir.symbols else {}
+        key = tuple(sorted((k, v) for k, v in dict(binding).items() if k in self.lir.symbols))
+        if key not in self._executors:
+            lir = self.lir.specialize(dict(key)) if self.lir.symbols else self.lir
+            self._executors[key] = NumpyExecutor(lir, self._params)
+        return self._executors[key]
+
+    def run(self, inputs: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """Run the compiled program on the target's executor; returns outputs by name."""
+        if params is not None:
+            self.bind(params)
+        return self.executor_for(inputs).run(inputs)
 
 
 class ExtractionError(RlxError):
@@ -159,14 +189,17 @@ def saturate_program(model: Graph | Module, target: str | Path | Target | CostMo
 def compile(model: Graph | Module | LIR, target: str | Path | Target | CostModel = "cpu",
             rules: Iterable[str | Path] | RuleSet | None = None, *, limits: Limits | None = None,
             assert_fusion_clean: bool = False, binding: Mapping[str, int] | None = None,
-            decompose: Iterable[str] = (), extractor: str = "auto") -> CompileResult:
+            decompose: Iterable[str] = (), extractor: str = "auto", validate: bool = False,
+            seed: int = 0) -> CompileResult:
     """Optimize ``model`` (a MIR graph, or an HIR module lowered with the fusable policy)
     for ``target`` (a shipped target's name or a TOML path) under ``rules`` (default: the
     shipped rules) and return the result. An LIR (already planned) passes through.
 
     ``decompose`` forces the common lowering of the named ops even where the target claims
     them. ``extractor``: "greedy", "exact" (an ILP) or "auto" (exact below the target's
-    e-graph size threshold)."""
+    e-graph size threshold). ``validate`` runs the compiled program on random inputs (drawn
+    with ``seed``; symbols bound by ``binding`` or set to 8) and raises ValidationError if it
+    differs from the unfused reference beyond the dtype's tolerance."""
     if extractor not in ("auto", "greedy", "exact"):
         raise RlxError(f"extractor must be 'auto', 'greedy' or 'exact', got {extractor!r}")
     if isinstance(model, LIR):  # already planned: passes through
@@ -211,7 +244,47 @@ def compile(model: Graph | Module | LIR, target: str | Path | Target | CostModel
                                       after.get("region", 0)))
     if assert_fusion_clean and report.missed:
         raise FusionNotClean(report)
-    return CompileResult(optimized, graph, report, tgt.alignment)
+    result = CompileResult(optimized, graph, report, tgt.alignment, tgt.executor)
+    if validate:
+        validate_result(result, binding or {}, seed)
+    return result
+
+
+class ValidationError(RlxError):
+    """The compiled program disagrees with the reference interpreter."""
+
+
+TOLERANCE = {"f64": 1e-9, "f32": 1e-4, "f16": 2e-2, "bf16": 6e-2}  # relative to max |reference|
+
+
+def validate_result(result: CompileResult, binding: Mapping[str, int], seed: int) -> None:
+    """Run the compiled program and the unfused source on the same random data. A mismatch
+    names the first op of the compiled program whose value is off (checked against the
+    reference interpreter on the compiled program) and the max error."""
+    syms = {s: binding.get(s, 8) for s in result.lir.symbols}
+    arrays = random_arrays(result.source, syms, seed=seed)
+    ins = {n.name: arrays[n.name] for n in result.source.inputs}
+    ps = {n.name: arrays[n.name] for n in result.source.params}
+    got = result.run(ins, ps)
+    want = interpret(result.source, ins, ps)
+    for name, ref in want.items():
+        dtype = str(result.source.outputs[[n for n, _ in result.source.outputs].index(name)][1].dtype)
+        tol = TOLERANCE.get(dtype, 0.0) * max(1.0, float(np.max(np.abs(ref))) if ref.size else 1.0)
+        err = float(np.max(np.abs(got[name].astype(np.float64) - ref))) if ref.size else 0.0
+        if not err <= tol:
+            ex = result.executor_for(ins)
+            ref_all = interpret(result.graph, ins, ps, return_all=True)
+            for step in ex.lir.steps:
+                for out in step.outputs:
+                    if out in ref_all and step.phase == "body":
+                        r = ref_all[out]
+                        e = float(np.max(np.abs(ex.arrays[out].astype(np.float64) - r))) if r.size else 0.0
+                        if not e <= TOLERANCE.get(str(ex.lir.values[out].dtype), 0.0) * max(1.0, float(np.max(np.abs(r)))):
+                            raise ValidationError(f"validation failed at op {step.op} (node {step.node!r}): "
+                                                  f"max error {e:.3g}; output {name!r} max error {err:.3g} "
+                                                  f"(tolerance {tol:.3g})")
+            raise ValidationError(f"validation failed: output {name!r} differs from the unfused reference by "
+                                  f"{err:.3g} (tolerance {tol:.3g}): a rewrite changed the result")
 
 
 def _no_program_message(view: EGraphView, classes: list[int], computable: set[int], names: dict[int, str],

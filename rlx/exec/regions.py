@@ -1,0 +1,77 @@
+"""Generated code for elementwise regions: one Python function per body, cached.
+
+The leftmost chain of the body is computed straight into the output slot (each op writes
+``out=out``; NumPy broadcasts the inputs to it), other operands into temporaries. When the
+output slot aliases an input (an in-place plan), the body runs into a temporary first.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+
+import numpy as np
+
+from rlx.exec.kernels import ELEMENTWISE
+from rlx.ir.region import RArg, RCall, RConst, _attrs, parse_body
+
+
+@lru_cache(maxsize=4096)
+def region_function(body: str, n_inputs: int) -> Callable[..., None]:
+    """``f(*inputs, out)`` computing ``body`` into ``out``."""
+    lines: list[str] = []
+    counter = [0]
+
+    def temp() -> str:
+        counter[0] += 1
+        return f"t{counter[0]}"
+
+    def operand(e) -> str:
+        if isinstance(e, RArg):
+            return f"a{e.index}"
+        if isinstance(e, RConst):
+            return repr(e.value)
+        t = temp()
+        emit(e, None, t)
+        return t
+
+    def emit(e: RCall, target: str | None, name: str) -> None:
+        """Compute call ``e`` into ``target`` (a slot) or a new temporary ``name``."""
+        first = e.args[0]
+        if isinstance(first, RCall):
+            if target is not None:
+                emit(first, target, target)
+                args = [target]
+            else:
+                args = [operand(first)]
+        else:
+            args = [operand(first)]
+        args += [operand(a) for a in e.args[1:]]
+        attrs = repr(_attrs(e)) if e.attr else "{}"
+        if target is None:
+            shape = "np.broadcast_shapes(" + ", ".join(f"np.shape({a})" for a in args) + ")"
+            lines.append(f"    {name} = np.empty({shape}, dtype=out.dtype)")
+            target = name
+        lines.append(f"    K[{e.op!r}]([{', '.join(args)}], {target}, {attrs})")
+
+    expr = parse_body(body)
+    params = ", ".join(f"a{i}" for i in range(n_inputs))
+    if isinstance(expr, RCall):
+        emit(expr, "out", "out")
+    else:
+        lines.append(f"    np.copyto(out, {operand(expr)})")
+    src = f"def region({params}, out):\n" + "\n".join(lines) + "\n"
+    scope = {"np": np, "K": ELEMENTWISE}
+    exec(compile(src, f"<region {body}>", "exec"), scope)
+    fn = scope["region"]
+    fn.source = src
+
+    def run(*args: np.ndarray) -> None:
+        *ins, out = args
+        if any(np.shares_memory(a, out) for a in ins if isinstance(a, np.ndarray)):
+            tmp = np.empty_like(out)
+            fn(*ins, tmp)
+            np.copyto(out, tmp)
+        else:
+            fn(*ins, out)
+    run.source = src
+    return run
