@@ -25,9 +25,59 @@ def _rsqrt(a, out, attrs):
     np.divide(1.0, out, out=out)
 
 
+# float32 erf: SciPy's erf is a scalar loop (about 12 ns per element here, a third of a
+# BERT layer's time in its gelu epilogue). Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7;
+# 6e-7 measured in f32, within f32 rounding of gelu) evaluated with vectorized ufuncs in
+# cache-sized chunks with reused scratch: 1.05 ms instead of 5.9 ms for 128 x 3072.
+_AS = [np.float32(c) for c in (0.3275911, 1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)]
+_CHUNK = 65536
+_SCRATCH = [np.empty(_CHUNK, np.float32) for _ in range(3)]
+
+
+def erf_f32(x: np.ndarray, out: np.ndarray, scale: float = 1.0) -> None:
+    """out = erf(scale * x) for float32 arrays of one shape (out may be x)."""
+    xf, of = np.ascontiguousarray(x).reshape(-1), out.reshape(-1) if out.flags.c_contiguous else None
+    target = of if of is not None else np.empty(xf.size, np.float32)
+    s1, s2, s3 = _SCRATCH
+    for i in range(0, xf.size, _CHUNK):
+        xs = xf[i:i + _CHUNK]
+        n = xs.size
+        a, t, y, o = s1[:n], s2[:n], s3[:n], target[i:i + _CHUNK]
+        np.multiply(xs, np.float32(scale), out=a)
+        np.copysign(np.float32(1.0), a, out=o)  # the sign, before out (maybe x) is overwritten
+        np.abs(a, out=a)
+        np.multiply(a, _AS[0], out=t)
+        t += 1
+        np.reciprocal(t, out=t)
+        np.multiply(t, _AS[1], out=y)
+        for c in _AS[2:]:
+            y += c
+            y *= t
+        np.multiply(a, a, out=a)
+        np.negative(a, out=a)
+        np.exp(a, out=a)
+        y *= a
+        np.subtract(1, y, out=y)
+        o *= y
+    if of is None:
+        np.copyto(out, target.reshape(out.shape))
+
+
+def _erf(a, out, attrs):
+    x = a[0]
+    if x.dtype == np.float32 and out.dtype == np.float32 and x.shape == out.shape:
+        erf_f32(x, out)
+    else:
+        special.erf(x, out=out)
+
+
 def _gelu(a, out, attrs):
     x = a[0]
-    t = special.erf(x * SQRT1_2)
+    if x.dtype == np.float32 and out.dtype == np.float32 and x.shape == out.shape:
+        t = np.empty_like(x)
+        erf_f32(x, t, SQRT1_2)
+    else:
+        t = special.erf(x * SQRT1_2)
     t += 1.0
     t *= 0.5
     np.multiply(x, t, out=out)
@@ -47,7 +97,7 @@ def _silu(a, out, attrs):
 
 ELEMENTWISE: dict[str, Kernel] = {
     "neg": _ufunc(np.negative), "abs": _ufunc(np.abs), "exp": _ufunc(np.exp), "log": _ufunc(np.log),
-    "sqrt": _ufunc(np.sqrt), "tanh": _ufunc(np.tanh), "erf": _ufunc(special.erf),
+    "sqrt": _ufunc(np.sqrt), "tanh": _ufunc(np.tanh), "erf": _erf,
     "sigmoid": _ufunc(special.expit), "rsqrt": _rsqrt,
     "reciprocal": lambda a, out, attrs: np.divide(1.0, a[0], out=out),
     "relu": lambda a, out, attrs: np.maximum(a[0], 0, out=out),

@@ -1,0 +1,150 @@
+"""CPU runtime (issue 6): compiled rlx vs the reference interpreter on the unfused graph and
+vs PyTorch eager, on a 4-layer Llama block stack and a BERT-base-sized stack, f32.
+
+PyTorch runs idiomatic eager modules (F.scaled_dot_product_attention, F.layer_norm,
+F.gelu, F.silu) with the same weights; its outputs are checked against rlx's before
+timing. Medians of --repeats runs in one process, with min and max; ratios are peer time /
+rlx time (above 1: rlx is faster). Both use 2 threads. Writes bench/out/runtime_cpu.json.
+
+    python bench/runtime_cpu.py [--repeats 15]     (needs `pip install torch==2.13.0`)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+import rlx
+from rlx.ir import interpret, random_arrays
+
+MODELS = {
+    "llama 4x1024 (d_ff 2816, seq 128)": lambda: rlx.models.llama(layers=4, d_model=1024, n_heads=16, d_ff=2816,
+                                                                   seq=128, batch=1),
+    "bert-base 12x768 (seq 128)": lambda: rlx.models.bert(layers=12, d_model=768, n_heads=12, d_ff=3072, seq=128,
+                                                          batch=1),
+}
+
+
+def timed(fn, repeats: int) -> list[float]:
+    fn()
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def torch_model(graph, params, torch):
+    """An idiomatic PyTorch eager forward for rlx's llama/bert builders, with their weights."""
+    F = torch.nn.functional
+    p = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in params.items()}
+    layers = sorted({k.split(".")[0] for k in p if k.startswith("layer")}, key=lambda s: int(s[5:]))
+    llama = any(k.endswith("ffn.gate.weight") for k in p)
+
+    def attn(x, pre, cos=None, sin=None):
+        b, s, d = x.shape
+        h = graph_heads
+        def heads(name):
+            y = x @ p[f"{pre}.{name}.weight"]
+            if f"{pre}.{name}.bias" in p:
+                y = y + p[f"{pre}.{name}.bias"]
+            return y.view(b, s, h, d // h).transpose(1, 2)
+        q, k, v = heads("q_proj"), heads("k_proj"), heads("v_proj")
+        if cos is not None:
+            def rot(t):
+                t1, t2 = t[..., : t.shape[-1] // 2], t[..., t.shape[-1] // 2:]
+                return torch.cat([t1 * cos - t2 * sin, t2 * cos + t1 * sin], dim=-1)
+            q, k = rot(q), rot(k)
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=llama, scale=1 / math.sqrt(d // h))
+        o = o.transpose(1, 2).reshape(b, s, d) @ p[f"{pre}.o_proj.weight"]
+        return o + p[f"{pre}.o_proj.bias"] if f"{pre}.o_proj.bias" in p else o
+
+    def rms(x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w
+
+    def forward(inputs):
+        x = torch.from_numpy(inputs["x"])
+        if llama:
+            cos, sin = torch.from_numpy(inputs["rope_cos"]), torch.from_numpy(inputs["rope_sin"])
+            for L in layers:
+                x = x + attn(rms(x, p[f"{L}.attn.norm.weight"]), f"{L}.attn", cos, sin)
+                hdn = rms(x, p[f"{L}.ffn.norm.weight"])
+                x = x + (F.silu(hdn @ p[f"{L}.ffn.gate.weight"]) * (hdn @ p[f"{L}.ffn.up.weight"])) @ p[f"{L}.ffn.down.weight"]
+            return x
+        d = x.shape[-1]
+        for L in layers:
+            x = F.layer_norm(x + attn(x, f"{L}.attn"), (d,), p[f"{L}.attn.norm.weight"], p[f"{L}.attn.norm.bias"], 1e-12)
+            hdn = F.gelu(x @ p[f"{L}.ffn.fc1.weight"] + p[f"{L}.ffn.fc1.bias"]) @ p[f"{L}.ffn.fc2.weight"] + p[f"{L}.ffn.fc2.bias"]
+            x = F.layer_norm(x + hdn, (d,), p[f"{L}.ffn.norm.weight"], p[f"{L}.ffn.norm.bias"], 1e-12)
+        return x
+    graph_heads = next(n for n in graph.nodes if n.op == "reshape").attrs["shape"][2]
+    return forward
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=15)
+    args = ap.parse_args()
+    try:
+        import torch
+        torch.set_num_threads(2)
+    except ImportError:
+        torch = None
+        print("PyTorch is not installed (pip install torch==2.13.0): its column is left out")
+    rows = []
+    for name, build in MODELS.items():
+        graph = build()
+        result = rlx.compile(graph, target="cpu")
+        arrays = random_arrays(graph, seed=0)
+        ins = {n.name: arrays[n.name].astype(np.float32) for n in graph.inputs}
+        ps = {n.name: arrays[n.name].astype(np.float32) for n in graph.params}
+        out = result.run(ins, ps)
+        ref = interpret(graph, ins, ps)
+        key = next(iter(ref))
+        err = float(np.max(np.abs(out[key] - ref[key])))
+        t_rlx = timed(lambda: result.run(ins), args.repeats)
+        t_ref = timed(lambda: interpret(graph, ins, ps, dtype="native"), max(3, args.repeats // 3))
+        row = {"model": name, "nodes": len(graph.nodes), "nodes_compiled": len(result.graph.nodes),
+               "max_err_vs_reference": err, "rlx_ms": 1e3 * statistics.median(t_rlx),
+               "rlx_ms_min": 1e3 * min(t_rlx), "rlx_ms_max": 1e3 * max(t_rlx),
+               "unfused_ms": 1e3 * statistics.median(t_ref), "unfused_ms_min": 1e3 * min(t_ref),
+               "unfused_ms_max": 1e3 * max(t_ref)}
+        if torch is not None:
+            fwd = torch_model(graph, ps, torch)
+            with torch.inference_mode():
+                terr = float(np.max(np.abs(fwd(ins).numpy() - out[key])))
+                t_pt = timed(lambda: fwd(ins), args.repeats)
+            row.update(torch_ms=1e3 * statistics.median(t_pt), torch_ms_min=1e3 * min(t_pt),
+                       torch_ms_max=1e3 * max(t_pt), torch_max_err_vs_rlx=terr)
+        rows.append(row)
+    table = Table(title=f"CPU runtime, f32, batch 1 (median of {args.repeats}, min-max)")
+    for col in ("model", "MIR nodes (compiled)", "rlx ms", "unfused interpreter ms", "unfused / rlx",
+                "PyTorch eager ms", "PyTorch / rlx", "max err"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["model"], f"{r['nodes']} ({r['nodes_compiled']})",
+                      f"{r['rlx_ms']:.1f} ({r['rlx_ms_min']:.1f}-{r['rlx_ms_max']:.1f})",
+                      f"{r['unfused_ms']:.1f} ({r['unfused_ms_min']:.1f}-{r['unfused_ms_max']:.1f})",
+                      f"{r['unfused_ms'] / r['rlx_ms']:.2f}x",
+                      f"{r['torch_ms']:.1f} ({r['torch_ms_min']:.1f}-{r['torch_ms_max']:.1f})" if "torch_ms" in r else "-",
+                      f"{r['torch_ms'] / r['rlx_ms']:.2f}x" if "torch_ms" in r else "-",
+                      f"{r['max_err_vs_reference']:.1e} / {r.get('torch_max_err_vs_rlx', float('nan')):.1e}")
+    Console(width=180).print(table)
+    print("max err: rlx vs the reference interpreter / PyTorch vs rlx")
+    out = Path(__file__).parent / "out" / "runtime_cpu.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": "runtime_cpu", "machine": platform.platform(), "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
