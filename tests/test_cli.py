@@ -67,6 +67,6 @@ def test_a_failed_check_exits_1(model, monkeypatch, capsys):
     import numpy as np
 
     from rlx.exec import kernels
-    monkeypatch.setitem(kernels.KERNELS, "sdpa", lambda a, out, attrs: np.copyto(out, 0.0))
+    monkeypatch.setitem(kernels.KERNELS, "sdpa", lambda a, out, attrs, scratch=None: np.copyto(out, 0.0))
     assert main(["run", str(model), "--check"]) == 1
     assert "MISMATCH" in capsys.readouterr().out

@@ -11,16 +11,33 @@ from collections.abc import Callable
 import numpy as np
 from scipy import special
 
-Kernel = Callable[[list[np.ndarray], np.ndarray, dict], None]
+Kernel = Callable[..., None]  # kernel(args, out, attrs, scratch=None)
+
+
+class Scratch:
+    """Temporaries of one step, allocated on first use and reused by every later run."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[object, np.ndarray] = {}
+
+    def __call__(self, key: object, shape: tuple, dtype) -> np.ndarray:
+        arr = self.arrays.get(key)
+        if arr is None or arr.shape != tuple(shape) or arr.dtype != dtype:
+            arr = self.arrays[key] = np.empty(shape, dtype)
+        return arr
+
+
+def _pool(scratch: Scratch | None) -> Scratch:
+    return scratch if scratch is not None else Scratch()
 SQRT1_2 = 1.0 / math.sqrt(2.0)
 TANH_C = math.sqrt(2.0 / math.pi)
 
 
 def _ufunc(f) -> Kernel:
-    return lambda a, out, attrs: f(*a, out=out)
+    return lambda a, out, attrs, scratch=None: f(*a, out=out)
 
 
-def _rsqrt(a, out, attrs):
+def _rsqrt(a, out, attrs, scratch=None):
     np.sqrt(a[0], out=out)
     np.divide(1.0, out, out=out)
 
@@ -63,7 +80,7 @@ def erf_f32(x: np.ndarray, out: np.ndarray, scale: float = 1.0) -> None:
         np.copyto(out, target.reshape(out.shape))
 
 
-def _erf(a, out, attrs):
+def _erf(a, out, attrs, scratch=None):
     x = a[0]
     if x.dtype == np.float32 and out.dtype == np.float32 and x.shape == out.shape:
         erf_f32(x, out)
@@ -71,10 +88,10 @@ def _erf(a, out, attrs):
         special.erf(x, out=out)
 
 
-def _gelu(a, out, attrs):
+def _gelu(a, out, attrs, scratch=None):
     x = a[0]
     if x.dtype == np.float32 and out.dtype == np.float32 and x.shape == out.shape:
-        t = np.empty_like(x)
+        t = _pool(scratch)("gelu", x.shape, x.dtype)
         erf_f32(x, t, SQRT1_2)
     else:
         t = special.erf(x * SQRT1_2)
@@ -83,52 +100,60 @@ def _gelu(a, out, attrs):
     np.multiply(x, t, out=out)
 
 
-def _gelu_tanh(a, out, attrs):
+def _gelu_tanh(a, out, attrs, scratch=None):
     x = a[0]
-    t = np.tanh(TANH_C * (x + 0.044715 * x * x * x))
+    t = _pool(scratch)("gelu_tanh", np.shape(x), out.dtype)
+    np.multiply(x, x, out=t)
+    t *= x
+    t *= 0.044715
+    t += x
+    t *= TANH_C
+    np.tanh(t, out=t)
     t += 1.0
     t *= 0.5
     np.multiply(x, t, out=out)
 
 
-def _silu(a, out, attrs):
-    np.multiply(a[0], special.expit(a[0]), out=out)
+def _silu(a, out, attrs, scratch=None):
+    t = _pool(scratch)("silu", np.shape(a[0]), out.dtype)
+    special.expit(a[0], out=t)
+    np.multiply(a[0], t, out=out)
 
 
 ELEMENTWISE: dict[str, Kernel] = {
     "neg": _ufunc(np.negative), "abs": _ufunc(np.abs), "exp": _ufunc(np.exp), "log": _ufunc(np.log),
     "sqrt": _ufunc(np.sqrt), "tanh": _ufunc(np.tanh), "erf": _erf,
     "sigmoid": _ufunc(special.expit), "rsqrt": _rsqrt,
-    "reciprocal": lambda a, out, attrs: np.divide(1.0, a[0], out=out),
-    "relu": lambda a, out, attrs: np.maximum(a[0], 0, out=out),
+    "reciprocal": lambda a, out, attrs, scratch=None: np.divide(1.0, a[0], out=out),
+    "relu": lambda a, out, attrs, scratch=None: np.maximum(a[0], 0, out=out),
     "gelu": _gelu, "gelu_tanh": _gelu_tanh, "silu": _silu,
     "add": _ufunc(np.add), "sub": _ufunc(np.subtract), "mul": _ufunc(np.multiply), "div": _ufunc(np.divide),
     "pow": _ufunc(np.power), "maximum": _ufunc(np.maximum), "minimum": _ufunc(np.minimum),
     "equal": _ufunc(np.equal), "less": _ufunc(np.less), "greater": _ufunc(np.greater),
-    "cast": lambda a, out, attrs: np.copyto(out, a[0], casting="unsafe"),
-    "where": lambda a, out, attrs: np.copyto(out, np.where(*a)),
+    "cast": lambda a, out, attrs, scratch=None: np.copyto(out, a[0], casting="unsafe"),
+    "where": lambda a, out, attrs, scratch=None: np.copyto(out, np.where(*a)),
 }
 
 
-def activate(act: str, out: np.ndarray) -> None:
+def activate(act: str, out: np.ndarray, scratch: Scratch | None = None) -> None:
     """Apply a unary elementwise op in place (``none`` is the identity)."""
     if act != "none":
-        ELEMENTWISE[act]([out], out, {})
+        ELEMENTWISE[act]([out], out, {}, scratch)
 
 
-def _matmul(a, out, attrs):
+def _matmul(a, out, attrs, scratch=None):
     np.matmul(a[0], a[1], out=out)
 
 
 def _reduce(f):
-    def k(a, out, attrs):
+    def k(a, out, attrs, scratch=None):
         axes = attrs["axes"]
         axes = tuple(range(a[0].ndim)) if axes is None else tuple(x % a[0].ndim for x in axes)
         f(a[0], axis=axes, keepdims=attrs["keepdims"], out=out)
     return k
 
 
-def _softmax(a, out, attrs):
+def _softmax(a, out, attrs, scratch=None):
     ax = attrs["axis"]
     np.subtract(a[0], a[0].max(axis=ax, keepdims=True), out=out)
     np.exp(out, out=out)
@@ -141,7 +166,7 @@ def _rms_norm(x, w, eps, out):
     out *= w
 
 
-def _layer_norm(a, out, attrs):
+def _layer_norm(a, out, attrs, scratch=None):
     x, w, b = a
     axes = tuple(range(attrs["axis"] % x.ndim, x.ndim))
     mu = x.mean(axis=axes, keepdims=True)
@@ -152,10 +177,12 @@ def _layer_norm(a, out, attrs):
     out += b
 
 
-def _sdpa(a, out, attrs):
+def _sdpa(a, out, attrs, scratch=None):
     q, k, v = a[:3]
     scale = attrs["scale"] if attrs["scale"] is not None else 1.0 / math.sqrt(q.shape[-1])
-    s = np.matmul(q, np.swapaxes(k, -1, -2))
+    kt = np.swapaxes(k, -1, -2)
+    s = _pool(scratch)("scores", np.broadcast_shapes(q.shape[:-2], k.shape[:-2]) + (q.shape[-2], k.shape[-2]), out.dtype)
+    np.matmul(q, kt, out=s)
     s *= scale
     if len(a) > 3:
         s += a[3]
@@ -168,38 +195,41 @@ def _sdpa(a, out, attrs):
     np.matmul(s, v, out=out)
 
 
-def _matmul_bias_act(a, out, attrs):
+def _matmul_bias_act(a, out, attrs, scratch=None):
     np.matmul(a[0], a[1], out=out)
     out += a[2]
-    activate(attrs["act"], out)
+    activate(attrs["act"], out, scratch)
 
 
-def _matmul_residual(a, out, attrs):
+def _matmul_residual(a, out, attrs, scratch=None):
     np.matmul(a[0], a[1], out=out)
     out += a[2]
 
 
-def _swiglu(a, out, attrs):
-    gate = np.matmul(a[0], a[1])
-    activate(attrs["act"], gate)
+def _swiglu(a, out, attrs, scratch=None):
+    gate = _pool(scratch)("gate", out.shape, out.dtype)
+    np.matmul(a[0], a[1], out=gate)
+    activate(attrs["act"], gate, scratch)
     np.matmul(a[0], a[2], out=out)
     out *= gate
 
 
 KERNELS: dict[str, Kernel] = {
     **ELEMENTWISE, "matmul": _matmul, "sum": _reduce(np.sum), "mean": _reduce(np.mean), "max": _reduce(np.max),
-    "softmax": _softmax, "rms_norm": lambda a, out, attrs: _rms_norm(a[0], a[1], attrs["eps"], out),
+    "softmax": _softmax, "rms_norm": lambda a, out, attrs, scratch=None: _rms_norm(a[0], a[1], attrs["eps"], out),
     "layer_norm": _layer_norm, "sdpa": _sdpa,
     "matmul_bias_act": _matmul_bias_act, "matmul_residual": _matmul_residual, "swiglu": _swiglu,
-    "gather": lambda a, out, attrs: np.take(a[0], a[1], axis=attrs["axis"], out=out),
-    "concat": lambda a, out, attrs: np.concatenate(a, axis=attrs["axis"], out=out),
+    "gather": lambda a, out, attrs, scratch=None: np.take(a[0], a[1], axis=attrs["axis"], out=out),
+    "concat": lambda a, out, attrs, scratch=None: np.concatenate(a, axis=attrs["axis"], out=out),
+    # a reshape that is not a view (its input is strided): copy through a view of the slot
+    "reshape": lambda a, out, attrs, scratch=None: np.copyto(out.reshape(a[0].shape), a[0]),
 }
 
 
-def add_rms_norm(a: list[np.ndarray], outs: list[np.ndarray], attrs: dict) -> None:
+def add_rms_norm(a: list[np.ndarray], outs: list[np.ndarray], attrs: dict, scratch=None) -> None:
     """The two-output residual + norm kernel."""
     np.add(a[0], a[1], out=outs[0])
     _rms_norm(outs[0], a[2], attrs["eps"], outs[1])
 
 
-MULTI: dict[str, Callable[[list[np.ndarray], list[np.ndarray], dict], None]] = {"add_rms_norm": add_rms_norm}
+MULTI: dict[str, Callable[..., None]] = {"add_rms_norm": add_rms_norm}

@@ -3,7 +3,8 @@
 The input, param, output and arena regions are allocated once; every value is a NumPy view
 at its offset (views of views are views); parameters are copied in once at bind time; each
 step writes into its slot (``out=``), fused ops run as one kernel each, elementwise regions
-as one generated function. BLAS uses both cores.
+as one generated function, and kernel temporaries come from per-step scratch allocated on
+the first run, so later runs allocate nothing large. BLAS uses both cores.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from rlx.errors import BindingError, RlxError
-from rlx.exec.kernels import KERNELS, MULTI
+from rlx.exec.kernels import KERNELS, MULTI, Scratch
 from rlx.exec.regions import region_function
 from rlx.ir.dtypes import DType
 from rlx.ir.lir import LIR, ValueLayout
@@ -60,16 +61,17 @@ class NumpyExecutor:
         outs = [self.arrays[n] for n in step.outputs]
         attrs = step.attrs
         op = step.op
+        scratch = Scratch()
         if op == "region":
             fn = region_function(attrs["body"], len(ins))
             out = outs[0]
-            return lambda: fn(*ins, out)
+            return lambda: fn(*ins, out, scratch=scratch)
         if op in MULTI:
             k = MULTI[op]
-            return lambda: k(ins, outs, attrs)
+            return lambda: k(ins, outs, attrs, scratch)
         if op in KERNELS and len(outs) == 1:
             k, out = KERNELS[op], outs[0]
-            return lambda: k(ins, out, attrs)
+            return lambda: k(ins, out, attrs, scratch)
         if op == "causal_mask":
             out = outs[0]
 

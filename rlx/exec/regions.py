@@ -11,13 +11,14 @@ from functools import lru_cache
 
 import numpy as np
 
-from rlx.exec.kernels import ELEMENTWISE
+from rlx.exec.kernels import ELEMENTWISE, Scratch
 from rlx.ir.region import RArg, RCall, RConst, _attrs, parse_body
 
 
 @lru_cache(maxsize=4096)
 def region_function(body: str, n_inputs: int) -> Callable[..., None]:
-    """``f(*inputs, out)`` computing ``body`` into ``out``."""
+    """``f(*inputs, out, scratch=None)`` computing ``body`` into ``out``; temporaries come
+    from ``scratch`` (a Scratch pool: allocated once, reused by later runs)."""
     lines: list[str] = []
     counter = [0]
 
@@ -49,9 +50,9 @@ def region_function(body: str, n_inputs: int) -> Callable[..., None]:
         attrs = repr(_attrs(e)) if e.attr else "{}"
         if target is None:
             shape = "np.broadcast_shapes(" + ", ".join(f"np.shape({a})" for a in args) + ")"
-            lines.append(f"    {name} = np.empty({shape}, dtype=out.dtype)")
+            lines.append(f"    {name} = S({name!r}, {shape}, out.dtype)")
             target = name
-        lines.append(f"    K[{e.op!r}]([{', '.join(args)}], {target}, {attrs})")
+        lines.append(f"    K[{e.op!r}]([{', '.join(args)}], {target}, {attrs}, S)")
 
     expr = parse_body(body)
     params = ", ".join(f"a{i}" for i in range(n_inputs))
@@ -59,19 +60,20 @@ def region_function(body: str, n_inputs: int) -> Callable[..., None]:
         emit(expr, "out", "out")
     else:
         lines.append(f"    np.copyto(out, {operand(expr)})")
-    src = f"def region({params}, out):\n" + "\n".join(lines) + "\n"
+    src = f"def region({params}, out, S):\n" + "\n".join(lines) + "\n"
     scope = {"np": np, "K": ELEMENTWISE}
     exec(compile(src, f"<region {body}>", "exec"), scope)
     fn = scope["region"]
     fn.source = src
 
-    def run(*args: np.ndarray) -> None:
+    def run(*args: np.ndarray, scratch: Scratch | None = None) -> None:
         *ins, out = args
+        pool = scratch if scratch is not None else Scratch()
         if any(np.shares_memory(a, out) for a in ins if isinstance(a, np.ndarray)):
-            tmp = np.empty_like(out)
-            fn(*ins, tmp)
+            tmp = pool("region-out", out.shape, out.dtype)
+            fn(*ins, tmp, pool)
             np.copyto(out, tmp)
         else:
-            fn(*ins, out)
+            fn(*ins, out, pool)
     run.source = src
     return run
