@@ -22,6 +22,7 @@ bench: $(STAMP)
 	$(PY) bench/compile_time.py
 	$(PY) bench/extraction.py
 	$(PY) bench/memory_plan.py
+	$(PY) bench/runtime_cpu.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
