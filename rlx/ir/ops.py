@@ -397,6 +397,8 @@ _op("layer_norm", ["x", "weight", "bias"], _layer_norm_shape, _float_all_same, _
 
 def _rms_norm_shape(shapes, a):
     x, w = shapes
+    if not x:
+        raise ShapeError("rms_norm input must have rank >= 1")
     if tuple(w) != tuple(x[-1:]):
         raise ShapeError(f"rms_norm weight shape {fmt_shape(w)} must equal the last dim "
                          f"{fmt_shape(tuple(x[-1:]))}")

@@ -29,9 +29,14 @@ def emit(expr: Expr, g: Graph, env: Mapping[str, Value], attrs: Mapping[str, Any
     if isinstance(expr, Var):
         return env[expr.name]
     if isinstance(expr, Bind):
-        return emit(expr.expr, g, env, attrs, op_vars)
+        value = emit(expr.expr, g, env, attrs, op_vars)
+        if isinstance(env, dict):
+            env[expr.name] = value  # a sub-pattern's name, for multi-output rules
+        return value
     if isinstance(expr, Num):
         raise RlxError(f"{expr.span}: a number needs a tensor operand beside it")
+    if expr.op == "scalar":  # scalar(c): a scalar constant with the value of attribute c
+        return g.constant(float(attrs[expr.args[0].name]), "f32")
     op = expr.op
     if op not in REGISTRY or (op_vars and op in op_vars) or op in attrs:
         op = (op_vars or {}).get(op) or attrs[op]

@@ -1,0 +1,370 @@
+"""Proving and fuzzing rewrites: every rule must be an equivalence before it ships.
+
+``prove(rule)`` builds both sides as e-graph terms over opaque leaves (tensor variables are
+inputs, attribute variables stay symbolic), runs the fused-op definitions, the ``legalize``
+rules (the semantics of composite ops) and the algebra axioms of ``axioms.rlx`` under
+limits, and checks that the two sides meet in one e-class. Guards are preconditions: they
+restrict where a rule applies and are assumed by the proof; leaves get the ranks of a
+fuzzed instance so rank-guarded axioms can apply.
+
+``fuzz(rule)`` draws shapes that satisfy the rule (rejection sampling against the pattern's
+own shape rules and its guards, static and symbolic), random data (never zeros), runs both
+sides in the reference interpreter and compares them.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlx.errors import RlxError
+from rlx.egraph.encode import attr_sort, ctor, encode_attr, literal, scalar_key
+from rlx.egraph.load import new_egraph, run_pieces
+from rlx.egraph.saturate import count_enodes
+from rlx.egraph.schema import BODY_RULES, schema
+from rlx.ir.graph import Graph, Value
+from rlx.ir.interpret import interpret
+from rlx.ir.registry import REGISTRY, REQUIRED
+from rlx.rules import RuleSet, load
+from rlx.rules.ast import AttrRef, Bind, Call, Expr, GName, Num, Rule, Var
+from rlx.rules.compile import _variants, compile_rule, definition_rules
+from rlx.rules.fused import emit
+from rlx.rules.guards import evaluate
+
+AXIOMS = Path(__file__).parent / "axioms.rlx"
+DIMS = (1, 2, 3, 4)
+
+
+# ---------------------------------------------------------------------------- instances
+@dataclass
+class Instance:
+    """One concrete use of a rule: input shapes, attribute values, op choices, symbols."""
+    shapes: dict[str, tuple]
+    attrs: dict[str, Any]
+    binding: dict[str, int]
+
+
+def _inputs(e: Expr) -> list[str]:
+    out, binds, stack = [], set(), [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Bind):
+            binds.add(x.name)
+            stack.append(x.expr)
+        elif isinstance(x, Var) and x.name not in out:
+            out.append(x.name)
+        elif isinstance(x, Call) and x.op != "scalar":
+            stack.extend(reversed(x.args))
+    return [v for v in out if v not in binds]
+
+
+def _attr_specs(e: Expr) -> dict[str, Any]:
+    """Attribute variables of a pattern and the spec (or 'scalar') each one feeds."""
+    out: dict[str, Any] = {}
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Bind):
+            stack.append(x.expr)
+        elif isinstance(x, Call) and x.op == "scalar":
+            out[x.args[0].name] = "scalar"
+        elif isinstance(x, Call):
+            if x.op in REGISTRY:
+                specs = {a.name: a for a in REGISTRY.get(x.op).attrs}
+                for k, v in x.kwargs:
+                    if isinstance(v, AttrRef):
+                        out.setdefault(v.name, specs[k])
+            stack.extend(x.args)
+    return out
+
+
+def _draw_attr(spec, rng) -> Any:
+    if spec == "scalar":
+        return float(np.float32(rng.uniform(0.25, 2.0)))
+    kind = spec.kind
+    if kind == "float":
+        return float(rng.uniform(1e-6, 1e-2)) if "eps" in spec.name else float(rng.uniform(0.1, 2.0))
+    if kind == "int":
+        return int(rng.choice([-1, 0, 1]))
+    if kind == "bool":
+        return bool(rng.random() < 0.5)
+    if kind == "dims":  # a reshape target: rejection sampling keeps the ones that fit
+        d = int(rng.choice(DIMS))
+        return [(-1,), (-1, d), (d, -1), (1, -1)][int(rng.integers(0, 4))]
+    if spec.default is not REQUIRED:
+        return spec.default
+    raise LookupError(spec.name)
+
+
+def _build(rule_side: Expr, shapes: dict[str, tuple], attrs: dict[str, Any], subst: dict[str, str],
+           name: str) -> tuple[Graph, Value | tuple, dict[str, Value]]:
+    g = Graph(name)
+    env: dict[str, Value] = {v: g.input(v, s, "f32") for v, s in shapes.items()}
+    out = emit(rule_side, g, env, {**attrs, **subst}, subst)
+    return g, out, env
+
+
+def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int = 3000) -> list[Instance]:
+    """Up to ``n`` instances whose left side builds (shape rules hold) and whose guards hold."""
+    inputs = _inputs(rule.lhs)
+    specs = _attr_specs(rule.lhs)
+    variants = _variants(rule, widen=False)
+    found: list[Instance] = []
+    for attempt in range(attempts):
+        if len(found) >= n:
+            break
+        subst = variants[attempt % len(variants)]
+        try:
+            attrs = {k: subst[k] if k in subst else _draw_attr(spec, rng) for k, spec in specs.items()}
+        except LookupError:
+            return found  # an attribute this sampler cannot draw
+        for gd in rule.guards:  # `a == b` between attribute variables: draw them equal
+            if gd.kind == "compare" and gd.op == "==" and all(isinstance(x, GName) for x in (gd.a, gd.b)):
+                if gd.b.name in attrs and gd.a.name in attrs:
+                    attrs[gd.a.name] = attrs[gd.b.name]
+        # Correlated draws make matching shapes likely: one base rank, two dim sizes per attempt.
+        base, pool = int(rng.integers(1, 5)), rng.choice(DIMS, size=2, replace=False)
+        shapes = {v: tuple(int(rng.choice(pool)) for _ in range(base if rng.random() < 0.7 else int(rng.integers(0, 5))))
+                  for v in inputs}
+        binding: dict[str, int] = {}
+        if attempt % 2 and shapes:  # half the instances name one dim symbolically
+            sizes = [d for s in shapes.values() for d in s if d > 1]
+            if sizes:
+                pick = int(rng.choice(sizes))
+                shapes = {v: tuple("S" if d == pick else d for d in s) for v, s in shapes.items()}
+                binding = {"S": pick}
+        try:
+            g, out, env = _build(rule.lhs, shapes, attrs, {k: v for k, v in subst.items() if isinstance(v, str)},
+                                 "lhs")
+        except (RlxError, KeyError, IndexError, ValueError, TypeError):
+            continue
+        tensors = {k: v.type for k, v in env.items()}
+        if all(evaluate(gd, tensors, {**attrs, **subst}) is True for gd in rule.guards):
+            found.append(Instance(shapes, {**attrs, **subst}, binding))
+    return found
+
+
+# ---------------------------------------------------------------------------- fuzzing
+@dataclass
+class Counterexample:
+    shapes: dict[str, tuple]
+    attrs: dict[str, Any]
+    seed: int
+    max_abs: float
+    max_rel: float
+    output: str
+
+    def __str__(self) -> str:
+        return (f"shapes {self.shapes}, attributes {self.attrs}, seed {self.seed}: output {self.output} differs by "
+                f"{self.max_abs:.3g} (relative {self.max_rel:.3g})")
+
+
+@dataclass
+class FuzzResult:
+    rule: str
+    trials: int
+    instances: int = 0
+    failures: list[Counterexample] = field(default_factory=list)
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.instances > 0 and not self.failures
+
+
+def _rhs_outputs(rule: Rule, lhs_out, lhs_env, rhs_out) -> list[tuple[str, Value, Value]]:
+    if rule.outputs:
+        lhs_vals = [lhs_out if n == "root" else lhs_env[n] for n in rule.outputs]
+        return [(n, a, b) for n, a, b in zip(rule.outputs, lhs_vals, rhs_out)]
+    return [("root", lhs_out, rhs_out)]
+
+
+def fuzz(rule: Rule, trials: int = 20, seed: int = 0, rtol: float = 1e-5, atol: float = 1e-6) -> FuzzResult:
+    """Evaluate both sides on ``trials`` random valid instances (f32 data, float64 reference
+    interpreter: the tolerance covers f32 rounding of constants the two sides write apart)."""
+    rng = np.random.default_rng(seed)
+    result = FuzzResult(rule.name, trials)
+    instances = draw_instances(rule, trials, rng)
+    result.instances = len(instances)
+    if not instances:
+        result.note = "no instance satisfying the pattern and its guards was found"
+        return result
+    for i, inst in enumerate(instances):
+        subst = {k: v for k, v in inst.attrs.items() if isinstance(v, str)}
+        gl, lout, lenv = _build(rule.lhs, inst.shapes, inst.attrs, subst, "lhs")
+        try:
+            gr, rout, _ = _build(rule.rhs, {v: inst.shapes[v] for v in _inputs(rule.lhs)}, inst.attrs, subst, "rhs")
+        except RlxError as e:  # the right side is not even defined where the left matched
+            result.failures.append(Counterexample(inst.shapes, inst.attrs, seed, math.inf, math.inf,
+                                                  f"right side rejects this instance: {e}"))
+            continue
+        pairs = _rhs_outputs(rule, lout, lenv, rout if isinstance(rout, tuple) else rout)
+        for n, (name, a, b) in enumerate(pairs):
+            gl.output(**{f"o{n}": a})
+            gr.output(**{f"o{n}": b if not isinstance(b, tuple) else b[0]})
+        data_rng = np.random.default_rng(seed * 1000 + i)
+        shapes = {v: tuple(inst.binding.get(d, d) for d in s) for v, s in inst.shapes.items()}
+        data = {}
+        for v, s in shapes.items():
+            x = data_rng.standard_normal(s).astype(np.float32)
+            x[np.abs(x) < 1e-3] = 0.5  # never zeros
+            data[v] = x
+        try:
+            with np.errstate(all="ignore"):
+                want = interpret(gl, data, {}, binding=inst.binding)
+                got = interpret(gr, data, {}, binding=inst.binding)
+        except Exception as e:  # a reference that cannot run this instance: report it, do not crash
+            result.failures.append(Counterexample(inst.shapes, inst.attrs, seed, math.inf, math.inf,
+                                                  f"evaluation failed: {type(e).__name__}: {e}"))
+            continue
+        for n, (name, _, _) in enumerate(pairs):
+            a, b = want[f"o{n}"], got[f"o{n}"]
+            finite = np.isfinite(a) & np.isfinite(b)
+            if a.shape != b.shape or not np.array_equal(np.isfinite(a), np.isfinite(b)):
+                result.failures.append(Counterexample(inst.shapes, inst.attrs, seed, math.inf, math.inf, name))
+                continue
+            diff = np.abs(a - b)[finite]
+            err = float(diff.max()) if diff.size else 0.0
+            rel = float((diff / (np.abs(a[finite]) + 1e-12)).max()) if diff.size else 0.0
+            result.max_abs, result.max_rel = max(result.max_abs, err), max(result.max_rel, min(rel, 1e300))
+            if not np.allclose(b[finite], a[finite], rtol=rtol, atol=atol):
+                result.failures.append(Counterexample(inst.shapes, inst.attrs, seed, err, rel, name))
+    return result
+
+
+# ---------------------------------------------------------------------------- proving
+@dataclass
+class Proof:
+    rule: str
+    proved: bool
+    reason: str                      # proved | axiom | limits hit | sides differ | ...
+    used: list[str] = field(default_factory=list)
+    iterations: int = 0
+    enodes: int = 0
+    variants: int = 0
+
+
+_AXIOM_SETS: dict[str, RuleSet] = {}
+
+
+def _axioms(rules: RuleSet | None) -> RuleSet:
+    key = "shipped" if rules is None else str(id(rules))
+    if key not in _AXIOM_SETS:
+        base = load() if rules is None else rules
+        ax = load([AXIOMS])
+        _AXIOM_SETS[key] = RuleSet(rules=[r for r in base.rules if r.ruleset == "legalize"] + ax.rules,
+                                   fused=base.fused, commutative=set())
+    return _AXIOM_SETS[key]
+
+
+def _term(e: Expr, attrs: dict[str, Any], subst: dict[str, str], sym: dict[str, str], env: dict[str, str]) -> str:
+    """Egglog text of one side over leaves; attribute variables stay symbolic strings."""
+    if isinstance(e, Var):
+        return env.get(e.name) or f'(O_input "{e.name}")'
+    if isinstance(e, Num):
+        return f'(O_scalar "{scalar_key(e.value)}")'
+    if isinstance(e, Bind):
+        t = _term(e.expr, attrs, subst, sym, env)
+        env[e.name] = t
+        return t
+    if e.op == "scalar":
+        return f'(O_scalar "{sym.setdefault(e.args[0].name, "sym:" + e.args[0].name)}")'
+    op = subst.get(e.op, e.op)
+    if op == "none":
+        return _term(e.args[0], attrs, subst, sym, env)
+    opdef = REGISTRY.get(op)
+    args = [_term(a, attrs, subst, sym, env) for a in e.args]
+    args = [f"(vec-of {' '.join(args)})"] if opdef.variadic else args + ["(O_absent)"] * (len(opdef.inputs) - len(args))
+    kw = e.kw()
+    out = []
+    for spec in opdef.attrs:
+        v = kw.get(spec.name)
+        if isinstance(v, AttrRef):
+            name = v.name
+            if name in subst:
+                out.append(literal(encode_attr(spec, subst[name]), attr_sort(spec)))
+            elif attr_sort(spec) == "String":
+                out.append(json.dumps(sym.setdefault(name, f"sym:{name}")))
+            else:
+                out.append(literal(encode_attr(spec, attrs[name]), attr_sort(spec)))
+        elif v is None:
+            out.append(literal(encode_attr(spec, spec.default), attr_sort(spec)) if spec.default is not REQUIRED
+                       else json.dumps(f"sym:{spec.name}"))
+        else:
+            out.append(literal(encode_attr(spec, spec.normalize(list(v) if isinstance(v, tuple) else v, op)),
+                               attr_sort(spec)))
+    return f"({ctor(op)} {' '.join(args + out)})"
+
+
+def prove(rule: Rule, rules: RuleSet | None = None, iterations: int = 8, enodes: int = 20000,
+          seconds: float = 10.0) -> Proof:
+    """Prove ``rule`` in a fresh e-graph (every ``in`` choice); see the module docstring."""
+    if rule.ruleset == "legalize":
+        return Proof(rule.name, True, "axiom (a composite op's definition; fuzzed against its NumPy reference)")
+    ax = _axioms(rules)
+    programs = [f"(ruleset {s})" for s in ("legalize", "axioms")]
+    for r in ax.rules:
+        for _, text in compile_rule(r) + (compile_rule(r, r.rhs, r.lhs, suffix="~rev") if r.bidirectional else []):
+            programs.append(text)
+    programs += [text for _, text in definition_rules(ax.fused)]
+    instances = draw_instances(rule, 40, np.random.default_rng(0))
+    variants = _variants(rule, widen=False)
+    used: set[str] = set()
+    total_iters = total_nodes = 0
+    failed: list[str] = []
+    for subst in variants:
+        inst = next((i for i in instances if all(i.attrs.get(k) == v for k, v in subst.items())), None)
+        ranks = {v: len(s) for v, s in inst.shapes.items()} if inst else {}
+        eg, _ = new_egraph()
+        run_pieces(eg, [schema(), BODY_RULES] + programs)
+        sym: dict[str, str] = {}
+        lenv: dict[str, str] = {}
+        lhs = _term(rule.lhs, inst.attrs if inst else {}, subst, sym, lenv)
+        rhs = _term(rule.rhs, inst.attrs if inst else {}, subst, sym, dict(lenv))
+        facts = [f"(let $lhs {lhs})", f"(let $rhs {rhs})"]
+        facts += [f'(set (ty-rank (O_input "{v}")) {r})' for v, r in ranks.items()]
+        run_pieces(eg, facts)
+        goals = ([(f"(O_get $rhs {i})", "$lhs" if n == "root" else lenv[n]) for i, n in enumerate(rule.outputs)]
+                 if rule.outputs else [("$rhs", "$lhs")])
+        t0, stop = time.perf_counter(), "sides differ (saturated)"
+        for it in range(iterations):
+            changed = False
+            for s in ("legalize", "axioms"):
+                rep = eg.run_program(*eg.parse_program(f"(run {s} 1)"))[-1].report
+                changed |= rep.updated
+                used.update(k.split("@")[0] for k, n in rep.num_matches_per_rule.items() if n)
+            total_iters += 1
+            if all(_equal(eg, a, b) for a, b in goals):
+                break
+            n_nodes = count_enodes(eg)
+            if not changed:
+                break
+            late = time.perf_counter() - t0 > seconds
+            if n_nodes > enodes or late or it == iterations - 1:
+                stop = f"limits hit ({'e-nodes' if n_nodes > enodes else 'seconds' if late else 'iterations'})"
+                break
+        total_nodes = max(total_nodes, count_enodes(eg))
+        if not all(_equal(eg, a, b) for a, b in goals):
+            failed.append(f"{stop}" + (f" for {', '.join(f'{k}={v}' for k, v in subst.items())}" if subst else ""))
+    if failed:
+        return Proof(rule.name, False, "; ".join(failed), sorted(used), total_iters, total_nodes, len(variants))
+    return Proof(rule.name, True, "proved", sorted(used), total_iters, total_nodes, len(variants))
+
+
+def _equal(eg, a: str, b: str) -> bool:
+    try:
+        eg.run_program(*eg.parse_program(f"(check (= {a} {b}))"))
+        return True
+    except Exception:
+        return False
+
+
+__all__ = ["prove", "fuzz", "Proof", "FuzzResult", "Counterexample", "draw_instances"]
