@@ -208,6 +208,38 @@ def _calibrate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _rules_check(args: argparse.Namespace, console: Console) -> int:
+    import rlx.rules
+    from rlx.verify import fuzz, prove
+    from rlx.verify.lint import lint
+    rs = rlx.rules.load(args.paths or None)
+    warnings = lint(rs)
+    table = Table(title=f"rules check: {len(rs.rules)} rules from {len(rs.files)} files")
+    for col in ("rule", "set", "proof", "fuzz", "warnings"):
+        table.add_column(col)
+    unsound = []
+    with console.status("proving and fuzzing ...") as status:
+        for r in rs.rules:
+            status.update(f"checking {r.name} ...")
+            p = prove(r, rs)
+            f = fuzz(r, trials=args.trials, seed=args.seed)
+            if f.failures:
+                unsound.append((r, f.failures[0]))
+                fz = f"[red]UNSOUND[/] ({len(f.failures)}/{f.instances})"
+            elif not f.instances:
+                fz = "[yellow]never fires?[/] " + f.note
+            else:
+                fz = f"ok ({f.instances} instances, max rel err {f.max_rel:.1e})"
+            proof = "[green]proved[/]" if p.proved and p.reason == "proved" else (
+                "axiom" if p.proved else f"[yellow]not proved[/]: {p.reason}")
+            warn = warnings[r.name] + ([] if f.instances else ["could never fire on drawn shapes"])
+            table.add_row(r.name, r.ruleset, proof, fz, "; ".join(warn))
+    console.print(table)
+    for r, c in unsound:
+        console.print(f"[red]unsound[/] {r.name} ({r.span}): counterexample: {c}", highlight=False)
+    return 1 if unsound else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlx", description="rlx: an e-graph ML compiler")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -233,6 +265,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             p.add_argument("--seed", type=int, default=0)
             p.add_argument("--check", action="store_true", help="compare with the reference interpreter (exit 1 if off)")
+    rules_cmd = sub.add_parser("rules", help="rule files")
+    rules_sub = rules_cmd.add_subparsers(dest="rules_cmd", required=True)
+    chk = rules_sub.add_parser("check", help="parse, lint, prove and fuzz rules (default: the shipped ones)")
+    chk.add_argument("paths", nargs="*", help="rule files or directories")
+    chk.add_argument("--trials", type=int, default=20)
+    chk.add_argument("--seed", type=int, default=0)
     mdl = sub.add_parser("model", help="write a model builder's graph as MIR JSON")
     mdl.add_argument("name", choices=["mlp", "llama", "bert"])
     mdl.add_argument("--out", required=True)
@@ -250,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 160)  # pipes and logs get full tables
     try:
         commands = {"demo": _demo, "ops": _ops, "targets": _targets, "calibrate": _calibrate, "compile": _compile,
-                    "run": _run, "model": _model}
+                    "run": _run, "model": _model, "rules": _rules_check}
         return commands[args.cmd](args, console)
     except (RlxError, OSError) as e:
         if args.debug:
