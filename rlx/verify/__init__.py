@@ -13,7 +13,6 @@ sides in the reference interpreter and compares them.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import time

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from rlx.rules import RuleSet
-from rlx.rules.ast import AttrRef, Bind, Call, Expr, Rule, Var
+from rlx.rules.ast import AttrRef, Bind, Call, Expr, Var
 
 
 def _names(e: Expr) -> list[str]:
