@@ -35,8 +35,8 @@ def emit(expr: Expr, g: Graph, env: Mapping[str, Value], attrs: Mapping[str, Any
         return value
     if isinstance(expr, Num):
         raise RlxError(f"{expr.span}: a number needs a tensor operand beside it")
-    if expr.op == "scalar":  # scalar(c): a scalar constant with the value of attribute c
-        return g.constant(float(attrs[expr.args[0].name]), "f32")
+    if expr.op == "scalar":  # scalar(c): the value of attribute c, lifted like any Python scalar
+        return float(attrs[expr.args[0].name])
     op = expr.op
     if op not in REGISTRY or (op_vars and op in op_vars) or op in attrs:
         op = (op_vars or {}).get(op) or attrs[op]

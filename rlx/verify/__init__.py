@@ -27,6 +27,7 @@ from rlx.egraph.encode import attr_sort, ctor, encode_attr, literal, scalar_key
 from rlx.egraph.load import new_egraph, run_pieces
 from rlx.egraph.saturate import count_enodes
 from rlx.egraph.schema import BODY_RULES, schema
+from rlx.ir.dtypes import DType
 from rlx.ir.graph import Graph, Value
 from rlx.ir.interpret import interpret
 from rlx.ir.registry import REGISTRY, REQUIRED
@@ -102,9 +103,9 @@ def _draw_attr(spec, rng) -> Any:
 
 
 def _build(rule_side: Expr, shapes: dict[str, tuple], attrs: dict[str, Any], subst: dict[str, str],
-           name: str) -> tuple[Graph, Value | tuple, dict[str, Value]]:
+           name: str, dtype: str = "f32") -> tuple[Graph, Value | tuple, dict[str, Value]]:
     g = Graph(name)
-    env: dict[str, Value] = {v: g.input(v, s, "f32") for v, s in shapes.items()}
+    env: dict[str, Value] = {v: g.input(v, s, dtype) for v, s in shapes.items()}
     out = emit(rule_side, g, env, {**attrs, **subst}, subst)
     return g, out, env
 
@@ -186,9 +187,15 @@ def _rhs_outputs(rule: Rule, lhs_out, lhs_env, rhs_out) -> list[tuple[str, Value
     return [("root", lhs_out, rhs_out)]
 
 
-def fuzz(rule: Rule, trials: int = 20, seed: int = 0, rtol: float = 1e-5, atol: float = 1e-6) -> FuzzResult:
-    """Evaluate both sides on ``trials`` random valid instances (f32 data, float64 reference
-    interpreter: the tolerance covers f32 rounding of constants the two sides write apart)."""
+# Tolerance (rtol = atol) by data dtype. Both sides run in the float64 reference interpreter on
+# the same rounded data, so what differs is where the sides round a constant (a rule's
+# 1.4142135 against gelu's exact sqrt 2): f32 or f16 rounding of a constant, not of the data.
+TOLERANCE = {"f64": 1e-6, "f32": 1e-5, "f16": 2e-3}
+
+
+def fuzz(rule: Rule, trials: int = 20, seed: int = 0, dtypes: tuple[str, ...] = ("f32", "f64", "f16")) -> FuzzResult:
+    """Evaluate both sides on ``trials`` random valid instances, cycling through ``dtypes``
+    for the data (tolerances: TOLERANCE)."""
     rng = np.random.default_rng(seed)
     result = FuzzResult(rule.name, trials)
     instances = draw_instances(rule, trials, rng)
@@ -197,10 +204,16 @@ def fuzz(rule: Rule, trials: int = 20, seed: int = 0, rtol: float = 1e-5, atol: 
         result.note = "no instance satisfying the pattern and its guards was found"
         return result
     for i, inst in enumerate(instances):
+        dtype = dtypes[i % len(dtypes)]
+        rtol = atol = TOLERANCE[dtype]
         subst = {k: v for k, v in inst.attrs.items() if isinstance(v, str)}
-        gl, lout, lenv = _build(rule.lhs, inst.shapes, inst.attrs, subst, "lhs")
         try:
-            gr, rout, _ = _build(rule.rhs, {v: inst.shapes[v] for v in _inputs(rule.lhs)}, inst.attrs, subst, "rhs")
+            gl, lout, lenv = _build(rule.lhs, inst.shapes, inst.attrs, subst, "lhs", dtype)
+        except RlxError:
+            continue  # the pattern needs another dtype (a float-only op on this one, say)
+        try:
+            gr, rout, _ = _build(rule.rhs, {v: inst.shapes[v] for v in _inputs(rule.lhs)}, inst.attrs, subst, "rhs",
+                                 dtype)
         except RlxError as e:  # the right side is not even defined where the left matched
             result.failures.append(Counterexample(inst.shapes, inst.attrs, seed, math.inf, math.inf,
                                                   f"right side rejects this instance: {e}"))
@@ -213,9 +226,9 @@ def fuzz(rule: Rule, trials: int = 20, seed: int = 0, rtol: float = 1e-5, atol: 
         shapes = {v: tuple(inst.binding.get(d, d) for d in s) for v, s in inst.shapes.items()}
         data = {}
         for v, s in shapes.items():
-            x = data_rng.standard_normal(s).astype(np.float32)
+            x = data_rng.standard_normal(s)
             x[np.abs(x) < 1e-3] = 0.5  # never zeros
-            data[v] = x
+            data[v] = x.astype(DType(dtype).np)
         try:
             with np.errstate(all="ignore"):
                 want = interpret(gl, data, {}, binding=inst.binding)
@@ -226,16 +239,21 @@ def fuzz(rule: Rule, trials: int = 20, seed: int = 0, rtol: float = 1e-5, atol: 
             continue
         for n, (name, _, _) in enumerate(pairs):
             a, b = want[f"o{n}"], got[f"o{n}"]
+            if a.shape != b.shape:
+                result.failures.append(Counterexample(inst.shapes, {**inst.attrs, "dtype": dtype}, seed, math.inf,
+                                                      math.inf, f"{name} (shape {b.shape} instead of {a.shape})"))
+                continue
             finite = np.isfinite(a) & np.isfinite(b)
-            if a.shape != b.shape or not np.array_equal(np.isfinite(a), np.isfinite(b)):
-                result.failures.append(Counterexample(inst.shapes, inst.attrs, seed, math.inf, math.inf, name))
+            if not np.array_equal(np.isfinite(a), np.isfinite(b)):
+                result.failures.append(Counterexample(inst.shapes, {**inst.attrs, "dtype": dtype}, seed, math.inf,
+                                                      math.inf, f"{name} (non-finite values differ)"))
                 continue
             diff = np.abs(a - b)[finite]
             err = float(diff.max()) if diff.size else 0.0
             rel = float((diff / (np.abs(a[finite]) + 1e-12)).max()) if diff.size else 0.0
             result.max_abs, result.max_rel = max(result.max_abs, err), max(result.max_rel, min(rel, 1e300))
             if not np.allclose(b[finite], a[finite], rtol=rtol, atol=atol):
-                result.failures.append(Counterexample(inst.shapes, inst.attrs, seed, err, rel, name))
+                result.failures.append(Counterexample(inst.shapes, {**inst.attrs, "dtype": dtype}, seed, err, rel, name))
     return result
 
 
