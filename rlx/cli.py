@@ -15,7 +15,7 @@ import rlx
 from rlx.dot import write_dot
 from rlx.errors import RlxError
 from rlx.pipeline import TOLERANCE
-from rlx.extract.calibrate import calibrate
+from rlx.extract.calibrate import calibrate, median_seconds
 from rlx.extract.target import shipped_targets
 from rlx.ir import REGISTRY, interpret, random_arrays
 
@@ -41,13 +41,7 @@ def _check(graph, result, arrays, console: Console) -> tuple[bool, dict]:
 
 
 def _median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * sorted(times)[len(times) // 2]
+    return 1e3 * median_seconds(fn, repeats)
 
 
 def _demo(args: argparse.Namespace, console: Console) -> int:

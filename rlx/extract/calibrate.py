@@ -15,7 +15,8 @@ import numpy as np
 from rlx.extract.target import Target, TargetError, load_target, write_target
 
 
-def _median_seconds(fn, repeats: int) -> float:
+def median_seconds(fn, repeats: int) -> float:
+    """Median wall time of ``repeats`` calls after one warm-up call."""
     fn()
     times = []
     for _ in range(repeats):
@@ -30,22 +31,22 @@ def measure_numpy(n: int = 1024, copy_mib: int = 256, repeats: int = 7) -> dict[
     for dtype in ("f32", "f64"):
         a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32 if dtype == "f32" else np.float64)
         c = np.empty_like(a)
-        out[f"peak_{dtype}"] = 2.0 * n ** 3 / _median_seconds(lambda: np.matmul(a, a, out=c), repeats)
+        out[f"peak_{dtype}"] = 2.0 * n ** 3 / median_seconds(lambda: np.matmul(a, a, out=c), repeats)
     src = np.ones(copy_mib * 2 ** 20 // 4, dtype=np.float32)
     dst = np.empty_like(src)
-    out["bandwidth"] = 2.0 * src.nbytes / _median_seconds(lambda: np.copyto(dst, src), repeats)
+    out["bandwidth"] = 2.0 * src.nbytes / median_seconds(lambda: np.copyto(dst, src), repeats)
     x, y, z = np.ones(1, np.float32), np.ones(1, np.float32), np.empty(1, np.float32)
 
     def small() -> None:
         for _ in range(1000):
             np.add(x, y, out=z)
-    out["launch"] = _median_seconds(small, repeats) / 1000
+    out["launch"] = median_seconds(small, repeats) / 1000
     xs = np.ones((4, 4), np.float32)
 
     def views() -> None:
         for _ in range(1000):
             xs.reshape(16)
-    out["view"] = _median_seconds(views, repeats) / 1000
+    out["view"] = median_seconds(views, repeats) / 1000
     return out
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from rlx.ir.registry import REGISTRY, REQUIRED, AttrSpec
@@ -175,20 +176,29 @@ def _unify(a: str, ta: str, b: str, tb: str) -> tuple[str, str, str]:
     return a, b, ta
 
 
-def _rhs(e: Expr, subst: dict[str, Any]) -> str:
+def egg_term(e: Expr, subst: dict[str, Any], var: Callable[[str], str], attr: Callable[[str, AttrSpec], str],
+             on_bind: Callable[[str, str], None] | None = None,
+             missing: Callable[[AttrSpec], str] | None = None) -> str:
+    """Egglog text of an expression built on the right of a rule, in a definition or in a
+    proof. Callers say how a variable and an attribute variable are spelled; op variables and
+    ``in``-guarded attributes come from ``subst``; omitted attributes take their defaults
+    (a required one is an error, or ``missing``'s spelling: a left side's wildcard)."""
     if isinstance(e, Var):
-        return f"v_{e.name}"
+        return var(e.name)
     if isinstance(e, Num):
         return f'(O_scalar "{scalar_key(e.value)}")'
     if isinstance(e, Bind):
-        return _rhs(e.expr, subst)
+        text = egg_term(e.expr, subst, var, attr, on_bind, missing)
+        if on_bind is not None:
+            on_bind(e.name, text)
+        return text
     if e.op == "scalar":
-        return f"(O_scalar a_{e.args[0].name})"
+        return f"(O_scalar {attr(e.args[0].name, None)})"
     op = subst.get(e.op, e.op)
     if op == "none":
-        return _rhs(e.args[0], subst)
+        return egg_term(e.args[0], subst, var, attr, on_bind, missing)
     opdef = REGISTRY.get(op)
-    args = [_rhs(a, subst) for a in e.args]
+    args = [egg_term(a, subst, var, attr, on_bind, missing) for a in e.args]
     if opdef.variadic:
         args = [f"(vec-of {' '.join(args)})"]
     else:
@@ -198,14 +208,21 @@ def _rhs(e: Expr, subst: dict[str, Any]) -> str:
     for spec in opdef.attrs:
         v = kw.get(spec.name)
         if v is None:
-            if spec.default is REQUIRED:
+            if spec.default is not REQUIRED:
+                attrs.append(literal(encode_attr(spec, spec.default), attr_sort(spec)))
+            elif missing is not None:
+                attrs.append(missing(spec))
+            else:
                 raise RuleError(e.span, f"{op} needs attribute {spec.name!r} on the right side")
-            attrs.append(literal(encode_attr(spec, spec.default), attr_sort(spec)))
         elif isinstance(v, AttrRef):
-            attrs.append(attr_literal(spec, subst[v.name]) if v.name in subst else f"a_{v.name}")
+            attrs.append(attr_literal(spec, subst[v.name]) if v.name in subst else attr(v.name, spec))
         else:
             attrs.append(attr_literal(spec, v))
     return f"({ctor(op)} {' '.join(args + attrs)})"
+
+
+def _rhs(e: Expr, subst: dict[str, Any]) -> str:
+    return egg_term(e, subst, lambda name: f"v_{name}", lambda name, spec: f"a_{name}")
 
 
 def _variants(rule: Rule, widen: bool) -> list[dict[str, Any]]:
@@ -369,12 +386,11 @@ def definition_rules(decls: list[FusedDecl]) -> list[tuple[str, str]]:
             attrs = [attr_literal(a, subst[a.name]) if a.name in subst else f"a_{a.name}" for a in spec.attrs]
             facts = [f"(= v_root ({ctor(decl.name)} {' '.join([f'v_{x}' for x in decl.inputs] + attrs)}))"]
             env = {x: f"v_{x}" for x in decl.inputs}
-            scalars = {a.name for a in decl.attrs if a.kind in ("float", "int")}
             actions = []
             for name, expr in decl.bindings:
-                actions.append(f"(let b_{name} {_def_term(expr, env, subst, scalars)})")
+                actions.append(f"(let b_{name} {_def_term(expr, env, subst)})")
                 env[name] = f"b_{name}"
-            results = [_def_term(r, env, subst, scalars) for r in decl.results]
+            results = [_def_term(r, env, subst) for r in decl.results]
             if len(results) == 1:
                 actions.append(f"(union v_root {results[0]})")
             else:
@@ -384,35 +400,11 @@ def definition_rules(decls: list[FusedDecl]) -> list[tuple[str, str]]:
     return out
 
 
-def _def_term(e: Expr, env: dict[str, str], subst: dict[str, Any], scalars: set[str]) -> str:
-    """Egglog text of a definition body: inputs and bindings from ``env``, attributes as
-    variables, op-kind attributes substituted, numeric attributes as scalar operands."""
-    if isinstance(e, Var):
-        return env[e.name] if e.name in env else f"(O_scalar a_{e.name})"
-    if isinstance(e, Num):
-        return f'(O_scalar "{scalar_key(e.value)}")'
-    if isinstance(e, Bind):
-        return _def_term(e.expr, env, subst, scalars)
-    op = subst.get(e.op, e.op)
-    if op == "none":
-        return _def_term(e.args[0], env, subst, scalars)
-    opdef = REGISTRY.get(op)
-    args = [_def_term(a, env, subst, scalars) for a in e.args]
-    if opdef.variadic:
-        args = [f"(vec-of {' '.join(args)})"]
-    else:
-        args += ["(O_absent)"] * (len(opdef.inputs) - len(args))
-    kw = e.kw()
-    attrs = []
-    for spec in opdef.attrs:
-        v = kw.get(spec.name)
-        if v is None:
-            attrs.append(literal(encode_attr(spec, spec.default), attr_sort(spec)))
-        elif isinstance(v, AttrRef):
-            attrs.append(attr_literal(spec, subst[v.name]) if v.name in subst else f"a_{v.name}")
-        else:
-            attrs.append(attr_literal(spec, v))
-    return f"({ctor(op)} {' '.join(args + attrs)})"
+def _def_term(e: Expr, env: dict[str, str], subst: dict[str, Any]) -> str:
+    """A definition body: inputs and bindings from ``env``; a name that is none of them is a
+    numeric attribute used as a scalar operand."""
+    return egg_term(e, subst, lambda name: env[name] if name in env else f"(O_scalar a_{name})",
+                    lambda name, spec: f"a_{name}")
 
 
 def compile_rules(rs: RuleSet, max_inputs: int = 16, max_ops: int = 32, near: bool = True) -> Compiled:

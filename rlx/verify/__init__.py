@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from rlx.errors import RlxError
-from rlx.egraph.encode import attr_sort, ctor, encode_attr, literal, scalar_key
+from rlx.egraph.encode import attr_sort, encode_attr, literal
 from rlx.egraph.load import new_egraph, run_pieces
 from rlx.egraph.saturate import count_enodes
 from rlx.egraph.schema import BODY_RULES, schema
@@ -32,8 +32,8 @@ from rlx.ir.graph import Graph, Value
 from rlx.ir.interpret import interpret
 from rlx.ir.registry import REGISTRY, REQUIRED
 from rlx.rules import RuleSet, load
-from rlx.rules.ast import AttrRef, Bind, Call, Expr, GName, Num, Rule, Var
-from rlx.rules.compile import _variants, compile_rule, definition_rules
+from rlx.rules.ast import AttrRef, Bind, Call, Expr, GName, Rule, Var
+from rlx.rules.compile import _variants, compile_rule, definition_rules, egg_term
 from rlx.rules.fused import emit
 from rlx.rules.guards import evaluate
 
@@ -283,42 +283,14 @@ def _axioms(rules: RuleSet | None) -> RuleSet:
 
 
 def _term(e: Expr, attrs: dict[str, Any], subst: dict[str, str], sym: dict[str, str], env: dict[str, str]) -> str:
-    """Egglog text of one side over leaves; attribute variables stay symbolic strings."""
-    if isinstance(e, Var):
-        return env.get(e.name) or f'(O_input "{e.name}")'
-    if isinstance(e, Num):
-        return f'(O_scalar "{scalar_key(e.value)}")'
-    if isinstance(e, Bind):
-        t = _term(e.expr, attrs, subst, sym, env)
-        env[e.name] = t
-        return t
-    if e.op == "scalar":
-        return f'(O_scalar "{sym.setdefault(e.args[0].name, "sym:" + e.args[0].name)}")'
-    op = subst.get(e.op, e.op)
-    if op == "none":
-        return _term(e.args[0], attrs, subst, sym, env)
-    opdef = REGISTRY.get(op)
-    args = [_term(a, attrs, subst, sym, env) for a in e.args]
-    args = [f"(vec-of {' '.join(args)})"] if opdef.variadic else args + ["(O_absent)"] * (len(opdef.inputs) - len(args))
-    kw = e.kw()
-    out = []
-    for spec in opdef.attrs:
-        v = kw.get(spec.name)
-        if isinstance(v, AttrRef):
-            name = v.name
-            if name in subst:
-                out.append(literal(encode_attr(spec, subst[name]), attr_sort(spec)))
-            elif attr_sort(spec) == "String":
-                out.append(json.dumps(sym.setdefault(name, f"sym:{name}")))
-            else:
-                out.append(literal(encode_attr(spec, attrs[name]), attr_sort(spec)))
-        elif v is None:
-            out.append(literal(encode_attr(spec, spec.default), attr_sort(spec)) if spec.default is not REQUIRED
-                       else json.dumps(f"sym:{spec.name}"))
-        else:
-            out.append(literal(encode_attr(spec, spec.normalize(list(v) if isinstance(v, tuple) else v, op)),
-                               attr_sort(spec)))
-    return f"({ctor(op)} {' '.join(args + out)})"
+    """One side over opaque leaves. String-typed attribute variables (floats, lists, ...) stay
+    symbolic, so the proof covers every value; integer ones take the instance's value."""
+    def attr(name: str, spec) -> str:
+        if spec is None or attr_sort(spec) == "String":
+            return json.dumps(sym.setdefault(name, f"sym:{name}"))
+        return literal(encode_attr(spec, attrs[name]), attr_sort(spec))
+    return egg_term(e, subst, lambda name: env.get(name) or f'(O_input "{name}")', attr, env.__setitem__,
+                    lambda spec: json.dumps(f"sym:{spec.name}"))
 
 
 def prove(rule: Rule, rules: RuleSet | None = None, iterations: int = 8, enodes: int = 20000,
