@@ -6,6 +6,7 @@ input program's order. Sources (inputs, params, constants) run first: they are t
 """
 from __future__ import annotations
 
+from rlx.errors import GraphError
 from rlx.ir.graph import Graph, Node
 
 
@@ -41,7 +42,9 @@ def schedule(graph: Graph, nbytes: dict[str, int]) -> list[Node]:
                 continue
             if all(w.node.id in done for w in u.inputs) and u not in ready:
                 ready.append(u)
-    assert len(out) == len(order), "schedule lost nodes"
+    if len(out) != len(order):  # topo_order rejects cycles, so this is a planner bug, said plainly
+        missing = sorted({n.name for n in order} - {n.name for n in out})
+        raise GraphError(f"schedule could not place nodes {missing[:5]} of graph {graph.name!r}")
     return out
 
 
