@@ -15,7 +15,6 @@ import json
 import math
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 import rlx
+from rlx.extract.calibrate import sample_seconds as timed
 from rlx.ir import interpret, random_arrays
 
 MODELS = {
@@ -31,16 +31,6 @@ MODELS = {
     "bert-base 12x768 (seq 128)": lambda: rlx.models.bert(layers=12, d_model=768, n_heads=12, d_ff=3072, seq=128,
                                                           batch=1),
 }
-
-
-def timed(fn, repeats: int) -> list[float]:
-    fn()
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def torch_model(graph, params, torch):

@@ -14,7 +14,7 @@ from rich.table import Table
 import rlx
 from rlx.dot import write_dot
 from rlx.errors import RlxError
-from rlx.pipeline import TOLERANCE
+from rlx.pipeline import max_error
 from rlx.extract.calibrate import calibrate, median_seconds
 from rlx.extract.target import shipped_targets
 from rlx.ir import REGISTRY, interpret, random_arrays
@@ -29,9 +29,7 @@ def _check(graph, result, arrays, console: Console) -> tuple[bool, dict]:
     want = interpret(graph, ins, ps)
     ok, errors = True, {}
     for name, ref in want.items():
-        dtype = str(dict(graph.outputs)[name].dtype)
-        tol = TOLERANCE.get(dtype, 0.0) * max(1.0, float(np.max(np.abs(ref))) if ref.size else 1.0)
-        err = float(np.max(np.abs(got[name].astype(np.float64) - ref))) if ref.size else 0.0
+        err, tol = max_error(got[name], ref, str(dict(graph.outputs)[name].dtype))
         errors[name] = err
         good = err <= tol
         ok &= good

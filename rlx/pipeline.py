@@ -257,6 +257,14 @@ class ValidationError(RlxError):
 TOLERANCE = {"f64": 1e-9, "f32": 1e-4, "f16": 2e-2, "bf16": 6e-2}  # relative to max |reference|
 
 
+def max_error(got: np.ndarray, ref: np.ndarray, dtype: str) -> tuple[float, float]:
+    """(max |got - ref|, the tolerance for ``dtype`` scaled by the reference's magnitude)."""
+    if not ref.size:
+        return 0.0, 0.0
+    tol = TOLERANCE.get(dtype, 0.0) * max(1.0, float(np.max(np.abs(ref))))
+    return float(np.max(np.abs(got.astype(np.float64) - ref))), tol
+
+
 def validate_result(result: CompileResult, binding: Mapping[str, int], seed: int) -> None:
     """Run the compiled program and the unfused source on the same random data. A mismatch
     names the first op of the compiled program whose value is off (checked against the
@@ -267,19 +275,17 @@ def validate_result(result: CompileResult, binding: Mapping[str, int], seed: int
     ps = {n.name: arrays[n.name] for n in result.source.params}
     got = result.run(ins, ps)
     want = interpret(result.source, ins, ps)
+    outputs = dict(result.source.outputs)
     for name, ref in want.items():
-        dtype = str(result.source.outputs[[n for n, _ in result.source.outputs].index(name)][1].dtype)
-        tol = TOLERANCE.get(dtype, 0.0) * max(1.0, float(np.max(np.abs(ref))) if ref.size else 1.0)
-        err = float(np.max(np.abs(got[name].astype(np.float64) - ref))) if ref.size else 0.0
+        err, tol = max_error(got[name], ref, str(outputs[name].dtype))
         if not err <= tol:
             ex = result.executor_for(ins)
             ref_all = interpret(result.graph, ins, ps, return_all=True)
             for step in ex.lir.steps:
                 for out in step.outputs:
                     if out in ref_all and step.phase == "body":
-                        r = ref_all[out]
-                        e = float(np.max(np.abs(ex.arrays[out].astype(np.float64) - r))) if r.size else 0.0
-                        if not e <= TOLERANCE.get(str(ex.lir.values[out].dtype), 0.0) * max(1.0, float(np.max(np.abs(r)))):
+                        e, t = max_error(ex.arrays[out], ref_all[out], ex.lir.values[out].dtype)
+                        if not e <= t:
                             raise ValidationError(f"validation failed at op {step.op} (node {step.node!r}): "
                                                   f"max error {e:.3g}; output {name!r} max error {err:.3g} "
                                                   f"(tolerance {tol:.3g})")

@@ -97,8 +97,7 @@ class NumpyExecutor:
         with np.errstate(all="ignore"):
             for step in self.steps:
                 step()
-        return {e["name"]: self.arrays[self.lir.steps[-len(self.lir.manifest["outputs"]) + i].inputs[0]].copy()
-                for i, e in enumerate(self.lir.manifest["outputs"])}
+        return {s.node: self.arrays[s.inputs[0]].copy() for s in self.lir.steps if s.phase == "epilogue"}
 
 
 def check_executor(name: str) -> None:

@@ -15,15 +15,19 @@ import numpy as np
 from rlx.extract.target import Target, TargetError, load_target, write_target
 
 
-def median_seconds(fn, repeats: int) -> float:
-    """Median wall time of ``repeats`` calls after one warm-up call."""
+def sample_seconds(fn, repeats: int) -> list[float]:
+    """Wall times of ``repeats`` calls after one warm-up call."""
     fn()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return times
+
+
+def median_seconds(fn, repeats: int) -> float:
+    return statistics.median(sample_seconds(fn, repeats))
 
 
 def measure_numpy(n: int = 1024, copy_mib: int = 256, repeats: int = 7) -> dict[str, float]:
