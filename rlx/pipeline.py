@@ -59,7 +59,9 @@ class CompileResult:
         """The executor for these inputs' sizes (symbols bound from their shapes; cached)."""
         check_executor(self.executor)
         if not hasattr(self, "_params"):
-            raise RlxError("no params bound: call result.bind(params) or pass params= to run")
+            if not self.source.weights and self.source.params:
+                raise RlxError("no params bound: call result.bind(params) or pass params= to run")
+            self.bind(self.source.weights)
         binding = bind_dims(self.graph, {k: np.asarray(v) for k, v in inputs.items()}) if self.lir.symbols else {}
         key = tuple(sorted((k, v) for k, v in dict(binding).items() if k in self.lir.symbols))
         if key not in self._executors:

@@ -17,7 +17,7 @@ from egglog import bindings
 from rlx.errors import RlxError
 from rlx.ir.graph import Graph
 from rlx.ir.region import RArg, RCall, RConst, format_body, remap_args
-from rlx.ir.registry import REGISTRY, TensorType
+from rlx.ir.registry import REGISTRY, TensorType, dtype_peers
 from rlx.egraph.encode import attr_sort, decode_attr
 from rlx.egraph.load import Loaded
 from rlx.egraph.schema import schema_ops
@@ -201,9 +201,9 @@ def _region_node(text: str, args: list[int]) -> ENode:
 
 def _infer_types(view: EGraphView, graph: Graph) -> None:
     """Loaded classes have their MIR types; the rest are inferred from the registry."""
+    loaded = {v.name: v.type for n in graph.nodes for v in n.values}
     for name, c in view.value_class.items():
-        node_name, _, idx = name.partition(":")
-        view.types.setdefault(c, (graph.node(node_name).outputs[int(idx or 0)],))
+        view.types.setdefault(c, (loaded[name],))
     changed = True
     while changed:
         changed = False
@@ -230,7 +230,9 @@ def _type_new_scalars(view: EGraphView) -> bool:
         for n in nodes:
             if not untyped.intersection(n.children) or n.op not in REGISTRY or not REGISTRY.get(n.op).elementwise:
                 continue
-            like = next((view.type1(c) for c in n.children if view.type1(c) is not None), None)
+            kids = view.inputs(n)
+            like = next((view.type1(kids[i]) for i in dtype_peers(n.op, len(kids))
+                         if view.type1(kids[i]) is not None), None)
             if like is not None:
                 for c in n.children:
                     if c in untyped:

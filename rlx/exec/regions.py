@@ -6,6 +6,8 @@ output slot aliases an input (an in-place plan), the body runs into a temporary 
 """
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -30,7 +32,7 @@ def region_function(body: str, n_inputs: int) -> Callable[..., None]:
         if isinstance(e, RArg):
             return f"a{e.index}"
         if isinstance(e, RConst):
-            return repr(e.value)
+            return repr(e.value) if math.isfinite(e.value) else f"float('{e.value}')"
         t = temp()
         emit(e, None, t)
         return t

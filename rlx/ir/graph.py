@@ -123,6 +123,9 @@ class Graph:
         self._counter: Counter[str] = Counter()
         self._scope: list[str] = []
         self._next_id = 0
+        # Values of params known when the graph was built (an imported model's initializers);
+        # compiling binds them unless other params are given. Not part of the JSON form.
+        self.weights: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ building
     def add_node(self, op: str, inputs: Sequence[Value] = (), attrs: dict | None = None,
@@ -357,7 +360,9 @@ class Graph:
                                               for d in nd["attrs"][spec.name]]
             for o in nd["outputs"]:
                 o["shape"] = list(b.resolve_shape(tuple(o["shape"]), where))
-        return Graph.from_dict(data)
+        out = Graph.from_dict(data)
+        out.weights = dict(self.weights)
+        return out
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict:

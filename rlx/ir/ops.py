@@ -262,13 +262,14 @@ def _slice_params(rank, a):
     return [(normalize_axis(ax, rank), s, e, st) for ax, s, e, st in zip(axes, starts, ends, steps)]
 
 
-def _slice_dim(d: Dim, start: int, end: int, step: int) -> Dim:
-    if is_static(d):
+def _slice_dim(d: Dim, start: Dim, end: Dim, step: int) -> Dim:
+    if is_static(d) and is_static(start) and is_static(end):
         return len(range(*slice(start, end, step).indices(d)))
     if step != 1:
         raise ShapeError(f"slice of symbolic dim {d} needs step 1, got {step}")
-    lo: Dim = start if start >= 0 else dim_add(d, start)
-    hi: Dim = d if end >= 2**31 - 1 else (end if end >= 0 else dim_add(d, end))
+    # symbolic bounds are taken to lie inside the dim (as exporters write x[:S] of a table)
+    lo: Dim = start if not is_static(start) or start >= 0 else dim_add(d, start)
+    hi: Dim = end if not is_static(end) else (d if end >= 2**31 - 1 else (end if end >= 0 else dim_add(d, end)))
     return dim(dim_sub(hi, lo))
 
 
@@ -287,9 +288,10 @@ def _slice_ref(ins, a):
 
 
 _op("slice", ["x"], _slice_shape, _same_dtype, _slice_ref, _no_flops,
-    A("starts", "ints"), A("ends", "ints"), A("axes", "ints", None, optional=True),
+    A("starts", "dims"), A("ends", "dims"), A("axes", "ints", None, optional=True),
     A("steps", "ints", None, optional=True), view=True,
-    doc="Python-style slicing along axes (ends clamp; 2**63-1 means to the end).")
+    doc="Python-style slicing along axes (ends clamp; 2**63-1 means to the end; starts and "
+        "ends may be symbolic, as x[:S])")
 
 
 def _concat_shape(shapes, a):
@@ -473,6 +475,18 @@ def _causal_fill(x):
 
 _op("causal_mask", ["x"], _causal_mask_shape, _float_dtype, lambda ins, a: _causal_fill(ins[0]),
     _per_elem(1), doc="Set x[..., i, j] to -inf where j > i (top-left aligned causal mask).")
+
+
+def _trilu_shape(shapes, a):
+    if len(shapes[0]) < 2:
+        raise ShapeError(f"trilu input must have rank >= 2, got {fmt_shape(shapes[0])}")
+    return [shapes[0]]
+
+
+_op("trilu", ["x"], _trilu_shape, _same_dtype,
+    lambda ins, a: (np.triu if a["upper"] else np.tril)(ins[0], a["k"]), _no_flops,
+    A("upper", "bool", True), A("k", "int", 0),
+    doc="Keep the upper (or lower) triangle of the last two dims from diagonal k on; zero the rest.")
 
 
 def _sdpa_shape(shapes, a):

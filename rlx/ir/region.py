@@ -18,7 +18,7 @@ import numpy as np
 
 from rlx.errors import RlxError, ShapeError
 from rlx.ir.dtypes import DType
-from rlx.ir.registry import REGISTRY, AttrSpec, OpDef, TensorType, register
+from rlx.ir.registry import REGISTRY, AttrSpec, OpDef, TensorType, dtype_peers, register
 from rlx.ir.shapes import broadcast_shapes
 
 
@@ -114,6 +114,7 @@ def body_ops(body: str) -> list[str]:
 
 def _types(in_types, attrs):
     body = parse_body(attrs["body"])
+    default = next((t for t in in_types if t.dtype.is_float), TensorType((), DType.f32))
 
     def leaf(x):
         if isinstance(x, RArg):
@@ -126,7 +127,9 @@ def _types(in_types, attrs):
         op = REGISTRY.get(c.op)
         if not op.elementwise:
             raise RlxError(f"region body op {c.op!r} is not elementwise")
-        like = next((a for a in args if a is not None), None)
+        like = next((args[i] for i in dtype_peers(c.op, len(args)) if args[i] is not None), None)
+        if like is None and c.op == "where" and args[0] is not None:
+            like = default  # where(cond, 1.0, 0.0): the values take the region's float dtype
         if like is None:
             raise RlxError("region body applies an op to constants only")
         args = [a if a is not None else TensorType((), like.dtype) for a in args]

@@ -210,6 +210,12 @@ class Registry:
 REGISTRY = Registry()
 
 
+def dtype_peers(op: str, n_inputs: int) -> range:
+    """The operands whose dtype a weak scalar among them takes: all of them, except that
+    where's condition is bool and its two values set the dtype."""
+    return range(1, n_inputs) if op == "where" else range(n_inputs)
+
+
 def get_op(name: str, where: str = "") -> OpDef:
     return REGISTRY.get(name, where)
 

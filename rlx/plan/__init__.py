@@ -42,10 +42,10 @@ def _view_layout(node: Node, src: ValueLayout, out_shape: tuple) -> tuple[int, t
         steps = a["steps"] if a["steps"] is not None else (1,) * len(axes)
         strides, offset = list(src.strides), 0
         for ax, start, end, step in zip(axes, a["starts"], a["ends"], steps):
-            if step <= 0:
+            if step <= 0 or not is_static(start):
                 return None  # negative strides are a copy here: not every executor has them
             ax %= rank
-            lo = range(*slice(start, end, step).indices(src.shape[ax])).start
+            lo = range(*slice(start, None, step).indices(src.shape[ax])).start  # end: irrelevant
             offset += lo * src.strides[ax]
             strides[ax] *= step
         return offset, tuple(strides)

@@ -1,0 +1,1 @@
+"""Frontends: other formats into MIR. ``rlx.frontends.onnx.load`` reads ONNX files."""
