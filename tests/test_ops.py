@@ -247,6 +247,14 @@ def test_slice_symbolic():
     assert g.slice(x, (-2,), (2**63 - 1,), (1,)).shape == ("B", 2)
     with pytest.raises(ShapeError, match="step 1"):
         g.slice(x, (0,), (4,), (1,), (2,))
+    # symbolic bounds, as exporters slice a position table: table[:S], table[S-1:S]
+    table = g.input("t", (64, 16), "f64")
+    assert g.slice(table, (0,), ("S",), (0,)).shape == ("S", 16)
+    assert g.slice(table, ("S-1",), ("S",), (0,)).shape == (1, 16)
+    g.output(g.slice(table, (0,), ("S",), (0,)))
+    tv = rand(np.random.default_rng(12), (64, 16))
+    np.testing.assert_array_equal(interpret(g, {"x": rand(np.random.default_rng(1), (2, 5)), "t": tv})[g.outputs[0][0]],
+                                  tv[:5])
 
 
 def test_concat_and_split():
@@ -347,6 +355,17 @@ def test_causal_mask():
     np.testing.assert_array_equal(run(g, x=xv)[0], want)
 
 
+@pytest.mark.parametrize("upper,k", [(False, 0), (True, 0), (True, 1), (False, -1)])
+def test_trilu(upper, k):
+    g = Graph()
+    g.output(g.trilu(g.input("x", ("B", "S", "S"), "f64"), upper=upper, k=k))
+    xv = rand(np.random.default_rng(11), (2, 5, 5))
+    want = np.triu(xv, k) if upper else np.tril(xv, k)
+    np.testing.assert_array_equal(run(g, x=xv)[0], want)
+    with pytest.raises(ShapeError, match="rank >= 2"):
+        g.trilu(g.input("v", (4,)))
+
+
 @pytest.mark.parametrize("causal,mask,scale", [(False, False, None), (True, False, 0.3), (False, True, None), (True, True, 1.0)])
 def test_sdpa(causal, mask, scale):
     rng = np.random.default_rng(10)
@@ -407,7 +426,7 @@ def test_cost_of_symbolic_node_needs_binding():
 TESTED = (set(UNARY) | set(BINARY) | set(COMPARE) | {
     "input", "param", "constant", "cast", "where", "matmul", "transpose", "reshape", "expand",
     "slice", "concat", "split", "sum", "mean", "max", "softmax", "layer_norm", "rms_norm",
-    "gather", "rotary", "causal_mask", "sdpa"})
+    "gather", "rotary", "causal_mask", "trilu", "sdpa"})
 
 
 def test_every_registry_op_is_tested_here():
@@ -472,6 +491,7 @@ COST_CASES = {
     "gather": (lambda g: g.gather(g.input("t", (10, 3)), g.input("i", (4,), "i64")), (0, 120 + 32 + 48)),
     "rotary": (lambda g: g.rotary(g.input("x", (5, 4)), g.input("c", (5, 2)), g.input("s", (5, 2))), (60, 80 + 40 + 40 + 80)),
     "causal_mask": (lambda g: g.causal_mask(g.input("x", (3, 3))), (9, 72)),
+    "trilu": (lambda g: g.trilu(g.input("x", (3, 3))), (0, 72)),
     "sdpa": (lambda g: g.sdpa(g.input("q", (2, 4)), g.input("k", (3, 4)), g.input("v", (3, 5))),
              (2 * 2 * 3 * 4 + 2 * 2 * 3 * 5 + 10 * 2 * 3, 32 + 48 + 60 + 40)),
     "region": (lambda g: g.region(g.input("a", _X), g.input("b", (3,)), body="mul(exp($0), $1)"), (6 * 5, 24 + 12 + 24)),
