@@ -15,7 +15,7 @@ from egglog import bindings
 from rlx.errors import RlxError
 from rlx.egraph.load import load_graph, new_egraph, run_pieces
 from rlx.egraph.saturate import Limits, SaturationStats, saturate
-from rlx.egraph.schema import BODY_RULES, schema
+from rlx.egraph.schema import BODY_RULES, schema, type_rules
 from rlx.egraph.view import ENode, EGraphView, freeze
 from rlx.explain import explain
 from rlx.extract.cost import CostModel
@@ -161,7 +161,7 @@ def saturate_program(model: Graph | Module, target: str | Path | Target | CostMo
     limits = limits or tgt.limits
     compiled = compile_rules(ruleset, cost.region_max_inputs, cost.region_max_ops)
     eg, workdir = new_egraph()
-    run_pieces(eg, [schema(), BODY_RULES] + compiled.programs)
+    run_pieces(eg, [schema(), BODY_RULES, type_rules()] + compiled.programs)
     times["rules"] = time.perf_counter() - t
     t = time.perf_counter()
     loaded = load_graph(eg, graph, workdir)
@@ -326,5 +326,5 @@ def _no_program_message(view: EGraphView, classes: list[int], computable: set[in
 
 
 def _root_op(rule) -> str:
-    lhs = rule.lhs
+    lhs = getattr(rule.lhs, "expr", rule.lhs)  # unwrap `f(...) as r`
     return lhs.op if hasattr(lhs, "op") else ""

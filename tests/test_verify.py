@@ -26,7 +26,10 @@ def test_every_shipped_rule_is_fuzzed_sound_and_proved_where_the_axioms_reach(ru
     assert not f.failures, f.failures[0]
     p = prove(rule, RULES)
     expected_unproved = {"transpose_transpose", "reshape_reshape", "gelu_erf_mul", "attention", "attention_causal",
-                         "attention_masked"}  # need perm composition, constant folding, or per-rank instances
+                         "attention_masked", "attention_prescaled", "attention_prescaled_masked",
+                         # layout algebra (perm composition, reshape regrouping) is beyond the axioms
+                         "batched_swap_via_3d", "scale_through_transpose", "split_heads_then_swap"}
+    # the rest need perm composition, constant folding, or per-rank instances
     assert p.proved or rule.name in expected_unproved, p.reason
 
 

@@ -76,3 +76,25 @@ BODY_RULES = """
 (rule ((= e (Nil))) ((set (Len e) 0)) :ruleset region-eval)
 (rule ((= e (Cons h t)) (= n (Len t))) ((set (Len e) (+ n 1))) :ruleset region-eval)
 """
+
+
+def type_rules() -> str:
+    """Types of classes that rules create, where they follow from an operand's: an
+    elementwise op on one tensor (and scalars) has that tensor's rank and dims, and its dtype
+    unless it is a cast. Guards read these, so a rule can match on another rule's result
+    (the scaled k that scale_through_transpose makes, say)."""
+    out = ["(ruleset types)"]
+    for op in REGISTRY:
+        if not op.elementwise or op.name in SPECIAL or op.name == "where" or op.variadic:
+            continue
+        c = ctor(op.name)
+        if len(op.inputs) == 1:
+            heads = [f"(= e ({' '.join([c, 'x'] + [f'_a{i}' for i in range(len(op.attrs))])}))"]
+        else:  # a binary op with a scalar on either side
+            heads = [f"(= e ({c} x s)) (= s (O_scalar k))", f"(= e ({c} s x)) (= s (O_scalar k))"]
+        for head in heads:
+            out.append(f"(rule ({head} (= r (ty-rank x))) ((set (ty-rank e) r)) :ruleset types)")
+            out.append(f"(rule ({head} (= d (ty-dim x i))) ((set (ty-dim e i) d)) :ruleset types)")
+            if op.name not in ("cast", "equal", "less", "greater"):
+                out.append(f"(rule ({head} (= t (ty-dtype x))) ((set (ty-dtype e) t)) :ruleset types)")
+    return "\n".join(out)

@@ -174,7 +174,7 @@ class _Importer:
         if key not in self._made:
             if scalar:
                 v = self.g.constant(arr.reshape(()), _np_dtype(arr))
-            elif x.initializer or arr.size > SMALL:
+            elif (x.initializer and arr.size > 1) or arr.size > SMALL:
                 name = x.name if x.name not in self.g else f"{x.name}.param"
                 v = self.g.param(name, arr.shape, _np_dtype(arr))
                 self.g.weights[name] = arr
@@ -566,9 +566,9 @@ def load(model: str | Path | Any, name: str | None = None) -> Graph:
     """An ONNX model (a path or a ``ModelProto``) as a MIR graph.
 
     Graph inputs become ``input`` nodes with ``dim_param`` dims as symbols; initializers
-    become params whose data is in ``graph.weights`` (a one-element one that meets a tensor in
-    an elementwise op is a scalar constant: exporters hoist literals there); shape arithmetic
-    folds at import time."""
+    become params whose data is in ``graph.weights`` (one-element ones are constants, scalars
+    where broadcasting allows: exporters hoist literals there); shape arithmetic folds at
+    import time."""
     try:
         import onnx
     except ImportError:  # pragma: no cover - the extra is part of the test install

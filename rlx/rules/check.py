@@ -193,7 +193,8 @@ class Checker:
 
     # ------------------------------------------------------------------ items
     def check_rule(self, rule: Rule) -> Bindings:
-        if not isinstance(rule.lhs, Call):
+        root = rule.lhs.expr if isinstance(rule.lhs, Bind) else rule.lhs  # `f(...) as r` names the root
+        if not isinstance(root, Call):
             raise self.error(rule.span, "the left side of a rule must be an op call")
         lhs = Bindings()
         self.collect(rule.lhs, lhs, op_vars_ok=True)

@@ -26,7 +26,7 @@ from rlx.errors import RlxError
 from rlx.egraph.encode import attr_sort, encode_attr, literal
 from rlx.egraph.load import new_egraph, run_pieces
 from rlx.egraph.saturate import count_enodes
-from rlx.egraph.schema import BODY_RULES, schema
+from rlx.egraph.schema import BODY_RULES, schema, type_rules
 from rlx.ir.dtypes import DType
 from rlx.ir.graph import Graph, Value
 from rlx.ir.interpret import interpret
@@ -102,6 +102,15 @@ def _draw_attr(spec, rng) -> Any:
     raise LookupError(spec.name)
 
 
+def _fitting_target(s: tuple, rng) -> tuple:
+    """A reshape target made from a drawn shape, as attention code writes them: the leading
+    axes merged, or the trailing pair swapped (after a transpose)."""
+    if len(s) < 2:
+        return (-1,)
+    forms = [(-1,) + tuple(s[-2:]), tuple(s[:-2]) + (s[-1], s[-2])]
+    return forms[int(rng.integers(0, len(forms)))]
+
+
 def _build(rule_side: Expr, shapes: dict[str, tuple], attrs: dict[str, Any], subst: dict[str, str],
            name: str, dtype: str = "f32") -> tuple[Graph, Value | tuple, dict[str, Value]]:
     g = Graph(name)
@@ -132,6 +141,9 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
         base, pool = int(rng.integers(1, 5)), rng.choice(DIMS, size=2, replace=False)
         shapes = {v: tuple(int(rng.choice(pool)) for _ in range(base if rng.random() < 0.7 else int(rng.integers(0, 5))))
                   for v in inputs}
+        for k, spec in specs.items():  # reshape targets that fit the drawn shapes half the time
+            if k not in subst and spec != "scalar" and spec.kind == "dims" and shapes and rng.random() < 0.5:
+                attrs[k] = _fitting_target(list(shapes.values())[int(rng.integers(0, len(shapes)))], rng)
         binding: dict[str, int] = {}
         if attempt % 2 and shapes:  # half the instances name one dim symbolically
             sizes = [d for s in shapes.values() for d in s if d > 1]
@@ -313,7 +325,7 @@ def prove(rule: Rule, rules: RuleSet | None = None, iterations: int = 8, enodes:
         inst = next((i for i in instances if all(i.attrs.get(k) == v for k, v in subst.items())), None)
         ranks = {v: len(s) for v, s in inst.shapes.items()} if inst else {}
         eg, _ = new_egraph()
-        run_pieces(eg, [schema(), BODY_RULES] + programs)
+        run_pieces(eg, [schema(), BODY_RULES, type_rules()] + programs)
         sym: dict[str, str] = {}
         lenv: dict[str, str] = {}
         lhs = _term(rule.lhs, inst.attrs if inst else {}, subst, sym, lenv)
