@@ -20,13 +20,13 @@ from rlx.extract.target import shipped_targets
 from rlx.ir import REGISTRY, interpret, random_arrays
 
 
-def _check(graph, result, arrays, console: Console) -> tuple[bool, dict]:
-    """Compare the compiled program on the executor with the reference interpreter on the
-    unfused graph; print max error per output."""
+def _check(graph, result, arrays, console: Console, reference=None) -> tuple[bool, dict]:
+    """Compare the compiled program on the executor with a reference (by default the
+    interpreter on the unfused graph); print max error per output."""
     ins = {n.name: arrays[n.name] for n in graph.inputs}
     ps = {n.name: arrays[n.name] for n in graph.params}
     got = result.run(ins, ps)
-    want = interpret(graph, ins, ps)
+    want = reference(ins) if reference is not None else interpret(graph, ins, ps)
     ok, errors = True, {}
     for name, ref in want.items():
         err, tol = max_error(got[name], ref, str(dict(graph.outputs)[name].dtype))
@@ -77,9 +77,22 @@ def _load_model(path: str):
     p = Path(path)
     if not p.exists():
         raise RlxError(f"{path}: no such file")
+    if p.suffix == ".onnx":
+        from rlx.frontends import onnx
+        return onnx.load(p)
     if p.suffix != ".json":
-        raise RlxError(f"{path}: expected a MIR .json file (ONNX import comes with the ONNX frontend)")
+        raise RlxError(f"{path}: expected a MIR .json file or an .onnx model")
     return rlx.Graph.from_json(p.read_text())
+
+
+def _bindings(pairs: list[str]) -> dict[str, int]:
+    out = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if not value.isdigit():
+            raise RlxError(f"--bind expects SYMBOL=SIZE, got {pair!r}")
+        out[name] = int(value)
+    return out
 
 
 def _rules(args: argparse.Namespace):
@@ -134,10 +147,16 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     graph = _load_model(args.model)
     with console.status(f"compiling {args.model} ..."):
         result = rlx.compile(graph, target=args.target, rules=_rules(args))
-    binding = {s: 8 for s in result.lir.symbols}
+    binding = {s: 8 for s in result.lir.symbols} | _bindings(args.bind)
     arrays = random_arrays(graph, binding, seed=args.seed)
+    arrays.update(graph.weights)  # an imported model runs with its own weights
     if args.check:
-        ok, _ = _check(graph, result, arrays, console)
+        reference = None
+        if args.model.endswith(".onnx"):  # ONNX Runtime is the reference for ONNX files
+            from rlx.frontends.onnx import run_onnxruntime
+            console.print(f"checking against onnxruntime with {dict(sorted(binding.items()))}:")
+            reference = lambda ins: run_onnxruntime(args.model, ins)  # noqa: E731
+        ok, _ = _check(graph, result, arrays, console, reference)
         return 0 if ok else 1
     out = result.run({n.name: arrays[n.name] for n in graph.inputs}, {n.name: arrays[n.name] for n in graph.params})
     for name, v in out.items():
@@ -245,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("ops", help="list the op registry")
     for name, fn_help in (("compile", "optimize a model and report"), ("run", "compile and run a model on random data")):
         p = sub.add_parser(name, help=fn_help)
-        p.add_argument("model", help="a MIR .json file")
+        p.add_argument("model", help="a MIR .json file or an .onnx model")
         p.add_argument("--target", default="cpu", help="a shipped target or a target .toml (default cpu)")
         p.add_argument("--rules", nargs="*", default=[], help="rule files or directories, added to the shipped rules")
         p.add_argument("--only-rules", action="store_true", help="use only the --rules given")
@@ -256,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--dump", help="write every stage to this directory")
         else:
             p.add_argument("--seed", type=int, default=0)
-            p.add_argument("--check", action="store_true", help="compare with the reference interpreter (exit 1 if off)")
+            p.add_argument("--check", action="store_true", help="compare with the reference (exit 1 if off): "
+                           "onnxruntime for .onnx models, else the reference interpreter")
+            p.add_argument("--bind", nargs="*", default=[], metavar="SYMBOL=SIZE",
+                           help="sizes of symbolic dims for the random inputs (default 8 each)")
     rules_cmd = sub.add_parser("rules", help="rule files")
     rules_sub = rules_cmd.add_subparsers(dest="rules_cmd", required=True)
     chk = rules_sub.add_parser("check", help="parse, lint, prove and fuzz rules (default: the shipped ones)")

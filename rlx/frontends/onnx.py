@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -583,3 +583,16 @@ def load(model: str | Path | Any, name: str | None = None) -> Graph:
     else:
         proto = model
     return _Importer(proto, name or proto.graph.name or "onnx").run()
+
+
+def run_onnxruntime(model: str | Path | Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model's outputs by name under ONNX Runtime's CPU provider: the reference rlx is
+    checked against for ONNX files (graph optimizations off, so it runs the model as written)."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    data = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    feeds = {i.name: np.asarray(inputs[i.name]) for i in sess.get_inputs()}
+    return dict(zip(names, sess.run(names, feeds)))
