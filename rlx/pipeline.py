@@ -62,7 +62,9 @@ class CompileResult:
             if not self.source.weights and self.source.params:
                 raise RlxError("no params bound: call result.bind(params) or pass params= to run")
             self.bind(self.source.weights)
-        binding = bind_dims(self.graph, {k: np.asarray(v) for k, v in inputs.items()}) if self.lir.symbols else {}
+        # symbols bind from the source's inputs: an input used only for its shape (ONNX Shape)
+        # is not in the optimized graph, but its dims still size the outputs
+        binding = bind_dims(self.source, {k: np.asarray(v) for k, v in inputs.items()}) if self.lir.symbols else {}
         key = tuple(sorted((k, v) for k, v in dict(binding).items() if k in self.lir.symbols))
         if key not in self._executors:
             lir = self.lir.specialize(dict(key)) if self.lir.symbols else self.lir

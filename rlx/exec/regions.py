@@ -23,6 +23,7 @@ def region_function(body: str, n_inputs: int) -> Callable[..., None]:
     from ``scratch`` (a Scratch pool: allocated once, reused by later runs)."""
     lines: list[str] = []
     counter = [0]
+    consts: dict[str, dict] = {}
 
     def temp() -> str:
         counter[0] += 1
@@ -49,7 +50,10 @@ def region_function(body: str, n_inputs: int) -> Callable[..., None]:
         else:
             args = [operand(first)]
         args += [operand(a) for a in e.args[1:]]
-        attrs = repr(_attrs(e)) if e.attr else "{}"
+        attrs = "{}"
+        if e.attr:  # attribute values (a cast's DType) live in the function's globals
+            attrs = f"A{len(consts)}"
+            consts[attrs] = _attrs(e)
         if target is None:
             shape = "np.broadcast_shapes(" + ", ".join(f"np.shape({a})" for a in args) + ")"
             lines.append(f"    {name} = S({name!r}, {shape}, out.dtype)")
@@ -63,7 +67,7 @@ def region_function(body: str, n_inputs: int) -> Callable[..., None]:
     else:
         lines.append(f"    np.copyto(out, {operand(expr)})")
     src = f"def region({params}, out, S):\n" + "\n".join(lines) + "\n"
-    scope = {"np": np, "K": ELEMENTWISE}
+    scope = {"np": np, "K": ELEMENTWISE, **consts}
     exec(compile(src, f"<region {body}>", "exec"), scope)
     fn = scope["region"]
     fn.source = src

@@ -15,7 +15,6 @@ to a tensor of at least their rank are scalars.
 """
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
