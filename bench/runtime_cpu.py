@@ -1,12 +1,15 @@
-"""CPU runtime (issue 6): compiled rlx vs the reference interpreter on the unfused graph and
-vs PyTorch eager, on a 4-layer Llama block stack and a BERT-base-sized stack, f32.
+"""CPU runtime (issues 6 and 8): compiled rlx vs the reference interpreter on the unfused
+graph and vs PyTorch eager, on a 4-layer Llama block stack and a BERT-base-sized stack, f32;
+and, on the same sizes exported from PyTorch with torch.onnx.export, rlx (imported with
+rlx.frontends.onnx, compiled for cpu) vs ONNX Runtime (CPU provider, all graph optimizations).
 
 PyTorch runs idiomatic eager modules (F.scaled_dot_product_attention, F.layer_norm,
 F.gelu, F.silu) with the same weights; its outputs are checked against rlx's before
-timing. Medians of --repeats runs in one process, with min and max; ratios are peer time /
-rlx time (above 1: rlx is faster). Both use 2 threads. Writes bench/out/runtime_cpu.json.
+timing; so are ONNX Runtime's. Medians of --repeats runs in one process, with min and max;
+ratios are peer time / rlx time (above 1: rlx is faster). All use 2 threads. Writes
+bench/out/runtime_cpu.json.
 
-    python bench/runtime_cpu.py [--repeats 15]     (needs `pip install torch==2.13.0`)
+    python bench/runtime_cpu.py [--repeats 15] [--skip-onnx]   (needs the test extra: torch, onnxruntime)
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import json
 import math
 import platform
 import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,9 +84,51 @@ def torch_model(graph, params, torch):
     return forward
 
 
+ONNX_MODELS = {  # name: (tests/onnx_models.py model, its sizes, sequence length)
+    "llama 4x1024 (d_ff 2816, seq 128)": ("llama", dict(layers=4, d=1024, heads=16, ff=2816, max_seq=128), 128),
+    "bert-base 12x768 (seq 128)": ("bert", dict(layers=12, d=768, heads=12, ff=3072), 128),
+}
+
+
+def onnx_rows(repeats: int, console: Console) -> list[dict]:
+    """rlx vs ONNX Runtime on models exported from PyTorch, same inputs, same run."""
+    import onnxruntime as ort
+    from rlx.frontends.onnx import load
+    sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+    from onnx_models import export
+    rows = []
+    for name, (kind, cfg, seq) in ONNX_MODELS.items():
+        path = Path(__file__).parent / "out" / f"{kind}_{cfg['layers']}x{cfg['d']}.onnx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            with console.status(f"exporting {name} with torch.onnx.export ..."):
+                export(kind, str(path), seq=seq, **cfg)
+        graph = load(path)
+        result = rlx.compile(graph, target="cpu", binding={"B": 1, "S": seq})
+        rng = np.random.default_rng(0)
+        feeds = {"x": rng.standard_normal((1, seq, cfg["d"])).astype(np.float32)}
+        if kind == "bert":
+            feeds["mask"] = rng.standard_normal((1, 1, 1, seq)).astype(np.float32)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = 2, 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        want = sess.run(None, feeds)[0]
+        got = result.run(feeds)["y"]
+        t_rlx = timed(lambda: result.run(feeds), repeats)
+        t_ort = timed(lambda: sess.run(None, feeds), repeats)
+        rows.append({"model": name + ", exported", "nodes": len(graph.nodes), "nodes_compiled": len(result.graph.nodes),
+                     "fused": dict(result.report.fused), "max_err_vs_onnxruntime": float(np.max(np.abs(got - want))),
+                     "rlx_ms": 1e3 * statistics.median(t_rlx), "rlx_ms_min": 1e3 * min(t_rlx),
+                     "rlx_ms_max": 1e3 * max(t_rlx), "ort_ms": 1e3 * statistics.median(t_ort),
+                     "ort_ms_min": 1e3 * min(t_ort), "ort_ms_max": 1e3 * max(t_ort)})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--skip-onnx", action="store_true", help="leave out the exported models and ONNX Runtime")
     args = ap.parse_args()
     try:
         import torch
@@ -128,8 +174,23 @@ def main() -> None:
                       f"{r['torch_ms']:.1f} ({r['torch_ms_min']:.1f}-{r['torch_ms_max']:.1f})" if "torch_ms" in r else "-",
                       f"{r['torch_ms'] / r['rlx_ms']:.2f}x" if "torch_ms" in r else "-",
                       f"{r['max_err_vs_reference']:.1e} / {r.get('torch_max_err_vs_rlx', float('nan')):.1e}")
-    Console(width=180).print(table)
+    console = Console(width=180)
+    console.print(table)
     print("max err: rlx vs the reference interpreter / PyTorch vs rlx")
+    exported = [] if args.skip_onnx else onnx_rows(args.repeats, console)
+    if exported:
+        t2 = Table(title=f"exported from PyTorch: rlx vs ONNX Runtime, f32, batch 1 (median of {args.repeats}, min-max)")
+        for col in ("model", "ONNX → MIR nodes (compiled)", "rlx ms", "onnxruntime ms", "onnxruntime / rlx",
+                    "max err vs onnxruntime", "fused"):
+            t2.add_column(col, justify="right")
+        for r in exported:
+            t2.add_row(r["model"], f"{r['nodes']} ({r['nodes_compiled']})",
+                       f"{r['rlx_ms']:.1f} ({r['rlx_ms_min']:.1f}-{r['rlx_ms_max']:.1f})",
+                       f"{r['ort_ms']:.1f} ({r['ort_ms_min']:.1f}-{r['ort_ms_max']:.1f})",
+                       f"{r['ort_ms'] / r['rlx_ms']:.2f}x", f"{r['max_err_vs_onnxruntime']:.1e}",
+                       ", ".join(f"{k} {v}" for k, v in sorted(r["fused"].items())))
+        console.print(t2)
+    rows += exported
     out = Path(__file__).parent / "out" / "runtime_cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "runtime_cpu", "machine": platform.platform(), "rows": rows}, indent=2))

@@ -87,15 +87,31 @@ class BertLayer(nn.Module):
         return self.ln2(x + self.fc2(F.gelu(self.fc1(x))))
 
 
-def export(name: str, path: str, dynamo: bool = True) -> None:
-    """Export one of the models with batch B and sequence S symbolic."""
+class Stack(nn.Module):
+    """``layers`` blocks in sequence; a mask, if given, goes to every block."""
+
+    def __init__(self, blocks) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x, mask=None):
+        for block in self.blocks:
+            x = block(x) if mask is None else block(x, mask)
+        return x
+
+
+def export(name: str, path: str, dynamo: bool = True, layers: int = 1, seq: int = 8, **cfg) -> None:
+    """Export ``layers`` blocks of one of the models (``cfg`` sizes them) with batch B and
+    sequence S symbolic."""
     torch.manual_seed(0)
-    model, args, dims = {
-        "mlp": (MLP(), (torch.randn(2, 8, 32),), {"x": {0: "B", 1: "S"}}),
-        "llama": (LlamaBlock(), (torch.randn(2, 8, 64),), {"x": {0: "B", 1: "S"}}),
-        "bert": (BertLayer(), (torch.randn(2, 8, 64), torch.randn(2, 1, 1, 8)),
-                 {"x": {0: "B", 1: "S"}, "mask": {0: "B", 3: "S"}}),
-    }[name]
+    block = {"mlp": MLP, "llama": LlamaBlock, "bert": BertLayer}[name]
+    model = Stack([block(**cfg) for _ in range(layers)])
+    d = cfg.get("d", 32 if name == "mlp" else 64)
+    args: tuple = (torch.randn(2, seq, d),)
+    dims = {"x": {0: "B", 1: "S"}}
+    if name == "bert":
+        args += (torch.randn(2, 1, 1, seq),)
+        dims["mask"] = {0: "B", 3: "S"}
     kw = {} if dynamo else {"opset_version": 17}
     torch.onnx.export(model.eval(), args, path, input_names=list(dims), output_names=["y"],
                       dynamic_axes=dims, dynamo=dynamo, **kw)
