@@ -100,9 +100,11 @@ class Stack(nn.Module):
         return x
 
 
-def export(name: str, path: str, dynamo: bool = True, layers: int = 1, seq: int = 8, **cfg) -> None:
+def export(name: str, path: str, dynamo: bool = True, layers: int = 1, seq: int = 8, opset: int = 17,
+           **cfg) -> None:
     """Export ``layers`` blocks of one of the models (``cfg`` sizes them) with batch B and
-    sequence S symbolic."""
+    sequence S symbolic; ``opset`` is for the TorchScript exporter (below 17 it writes
+    LayerNorm as primitives)."""
     torch.manual_seed(0)
     block = {"mlp": MLP, "llama": LlamaBlock, "bert": BertLayer}[name]
     model = Stack([block(**cfg) for _ in range(layers)])
@@ -112,6 +114,6 @@ def export(name: str, path: str, dynamo: bool = True, layers: int = 1, seq: int 
     if name == "bert":
         args += (torch.randn(2, 1, 1, seq),)
         dims["mask"] = {0: "B", 3: "S"}
-    kw = {} if dynamo else {"opset_version": 17}
+    kw = {} if dynamo else {"opset_version": opset}
     torch.onnx.export(model.eval(), args, path, input_names=list(dims), output_names=["y"],
                       dynamic_axes=dims, dynamo=dynamo, **kw)
