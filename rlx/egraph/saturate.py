@@ -55,7 +55,8 @@ def saturate(eg: bindings.EGraph, compiled: Compiled, limits: Limits) -> Saturat
             stats.matches.update({k: v for k, v in report.num_matches_per_rule.items() if v})
             if s in compiled.region_sets:
                 _run(eg, "(run-schedule (saturate (run region-eval)))")
-            _run(eg, "(run-schedule (saturate (run types)))")
+            if s == "algebra" and report.updated:  # type what it made before fusion matches on it
+                _run(eg, "(run-schedule (saturate (run types)))")
         stats.iterations = it + 1
         stats.enodes = count_enodes(eg)
         if not updated:
