@@ -84,6 +84,15 @@ def torch_model(graph, params, torch):
     return forward
 
 
+def _ms(key: str, samples: list[float]) -> dict[str, float]:
+    """Median, min and max of timing samples, in ms, under ``key``, ``key_min``, ``key_max``."""
+    return {key: 1e3 * statistics.median(samples), f"{key}_min": 1e3 * min(samples), f"{key}_max": 1e3 * max(samples)}
+
+
+def _cell(row: dict, key: str) -> str:
+    return f"{row[key]:.1f} ({row[key + '_min']:.1f}-{row[key + '_max']:.1f})" if key in row else "-"
+
+
 ONNX_MODELS = {  # name: (tests/onnx_models.py model, its sizes, sequence length)
     "llama 4x1024 (d_ff 2816, seq 128)": ("llama", dict(layers=4, d=1024, heads=16, ff=2816, max_seq=128), 128),
     "bert-base 12x768 (seq 128)": ("bert", dict(layers=12, d=768, heads=12, ff=3072), 128),
@@ -119,9 +128,7 @@ def onnx_rows(repeats: int, console: Console) -> list[dict]:
         t_ort = timed(lambda: sess.run(None, feeds), repeats)
         rows.append({"model": name + ", exported", "nodes": len(graph.nodes), "nodes_compiled": len(result.graph.nodes),
                      "fused": dict(result.report.fused), "max_err_vs_onnxruntime": float(np.max(np.abs(got - want))),
-                     "rlx_ms": 1e3 * statistics.median(t_rlx), "rlx_ms_min": 1e3 * min(t_rlx),
-                     "rlx_ms_max": 1e3 * max(t_rlx), "ort_ms": 1e3 * statistics.median(t_ort),
-                     "ort_ms_min": 1e3 * min(t_ort), "ort_ms_max": 1e3 * max(t_ort)})
+                     **_ms("rlx_ms", t_rlx), **_ms("ort_ms", t_ort)})
     return rows
 
 
@@ -150,17 +157,13 @@ def main() -> None:
         t_rlx = timed(lambda: result.run(ins), args.repeats)
         t_ref = timed(lambda: interpret(graph, ins, ps, dtype="native"), max(3, args.repeats // 3))
         row = {"model": name, "nodes": len(graph.nodes), "nodes_compiled": len(result.graph.nodes),
-               "max_err_vs_reference": err, "rlx_ms": 1e3 * statistics.median(t_rlx),
-               "rlx_ms_min": 1e3 * min(t_rlx), "rlx_ms_max": 1e3 * max(t_rlx),
-               "unfused_ms": 1e3 * statistics.median(t_ref), "unfused_ms_min": 1e3 * min(t_ref),
-               "unfused_ms_max": 1e3 * max(t_ref)}
+               "max_err_vs_reference": err, **_ms("rlx_ms", t_rlx), **_ms("unfused_ms", t_ref)}
         if torch is not None:
             fwd = torch_model(graph, ps, torch)
             with torch.inference_mode():
                 terr = float(np.max(np.abs(fwd(ins).numpy() - out[key])))
                 t_pt = timed(lambda: fwd(ins), args.repeats)
-            row.update(torch_ms=1e3 * statistics.median(t_pt), torch_ms_min=1e3 * min(t_pt),
-                       torch_ms_max=1e3 * max(t_pt), torch_max_err_vs_rlx=terr)
+            row.update(**_ms("torch_ms", t_pt), torch_max_err_vs_rlx=terr)
         rows.append(row)
     table = Table(title=f"CPU runtime, f32, batch 1 (median of {args.repeats}, min-max)")
     for col in ("model", "MIR nodes (compiled)", "rlx ms", "unfused interpreter ms", "unfused / rlx",
@@ -168,10 +171,10 @@ def main() -> None:
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(r["model"], f"{r['nodes']} ({r['nodes_compiled']})",
-                      f"{r['rlx_ms']:.1f} ({r['rlx_ms_min']:.1f}-{r['rlx_ms_max']:.1f})",
-                      f"{r['unfused_ms']:.1f} ({r['unfused_ms_min']:.1f}-{r['unfused_ms_max']:.1f})",
+                      _cell(r, "rlx_ms"),
+                      _cell(r, "unfused_ms"),
                       f"{r['unfused_ms'] / r['rlx_ms']:.2f}x",
-                      f"{r['torch_ms']:.1f} ({r['torch_ms_min']:.1f}-{r['torch_ms_max']:.1f})" if "torch_ms" in r else "-",
+                      _cell(r, "torch_ms"),
                       f"{r['torch_ms'] / r['rlx_ms']:.2f}x" if "torch_ms" in r else "-",
                       f"{r['max_err_vs_reference']:.1e} / {r.get('torch_max_err_vs_rlx', float('nan')):.1e}")
     console = Console(width=180)
@@ -185,8 +188,8 @@ def main() -> None:
             t2.add_column(col, justify="right")
         for r in exported:
             t2.add_row(r["model"], f"{r['nodes']} ({r['nodes_compiled']})",
-                       f"{r['rlx_ms']:.1f} ({r['rlx_ms_min']:.1f}-{r['rlx_ms_max']:.1f})",
-                       f"{r['ort_ms']:.1f} ({r['ort_ms_min']:.1f}-{r['ort_ms_max']:.1f})",
+                       _cell(r, "rlx_ms"),
+                       _cell(r, "ort_ms"),
                        f"{r['ort_ms'] / r['rlx_ms']:.2f}x", f"{r['max_err_vs_onnxruntime']:.1e}",
                        ", ".join(f"{k} {v}" for k, v in sorted(r["fused"].items())))
         console.print(t2)

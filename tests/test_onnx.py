@@ -13,25 +13,10 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 import rlx  # noqa: E402
 from rlx.errors import RlxError  # noqa: E402
 from rlx.frontends.onnx import OnnxImportError, load, run_onnxruntime  # noqa: E402
-from rlx.ir import interpret  # noqa: E402
+from rlx.ir import interpret, random_arrays  # noqa: E402
 from rlx.pipeline import max_error  # noqa: E402
 
 F32 = TensorProto.FLOAT
-
-
-def _feeds(graph, binding, seed):
-    rng = np.random.default_rng(seed)
-    out = {}
-    for n in graph.inputs:
-        t = n.outputs[0]
-        shape = [binding[d] if isinstance(d, str) else d for d in t.shape]
-        if t.dtype.is_float:
-            out[n.name] = rng.standard_normal(shape).astype(t.dtype.np)
-        elif t.dtype.is_int:
-            out[n.name] = rng.integers(0, 4, size=shape).astype(t.dtype.np)
-        else:
-            out[n.name] = rng.random(shape) < 0.5
-    return out
 
 
 def assert_matches_onnxruntime(model, binding=None, seed=None, target="cpu"):
@@ -40,7 +25,7 @@ def assert_matches_onnxruntime(model, binding=None, seed=None, target="cpu"):
     graph = load(model)
     result = rlx.compile(graph, target=target)
     seed = int(np.random.default_rng().integers(1 << 31)) if seed is None else seed
-    feeds = _feeds(graph, binding or {}, seed)
+    feeds = random_arrays(graph, binding or {}, seed=seed, which=("input",))
     want = run_onnxruntime(model, feeds)
     got = result.run(feeds)
     unfused = interpret(graph, feeds, graph.weights, dtype="native")

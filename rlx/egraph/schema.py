@@ -85,7 +85,7 @@ def type_rules() -> str:
     (the scaled k that scale_through_transpose makes, say)."""
     out = ["(ruleset types)"]
     for op in REGISTRY:
-        if not op.elementwise or op.name in SPECIAL or op.name == "where" or op.variadic:
+        if not op.elementwise or op.name == "where" or op.variadic:
             continue
         c = ctor(op.name)
         if len(op.inputs) == 1:

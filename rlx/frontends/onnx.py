@@ -10,8 +10,7 @@ compute. What is left is the tensor program, with reshape targets such as ``(B, 
 Canonical forms, so the shipped rules see one spelling whatever the exporter wrote: reduction
 and softmax axes are negative; division by a constant is multiplication by its reciprocal
 (as XLA's algebraic simplifier does; at most one rounding apart) and 1/x is reciprocal(x);
-one-element constants next
-to a tensor of at least their rank are scalars.
+one-element constants next to a tensor of at least their rank are scalars.
 """
 from __future__ import annotations
 
@@ -27,7 +26,7 @@ from rlx.errors import RlxError
 from rlx.ir.dtypes import DType
 from rlx.ir.graph import Graph, Value
 from rlx.ir.registry import REGISTRY
-from rlx.ir.shapes import Dim, dim, dim_add, dim_div, dim_mul, dim_sub, is_static
+from rlx.ir.shapes import Dim, dim, dim_add, dim_div, dim_mul, dim_sub, is_static, normalize_axis
 
 MIN_OPSET = 13
 SMALL = 64  # known non-initializer tensors up to this size become constants, larger ones params
@@ -287,9 +286,7 @@ def _dtype(x: Operand) -> DType:
 
 
 def _neg_axis(axis: int, rank: int) -> int:
-    if not -rank <= axis < max(rank, 1):
-        raise OnnxImportError(f"axis {axis} out of range for rank {rank}")
-    return axis - rank if axis >= 0 else axis
+    return normalize_axis(axis, rank) - rank
 
 
 def _is_int(x: Operand) -> bool:
@@ -392,9 +389,7 @@ _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max"}
 @handles(*_REDUCE)
 def _reduce(imp, ins, at, n):
     x = ins[0]
-    axes = at.get("axes")
-    if len(ins) > 1 and ins[1] is not None:
-        axes = [int(a) for a in _dims(imp.known(ins[1], "the reduction axes"))]
+    axes = _axes_of(imp, ins, at, "the reduction axes")
     if not axes:
         if at.get("noop_with_empty_axes", 0):
             return [x]
@@ -418,10 +413,19 @@ def _transpose(imp, ins, at, n):
     return imp.emit("transpose", ins[:1], perm=tuple(perm) if perm is not None else None)
 
 
+def _ints(imp: _Importer, ins: list, i: int, what: str) -> list[int] | None:
+    """Optional input ``i`` as ints known at import time (None when it is left out)."""
+    if len(ins) > i and ins[i] is not None:
+        return [int(a) for a in _dims(imp.known(ins[i], what))]
+    return None
+
+
 def _axes_of(imp: _Importer, ins: list, at: dict, what: str) -> list[int] | None:
-    if len(ins) > 1 and ins[1] is not None:
-        return [int(a) for a in _dims(imp.known(ins[1], what))]
-    return list(at["axes"]) if "axes" in at else None
+    """Axes from the second input (newer opsets) or the ``axes`` attribute (older ones)."""
+    axes = _ints(imp, ins, 1, what)
+    if axes is None and "axes" in at:
+        axes = list(at["axes"])
+    return axes
 
 
 @handles("Unsqueeze")
@@ -456,11 +460,10 @@ def _concat(imp, ins, at, n):
 def _split(imp, ins, at, n):
     x = ins[0]
     axis = at.get("axis", 0)
-    if len(ins) > 1 and ins[1] is not None:
-        sizes = [int(s) for s in _dims(imp.known(ins[1], "the Split sizes"))]
-    elif "split" in at:
+    sizes = _ints(imp, ins, 1, "the Split sizes")
+    if sizes is None and "split" in at:
         sizes = list(at["split"])
-    else:
+    if sizes is None:
         parts = at.get("num_outputs", n)
         d = _shape(x)[axis]
         if is_static(d):
@@ -479,8 +482,7 @@ def _slice(imp, ins, at, n):
     x = ins[0]
     starts = _dims(imp.known(ins[1], "the Slice starts"))
     ends = _dims(imp.known(ins[2], "the Slice ends"))
-    axes = tuple(int(a) for a in _dims(imp.known(ins[3], "the Slice axes"))) if len(ins) > 3 and ins[3] is not None else None
-    steps = tuple(int(a) for a in _dims(imp.known(ins[4], "the Slice steps"))) if len(ins) > 4 and ins[4] is not None else None
+    axes, steps = _ints(imp, ins, 3, "the Slice axes"), _ints(imp, ins, 4, "the Slice steps")
     return imp.emit("slice", [x], starts=starts, ends=ends, axes=axes, steps=steps)
 
 
@@ -554,9 +556,7 @@ def _range(imp, ins, at, n):
 
 @handles("Trilu")
 def _trilu(imp, ins, at, n):
-    k = 0
-    if len(ins) > 1 and ins[1] is not None:
-        k = int(_dims(imp.known(ins[1], "the Trilu diagonal k"))[0])
+    k = (_ints(imp, ins, 1, "the Trilu diagonal k") or [0])[0]
     return imp.emit("trilu", ins[:1], upper=bool(at.get("upper", 1)), k=k)
 
 
