@@ -28,7 +28,7 @@ def to_dot(graph: Graph) -> str:
         kind = _kind(n)
         label = n.op if kind != "source" else f"{n.op} {n.name}"
         if n.op == "region":
-            label += "\\n" + n.attrs["body"].replace('"', "'")
+            label += "\\n" + str(n.attrs["body"]).replace('"', "'")
         elif kind in ("fused", "composite") and n.attrs:
             label += "\\n" + ", ".join(f"{k}={v}" for k, v in n.attrs.items() if v is not None and k != "value")
         label += "\\n" + ", ".join(str(t) for t in n.outputs)

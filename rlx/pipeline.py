@@ -23,11 +23,12 @@ from rlx.extract.exact import extract_exact
 from rlx.extract.greedy import NoProgram, extract
 from rlx.extract.target import Target, load_target
 from rlx.extract.to_mir import to_mir
-from rlx.exec.numpy_exec import NumpyExecutor, check_executor
+from rlx.exec.base import Program, check_claims, get_executor
 from rlx.ir.graph import Graph
 from rlx.ir.hir import Module
 from rlx.ir.interpret import bind_dims, interpret, random_arrays
 from rlx.ir.lir import LIR
+from rlx.ir.registry import REGISTRY
 from rlx.plan import plan
 from rlx.report import EGraphStats, FusionNotClean, FusionReport, RuleStats
 from rlx.rules import RuleSet, load
@@ -52,12 +53,13 @@ class CompileResult:
     def bind(self, params: Mapping[str, Any]) -> "CompileResult":
         """Bind parameters once; every later ``run`` reuses them (and the arena)."""
         self._params = {k: np.asarray(v) for k, v in params.items()}
-        self._executors: dict[tuple, NumpyExecutor] = {}
+        self._executors: dict[tuple, Program] = {}
         return self
 
-    def executor_for(self, inputs: Mapping[str, Any]) -> NumpyExecutor:
-        """The executor for these inputs' sizes (symbols bound from their shapes; cached)."""
-        check_executor(self.executor)
+    def executor_for(self, inputs: Mapping[str, Any]) -> Program:
+        """The target executor's program for these inputs' sizes (symbols bound from their
+        shapes; cached per specialization)."""
+        executor = get_executor(self.executor)
         if not hasattr(self, "_params"):
             if not self.source.weights and self.source.params:
                 raise RlxError("no params bound: call result.bind(params) or pass params= to run")
@@ -68,7 +70,7 @@ class CompileResult:
         key = tuple(sorted((k, v) for k, v in dict(binding).items() if k in self.lir.symbols))
         if key not in self._executors:
             lir = self.lir.specialize(dict(key)) if self.lir.symbols else self.lir
-            self._executors[key] = NumpyExecutor(lir, self._params)
+            self._executors[key] = executor.prepare(lir, self._params)
         return self._executors[key]
 
     def run(self, inputs: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
@@ -159,6 +161,7 @@ def saturate_program(model: Graph | Module, target: str | Path | Target | CostMo
     tgt = _target(target)
     ruleset = rules if isinstance(rules, RuleSet) else load(rules)
     tgt = tgt.resolve_claims().with_decomposed(list(decompose))
+    check_claims(tgt.executor, tgt.cost.claimed)
     cost = tgt.cost
     limits = limits or tgt.limits
     compiled = compile_rules(ruleset, cost.region_max_inputs, cost.region_max_ops)
@@ -319,6 +322,10 @@ def _no_program_message(view: EGraphView, classes: list[int], computable: set[in
         shown = named or sorted(set(nodes))  # classes the rules made have no MIR name
         tried = sorted({r.name for r in ruleset.rules if r.ruleset == "legalize" and _root_op(r) == op})
         fired = sorted({compiled.rule_of[k] for k in stats.matches if compiled.rule_of.get(k) in tried})
+        if op in REGISTRY and REGISTRY.get(op).definition is not None:
+            tried.append("its definition")
+            if any(k.startswith(f"definition:{op}@") and n for k, n in stats.matches.items()):
+                fired.append("its definition")
         lines.append(f"  {op} is not claimed; needed by {', '.join(shown[:5])}{' ...' if len(shown) > 5 else ''}; "
                      + (f"decompositions tried: {', '.join(tried)} (matched: {', '.join(fired) or 'none'})"
                         if tried else "no decomposition in the rules"))

@@ -8,6 +8,7 @@ from hypothesis import given, strategies as st
 
 from rlx.errors import DTypeError, ShapeError
 from rlx.ir import REGISTRY, DType, Graph, interpret
+from rlx.ir.expr import arg
 
 SYMS = {"B": 3, "S": 5}
 _verf = np.vectorize(math.erf)
@@ -494,7 +495,7 @@ COST_CASES = {
     "trilu": (lambda g: g.trilu(g.input("x", (3, 3))), (0, 72)),
     "sdpa": (lambda g: g.sdpa(g.input("q", (2, 4)), g.input("k", (3, 4)), g.input("v", (3, 5))),
              (2 * 2 * 3 * 4 + 2 * 2 * 3 * 5 + 10 * 2 * 3, 32 + 48 + 60 + 40)),
-    "region": (lambda g: g.region(g.input("a", _X), g.input("b", (3,)), body="mul(exp($0), $1)"), (6 * 5, 24 + 12 + 24)),
+    "region": (lambda g: g.region(g.input("a", _X), g.input("b", (3,)), body=arg(0).exp() * arg(1)), (6 * 5, 24 + 12 + 24)),
     "constant": (lambda g: g.constant(1.0), (0, 0)),
     "input": (lambda g: g.input("x", _X), (0, 0)),
     "param": (lambda g: g.param("p", _X), (0, 0)),

@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 import rlx
 from rlx.errors import BindingError
 from rlx.ir import Graph
+from rlx.ir.expr import arg
 from rlx.plan import plan
 
 
@@ -40,7 +41,7 @@ def random_graphs(draw):
         elif kind == "matmul" and len(a.shape) == 2:
             v = g.matmul(a, g.param(f"w{len(g.nodes)}", (a.shape[1], draw(st.integers(1, 5)))))
         elif kind == "region":
-            v = g.region(a, draw(st.sampled_from(same)), body="add(mul($0, $1), 1.0)")
+            v = g.region(a, draw(st.sampled_from(same)), body=arg(0) * arg(1) + 1.0)
         else:
             continue
         pool.append(v)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from rlx.ir.registry import AttrSpec, OpDef
+from rlx.ir.registry import REGISTRY, AttrSpec, OpDef
 
 
 def ctor(op: str) -> str:
@@ -82,6 +82,26 @@ def scalar_key(value: Any) -> str:
     if isinstance(v, (bool, np.bool_)):
         return "true" if v else "false"
     return repr(float(np.float32(v)))
+
+
+BODY_ARITY = {1: "U", 2: "Bn", 3: "Tn"}  # region Body constructors by operand count
+
+
+def body_head(op: str, attrs: dict[str, Any]) -> str:
+    """How a region body node's op is spelled in egglog: the op, or ``op:value`` for an op
+    with one attribute (a cast's dtype)."""
+    if not attrs:
+        return op
+    (spec,) = REGISTRY.get(op).attrs
+    return f"{op}:{encode_attr(spec, attrs[spec.name])}"
+
+
+def parse_head(head: str) -> tuple[str, dict[str, Any]]:
+    op, _, text = head.partition(":")
+    if not text:
+        return op, {}
+    (spec,) = REGISTRY.get(op).attrs
+    return op, {spec.name: spec.normalize(decode_attr(spec, text), f"region body op {op}")}
 
 
 def constructor_sorts(op: OpDef) -> list[str]:

@@ -7,6 +7,7 @@ inputs' ``N``s. Adding nodes one command each, or parsing one large program, is 
 """
 from __future__ import annotations
 
+import json
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -15,9 +16,10 @@ from pathlib import Path
 from egglog import bindings
 
 from rlx.ir.graph import Graph, Node, Value
-from rlx.ir.region import RArg, _attrs, _walk, parse_body
+from rlx.ir.expr import Expr, fold
 from rlx.ir.registry import REGISTRY
-from rlx.egraph.encode import DimTable, attr_sort, constructor_sorts, ctor, encode_attr, literal, scalar_key, tsv_cell
+from rlx.egraph.encode import (BODY_ARITY, DimTable, attr_sort, body_head, constructor_sorts, ctor, encode_attr, literal,
+                               scalar_key, tsv_cell)
 
 
 @dataclass
@@ -74,12 +76,17 @@ def load_graph(eg: bindings.EGraph, graph: Graph, workdir: Path) -> Loaded:
                 rows["L_scalar"].append([idx, scalar_key(value)])
             else:
                 rows["L_const"].append([idx, idx])
-        elif node.op == "region" or op.variadic:
+        elif node.op == "region":  # the region term, and its body as ordinary ops (any target runs those)
+            ids = [vid(v) for v in node.inputs]
+            args = "(Nil)"
+            for i in reversed(ids):
+                args = f"(Cons (N {i}) {args})"
+            small.append(f"(union (N {idx}) (Region {body_term(node.attrs['body'])} {args}))")
+            small.append(f"(union (N {idx}) {ops_term(node.attrs['body'], ids)})")
+        elif op.variadic:
             args = " ".join(f"(N {vid(v)})" for v in node.inputs)
             attrs = " ".join(literal(encode_attr(a, node.attrs[a.name]), attr_sort(a)) for a in op.attrs)
             small.append(f"(union (N {idx}) ({ctor(node.op)} (vec-of {args}) {attrs}))")
-            if node.op == "region":  # its body, as ordinary ops: any target can run those
-                small.append(f"(union (N {idx}) {_body_term(node, [vid(v) for v in node.inputs])})")
         else:
             rel = f"L_{node.op}"
             sorts[rel] = ["i64"] + constructor_sorts(op)
@@ -112,17 +119,30 @@ def load_graph(eg: bindings.EGraph, graph: Graph, workdir: Path) -> Loaded:
     return out
 
 
-def _body_term(node: Node, ids: list[int]) -> str:
-    """Egglog text of a region body over its inputs' N ids (iterative)."""
-    def leaf(x):
-        return f"(N {ids[x.index]})" if isinstance(x, RArg) else f'(O_scalar "{scalar_key(x.value)}")'
+def body_term(body: Expr) -> str:
+    """Egglog text of a region body in the Body language (Arg, Cst, U, Bn, Tn)."""
+    def fn(x: Expr, args: list[str]) -> str:
+        if x.op == "arg":
+            return f"(Arg {x.value})"
+        if x.op == "const":
+            return f'(Cst "{scalar_key(x.value)}")'
+        head = json.dumps(body_head(x.op, x.attr_dict()))
+        return f"({BODY_ARITY[len(args)]} {head} {' '.join(args)})"
+    return fold(body, fn)
 
-    def call(c, args):
-        attrs = _attrs(c)
-        spec = REGISTRY.get(c.op)
+
+def ops_term(body: Expr, ids: list[int]) -> str:
+    """Egglog text of a region body as registry ops over its inputs' N ids."""
+    def fn(x: Expr, args: list[str]) -> str:
+        if x.op == "arg":
+            return f"(N {ids[x.value]})"
+        if x.op == "const":
+            return f'(O_scalar "{scalar_key(x.value)}")'
+        spec = REGISTRY.get(x.op)
+        attrs = x.attr_dict()
         extra = [literal(encode_attr(a, attrs[a.name]), attr_sort(a)) for a in spec.attrs]
-        return f"({ctor(c.op)} {' '.join(list(args) + extra)})"
-    return _walk(parse_body(node.attrs["body"]), leaf, call)
+        return f"({ctor(x.op)} {' '.join(args + extra)})"
+    return fold(body, fn)
 
 
 def _load_rule(rel: str, cols: list[str]) -> str:

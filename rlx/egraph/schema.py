@@ -2,11 +2,13 @@
 types as functions, and the elementwise-region body language with its helpers."""
 from __future__ import annotations
 
+from rlx.errors import RlxError
+from rlx.ir.dtypes import DType
 from rlx.ir.registry import REGISTRY, OpDef
 from rlx.egraph.encode import constructor_sorts, ctor
 
-# Sources and projections have constructors of their own.
-SPECIAL = {"input", "param", "constant"}
+# Sources have constructors of their own; a region is a Region term over its body.
+SPECIAL = {"input", "param", "constant", "region"}
 
 
 def schema_ops() -> list[OpDef]:
@@ -85,7 +87,7 @@ def type_rules() -> str:
     (the scaled k that scale_through_transpose makes, say)."""
     out = ["(ruleset types)"]
     for op in REGISTRY:
-        if not op.elementwise or op.name == "where" or op.variadic:
+        if not op.elementwise or op.value_inputs is not None or op.variadic:
             continue
         c = ctor(op.name)
         if len(op.inputs) == 1:
@@ -95,6 +97,19 @@ def type_rules() -> str:
         for head in heads:
             out.append(f"(rule ({head} (= r (ty-rank x))) ((set (ty-rank e) r)) :ruleset types)")
             out.append(f"(rule ({head} (= d (ty-dim x i))) ((set (ty-dim e i) d)) :ruleset types)")
-            if op.name not in ("cast", "equal", "less", "greater"):
+            if _keeps_dtype(op):
                 out.append(f"(rule ({head} (= t (ty-dtype x))) ((set (ty-dtype e) t)) :ruleset types)")
     return "\n".join(out)
+
+
+def _keeps_dtype(op: OpDef) -> bool:
+    """Whether the op's result has its operands' dtype (not a cast or a comparison), read
+    off its dtype rule."""
+    try:
+        attrs = op.normalize_attrs({}, op.name)
+    except RlxError:
+        return False  # a required attribute (a cast's dtype) decides the result
+    try:
+        return all(op.dtype([d] * len(op.inputs), attrs) == [d] for d in (DType.f32, DType.f16))
+    except RlxError:
+        return False

@@ -1,7 +1,7 @@
 """A Python view of a frozen e-graph: classes of decoded e-nodes, with tensor types.
 
 ``EGraph.freeze()`` gives every function's rows; this turns the tensor constructors into
-``ENode``s over integer class ids (region bodies decoded to text), then infers every
+``ENode``s over integer class ids (region bodies decoded to expression trees), then infers every
 class's type from the registry, starting from the loaded MIR types. Nothing here recurses,
 so deep graphs are fine.
 """
@@ -16,9 +16,9 @@ from egglog import bindings
 
 from rlx.errors import RlxError
 from rlx.ir.graph import Graph
-from rlx.ir.region import RArg, RCall, RConst, format_body, remap_args
-from rlx.ir.registry import REGISTRY, TensorType, dtype_peers
-from rlx.egraph.encode import attr_sort, decode_attr
+from rlx.ir.expr import Expr, arg, const, remap
+from rlx.ir.registry import REGISTRY, TensorType
+from rlx.egraph.encode import attr_sort, decode_attr, parse_head
 from rlx.egraph.load import Loaded
 from rlx.egraph.schema import schema_ops
 
@@ -111,11 +111,11 @@ def freeze(eg: bindings.EGraph, graph: Graph, loaded: Loaded) -> EGraphView:
                                               (("index", eg.value_to_i64(r.inputs[1])),)))
         elif fname == "Region":
             for r in f.rows:
-                text, args = bodies.get(r.inputs[0]), arglists.get(r.inputs[1])
-                if text is None or args is None:
+                body, args = bodies.get(r.inputs[0]), arglists.get(r.inputs[1])
+                if body is None or args is None:
                     continue  # body not evaluated within the limits: this region is not usable
                 args = [view.cid(a) for a in args]
-                add(view.cid(r.output), _region_node(text, args))
+                add(view.cid(r.output), _region_node(body, args))
         elif fname in ops:
             op = ops[fname]
             for r in f.rows:
@@ -138,8 +138,8 @@ def _prim(eg: bindings.EGraph, v: Any, spec) -> Any:
     return eg.value_to_i64(v) if sort == "i64" else eg.value_to_f64(v) if sort == "f64" else eg.value_to_string(v)
 
 
-def _bodies(eg: bindings.EGraph, frozen) -> dict[Any, str]:
-    """Body class -> the text of its smallest concrete term (fixpoint, no recursion)."""
+def _bodies(eg: bindings.EGraph, frozen) -> dict[Any, Expr]:
+    """Body class -> its smallest concrete expression (fixpoint, no recursion)."""
     forms: dict[Any, list[tuple[str, tuple, Any]]] = defaultdict(list)
     for name in BODY_CTORS:
         f = frozen.get(name)
@@ -152,28 +152,29 @@ def _bodies(eg: bindings.EGraph, frozen) -> dict[Any, str]:
                 forms[r.output].append(("Cst", (), eg.value_to_string(r.inputs[0])))
             else:
                 forms[r.output].append((name, tuple(r.inputs[1:]), eg.value_to_string(r.inputs[0])))
-    best: dict[Any, tuple[int, Any]] = {}
+    best: dict[Any, tuple[int, Expr]] = {}
     changed = True
     while changed:
         changed = False
         for cls, fs in forms.items():
             for kind, kids, payload in fs:
                 if kind == "Arg":
-                    cand = (0, RArg(payload))
+                    cand = (0, arg(payload))
                 elif kind == "Cst":
                     try:
-                        cand = (0, RConst(float(payload)))
+                        cand = (0, const(payload == "true" if payload in ("true", "false") else float(payload)))
                     except ValueError:
                         continue
                 else:
                     if any(k not in best for k in kids):
                         continue
-                    op, _, attr = payload.partition(":")
-                    cand = (1 + sum(best[k][0] for k in kids), RCall(op, attr or None, tuple(best[k][1] for k in kids)))
+                    op, attrs = parse_head(payload)
+                    cand = (1 + sum(best[k][0] for k in kids),
+                            Expr(op, tuple(best[k][1] for k in kids), attrs=tuple(sorted(attrs.items()))))
                 if cls not in best or cand[0] < best[cls][0]:
                     best[cls] = cand
                     changed = True
-    return {cls: format_body(expr) for cls, (_, expr) in best.items()}
+    return {cls: expr for cls, (_, expr) in best.items()}
 
 
 def _arglists(frozen) -> dict[Any, list[Any]]:
@@ -190,13 +191,13 @@ def _arglists(frozen) -> dict[Any, list[Any]]:
     return best
 
 
-def _region_node(text: str, args: list[int]) -> ENode:
+def _region_node(body: Expr, args: list[int]) -> ENode:
     """A region e-node with duplicate inputs merged (``$i`` renumbered)."""
     unique = list(dict.fromkeys(args))
     if len(unique) == len(args):
-        return ENode("region", tuple(args), (("body", text),))
+        return ENode("region", tuple(args), (("body", body),))
     mapping = {i: unique.index(a) for i, a in enumerate(args)}
-    return ENode("region", tuple(unique), (("body", remap_args(text, mapping)),))
+    return ENode("region", tuple(unique), (("body", remap(body, mapping)),))
 
 
 def _infer_types(view: EGraphView, graph: Graph) -> None:
@@ -231,7 +232,7 @@ def _type_new_scalars(view: EGraphView) -> bool:
             if not untyped.intersection(n.children) or n.op not in REGISTRY or not REGISTRY.get(n.op).elementwise:
                 continue
             kids = view.inputs(n)
-            like = next((view.type1(kids[i]) for i in dtype_peers(n.op, len(kids))
+            like = next((view.type1(kids[i]) for i in REGISTRY.get(n.op).dtype_peers(len(kids))
                          if view.type1(kids[i]) is not None), None)
             if like is not None:
                 for c in n.children:

@@ -2,28 +2,35 @@
 
 The input, param, output and arena regions are allocated once; every value is a NumPy view
 at its offset (views of views are views); parameters are copied in once at bind time; each
-step writes into its slot (``out=``), fused ops run as one kernel each, elementwise regions
-as one generated function, and kernel temporaries come from per-step scratch allocated on
-the first run, so later runs allocate nothing large. BLAS uses both cores.
+step writes into its slot. A step runs a hand-written override where one is registered
+against its op (BLAS matmul, reductions, gathers), else the kernel the kernel layer derives
+from the op's definition, printed by ``numpy_print`` (regions, activations, norms, softmax,
+GEMM epilogues, attention, users' fused ops), else the op's definition or reference.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
-from rlx.errors import BindingError, RlxError
-from rlx.exec.kernels import KERNELS, MULTI, Scratch
-from rlx.exec.regions import region_function
+from rlx.errors import BindingError
+from rlx.exec.base import StepTiming, override, overrides, register_executor
+from rlx.exec.numpy_print import build, printable
 from rlx.ir.dtypes import DType
-from rlx.ir.lir import LIR, ValueLayout
-from rlx.ir.registry import REGISTRY
+from rlx.ir.lir import LIR, Step, ValueLayout
+from rlx.ir.registry import REGISTRY, OpDef, TensorType
+from rlx.kernels.lower import kernel_for
+from rlx.kernels.scalar import primitives
+
+NAME = "numpy"
 
 
-class NumpyExecutor:
+class NumpyProgram:
     """Bound to one planned LIR and one set of params; ``run`` reuses every buffer."""
 
-    def __init__(self, lir: LIR, params: Mapping[str, np.ndarray]) -> None:
+    def __init__(self, lir: LIR, params: Mapping[str, Any]) -> None:
         if not lir.planned:
             raise BindingError(f"LIR {lir.name!r} has unbound symbols {', '.join(lir.symbols)}: specialize it first")
         self.lir = lir
@@ -34,10 +41,13 @@ class NumpyExecutor:
             if entry["name"] not in params:
                 raise BindingError(f"missing param {entry['name']!r} {entry['dtype']}{entry['shape']}")
             self._store(entry["name"], params[entry["name"]], "param")
-        self.steps: list[Callable[[], None]] = []
+        self.dispatch: dict[str, str] = {}
+        self.steps: list[tuple[Step, Callable[[], None]]] = []
         for step in lir.steps:
             if step.phase == "body" and not step.view:
-                self.steps.append(self._step(step))
+                kind, fn = self._step(step)
+                self.dispatch[step.node] = kind
+                self.steps.append((step, fn))
             elif step.phase == "prologue" and step.op == "constant":
                 node = lir.source.node(step.node)
                 np.copyto(self.arrays[step.outputs[0]], node.attrs["value"].astype(node.outputs[0].dtype.np))
@@ -56,50 +66,108 @@ class NumpyExecutor:
             raise BindingError(f"{kind} {name!r}: expected shape {dst.shape}, got {arr.shape}")
         np.copyto(dst, arr, casting="same_kind" if arr.dtype.kind == dst.dtype.kind else "unsafe")
 
-    def _step(self, step) -> Callable[[], None]:
+    def _step(self, step: Step) -> tuple[str, Callable[[], None]]:
         ins = [self.arrays[n] for n in step.inputs]
         outs = [self.arrays[n] for n in step.outputs]
-        attrs = step.attrs
-        op = step.op
-        scratch = Scratch()
-        if op == "region":
-            fn = region_function(attrs["body"], len(ins))
-            out = outs[0]
-            return lambda: fn(*ins, out, scratch=scratch)
-        if op in MULTI:
-            k = MULTI[op]
-            return lambda: k(ins, outs, attrs, scratch)
-        if op in KERNELS and len(outs) == 1:
-            k, out = KERNELS[op], outs[0]
-            return lambda: k(ins, out, attrs, scratch)
-        if op == "causal_mask":
-            out = outs[0]
+        attrs, op = step.attrs, step.op
+        native = overrides(NAME).get(op)
+        if native is not None:
+            return "native", lambda: native(ins, outs, attrs)
+        types = [TensorType(self.lir.values[n].shape, DType(self.lir.values[n].dtype)) for n in step.inputs]
+        kernel = kernel_for(op, types, attrs)
+        if kernel is not None:
+            return "generated", build(kernel, ins, outs)
+        opdef = REGISTRY.get(op)
+        ref = opdef.reference
 
-            def causal() -> None:
-                np.copyto(out, ins[0])
-                rows, cols = np.triu_indices(out.shape[-2], 1, out.shape[-1])
-                out[..., rows, cols] = -np.inf
-            return causal
-        ref = REGISTRY.get(op).reference  # everything else: the registry reference, copied into the slot
-
-        def generic() -> None:
+        def run() -> None:
             res = ref(ins, attrs)
             for o, r in zip(outs, res if isinstance(res, tuple) else (res,)):
                 np.copyto(o, r, casting="unsafe")
-        return generic
+        return ("definition" if opdef.category == "fused" else "reference"), run
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run once; returns fresh arrays (the output region is reused by the next run)."""
+        self._bind_inputs(inputs)
+        with np.errstate(all="ignore"):
+            for _, fn in self.steps:
+                fn()
+        return self._outputs()
+
+    def profile(self, inputs: Mapping[str, Any]) -> list[StepTiming]:
+        """Run once, timing every step."""
+        self._bind_inputs(inputs)
+        out = []
+        with np.errstate(all="ignore"):
+            for step, fn in self.steps:
+                t = time.perf_counter()
+                fn()
+                out.append(StepTiming(step.index, step.node, step.op, self.dispatch[step.node],
+                                      time.perf_counter() - t))
+        return out
+
+    def read(self, value: str) -> np.ndarray:
+        return self.arrays[value].copy()
+
+    def _bind_inputs(self, inputs: Mapping[str, Any]) -> None:
         for entry in self.lir.manifest["inputs"]:
             if entry["name"] not in inputs:
                 raise BindingError(f"missing input {entry['name']!r} {entry['dtype']}{entry['shape']}")
             self._store(entry["name"], inputs[entry["name"]], "input")
-        with np.errstate(all="ignore"):
-            for step in self.steps:
-                step()
+
+    def _outputs(self) -> dict[str, np.ndarray]:
         return {s.node: self.arrays[s.inputs[0]].copy() for s in self.lir.steps if s.phase == "epilogue"}
 
 
-def check_executor(name: str) -> None:
-    if name != "numpy":
-        raise RlxError(f"executor {name!r} is not available yet (this machine runs the numpy executor)")
+class NumpyExecutor:
+    """Runs on any machine: every op has at least its NumPy reference."""
+    name = NAME
+
+    def available(self) -> str | None:
+        return None
+
+    def supports(self, op: OpDef) -> bool:
+        return op.reference is not None and (not op.is_primitive_elementwise or op.name in printable())
+
+    def prepare(self, lir: LIR, params: Mapping[str, Any]) -> NumpyProgram:
+        return NumpyProgram(lir, params)
+
+
+register_executor(NAME, NumpyExecutor)
+
+
+# ---------------------------------------------------------------------------- native kernels
+@override(NAME, "matmul")
+def _matmul(ins, outs, attrs) -> None:
+    np.matmul(ins[0], ins[1], out=outs[0])
+
+
+def _reduce(fn):
+    def kernel(ins, outs, attrs) -> None:
+        axes = attrs["axes"]
+        axes = tuple(range(ins[0].ndim)) if axes is None else tuple(a % ins[0].ndim for a in axes)
+        fn(ins[0], axis=axes, keepdims=attrs["keepdims"], out=outs[0])
+    return kernel
+
+
+for _op, _fn in (("sum", np.sum), ("mean", np.mean), ("max", np.max)):
+    override(NAME, _op)(_reduce(_fn))
+
+
+@override(NAME, "gather")
+def _gather(ins, outs, attrs) -> None:
+    np.take(ins[0], ins[1], axis=attrs["axis"], out=outs[0])
+
+
+@override(NAME, "concat")
+def _concat(ins, outs, attrs) -> None:
+    np.concatenate(ins, axis=attrs["axis"], out=outs[0])
+
+
+@override(NAME, "reshape")
+def _reshape_copy(ins, outs, attrs) -> None:
+    """A reshape that is not a view (its input is strided): copy through a view of the slot."""
+    np.copyto(outs[0].reshape(ins[0].shape), ins[0])
+
+
+__all__ = ["NumpyExecutor", "NumpyProgram", "primitives"]

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rlx.errors import RlxError
-from rlx.ir.region import body_ops
+from rlx.ir.expr import ops_of
 from rlx.ir.registry import REGISTRY, TensorType
 from rlx.ir.shapes import DimBinding, symbols
 
@@ -48,8 +48,8 @@ class CostModel:
         """Predicted seconds for one op application (inf when the target does not claim it)."""
         if op in ("input", "param", "constant", "get"):
             return 0.0
-        if not self.claims(op):
-            return INF
+        if not self.claims(op) or op == "region" and not all(map(self.claims, ops_of(attrs["body"]))):
+            return INF  # a region runs its body's ops: the target must claim each of them
         opdef = REGISTRY.get(op)
         if opdef.view:
             return self.view_overhead
@@ -64,7 +64,7 @@ class CostModel:
         peak = self.peak_flops.get(dtype, self.peak_flops["f32"]) * self.efficiency.get(op, 1.0)
         seconds = self.launch_overhead + max(flops / peak, nbytes / self.bandwidth)
         if op == "region":  # at equal cost, a named kernel beats generated code
-            seconds += REGION_TIE_BREAK * len(body_ops(attrs["body"]))
+            seconds += REGION_TIE_BREAK * sum(1 for _ in ops_of(attrs["body"]))
         return seconds
 
 

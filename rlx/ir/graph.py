@@ -17,6 +17,7 @@ import numpy as np
 
 from rlx.errors import ArityError, DTypeError, GraphError, RlxError, ShapeError
 from rlx.ir.dtypes import DType, as_dtype
+from rlx.ir.expr import Expr, from_json, to_json
 from rlx.ir.registry import REGISTRY, OpDef, TensorType
 from rlx.ir.shapes import DimBinding, Shape, fmt_shape, shape as canonical_shape
 
@@ -337,7 +338,7 @@ class Graph:
             elif n.opdef.category == "source":
                 attrs = {}
             arg = ", ".join(f"%{v.name}" for v in n.inputs)
-            extra = ", ".join(f"{k}={_jsonable(v)}" for k, v in attrs.items())
+            extra = ", ".join(f"{k}={v if isinstance(v, Expr) else jsonable(v)}" for k, v in attrs.items())
             types = ", ".join(str(t) for t in n.outputs)
             lines.append(f"  %{n.name} = {n.op}({', '.join(x for x in (arg, extra) if x)}) : {types}")
         lines.append("  return " + ", ".join(f"{name}=%{v.name}" for name, v in self.outputs))
@@ -372,7 +373,7 @@ class Graph:
             nodes.append({
                 "name": n.name, "op": n.op,
                 "inputs": [v.name for v in n.inputs],
-                "attrs": {k: _jsonable(v) for k, v in sorted(n.attrs.items())},
+                "attrs": {k: jsonable(v) for k, v in sorted(n.attrs.items())},
                 "outputs": [{"shape": list(t.shape), "dtype": str(t.dtype)} for t in n.outputs],
             })
         return {"format": JSON_FORMAT, "name": self.name, "nodes": nodes,
@@ -400,7 +401,7 @@ class Graph:
                 attrs = {}
                 for k, v in nd["attrs"].items():
                     spec = opdef.attr(k) if k in {a.name for a in opdef.attrs} else None
-                    attrs[k] = _from_jsonable(v, spec.kind if spec else None)
+                    attrs[k] = _fromjsonable(v, spec.kind if spec else None, f"{where}: attribute {k!r}")
                 node = g.add_node(nd["op"], ins, attrs, nd["name"])
                 declared = [(tuple(o["shape"]), o["dtype"]) for o in nd.get("outputs", [])]
                 actual = [(tuple(t.shape), str(t.dtype)) for t in node.outputs]
@@ -431,7 +432,9 @@ def _short(arr: np.ndarray) -> str:
     return repr(arr.item()) if arr.size == 1 else f"<{arr.dtype}{list(arr.shape)}>"
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
+    if isinstance(v, Expr):
+        return to_json(v)
     if isinstance(v, np.ndarray):
         return {"tensor": v.astype(np.float64 if v.dtype.kind == "f" else v.dtype).tolist(),
                 "shape": list(v.shape)}
@@ -442,9 +445,11 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def _from_jsonable(v: Any, kind: str | None) -> Any:
+def _fromjsonable(v: Any, kind: str | None, where: str) -> Any:
     if kind == "tensor" and isinstance(v, dict):
         return np.asarray(v["tensor"]).reshape(v["shape"])
+    if kind == "expr":
+        return from_json(v, where)
     return v
 
 

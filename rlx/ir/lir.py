@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rlx.ir.graph import Graph
+from rlx.ir.graph import Graph, jsonable
 
 
 @dataclass(frozen=True)
@@ -132,9 +132,6 @@ def _align(n: int, a: int) -> int:
 def _jsonable(attrs: dict) -> dict:
     out = {}
     for k, v in sorted(attrs.items()):
-        if hasattr(v, "tolist"):
-            v = {"tensor": v.tolist(), "dtype": str(v.dtype)}
-        elif isinstance(v, tuple):
-            v = list(v)
+        v = jsonable(v)
         out[k] = v if isinstance(v, (int, float, str, bool, list, dict, type(None))) else str(v)
     return out

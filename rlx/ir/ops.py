@@ -128,10 +128,20 @@ _UNARY: dict[str, tuple[Callable, float, bool]] = {
     "gelu_tanh": (_gelu_tanh, 12, True),
     "silu": (lambda x: x * special.expit(x), 6, True),
 }
+# Non-primitive elementwise ops are defined over the primitives (the rule language): their
+# scalar bodies in every kernel and their decompositions in the e-graph follow from these.
+_UNARY_DEFINITIONS = {
+    "rsqrt": "reciprocal(sqrt(x))",
+    "sigmoid": "reciprocal(add(exp(neg(x)), 1.0))",
+    "relu": "maximum(x, 0.0)",
+    "gelu": "mul(mul(x, add(erf(div(x, 1.4142135623730951)), 1.0)), 0.5)",
+    "gelu_tanh": "mul(mul(x, 0.5), add(tanh(mul(add(x, mul(pow(x, 3.0), 0.044715)), 0.7978845608028654)), 1.0))",
+    "silu": "mul(x, sigmoid(x))",
+}
 for _name, (_fn, _k, _float) in _UNARY.items():
     _op(_name, ["x"], _same_shape, _float_dtype if _float else _same_dtype,
         (lambda f: lambda ins, a: f(ins[0]))(_fn), _per_elem(_k), elementwise=True,
-        doc=f"Elementwise {_name}.")
+        definition=_UNARY_DEFINITIONS.get(_name), doc=f"Elementwise {_name}.")
 
 _op("cast", ["x"], _same_shape, lambda d, a: [a["dtype"]],
     lambda ins, a: ins[0].astype(a["dtype"].np), _no_flops, A("dtype", "dtype"),
@@ -167,7 +177,7 @@ def _where_dtype(d, a):
 
 
 _op("where", ["cond", "a", "b"], _broadcast, _where_dtype,
-    lambda ins, a: np.where(ins[0], ins[1], ins[2]), _per_elem(1), elementwise=True,
+    lambda ins, a: np.where(ins[0], ins[1], ins[2]), _per_elem(1), elementwise=True, value_inputs=(1, 2),
     doc="Select a where cond else b, broadcasting all three.")
 
 
@@ -208,9 +218,43 @@ def _transpose_shape(shapes, a):
     return [tuple(x[p] for p in _transpose_perm(len(x), a["perm"]))]
 
 
+def _contiguous(shape) -> tuple:
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= d
+    return tuple(reversed(strides))
+
+
+# View layouts: (attrs, input shape, input strides, output shape) -> (element offset,
+# strides) of the output aliasing its input, or None where it needs a copy.
+def _transpose_view(a, shape, strides, out_shape):
+    return 0, tuple(strides[p] for p in _transpose_perm(len(shape), a["perm"]))
+
+
+def _reshape_view(a, shape, strides, out_shape):
+    return (0, _contiguous(out_shape)) if tuple(strides) == _contiguous(shape) else None
+
+
+def _expand_view(a, shape, strides, out_shape):
+    lead = len(out_shape) - len(shape)
+    return 0, (0,) * lead + tuple(0 if d == 1 and o != 1 else s
+                                  for d, o, s in zip(shape, out_shape[lead:], strides))
+
+
+def _slice_view(a, shape, strides, out_shape):
+    strides, offset = list(strides), 0
+    for ax, start, end, step in _slice_params(len(shape), a):
+        if step <= 0 or not is_static(start):
+            return None  # negative strides are a copy: not every executor has them
+        offset += range(*slice(start, None, step).indices(shape[ax])).start * strides[ax]
+        strides[ax] *= step
+    return offset, tuple(strides)
+
+
 _op("transpose", ["x"], _transpose_shape, _same_dtype,
     lambda ins, a: np.transpose(ins[0], _transpose_perm(ins[0].ndim, a["perm"])), _no_flops,
-    A("perm", "ints", None, optional=True), view=True,
+    A("perm", "ints", None, optional=True), view=True, view_layout=_transpose_view,
     doc="Permute axes (reverse them when perm is None).")
 
 
@@ -235,7 +279,7 @@ def _reshape_shape(shapes, a):
 
 _op("reshape", ["x"], _reshape_shape, _same_dtype,
     lambda ins, a: np.reshape(ins[0], a["shape"]), _no_flops,
-    A("shape", "dims"), view=True,
+    A("shape", "dims"), view=True, view_layout=_reshape_view,
     doc="Reshape; one dim may be -1; symbolic dims must multiply out to the same size.")
 
 
@@ -247,7 +291,7 @@ def _expand_shape(shapes, a):
 
 _op("expand", ["x"], _expand_shape, _same_dtype,
     lambda ins, a: np.broadcast_to(ins[0], np.broadcast_shapes(ins[0].shape, a["shape"])),
-    _no_flops, A("shape", "dims"), view=True,
+    _no_flops, A("shape", "dims"), view=True, view_layout=_expand_view,
     doc="Broadcast to a shape (bidirectional, as ONNX Expand).")
 
 
@@ -289,7 +333,7 @@ def _slice_ref(ins, a):
 
 _op("slice", ["x"], _slice_shape, _same_dtype, _slice_ref, _no_flops,
     A("starts", "dims"), A("ends", "dims"), A("axes", "ints", None, optional=True),
-    A("steps", "ints", None, optional=True), view=True,
+    A("steps", "ints", None, optional=True), view=True, view_layout=_slice_view,
     doc="Python-style slicing along axes (ends clamp; 2**63-1 means to the end; starts and "
         "ends may be symbolic, as x[:S])")
 
@@ -361,7 +405,9 @@ def _softmax_shape(shapes, a):
 
 
 _op("softmax", ["x"], _softmax_shape, _float_dtype, _softmax_ref, _per_elem(8), A("axis", "int", -1),
-    category="composite", doc="Numerically stable softmax along an axis.")
+    category="composite", doc="Numerically stable softmax along an axis.",
+    definition="""e = exp(sub(x, max(x; axes=[-1], keepdims=true)))
+                  div(e, sum(e; axes=[-1], keepdims=true))""", defined_for=(("axis", -1),))
 
 
 def _norm_axes(rank, axis):
@@ -394,7 +440,10 @@ def _float_all_same(d, a):
 
 _op("layer_norm", ["x", "weight", "bias"], _layer_norm_shape, _float_all_same, _layer_norm_ref,
     _per_elem(8), A("axis", "int", -1), A("eps", "float", 1e-5), category="composite",
-    doc="Layer normalization over the dims from axis on, with affine weight and bias.")
+    doc="Layer normalization over the dims from axis on, with affine weight and bias.",
+    definition="""d = sub(x, mean(x; axes=[-1], keepdims=true))
+                  add(mul(div(d, sqrt(add(mean(pow(d, 2.0); axes=[-1], keepdims=true), eps))), weight), bias)""",
+    defined_for=(("axis", -1),))
 
 
 def _rms_norm_shape(shapes, a):
@@ -414,7 +463,8 @@ def _rms_norm_ref(ins, a):
 
 _op("rms_norm", ["x", "weight"], _rms_norm_shape, _float_all_same, _rms_norm_ref, _per_elem(5),
     A("eps", "float", 1e-6), category="composite",
-    doc="RMS normalization over the last dim, scaled by weight.")
+    doc="RMS normalization over the last dim, scaled by weight.",
+    definition="mul(mul(x, reciprocal(sqrt(add(mean(pow(x, 2.0); axes=[-1], keepdims=true), eps)))), weight)")
 
 
 def _gather_shape(shapes, a):

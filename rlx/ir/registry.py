@@ -19,7 +19,7 @@ from rlx.ir.dtypes import DType, as_dtype
 from rlx.ir.shapes import Shape
 
 REQUIRED = object()
-ATTR_KINDS = ("int", "float", "bool", "str", "ints", "dims", "dtype", "tensor", "op")
+ATTR_KINDS = ("int", "float", "bool", "str", "ints", "dims", "dtype", "tensor", "op", "expr")
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,11 @@ class AttrSpec:
                 return as_dtype(value)
             except DTypeError as e:
                 raise DTypeError(f"{where}: attribute {self.name!r}: {e}") from None
+        if k == "expr":  # a scalar expression tree (rlx.ir.expr), e.g. a region's body
+            from rlx.ir.expr import Expr  # expr builds on this module
+            if isinstance(value, Expr):
+                return value
+            raise bad
         if k == "tensor":
             try:
                 arr = np.asarray(value)
@@ -125,8 +130,17 @@ class OpDef:
     view: bool = False
     category: str = "primitive"      # source | primitive | composite | fused
     doc: str = ""
-    definition: Any = field(default=None, compare=False)  # fused ops: their body (rules)
+    # What the op means in other ops: a fused op's declaration (rule files), or for a
+    # registry op the body in the rule language over its input and attribute names, valid
+    # where its attributes equal ``defined_for``. Kernels, decompositions and scalar bodies
+    # follow from it; an elementwise op without one is a primitive every backend prints.
+    definition: Any = field(default=None, compare=False)
+    defined_for: tuple[tuple[str, Any], ...] = ()
     types: Any = field(default=None, compare=False)  # optional combined shape+dtype rule
+    value_inputs: tuple[int, ...] | None = None  # inputs a weak scalar takes its dtype from
+    # A view op: (attrs, input shape, input strides, output shape) -> (element offset,
+    # strides) when the output can alias its input, else None (the executor copies).
+    view_layout: Any = field(default=None, compare=False)
 
     def infer(self, in_types: Sequence[TensorType], attrs: dict) -> list[TensorType]:
         """Output types from input types: the combined rule if the op has one, else the
@@ -136,6 +150,16 @@ class OpDef:
         shapes = self.shape([t.shape for t in in_types], attrs)
         dtypes = self.dtype([t.dtype for t in in_types], attrs)
         return [TensorType(tuple(s), d) for s, d in zip(shapes, dtypes)]
+
+    def dtype_peers(self, n_inputs: int) -> Sequence[int]:
+        """The operands whose dtype a weak scalar among them takes (all, unless the op says:
+        where's condition is bool and its two values set the dtype)."""
+        return self.value_inputs if self.value_inputs is not None else range(n_inputs)
+
+    @property
+    def is_primitive_elementwise(self) -> bool:
+        """An elementwise op every backend prints itself (it has no definition)."""
+        return self.elementwise and self.definition is None and not self.variadic
 
     @property
     def min_inputs(self) -> int:
@@ -208,12 +232,6 @@ class Registry:
 
 
 REGISTRY = Registry()
-
-
-def dtype_peers(op: str, n_inputs: int) -> range:
-    """The operands whose dtype a weak scalar among them takes: all of them, except that
-    where's condition is bool and its two values set the dtype."""
-    return range(1, n_inputs) if op == "where" else range(n_inputs)
 
 
 def get_op(name: str, where: str = "") -> OpDef:

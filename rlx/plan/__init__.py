@@ -11,45 +11,12 @@ from rlx.ir.shapes import DimBinding, is_static, symbols
 from rlx.plan.arena import align, assign
 from rlx.plan.schedule import schedule
 
-VIEW_OPS = ("reshape", "transpose", "expand", "slice")
-
-
 def _contiguous(shape: tuple) -> tuple:
     strides, acc = [], 1
     for d in reversed(shape):
         strides.append(acc)
         acc *= d
     return tuple(reversed(strides))
-
-
-def _view_layout(node: Node, src: ValueLayout, out_shape: tuple) -> tuple[int, tuple] | None:
-    """(extra element offset, strides) if ``node`` can alias its input, else None (copy)."""
-    a = node.attrs
-    if node.op == "reshape":
-        return (0, _contiguous(out_shape)) if src.strides == _contiguous(src.shape) else None
-    if node.op == "transpose":
-        rank = len(src.shape)
-        perm = a["perm"] if a["perm"] is not None else tuple(reversed(range(rank)))
-        return 0, tuple(src.strides[p % rank] for p in perm)
-    if node.op == "expand":
-        lead = len(out_shape) - len(src.shape)
-        strides = [0] * lead + [0 if d == 1 and o != 1 else s
-                                for d, o, s in zip(src.shape, out_shape[lead:], src.strides)]
-        return 0, tuple(strides)
-    if node.op == "slice":
-        rank = len(src.shape)
-        axes = a["axes"] if a["axes"] is not None else tuple(range(len(a["starts"])))
-        steps = a["steps"] if a["steps"] is not None else (1,) * len(axes)
-        strides, offset = list(src.strides), 0
-        for ax, start, end, step in zip(axes, a["starts"], a["ends"], steps):
-            if step <= 0 or not is_static(start):
-                return None  # negative strides are a copy here: not every executor has them
-            ax %= rank
-            lo = range(*slice(start, None, step).indices(src.shape[ax])).start  # end: irrelevant
-            offset += lo * src.strides[ax]
-            strides[ax] *= step
-        return offset, tuple(strides)
-    return None
 
 
 def plan(graph: Graph, alignment: int = 64, binding: Mapping[str, int] | None = None) -> LIR:
@@ -117,10 +84,7 @@ def _plan(graph: Graph, alignment: int, syms: list[str]) -> LIR:
                 values[v.name] = ValueLayout(v.name, bid, 0, shape, _strides(shape), str(v.dtype), False)
                 continue
             src = values[node.inputs[0].name] if node.inputs else None
-            layout = (_view_layout(node, src, nominal.resolve_shape(shape)) if node.op in VIEW_OPS and src
-                      and all(is_static(d) for d in src.shape) else None)
-            if node.op in VIEW_OPS and src and not all(is_static(d) for d in src.shape):
-                layout = _symbolic_view(node, src)
+            layout = _view(node, src, shape) if op.view_layout is not None and src else None
             if layout is not None:
                 off, strides = layout
                 itemsize = v.dtype.itemsize
@@ -176,17 +140,26 @@ def _strides(shape: tuple) -> tuple:
     return _contiguous(shape) if all(is_static(d) for d in shape) else ()
 
 
-def _symbolic_view(node: Node, src: ValueLayout) -> tuple[int, tuple] | None:
-    """Views of symbolic shapes are decided when the plan is specialized; a reshape or a
-    transpose is a view already (its strides come with the sizes)."""
-    return (0, ()) if node.op in ("reshape", "transpose", "expand") else None
+def _view(node: Node, src: ValueLayout, shape: tuple) -> tuple[int, tuple] | None:
+    """The op's view layout over its input's, or None (a copy). With symbolic sizes the
+    layout is decided when the plan is specialized: an op that would alias its input at
+    every size (a transpose, an expand, a reshape of a dense input) is a view already."""
+    static = all(is_static(d) for d in src.shape) and all(is_static(d) for d in shape)
+    if static:
+        return node.opdef.view_layout(node.attrs, src.shape, src.strides, shape)
+    if any(not is_static(d) for a in ("starts", "ends") for d in node.attrs.get(a) or ()):
+        return None
+    probe = DimBinding({s: 5 for s in symbols(list(src.shape) + list(shape))})  # any size will do
+    ins, outs = probe.resolve_shape(src.shape), probe.resolve_shape(shape)
+    attrs = {k: (probe.resolve_shape(v) if k == "shape" and v is not None else v) for k, v in node.attrs.items()}
+    return (0, ()) if node.opdef.view_layout(attrs, ins, _contiguous(ins), outs) is not None else None
 
 
 def _in_place_donor(node: Node, v: Value, values: dict, buffers: dict, last_use: dict, t: int,
                     outputs: set[str], nbytes: int) -> int | None:
     """A buffer an elementwise node may overwrite: an input of the same size and dtype that
     is not a view, lives in the arena, and dies at this step (nothing else reads it later)."""
-    if not node.opdef.elementwise and node.op != "region" or v.name in outputs:
+    if not node.opdef.elementwise or v.name in outputs:
         return None
     for w in node.inputs:
         lay = values[w.name]

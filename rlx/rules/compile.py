@@ -17,9 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 from rlx.ir.registry import REGISTRY, REQUIRED, AttrSpec
-from rlx.egraph.encode import attr_sort, ctor, encode_attr, literal, scalar_key
+from rlx.egraph.encode import BODY_ARITY, attr_sort, ctor, encode_attr, literal, scalar_key
 from rlx.rules import RuleSet
 from rlx.rules.ast import AttrRef, Bind, Call, Expr, FusedDecl, GArith, GFunc, GLit, GName, Guard, Num, Rule, Var
+from rlx.rules.definitions import decl_of, registry_definitions
 from rlx.rules.errors import RuleError
 
 ROOT = "v_root"
@@ -346,14 +347,14 @@ def region_rules(ruleset: str, max_inputs: int, max_ops: int) -> list[tuple[str,
             continue
         n = len(op.inputs)
         xs = [f"x{i}" for i in range(n)]
-        if op.attrs:  # cast: the one elementwise op with an attribute
-            if len(op.attrs) != 1 or n != 1:
+        if op.attrs:  # an attribute goes into the body's op spelling (body_head): one, as a string
+            if len(op.attrs) != 1 or attr_sort(op.attrs[0]) != "String":
                 continue
-            head, pat = f'(+ "{op.name}:" d)', f"({ctor(op.name)} x0 d)"
+            head, pat = f'(+ "{op.name}:" d)', f"({ctor(op.name)} {' '.join(xs)} d)"
         else:
             head, pat = f'"{op.name}"', f"({ctor(op.name)} {' '.join(xs)})"
         args = " ".join(f"(Arg {i})" for i in range(n))
-        body = {1: "U", 2: "Bn", 3: "Tn"}[n]
+        body = BODY_ARITY[n]
         lst = "(Nil)"
         for x in reversed(xs):
             lst = f"(Cons {x} {lst})"
@@ -373,16 +374,23 @@ def region_rules(ruleset: str, max_inputs: int, max_ops: int) -> list[tuple[str,
     return out
 
 
+def all_definitions(fused: list[FusedDecl]) -> list[FusedDecl]:
+    """The registry ops' definitions and the rule set's fused declarations."""
+    return [decl_of(op) for op in registry_definitions()] + list(fused)
+
+
 def definition_rules(decls: list[FusedDecl]) -> list[tuple[str, str]]:
-    """A fused op equals its definition: ``op(inputs; attrs) => body`` in the legalize set,
-    generated from the declaration (op-kind attributes range over the unary elementwise ops),
-    so every fused op, a user's too, has its common lowering with no rule written twice."""
+    """An op equals its definition: ``op(inputs; attrs) => body`` in the legalize set,
+    generated from the declaration (op-kind attributes range over the unary elementwise ops;
+    a registry op's ``defined_for`` attributes are literals), so every defined op, a user's
+    fused op too, has its common lowering with no rule written twice."""
     out = []
     for decl in decls:
+        spec = REGISTRY.get(decl.name)
         op_attrs = [a for a in decl.attrs if a.kind == "op"]
         choices = [[(a.name, o) for o in ["none"] + _unary_elementwise()] for a in op_attrs]
+        choices += [[kv] for kv in spec.defined_for]
         for k, subst in enumerate(dict(c) for c in itertools.product(*choices)):
-            spec = REGISTRY.get(decl.name)
             attrs = [attr_literal(a, subst[a.name]) if a.name in subst else f"a_{a.name}" for a in spec.attrs]
             facts = [f"(= v_root ({ctor(decl.name)} {' '.join([f'v_{x}' for x in decl.inputs] + attrs)}))"]
             env = {x: f"v_{x}" for x in decl.inputs}
@@ -425,11 +433,12 @@ def compile_rules(rs: RuleSet, max_inputs: int = 16, max_ops: int = 32, near: bo
             miss, texts = compile_near(rule, len(c.near), rs.commutative)
             c.near.append(miss)
             c.programs.extend(texts)
-    if rs.fused:
+    decls = all_definitions(rs.fused)
+    if decls:
         if "legalize" not in c.rulesets:
             c.rulesets.append("legalize")
             c.programs.append("(ruleset legalize)")
-        for name, text in definition_rules(rs.fused):
+        for name, text in definition_rules(decls):
             c.rule_of[name] = "definitions"
             c.programs.append(text)
     for decl in rs.regions:

@@ -60,6 +60,11 @@ def _freeze(attrs: Mapping[str, Any]) -> tuple:
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in attrs.items()))
 
 
+def body_graph(decl: FusedDecl, types: Sequence[TensorType], attrs: Mapping[str, Any]) -> tuple[Graph, list[Value]]:
+    """The definition instantiated over inputs of these types (cached; do not modify)."""
+    return _body_graph(decl, tuple(types), _freeze(attrs))
+
+
 @lru_cache(maxsize=4096)
 def _body_graph(decl: FusedDecl, types: tuple[TensorType, ...], attrs: tuple) -> tuple[Graph, list[Value]]:
     g = Graph(f"{decl.name}.body")

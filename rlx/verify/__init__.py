@@ -33,7 +33,7 @@ from rlx.ir.interpret import interpret
 from rlx.ir.registry import REGISTRY, REQUIRED
 from rlx.rules import RuleSet, load
 from rlx.rules.ast import AttrRef, Bind, Call, Expr, GName, Rule, Var
-from rlx.rules.compile import _variants, compile_rule, definition_rules, egg_term
+from rlx.rules.compile import _variants, all_definitions, compile_rule, definition_rules, egg_term
 from rlx.rules.fused import emit
 from rlx.rules.guards import evaluate
 
@@ -315,7 +315,7 @@ def prove(rule: Rule, rules: RuleSet | None = None, iterations: int = 8, enodes:
     for r in ax.rules:
         for _, text in compile_rule(r) + (compile_rule(r, r.rhs, r.lhs, suffix="~rev") if r.bidirectional else []):
             programs.append(text)
-    programs += [text for _, text in definition_rules(ax.fused)]
+    programs += [text for _, text in definition_rules(all_definitions(ax.fused))]
     instances = draw_instances(rule, 40, np.random.default_rng(0))
     variants = _variants(rule, widen=False)
     used: set[str] = set()

@@ -1,0 +1,373 @@
+"""The NumPy printer: the primitives and the four skeletons as generated Python over NumPy.
+
+A kernel is built once per step, for the step's arrays (views into the arena). Its output
+is cut into chunks of about ``CHUNK`` elements along the outer axes, so every temporary is
+chunk-sized and stays in cache; each chunk runs one generated straight-line function of
+ufunc calls with ``out=`` into preallocated scratch. A GEMM is computed per block of rows
+with its epilogue applied while the block is in cache; attention per block of query rows,
+whose scores never leave the cache.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+import numpy as np
+from scipy import special
+
+from rlx.ir.dtypes import DType
+from rlx.ir.expr import Expr, nodes
+from rlx.kernels.skeletons import Attention, Gemm, Kernel, Pointwise, RowReduce
+
+CHUNK = 16384        # elements per temporary: a few of them fit in this machine's L2
+GEMM_ROWS = 32       # the smallest row block of a GEMM (BLAS runs well from here)
+SCORES = 65536       # elements of an attention score block
+
+# ---------------------------------------------------------------------------- primitives
+# How each primitive prints: {o} is the output array, {0} {1} {2} the operands.
+UFUNC = {"add": "np.add", "sub": "np.subtract", "mul": "np.multiply", "div": "np.divide",
+         "pow": "np.power", "maximum": "np.maximum", "minimum": "np.minimum", "equal": "np.equal",
+         "less": "np.less", "greater": "np.greater", "neg": "np.negative", "abs": "np.abs",
+         "exp": "np.exp", "log": "np.log", "sqrt": "np.sqrt", "tanh": "np.tanh",
+         "reciprocal": "np.reciprocal"}
+CODE = {
+    "erf": "ERF({0}, {o})",
+    "cast": "np.copyto({o}, {0}, casting='unsafe')",
+    "where": "np.copyto({o}, {2}); np.copyto({o}, {1}, where={0})",
+}
+WRITES_FIRST = {"where"}  # writes its output before it has read every operand
+
+
+def printable() -> set[str]:
+    """The primitives this printer has code for."""
+    return set(UFUNC) | set(CODE)
+
+
+def print_op(op: str, dtype: DType, operands: Sequence[str], out: str) -> str:
+    if op in CODE:
+        return CODE[op].format(*operands, o=out)
+    if op == "div" and not dtype.is_float:  # integer division truncates, as a cast of the quotient
+        return f"np.divide({', '.join(operands)}, out={out}, casting='unsafe')"
+    return f"{UFUNC[op]}({', '.join(operands)}, out={out})"
+
+
+# float32 erf: SciPy's is a scalar loop (12 ns per element here); Abramowitz & Stegun 7.1.26,
+# |error| <= 1.5e-7, vectorized (chunks are cache-sized already).
+_AS = [np.float32(c) for c in (0.3275911, 1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)]
+
+
+def ERF(x: np.ndarray, out: np.ndarray) -> None:
+    if out.dtype != np.float32:
+        special.erf(x, out=out)
+        return
+    a = np.abs(x)
+    t = np.multiply(a, _AS[0])
+    t += 1
+    np.reciprocal(t, out=t)
+    y = np.multiply(t, _AS[1])
+    for c in _AS[2:]:
+        y += c
+        y *= t
+    np.multiply(a, a, out=a)
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    y *= a
+    np.subtract(1, y, out=y)
+    np.copysign(y, x, out=out)
+
+
+# ---------------------------------------------------------------------------- chunks
+def plan_chunks(shape: tuple[int, ...], fixed: int, target: int) -> list[tuple]:
+    """Index tuples cutting ``shape`` into chunks of about ``target`` elements along its outer
+    axes; the last ``fixed`` axes are never cut."""
+    rank = len(shape)
+    whole = [tuple(slice(None) for _ in shape)]
+    if rank - fixed <= 0 or math.prod(shape) == 0:
+        return whole
+    cut = rank - fixed - 1
+    for ax in range(rank - fixed):
+        if math.prod(shape[ax + 1:]) <= target:
+            cut = ax
+            break
+    block = max(1, target // max(1, math.prod(shape[cut + 1:])))
+    out = []
+    for outer in np.ndindex(*shape[:cut]):
+        for start in range(0, shape[cut], block):
+            out.append(tuple(slice(i, i + 1) for i in outer) + (slice(start, min(start + block, shape[cut])),)
+                       + tuple(slice(None) for _ in shape[cut + 1:]))
+    return out
+
+
+def take(a: np.ndarray, index: tuple, axes: Sequence[int | None]) -> np.ndarray:
+    """What a chunk of the output reads of operand ``a``: ``axes[j]`` is the output axis of
+    operand axis j (None: read whole); broadcast axes are read whole."""
+    return a[tuple(slice(None) if ax is None or a.shape[j] == 1 else index[ax] for j, ax in enumerate(axes))]
+
+
+def aligned(rank: int, out_rank: int) -> list[int | None]:
+    """Right-aligned broadcasting: operand axis j is output axis ``j + out_rank - rank``."""
+    return [j + out_rank - rank for j in range(rank)]
+
+
+# ---------------------------------------------------------------------------- programs
+class Program:
+    """Straight-line code for expressions over named leaves. Temporaries are scratch slots
+    reused by liveness over the whole kernel (one slot per shape and dtype at a time)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.consts: dict[str, object] = {}
+        self.name: dict[Expr, str] = {}
+        self.shape_of: dict[Expr, tuple] = {}
+        self.slots: list[tuple[Expr, np.dtype]] = []   # a representative node per slot
+        self.uses: dict[Expr, int] = {}
+        self._free: dict[tuple, list[int]] = {}
+
+    def leaf(self, e: Expr, name: str, shape: tuple) -> None:
+        self.name[e] = name
+        self.shape_of[e] = shape
+
+    def shape(self, e: Expr) -> tuple:
+        return shape_in(self.shape_of, e)
+
+    def const(self, value, dtype: DType) -> str:
+        name = f"C{len(self.consts)}"
+        self.consts[name] = dtype.np.type(value)
+        return name
+
+    def prepare(self, roots: Sequence[Expr]) -> None:
+        """Count every use in the kernel: each node's parents, and each root once per
+        appearance (a reduction or an output consumes it)."""
+        seen: set[Expr] = set()
+        for r in roots:
+            self.uses[r] = self.uses.get(r, 0) + 1
+            for x in nodes(r):
+                if x not in seen:
+                    seen.add(x)
+                    for a in x.args:
+                        self.uses[a] = self.uses.get(a, 0) + 1
+
+    def consume(self, e: Expr) -> None:
+        """One use of ``e`` is done; its slot is free once none is left."""
+        self.uses[e] -= 1
+        name = self.name.get(e, "")
+        if self.uses[e] == 0 and name.startswith("T["):
+            self._free.setdefault((self.shape(e), e.dtype.np), []).append(int(name[2:-1]))
+
+    def _temp(self, e: Expr) -> str:
+        free = self._free.get((self.shape(e), e.dtype.np))
+        if free:
+            return f"T[{free.pop()}]"
+        self.slots.append((e, e.dtype.np))
+        return f"T[{len(self.slots) - 1}]"
+
+    def compute(self, roots: Sequence[Expr], targets: Sequence[str | None]) -> list[str]:
+        """Emit code for ``roots`` (into ``targets`` where given); returns where each is."""
+        want = {r: t for r, t in zip(roots, targets) if t is not None}
+        for r in roots:
+            for x in nodes(r):
+                if x in self.name:
+                    continue
+                if x.op == "const":
+                    self.name[x] = self.const(x.value, x.dtype)
+                    continue
+                operands = [self.name[a] for a in x.args]
+                out = (want.get(x) or self._temp(x)) if x.op in WRITES_FIRST else None
+                for a in x.args:
+                    self.consume(a)
+                out = out or want.get(x) or self._temp(x)
+                self.lines.append(print_op(x.op, x.dtype, operands, out))
+                self.name[x] = out
+        where = []
+        for r, t in zip(roots, targets):
+            if t is not None and self.name[r] != t:  # a leaf, or a value computed before
+                self.lines.append(f"np.copyto({t}, {self.name[r]}, casting='unsafe')")
+            where.append(self.name[r])
+        return where
+
+    def slot_views(self, scratch: list[np.ndarray], leaf_shapes: dict[Expr, tuple]) -> list[np.ndarray]:
+        """The scratch slots shaped for one chunk, whose leaves have ``leaf_shapes``."""
+        memo = dict(leaf_shapes)
+        return [fit(buf, shape_in(memo, e)) for buf, (e, _) in zip(scratch, self.slots)]
+
+
+def shape_in(memo: dict[Expr, tuple], e: Expr) -> tuple:
+    """The broadcast shape of ``e`` given its leaves' shapes in ``memo`` (which it extends)."""
+    s = memo.get(e)
+    if s is None:
+        for x in nodes(e):
+            if x not in memo:
+                memo[x] = () if x.op == "const" else np.broadcast_shapes(*(memo[a] for a in x.args))
+        s = memo[e]
+    return s
+
+
+def fit(buf: np.ndarray, shape: tuple) -> np.ndarray:
+    """A view of the front of ``buf`` with ``shape`` (a smaller last chunk reuses scratch)."""
+    return buf.reshape(-1)[:math.prod(shape)].reshape(shape)
+
+
+@lru_cache(maxsize=4096)
+def _compiled(src: str) -> Callable:
+    scope: dict = {"np": np, "ERF": ERF}
+    exec(compile(src, "<rlx numpy kernel>", "exec"), scope)
+    return scope["chunk"]
+
+
+class ChunkedKernel:
+    """A generated function and its arguments for every chunk; calling it runs the step."""
+
+    def __init__(self, params: list[str], lines: list[str], consts: dict, calls: list[tuple]) -> None:
+        header = ", ".join(params + list(consts))
+        body = "\n".join(f"    {ln}" for ln in lines) or "    pass"
+        self.source = f"def chunk({header}):\n{body}\n"
+        self.fn = _compiled(self.source)
+        consts_t = tuple(consts.values())
+        self.calls = [c + consts_t for c in calls]
+
+    def __call__(self) -> None:
+        fn = self.fn
+        for args in self.calls:
+            fn(*args)
+
+
+# ---------------------------------------------------------------------------- skeletons
+def build(kernel: Kernel, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]) -> ChunkedKernel:
+    """The NumPy program of ``kernel`` over these arrays (the outputs are written in place)."""
+    s = kernel.skeleton
+    if isinstance(s, Pointwise):
+        return _rows(s.outputs, (), (), ins, outs, fixed=0, target=CHUNK)
+    if isinstance(s, RowReduce):
+        return _rows(s.outputs, s.reductions, (), ins, outs, fixed=1, target=CHUNK)
+    if isinstance(s, Gemm):
+        cols = outs[0].shape[-1] if outs[0].ndim else 1
+        return _rows(s.outputs, (), s.gemms, ins, outs, fixed=1, target=max(CHUNK, GEMM_ROWS * cols))
+    if isinstance(s, Attention):
+        return _attention(s, ins, outs)
+    raise TypeError(f"no NumPy printer for skeleton {type(s).__name__}")
+
+
+def _leaves(exprs: Sequence[Expr]) -> dict[tuple[str, int], Expr]:
+    out = {}
+    for e in exprs:
+        for x in nodes(e):
+            if x.op in ("arg", "red"):
+                out[(x.op, x.value)] = x
+    return out
+
+
+def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
+          fixed: int, target: int) -> ChunkedKernel:
+    """Pointwise, row reduction and GEMM + epilogue: per chunk of the output, the products
+    (``gemms``) into scratch, then the reductions in order, then the outputs."""
+    rank, n_in = outs[0].ndim, len(ins)
+    chunks = plan_chunks(outs[0].shape, fixed, target)
+    leaves = _leaves(list(outputs) + [e for _, e in reductions])
+    args = sorted(i for (kind, i) in leaves if kind == "arg" and i < n_in)
+    products = [j for j in range(len(gemms)) if ("arg", n_in + j) in leaves]
+    aliased = any(np.may_share_memory(o, ins[i]) for o in outs for i in range(n_in))
+    row_axes = {i: aligned(ins[i].ndim, rank)[:-1] + [None] for i in range(n_in)}
+
+    def leaf_shapes(index) -> dict[Expr, tuple]:
+        shapes = {leaves[("arg", i)]: take(ins[i], index, aligned(ins[i].ndim, rank)).shape for i in args}
+        for j in products:
+            a, b = gemms[j]
+            rows = take(ins[a], index, row_axes[a]).shape[:-1]
+            shapes[leaves[("arg", n_in + j)]] = rows + (ins[b].shape[-1],)
+        return shapes
+
+    first = leaf_shapes(chunks[0])
+    prog = Program()
+    params = [f"a{i}" for i in args] + [f"P{j}" for j in products]
+    for i in args:
+        prog.leaf(leaves[("arg", i)], f"a{i}", first[leaves[("arg", i)]])
+    for j in products:
+        p = leaves[("arg", n_in + j)]
+        prog.leaf(p, f"P{j}", first[p])
+        prog.lines.append(f"np.matmul(x{j}, w{j}, out=P{j}, dtype=np.{p.dtype.np.name})")
+    params += [f"x{j}" for j in products] + [f"w{j}" for j in products]
+    prog.prepare([e for _, e in reductions] + list(outputs))
+    red_leaves = []
+    for j, (kind, e) in enumerate(reductions):
+        (src,) = prog.compute([e], [None])
+        prog.lines.append(f"{'np.max' if kind == 'max' else 'np.sum'}({src}, axis=-1, keepdims=True, out=R{j})")
+        if kind == "mean":
+            prog.lines.append(f"np.multiply(R{j}, {prog.const(1.0 / prog.shape(e)[-1], e.dtype)}, out=R{j})")
+        prog.consume(e)
+        leaf = leaves.get(("red", j), Expr("red", value=j, dtype=e.dtype))
+        prog.leaf(leaf, f"R{j}", prog.shape(e)[:-1] + (1,))
+        red_leaves.append((leaf, e))
+    params += [f"R{j}" for j in range(len(reductions))] + [f"o{k}" for k in range(len(outs))] + ["T"]
+    where = prog.compute(list(outputs), [None if aliased else f"o{k}" for k in range(len(outs))])
+    if aliased:  # an output shares memory with an input: write the outputs last
+        prog.lines += [f"np.copyto(o{k}, {w}, casting='unsafe')" for k, w in enumerate(where)]
+
+    # scratch sized by the first (largest) chunk: product blocks, reduction rows, temporaries
+    prod_bufs = [np.empty(first[leaves[("arg", n_in + j)]], leaves[("arg", n_in + j)].dtype.np) for j in products]
+    red_bufs = [np.empty(prog.shape(leaf), leaf.dtype.np) for leaf, _ in red_leaves]
+    scratch = [np.empty(prog.shape(e), d) for e, d in prog.slots]
+    calls = []
+    for index in chunks:
+        shapes = leaf_shapes(index)
+        for leaf, e in red_leaves:
+            shapes[leaf] = shape_in(shapes, e)[:-1] + (1,)
+        call = [take(ins[i], index, aligned(ins[i].ndim, rank)) for i in args]
+        call += [fit(buf, shapes[leaves[("arg", n_in + j)]]) for buf, j in zip(prod_bufs, products)]
+        call += [take(ins[gemms[j][0]], index, row_axes[gemms[j][0]]) for j in products]
+        call += [ins[gemms[j][1]] for j in products]
+        call += [fit(buf, shapes[leaf]) for buf, (leaf, _) in zip(red_bufs, red_leaves)]
+        call += [o[index] for o in outs]
+        call.append(prog.slot_views(scratch, shapes))
+        calls.append(tuple(call))
+    return ChunkedKernel(params, prog.lines, prog.consts, calls)
+
+
+def _attention(s: Attention, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]) -> ChunkedKernel:
+    """Per block of query rows: scores = q·kᵀ into scratch, the score expression and the
+    causal mask in place, a softmax over the rows, then scores·v into the output block."""
+    out = outs[0]
+    rank = out.ndim
+    q, k, v = ins[s.q], ins[s.k], ins[s.v]
+    sk = k.shape[-2]
+    chunks = plan_chunks(out.shape, 1, max(out.shape[-1], SCORES * out.shape[-1] // max(1, sk)))
+    leaves = _leaves([s.score])
+    score = leaves.get(("arg", 0))
+    masks = sorted(i - 1 for (kind, i) in leaves if kind == "arg" and i > 0)
+    acc = (score.dtype if score is not None else DType.f32).np
+    q_axes = aligned(q.ndim, rank)[:-1] + [None]
+
+    def parts(index):
+        qc = take(q, index, q_axes)
+        kc, vc = (take(t, index, aligned(t.ndim, rank)[:-2] + [None, None]) for t in (k, v))
+        ms = [take(ins[i], index, aligned(ins[i].ndim, rank)[:-1] + [None]) for i in masks]
+        scores = np.broadcast_shapes(qc.shape[:-2], kc.shape[:-2]) + (qc.shape[-2], sk)
+        shapes = {leaves[("arg", i + 1)]: m.shape for i, m in zip(masks, ms)}
+        if score is not None:
+            shapes[score] = scores
+        return qc, kc, vc, ms, scores, shapes
+
+    *_, first_scores, first_shapes = parts(chunks[0])
+    prog = Program()
+    for leaf, shape in first_shapes.items():
+        prog.leaf(leaf, "S" if leaf is score else f"m{leaf.value - 1}", shape)
+    dt = f"np.{np.dtype(acc).name}"
+    prog.lines.append(f"np.matmul(q, np.swapaxes(k, -1, -2), out=S, dtype={dt})")
+    prog.prepare([s.score])
+    prog.compute([s.score], ["S"])
+    if s.causal:
+        prog.lines.append("np.copyto(S, -np.inf, where=CM)")
+    prog.lines += ["np.max(S, axis=-1, keepdims=True, out=R)", "np.subtract(S, R, out=S)", "np.exp(S, out=S)",
+                   "np.sum(S, axis=-1, keepdims=True, out=R)", "np.divide(S, R, out=S)",
+                   f"np.matmul(S, v, out=o, dtype={dt})"]
+    params = ["q", "k", "v"] + [f"m{i}" for i in masks] + ["S", "R", "CM", "o", "T"]
+    sbuf, rbuf = np.empty(first_scores, acc), np.empty(first_scores[:-1] + (1,), acc)
+    scratch = [np.empty(prog.shape(e), d) for e, d in prog.slots]
+    calls = []
+    for index in chunks:
+        qc, kc, vc, ms, scores, shapes = parts(index)
+        row0 = index[rank - 2].start or 0
+        cm = np.triu(np.ones(scores[-2:], bool), k=row0 + 1) if s.causal else None
+        calls.append((qc, kc, vc, *ms, fit(sbuf, scores), fit(rbuf, scores[:-1] + (1,)), cm, out[index],
+                      prog.slot_views(scratch, shapes)))
+    return ChunkedKernel(params, prog.lines, prog.consts, calls)
