@@ -2,6 +2,7 @@
 the cheapest program for the target, and report what happened."""
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -24,6 +25,9 @@ from rlx.extract.greedy import NoProgram, extract
 from rlx.extract.target import Target, load_target
 from rlx.extract.to_mir import to_mir
 from rlx.exec.base import Program, check_claims, get_executor
+from rlx.kernels.lower import kernel_for, why_not
+from rlx.rules.definitions import decl_of
+from rlx.rules.fused import body_graph
 from rlx.ir.graph import Graph
 from rlx.ir.hir import Module
 from rlx.ir.interpret import bind_dims, interpret, random_arrays
@@ -186,7 +190,12 @@ def saturate_program(model: Graph | Module, target: str | Path | Target | CostMo
         ins = [view.type1(ch) for ch in view.inputs(n)]
         if outs is None or (n.op != "get" and any(i is None for i in ins)):
             return float("inf")
-        return cost.op_cost(n.op, n.attr_dict(), ins, outs, bind)
+        attrs = n.attr_dict()
+        if n.op != "region" and n.op in REGISTRY and REGISTRY.get(n.op).category == "fused" \
+                and why_not(n.op, ins, attrs) is not None:  # no kernel: it runs as its definition
+            body, _ = body_graph(decl_of(n.op), ins, attrs)
+            return cost.body_cost(body, bind) if cost.claims(n.op) else float("inf")
+        return cost.op_cost(n.op, attrs, ins, outs, bind)
 
     roots = [view.value_class[v.name] for _, v in graph.outputs]
     return Saturated(graph, tgt, ruleset, compiled, eg, view, stats, limits, original, order, names, roots,
@@ -245,6 +254,7 @@ def compile(model: Graph | Module | LIR, target: str | Path | Target | CostModel
         extraction=exact_info or {"extractor": "greedy", "passes": ex.passes, "switches": ex.switches})
     before, after = graph.op_counts(), optimized.op_counts()
     report.fused = {op: n - before.get(op, 0) for op, n in sorted(after.items()) if n > before.get(op, 0)}
+    report.kernels = kernel_summary(optimized)
     if ruleset.regions:
         report.rules.append(RuleStats("regions", ruleset.regions[0].ruleset, ruleset.regions[0].doc,
                                       sum(n for k, n in stats.matches.items() if compiled.rule_of.get(k) == "regions"),
@@ -257,6 +267,19 @@ def compile(model: Graph | Module | LIR, target: str | Path | Target | CostModel
     return result
 
 
+def kernel_summary(graph: Graph) -> dict[str, str]:
+    """Each fused or composite op kind in ``graph`` -> the skeleton its kernel is generated
+    from, or why none fits (first instance of each kind)."""
+    out: dict[str, str] = {}
+    for n in graph.nodes:
+        if n.op in out or n.opdef.category not in ("fused", "composite"):
+            continue
+        ins, attrs = [v.type for v in n.inputs], n.attrs
+        k = kernel_for(n.op, ins, attrs)
+        out[n.op] = f"generated: {k.kind}" if k is not None else why_not(n.op, ins, attrs)
+    return out
+
+
 class ValidationError(RlxError):
     """The compiled program disagrees with the reference interpreter."""
 
@@ -265,11 +288,19 @@ TOLERANCE = {"f64": 1e-9, "f32": 1e-4, "f16": 2e-2, "bf16": 6e-2}  # relative to
 
 
 def max_error(got: np.ndarray, ref: np.ndarray, dtype: str) -> tuple[float, float]:
-    """(max |got - ref|, the tolerance for ``dtype`` scaled by the reference's magnitude)."""
+    """(max |got - ref|, the tolerance for ``dtype`` scaled by the reference's largest finite
+    magnitude). Non-finite values must agree exactly: NaN where the reference is NaN, the same
+    infinity where it is infinite; anything else there is an infinite error."""
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     if not ref.size:
         return 0.0, 0.0
-    tol = TOLERANCE.get(dtype, 0.0) * max(1.0, float(np.max(np.abs(ref))))
-    return float(np.max(np.abs(got.astype(np.float64) - ref))), tol
+    finite = np.isfinite(ref)
+    scale = float(np.max(np.abs(ref[finite]))) if finite.any() else 0.0
+    tol = TOLERANCE.get(dtype, 0.0) * max(1.0, scale)
+    same_nonfinite = np.where(np.isnan(ref), np.isnan(got), got == ref)
+    if not np.all(same_nonfinite[~finite]):
+        return math.inf, tol
+    return (float(np.max(np.abs(got[finite] - ref[finite]))) if finite.any() else 0.0), tol
 
 
 def validate_result(result: CompileResult, binding: Mapping[str, int], seed: int) -> None:

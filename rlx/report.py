@@ -57,6 +57,9 @@ class FusionReport:
     cost_after: float = 0.0
     times: dict[str, float] = field(default_factory=dict)
     extraction: dict[str, Any] = field(default_factory=dict)  # extractor, and for exact: status, gap
+    # fused and composite ops in the program -> their kernel: the skeleton it is generated
+    # from, or why none fits (then it runs, and is priced, as its definition)
+    kernels: dict[str, str] = field(default_factory=dict)
 
     @property
     def matmuls_before(self) -> int:
@@ -107,6 +110,13 @@ class FusionReport:
         for r in self.rules:
             rules.add_row(r.name, r.ruleset, str(r.matches), str(r.applied), r.doc)
         parts: list[Any] = [summary, fused, rules]
+        if self.kernels:
+            kernels = Table(title="kernels of fused and composite ops")
+            kernels.add_column("op")
+            kernels.add_column("kernel")
+            for op, how in sorted(self.kernels.items()):
+                kernels.add_row(op, how)
+            parts.append(kernels)
         for title, items in (("missed fusions", self.missed), ("matched, but not supported on this target",
                                                                self.unsupported)):
             if items:

@@ -5,7 +5,8 @@ once, params bound once, ``run`` writing every step's result into its slot, ``re
 value, and per-step timings. How each step runs is its *dispatch*: a ``native`` kernel (a
 hand-written override registered against the op for this executor), ``generated`` from a
 skeleton (``rlx.kernels``), the op's ``definition`` run op by op (a fused op that fits no
-skeleton), or the registry ``reference`` (NumPy only).
+skeleton), the registry ``reference`` (NumPy only), or a ``view`` (no work: the planner
+aliased the value to its input).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from rlx.errors import RlxError
 from rlx.ir.lir import LIR, Step
 from rlx.ir.registry import REGISTRY, OpDef
 
-DISPATCH = ("native", "generated", "definition", "reference")
+DISPATCH = ("native", "generated", "definition", "reference", "view")
 
 
 class ExecutorError(RlxError):

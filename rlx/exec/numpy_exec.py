@@ -44,7 +44,9 @@ class NumpyProgram:
         self.dispatch: dict[str, str] = {}
         self.steps: list[tuple[Step, Callable[[], None]]] = []
         for step in lir.steps:
-            if step.phase == "body" and not step.view:
+            if step.view:
+                self.dispatch[step.node] = "view"
+            elif step.phase == "body":
                 kind, fn = self._step(step)
                 self.dispatch[step.node] = kind
                 self.steps.append((step, fn))

@@ -10,6 +10,7 @@ whose scores never leave the cache.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
@@ -20,8 +21,8 @@ from rlx.ir.dtypes import DType
 from rlx.ir.expr import Expr, nodes
 from rlx.kernels.skeletons import Attention, Gemm, Kernel, Pointwise, RowReduce
 
-CHUNK = 16384        # elements per temporary: a few of them fit in this machine's L2
-GEMM_ROWS = 32       # the smallest row block of a GEMM (BLAS runs well from here)
+CHUNK = 32768        # elements per temporary: a few of them fit in this machine's L2
+GEMM_BLOCK = 1 << 20  # elements of a GEMM's product block (BLAS loses speed on thin blocks)
 SCORES = 65536       # elements of an attention score block
 
 # ---------------------------------------------------------------------------- primitives
@@ -57,19 +58,28 @@ def print_op(op: str, dtype: DType, operands: Sequence[str], out: str) -> str:
 _AS = [np.float32(c) for c in (0.3275911, 1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)]
 
 
+_ERF_SCRATCH = threading.local()
+
+
 def ERF(x: np.ndarray, out: np.ndarray) -> None:
+    """out = erf(x); float32 in this thread's scratch (x and out are chunk-sized)."""
     if out.dtype != np.float32:
         special.erf(x, out=out)
         return
-    a = np.abs(x)
-    t = np.multiply(a, _AS[0])
+    n = out.size
+    bufs = getattr(_ERF_SCRATCH, "bufs", None)
+    if bufs is None or bufs[0].size < n:
+        bufs = _ERF_SCRATCH.bufs = [np.empty(max(n, CHUNK), np.float32) for _ in range(3)]
+    a, t, y = (b[:n].reshape(out.shape) for b in bufs)
+    np.abs(x, out=a)
+    np.multiply(a, _AS[0], out=t)
     t += 1
     np.reciprocal(t, out=t)
-    y = np.multiply(t, _AS[1])
+    np.multiply(t, _AS[1], out=y)
     for c in _AS[2:]:
         y += c
         y *= t
-    np.multiply(a, a, out=a)
+    np.square(a, out=a)
     np.negative(a, out=a)
     np.exp(a, out=a)
     y *= a
@@ -102,6 +112,8 @@ def plan_chunks(shape: tuple[int, ...], fixed: int, target: int) -> list[tuple]:
 def take(a: np.ndarray, index: tuple, axes: Sequence[int | None]) -> np.ndarray:
     """What a chunk of the output reads of operand ``a``: ``axes[j]`` is the output axis of
     operand axis j (None: read whole); broadcast axes are read whole."""
+    if a.ndim == 0:
+        return a[...]  # a view: indexing a 0-d array with () would copy its value out
     return a[tuple(slice(None) if ax is None or a.shape[j] == 1 else index[ax] for j, ax in enumerate(axes))]
 
 
@@ -122,6 +134,7 @@ class Program:
         self.shape_of: dict[Expr, tuple] = {}
         self.slots: list[tuple[Expr, np.dtype]] = []   # a representative node per slot
         self.uses: dict[Expr, int] = {}
+        self.targets: dict[Expr, str] = {}   # where a value must end up (an output), when known
         self._free: dict[tuple, list[int]] = {}
 
     def leaf(self, e: Expr, name: str, shape: tuple) -> None:
@@ -164,7 +177,7 @@ class Program:
 
     def compute(self, roots: Sequence[Expr], targets: Sequence[str | None]) -> list[str]:
         """Emit code for ``roots`` (into ``targets`` where given); returns where each is."""
-        want = {r: t for r, t in zip(roots, targets) if t is not None}
+        want = {**self.targets, **{r: t for r, t in zip(roots, targets) if t is not None}}
         for r in roots:
             for x in nodes(r):
                 if x in self.name:
@@ -215,20 +228,24 @@ def _compiled(src: str) -> Callable:
     return scope["chunk"]
 
 
-class ChunkedKernel:
-    """A generated function and its arguments for every chunk; calling it runs the step."""
+def generated(params: list[str], lines: list[str], consts: dict) -> tuple[Callable, str, tuple]:
+    """The compiled chunk function (shared by every kernel with the same source), its source
+    and the constants it takes after ``params``."""
+    header = ", ".join(params + list(consts))
+    body = "\n".join(f"    {ln}" for ln in lines) or "    pass"
+    src = f"def chunk({header}):\n{body}\n"
+    return _compiled(src), src, tuple(consts.values())
 
-    def __init__(self, params: list[str], lines: list[str], consts: dict, calls: list[tuple]) -> None:
-        header = ", ".join(params + list(consts))
-        body = "\n".join(f"    {ln}" for ln in lines) or "    pass"
-        self.source = f"def chunk({header}):\n{body}\n"
-        self.fn = _compiled(self.source)
-        consts_t = tuple(consts.values())
-        self.calls = [c + consts_t for c in calls]
+
+class ChunkedKernel:
+    """A step as a list of calls (a generated chunk function, or a BLAS product of a block)."""
+
+    def __init__(self, source: str, calls: list[tuple[Callable, tuple]]) -> None:
+        self.source = source
+        self.calls = calls
 
     def __call__(self) -> None:
-        fn = self.fn
-        for args in self.calls:
+        for fn, args in self.calls:
             fn(*args)
 
 
@@ -237,12 +254,11 @@ def build(kernel: Kernel, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray])
     """The NumPy program of ``kernel`` over these arrays (the outputs are written in place)."""
     s = kernel.skeleton
     if isinstance(s, Pointwise):
-        return _rows(s.outputs, (), (), ins, outs, fixed=0, target=CHUNK)
+        return _rows(s.outputs, (), (), ins, outs, fixed=0)
     if isinstance(s, RowReduce):
-        return _rows(s.outputs, s.reductions, (), ins, outs, fixed=1, target=CHUNK)
+        return _rows(s.outputs, s.reductions, (), ins, outs, fixed=1)
     if isinstance(s, Gemm):
-        cols = outs[0].shape[-1] if outs[0].ndim else 1
-        return _rows(s.outputs, (), s.gemms, ins, outs, fixed=1, target=max(CHUNK, GEMM_ROWS * cols))
+        return _rows(s.outputs, (), s.gemms, ins, outs, fixed=0)
     if isinstance(s, Attention):
         return _attention(s, ins, outs)
     raise TypeError(f"no NumPy printer for skeleton {type(s).__name__}")
@@ -257,37 +273,46 @@ def _leaves(exprs: Sequence[Expr]) -> dict[tuple[str, int], Expr]:
     return out
 
 
+def _matmul(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    np.matmul(x, w, out=out, dtype=out.dtype)
+
+
 def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
-          fixed: int, target: int) -> ChunkedKernel:
-    """Pointwise, row reduction and GEMM + epilogue: per chunk of the output, the products
-    (``gemms``) into scratch, then the reductions in order, then the outputs."""
+          fixed: int) -> ChunkedKernel:
+    """Pointwise, row reduction and GEMM + epilogue. A GEMM's products are computed per block
+    of rows (``GEMM_BLOCK`` elements: BLAS wants big blocks) into scratch; then, per chunk
+    of the block, the reductions in order and the outputs."""
     rank, n_in = outs[0].ndim, len(ins)
-    chunks = plan_chunks(outs[0].shape, fixed, target)
     leaves = _leaves(list(outputs) + [e for _, e in reductions])
     args = sorted(i for (kind, i) in leaves if kind == "arg" and i < n_in)
     products = [j for j in range(len(gemms)) if ("arg", n_in + j) in leaves]
     aliased = any(np.may_share_memory(o, ins[i]) for o in outs for i in range(n_in))
-    row_axes = {i: aligned(ins[i].ndim, rank)[:-1] + [None] for i in range(n_in)}
+    axes = {i: aligned(ins[i].ndim, rank) for i in range(n_in)}
+    row_axes = {i: a[:-1] + [None] for i, a in axes.items()}
+    blocks = plan_chunks(outs[0].shape, 1, GEMM_BLOCK) if gemms else [tuple(slice(None) for _ in outs[0].shape)]
 
-    def leaf_shapes(index) -> dict[Expr, tuple]:
-        shapes = {leaves[("arg", i)]: take(ins[i], index, aligned(ins[i].ndim, rank)).shape for i in args}
+    def product_shape(j: int, index) -> tuple:
+        a, b = gemms[j]
+        return take(ins[a], index, row_axes[a]).shape[:-1] + (ins[b].shape[-1],)
+
+    def leaf_shapes(block, index) -> dict[Expr, tuple]:
+        shapes = {leaves[("arg", i)]: take(take(ins[i], block, axes[i]), index, axes[i]).shape for i in args}
         for j in products:
-            a, b = gemms[j]
-            rows = take(ins[a], index, row_axes[a]).shape[:-1]
-            shapes[leaves[("arg", n_in + j)]] = rows + (ins[b].shape[-1],)
+            p = product_shape(j, block)
+            shapes[leaves[("arg", n_in + j)]] = take(np.broadcast_to(0, p), index, aligned(len(p), rank)).shape
         return shapes
 
-    first = leaf_shapes(chunks[0])
+    first_block = blocks[0]
+    first_chunks = plan_chunks(outs[0][first_block].shape, fixed, CHUNK)
+    first = leaf_shapes(first_block, first_chunks[0])
     prog = Program()
-    params = [f"a{i}" for i in args] + [f"P{j}" for j in products]
     for i in args:
         prog.leaf(leaves[("arg", i)], f"a{i}", first[leaves[("arg", i)]])
     for j in products:
-        p = leaves[("arg", n_in + j)]
-        prog.leaf(p, f"P{j}", first[p])
-        prog.lines.append(f"np.matmul(x{j}, w{j}, out=P{j}, dtype=np.{p.dtype.np.name})")
-    params += [f"x{j}" for j in products] + [f"w{j}" for j in products]
+        prog.leaf(leaves[("arg", n_in + j)], f"P{j}", first[leaves[("arg", n_in + j)]])
     prog.prepare([e for _, e in reductions] + list(outputs))
+    if not aliased:  # an output computed on the way to a reduction goes straight to its slot
+        prog.targets = {e: f"o{k}" for k, e in reversed(list(enumerate(outputs))) if not e.is_leaf}
     red_leaves = []
     for j, (kind, e) in enumerate(reductions):
         (src,) = prog.compute([e], [None])
@@ -298,29 +323,37 @@ def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray],
         leaf = leaves.get(("red", j), Expr("red", value=j, dtype=e.dtype))
         prog.leaf(leaf, f"R{j}", prog.shape(e)[:-1] + (1,))
         red_leaves.append((leaf, e))
-    params += [f"R{j}" for j in range(len(reductions))] + [f"o{k}" for k in range(len(outs))] + ["T"]
     where = prog.compute(list(outputs), [None if aliased else f"o{k}" for k in range(len(outs))])
     if aliased:  # an output shares memory with an input: write the outputs last
         prog.lines += [f"np.copyto(o{k}, {w}, casting='unsafe')" for k, w in enumerate(where)]
+    params = ([f"a{i}" for i in args] + [f"P{j}" for j in products] + [f"R{j}" for j in range(len(reductions))]
+              + [f"o{k}" for k in range(len(outs))] + ["T"])
+    fn, src, consts = generated(params, prog.lines, prog.consts)
 
-    # scratch sized by the first (largest) chunk: product blocks, reduction rows, temporaries
-    prod_bufs = [np.empty(first[leaves[("arg", n_in + j)]], leaves[("arg", n_in + j)].dtype.np) for j in products]
+    # scratch, sized by the first (largest) block and chunk
+    prod_bufs = {j: np.empty(product_shape(j, first_block), leaves[("arg", n_in + j)].dtype.np) for j in products}
     red_bufs = [np.empty(prog.shape(leaf), leaf.dtype.np) for leaf, _ in red_leaves]
     scratch = [np.empty(prog.shape(e), d) for e, d in prog.slots]
-    calls = []
-    for index in chunks:
-        shapes = leaf_shapes(index)
-        for leaf, e in red_leaves:
-            shapes[leaf] = shape_in(shapes, e)[:-1] + (1,)
-        call = [take(ins[i], index, aligned(ins[i].ndim, rank)) for i in args]
-        call += [fit(buf, shapes[leaves[("arg", n_in + j)]]) for buf, j in zip(prod_bufs, products)]
-        call += [take(ins[gemms[j][0]], index, row_axes[gemms[j][0]]) for j in products]
-        call += [ins[gemms[j][1]] for j in products]
-        call += [fit(buf, shapes[leaf]) for buf, (leaf, _) in zip(red_bufs, red_leaves)]
-        call += [o[index] for o in outs]
-        call.append(prog.slot_views(scratch, shapes))
-        calls.append(tuple(call))
-    return ChunkedKernel(params, prog.lines, prog.consts, calls)
+    calls: list[tuple[Callable, tuple]] = []
+    for block in blocks:
+        ins_b = {i: take(ins[i], block, axes[i]) for i in args}
+        outs_b = [o[block] for o in outs]
+        prods_b = {}
+        for j in products:
+            a, b = gemms[j]
+            prods_b[j] = fit(prod_bufs[j], product_shape(j, block))
+            calls.append((_matmul, (take(ins[a], block, row_axes[a]), ins[b], prods_b[j])))
+        for index in plan_chunks(outs_b[0].shape, fixed, CHUNK):
+            shapes = leaf_shapes(block, index)
+            for leaf, e in red_leaves:
+                shapes[leaf] = shape_in(shapes, e)[:-1] + (1,)
+            call = [take(ins_b[i], index, axes[i]) for i in args]
+            call += [take(prods_b[j], index, aligned(prods_b[j].ndim, rank)) for j in products]
+            call += [fit(buf, shapes[leaf]) for buf, (leaf, _) in zip(red_bufs, red_leaves)]
+            call += [o[index] for o in outs_b]
+            call.append(prog.slot_views(scratch, shapes))
+            calls.append((fn, tuple(call) + consts))
+    return ChunkedKernel(src, calls)
 
 
 def _attention(s: Attention, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]) -> ChunkedKernel:
@@ -361,6 +394,7 @@ def _attention(s: Attention, ins: Sequence[np.ndarray], outs: Sequence[np.ndarra
                    "np.sum(S, axis=-1, keepdims=True, out=R)", "np.divide(S, R, out=S)",
                    f"np.matmul(S, v, out=o, dtype={dt})"]
     params = ["q", "k", "v"] + [f"m{i}" for i in masks] + ["S", "R", "CM", "o", "T"]
+    fn, src, consts = generated(params, prog.lines, prog.consts)
     sbuf, rbuf = np.empty(first_scores, acc), np.empty(first_scores[:-1] + (1,), acc)
     scratch = [np.empty(prog.shape(e), d) for e, d in prog.slots]
     calls = []
@@ -368,6 +402,6 @@ def _attention(s: Attention, ins: Sequence[np.ndarray], outs: Sequence[np.ndarra
         qc, kc, vc, ms, scores, shapes = parts(index)
         row0 = index[rank - 2].start or 0
         cm = np.triu(np.ones(scores[-2:], bool), k=row0 + 1) if s.causal else None
-        calls.append((qc, kc, vc, *ms, fit(sbuf, scores), fit(rbuf, scores[:-1] + (1,)), cm, out[index],
-                      prog.slot_views(scratch, shapes)))
-    return ChunkedKernel(params, prog.lines, prog.consts, calls)
+        calls.append((fn, (qc, kc, vc, *ms, fit(sbuf, scores), fit(rbuf, scores[:-1] + (1,)), cm, out[index],
+                           prog.slot_views(scratch, shapes)) + consts))
+    return ChunkedKernel(src, calls)

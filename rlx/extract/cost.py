@@ -10,11 +10,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rlx.errors import RlxError
 from rlx.ir.expr import ops_of
 from rlx.ir.registry import REGISTRY, TensorType
 from rlx.ir.shapes import DimBinding, symbols
+
+if TYPE_CHECKING:
+    from rlx.ir.graph import Graph
 
 INF = math.inf
 REGION_TIE_BREAK = 1e-12  # seconds per region body op
@@ -66,6 +70,14 @@ class CostModel:
         if op == "region":  # at equal cost, a named kernel beats generated code
             seconds += REGION_TIE_BREAK * sum(1 for _ in ops_of(attrs["body"]))
         return seconds
+
+    def body_cost(self, body: "Graph", binding: DimBinding) -> float:
+        """Predicted seconds of a definition run op by op (an op no skeleton fits)."""
+        total = 0.0
+        for n in body.nodes:
+            if n.opdef.category != "source":
+                total += self.op_cost(n.op, n.attrs, [v.type for v in n.inputs], n.outputs, binding)
+        return total
 
 
 DEFAULT = CostModel()

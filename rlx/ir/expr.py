@@ -20,6 +20,7 @@ from rlx.ir.dtypes import DType, as_dtype
 from rlx.ir.registry import REGISTRY, TensorType
 
 LEAVES = ("arg", "const", "red")
+NAN = float("nan")
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ def const(value: Any, dtype: DType | str | None = None) -> Expr:
         v = int(value)
     else:
         v = float(value)
+        if v != v:
+            v = NAN  # one NaN object, so equal bodies compare equal (tuples compare by identity first)
     return Expr("const", value=v, dtype=as_dtype(dtype) if dtype is not None else None)
 
 
@@ -191,7 +194,7 @@ def _typed_const(c: Expr, dtype: DType) -> Expr:
             raise DTypeError(f"literal {v!r} beside an {dtype} operand is not an integer")
         v = int(v)
     else:
-        v = float(v)
+        v = float(v) if v == v else NAN
     return Expr("const", value=v, dtype=dtype)
 
 

@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 
-from rlx.ir.dtypes import DType, as_dtype
 from rlx.ir.expr import Expr, fold, ops_of, typed
 from rlx.ir.registry import REGISTRY, AttrSpec, OpDef, TensorType, register
 from rlx.ir.shapes import broadcast_shapes
@@ -22,22 +21,19 @@ def _types(in_types, attrs):
 
 
 def _reference(ins, attrs):
-    body = typed(attrs["body"], tuple(_dtype_of(a) for a in ins))
-
+    """The body's ops' references, node by node. Literals are Python scalars, so they take
+    the dtype of the arrays beside them (NumPy's weak scalars); inputs keep whatever dtype the
+    caller computes in (float64 in the reference interpreter), and casts round as written."""
     def fn(x: Expr, args):
         if x.op == "arg":
             return ins[x.value]
         if x.op == "const":
-            return np.asarray(x.value, dtype=x.dtype.np)
+            return x.value
         return REGISTRY.get(x.op).reference(args, x.attr_dict())
 
-    out = np.asarray(fold(body, fn))
+    out = np.asarray(fold(attrs["body"], fn))
     shape = np.broadcast_shapes(*(np.shape(a) for a in ins))
     return np.broadcast_to(out, shape) if out.shape != shape else out
-
-
-def _dtype_of(a) -> DType:
-    return as_dtype(np.asarray(a).dtype)
 
 
 def _flops(in_shapes, out_shapes, attrs) -> float:

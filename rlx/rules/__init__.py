@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from rlx.ir.registry import REGISTRY, register
@@ -86,6 +87,13 @@ def load(paths: Iterable[str | Path] | str | Path | None = None) -> RuleSet:
     return _check(files, source)
 
 
+@lru_cache(maxsize=1)
+def shipped_op_names() -> frozenset[str]:
+    """The fused ops the shipped rule files declare (parsed, not registered): target files
+    may name them even when a compile uses other rules."""
+    return frozenset(d.name for p in _expand([SHIPPED]) for d in parse_text(p.read_text(), str(p)).fused)
+
+
 def _check(files: list[RuleFile], source: dict[str, str]) -> RuleSet:
     checker = Checker(source)
     out = RuleSet(files=[f.path for f in files])
@@ -119,4 +127,4 @@ def _check(files: list[RuleFile], source: dict[str, str]) -> RuleSet:
     return out
 
 
-__all__ = ["load", "RuleSet", "RuleError", "parse_text", "SHIPPED"]
+__all__ = ["load", "RuleSet", "RuleError", "parse_text", "SHIPPED", "shipped_op_names"]

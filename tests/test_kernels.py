@@ -1,0 +1,342 @@
+"""The kernel layer: every op runs through the kernel its definition gives (or its native
+override) and matches the float64 reference at its dtype's tolerance; regions keep every
+node's dtype; users' fused ops get one generated kernel."""
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import rlx
+from rlx.exec.base import get_executor
+from rlx.ir import REGISTRY, DType, Graph, TensorType, interpret
+from rlx.ir.expr import Expr, arg, call, const, from_json, to_json, typed
+from rlx.kernels.lower import kernel_for, why_not
+from rlx.kernels.scalar import lower, primitives
+from rlx.pipeline import TOLERANCE, max_error, saturate_program
+from rlx.plan import plan
+from rlx.rules import load
+from user_ops import MODELS, RULES, UNFIT, write_rules
+
+RULES_SHIPPED = load()  # registers the shipped fused ops
+FLOATS = ("f32", "f16", "bf16")
+
+
+def run_graph(g: Graph, arrays: dict) -> tuple[dict, dict, object]:
+    """Plan ``g`` as it is (no e-graph), run it on the NumPy executor, and return its
+    outputs, the float64 reference's and the program (for its dispatch)."""
+    ins = {n.name: arrays[n.name] for n in g.inputs}
+    program = get_executor("numpy").prepare(plan(g), {})
+    return program.run(ins), interpret(g, ins), program
+
+
+def check(g: Graph, arrays: dict, generated: bool | None = None) -> None:
+    got, want, program = run_graph(g, arrays)
+    outputs = dict(g.outputs)
+    for name, ref in want.items():
+        dt = str(outputs[name].dtype)
+        if dt in TOLERANCE:
+            err, tol = max_error(got[name], ref, dt)
+            assert err <= tol, (g.to_text(), name, err, tol)
+        else:
+            np.testing.assert_array_equal(got[name], ref.astype(got[name].dtype), err_msg=g.to_text())
+    if generated is not None:
+        node = next(n for n in g.nodes if n.opdef.category != "source")
+        assert (program.dispatch[node.name] == "generated") == generated, (node.op, program.dispatch)
+
+
+def data(rng, shape, dtype, positive=False):
+    dt = DType(dtype)
+    if dt == DType.bool:
+        return rng.random(shape) < 0.5
+    if dt.is_int:
+        return rng.integers(-20, 20, size=shape).astype(dt.np)
+    x = rng.standard_normal(shape)
+    return (np.abs(x) + 0.5 if positive else x).astype(dt.np)
+
+
+# ---------------------------------------------------------------------------- every op
+POSITIVE = {"log", "sqrt", "rsqrt", "reciprocal", "pow"}
+
+
+def _elementwise_case(op, rng, dtype):
+    opdef = REGISTRY.get(op)
+    rank = int(rng.integers(1, 4))
+    shape = tuple(int(d) for d in rng.integers(1, 9, size=rank))
+    g = Graph(op)
+    arrays = {}
+    if op == "cast":
+        x = g.input("x", shape, dtype)
+        arrays["x"] = data(rng, shape, dtype) * (4 if DType(dtype).is_float else 1)
+        target = rng.choice(["f32", "f16", "i32", "bool", "i64"])
+        g.output(y=g.cast(x, str(target)))
+        return g, arrays
+    if op == "where":
+        c, a, b = g.input("c", shape, "bool"), g.input("a", shape, dtype), g.input("b", shape[1:], dtype)
+        arrays.update(c=data(rng, shape, "bool"), a=data(rng, shape, dtype), b=data(rng, shape[1:], dtype))
+        g.output(y=g.where(c, a, b))
+        return g, arrays
+    names = list(opdef.inputs)
+    for i, name in enumerate(names):
+        s = shape if i == 0 else shape[int(rng.integers(0, rank + 1)):]  # broadcast a suffix
+        arrays[name] = data(rng, s, dtype, positive=op in POSITIVE or (op == "div" and i == 1))
+        if op == "pow" and i == 1:
+            arrays[name] = rng.choice([2.0, 3.0, 0.5, 1.7], size=s).astype(DType(dtype).np)
+    ins = [g.input(name, np.shape(arrays[name]), dtype) for name in names]
+    g.output(y=g.op(op, *ins))
+    return g, arrays
+
+
+def _case(op, rng, dtype):
+    """A random instance of ``op``: its graph and inputs."""
+    g = Graph(op)
+    r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
+    b, s, d, n = r(1, 3), r(2, 9), r(2, 9) * 2, r(2, 9)
+    arrays = {}
+
+    def inp(name, shape, dt=dtype, **kw):
+        arrays[name] = data(rng, shape, dt, **kw)
+        return g.input(name, shape, dt)
+
+    if op == "matmul":
+        y = g.matmul(inp("a", (b, s, d)), inp("b", (d, n)))
+    elif op == "transpose":
+        y = g.transpose(inp("x", (b, s, d)), (2, 0, 1))
+    elif op == "reshape":
+        y = g.reshape(inp("x", (b, s, d)), (b * s, d))
+    elif op == "expand":
+        y = g.expand(inp("x", (1, d)), (s, d))
+    elif op == "slice":
+        y = g.slice(inp("x", (s, d)), (1,), (d - 1,), (1,))
+    elif op == "concat":
+        y = g.concat(inp("a", (s, d)), inp("b", (s, n)), axis=1)
+    elif op == "split":
+        y = g.split(inp("x", (s, d)), 1, (1, d - 1))[1]
+    elif op in ("sum", "mean", "max"):
+        y = g.op(op, inp("x", (b, s, d)), (int(rng.integers(-3, 3)),), bool(rng.random() < 0.5))
+    elif op == "softmax":
+        y = g.softmax(inp("x", (b, s, d)), axis=int(rng.choice([-1, 1])))
+    elif op == "layer_norm":
+        y = g.layer_norm(inp("x", (b, s, d)), inp("w", (d,)), inp("bb", (d,)))
+    elif op == "rms_norm":
+        y = g.rms_norm(inp("x", (b, s, d)), inp("w", (d,)))
+    elif op == "gather":
+        arrays["i"] = rng.integers(0, s, size=(b, n))
+        y = g.gather(inp("t", (s, d)), g.input("i", (b, n), "i64"))
+    elif op == "rotary":
+        y = g.rotary(inp("x", (b, s, d)), inp("c", (s, d // 2)), inp("sn", (s, d // 2)))
+    elif op == "causal_mask":
+        y = g.causal_mask(inp("x", (b, s, s)))
+    elif op == "trilu":
+        y = g.trilu(inp("x", (s, n)), bool(rng.random() < 0.5), int(rng.integers(-1, 2)))
+    elif op == "sdpa":
+        h, sk = r(1, 3), r(2, 9)
+        q, k, v = inp("q", (b, h, s, d)), inp("k", (b, h, sk, d)), inp("v", (b, h, sk, n))
+        kind = rng.choice(["plain", "causal", "mask"])
+        if kind == "mask":
+            y = g.sdpa(q, k, v, inp("m", (s, sk)), scale=0.3)
+        else:
+            y = g.sdpa(q, k, v, causal=kind == "causal")
+    elif op == "region":
+        y = g.region(inp("a", (s, d)), inp("c", (d,)), body=(arg(0).exp() * arg(1) + 1.0).tanh())
+    elif op == "matmul_bias_act":
+        y = g.matmul_bias_act(inp("x", (b, s, d)), inp("w", (d, n)), inp("bias", (n,)),
+                              act=str(rng.choice(["none", "relu", "gelu", "gelu_tanh", "silu"])))
+    elif op == "matmul_residual":
+        y = g.matmul_residual(inp("x", (s, d)), inp("w", (d, n)), inp("res", (s, n)))
+    elif op == "swiglu":
+        y = g.swiglu(inp("x", (s, d)), inp("wg", (d, n)), inp("wu", (d, n)), act=str(rng.choice(["silu", "gelu"])))
+    elif op == "add_rms_norm":
+        y = g.add_rms_norm(inp("x", (s, d)), inp("res", (s, d)), inp("w", (d,)))
+        g.output(s=y[0], y=y[1])
+        return g, arrays
+    else:
+        return _elementwise_case(op, rng, dtype)
+    g.output(y=y)
+    return g, arrays
+
+
+def _ops() -> list[str]:
+    return sorted(op.name for op in REGISTRY if op.category != "source")
+
+
+def _dtypes(op: str) -> list[str]:
+    opdef = REGISTRY.get(op)
+    out = list(FLOATS)
+    if op in ("neg", "abs", "relu", "add", "sub", "mul", "maximum", "minimum", "equal", "less", "greater",
+              "where", "cast"):
+        out.append("i32")
+    return out if not opdef.category == "fused" or op == "region" else ["f32", "f16"]
+
+
+@pytest.mark.parametrize("op", _ops())
+@settings(max_examples=6)
+@given(seed=st.integers(0, 2**31 - 1), pick=st.integers(0, 10))
+def test_every_op_runs_through_its_kernel_and_matches_the_reference(op, seed, pick):
+    """Every registry op and every shipped fused op, on random shapes and dtypes: through its
+    generated kernel where its definition fits a skeleton, else its native kernel."""
+    dtypes = _dtypes(op)
+    rng = np.random.default_rng(seed)
+    g, arrays = _case(op, rng, dtypes[pick % len(dtypes)])
+    node = next(n for n in g.nodes if n.opdef.category != "source")
+    fits = kernel_for(node.op, [v.type for v in node.inputs], node.attrs) is not None
+    check(g, arrays, generated=fits if node.op not in ("matmul", "sum", "mean", "max") else False)
+
+
+def test_ops_whose_definitions_fit_a_skeleton_get_generated_kernels():
+    f32 = DType.f32
+    x = TensorType((4, 8), f32)
+    assert kernel_for("gelu", [x], {}).kind == "pointwise"
+    assert kernel_for("softmax", [x], {"axis": -1}).kind == "row reduction + elementwise"
+    assert kernel_for("rms_norm", [x, TensorType((8,), f32)], {"eps": 1e-6}).kind == "row reduction + elementwise"
+    assert kernel_for("matmul_bias_act", [x, TensorType((8, 3), f32), TensorType((3,), f32)],
+                      {"act": "gelu"}).kind == "GEMM + epilogue"
+    q = TensorType((2, 4, 8), f32)
+    assert kernel_for("sdpa", [q, q, q], {"causal": True, "scale": None}).kind == "attention"
+    # a softmax over another axis has no definition there: its native kernel runs
+    assert "no definition" in why_not("softmax", [x], {"axis": 0})
+
+
+def test_backends_print_primitives_only():
+    """Non-primitive elementwise ops lower to primitives: gelu is erf, mul, add."""
+    prims = set(primitives())
+    assert {"gelu", "silu", "sigmoid", "rsqrt", "relu", "gelu_tanh"}.isdisjoint(prims)
+    assert {"add", "mul", "exp", "erf", "where", "cast", "less"} <= prims
+    for op in REGISTRY:
+        if op.elementwise and not op.variadic:
+            body = lower(call(op.name, *[arg(i) for i in range(len(op.inputs))],
+                              **({"dtype": "f32"} if op.name == "cast" else {})))
+            assert {x.op for x in _nodes(body)} - {"arg", "const"} <= prims, op.name
+
+
+def _nodes(e):
+    from rlx.ir.expr import nodes
+    return nodes(e)
+
+
+# ---------------------------------------------------------------------------- regions
+def test_region_nodes_compute_in_their_own_dtype():
+    """add(cast(cast(x, i32), f32), 1) is 1.0 for x = 0.4, not 1.4; bool and integer results
+    run; an integer chain keeps its scalar integral; inf and nan literals compile."""
+    x = np.full((3, 5), 0.4, np.float32)
+    cases = [
+        (call("add", call("cast", call("cast", arg(0), dtype="i32"), dtype="f32"), 1.0), "f32", np.full((3, 5), 1.0)),
+        (call("less", arg(0), 0.5), "bool", np.ones((3, 5), bool)),
+        (call("add", call("cast", call("mul", arg(0), 10.0), dtype="i32"), 3), "i32", np.full((3, 5), 7)),
+        (call("minimum", arg(0), const(float("inf"))), "f32", x),
+        (call("where", call("less", arg(0), 0.0), const(float("nan")), arg(0)), "f32", x),
+    ]
+    for body, dtype, want in cases:
+        g = Graph("r")
+        y = g.region(g.input("x", x.shape), body=body)
+        assert str(y.dtype) == dtype
+        g.output(y=y)
+        got, ref, program = run_graph(g, {"x": x})
+        assert program.dispatch[y.node.name] == "generated"
+        np.testing.assert_array_equal(got["y"], want.astype(got["y"].dtype))
+        np.testing.assert_array_equal(ref["y"].astype(got["y"].dtype), got["y"])
+        assert from_json(to_json(body)) == body
+
+
+_LEAF_DTYPES = ("f32", "f16", "i32", "bool")
+
+
+@st.composite
+def region_bodies(draw, depth=4):
+    """A random well-typed body over inputs of the four dtypes (arg i has dtype i)."""
+    def expr(level) -> Expr:
+        if level == 0 or draw(st.integers(0, 3)) == 0:
+            return arg(draw(st.integers(0, 3)))
+        kind = draw(st.sampled_from(["unary", "binary", "cast", "compare", "where"]))
+        a = expr(level - 1)
+        dt = typed(a, tuple(DType(d) for d in _LEAF_DTYPES)).dtype
+        if kind == "cast" or dt == DType.bool:
+            return call("cast", a, dtype=draw(st.sampled_from(_LEAF_DTYPES)))
+        b = call("cast", expr(level - 1), dtype=str(dt))
+        if kind == "unary":
+            ops = ["neg", "abs", "relu"] + (["exp", "tanh", "sigmoid", "gelu", "silu", "erf"] if dt.is_float else [])
+            op = draw(st.sampled_from(ops))
+            return call(op, call("minimum", call("maximum", a, -8), 8) if op == "exp" else a)
+        if kind == "binary":
+            op = draw(st.sampled_from(["add", "sub", "mul", "maximum", "minimum"]))
+            return call(op, a, draw(st.sampled_from([b, const(draw(st.integers(-3, 3)))])))
+        if kind == "compare":
+            return call(draw(st.sampled_from(["less", "greater", "equal"])), a, b)
+        return call("where", call("less", a, b), a, b)
+    return expr(depth)
+
+
+@given(body=region_bodies(), seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=40)
+def test_random_regions_mixing_dtypes_match_the_reference(body, seed):
+    rng = np.random.default_rng(seed)
+    shapes = [(4, 6), (6,), (4, 1), (4, 6)]
+    g = Graph("r")
+    ins = [g.input(f"x{i}", s, d) for i, (s, d) in enumerate(zip(shapes, _LEAF_DTYPES))]
+    arrays = {f"x{i}": data(rng, s, d) for i, (s, d) in enumerate(zip(shapes, _LEAF_DTYPES))}
+    y = g.region(*ins, body=body)
+    g.output(y=y)
+    got, want, program = run_graph(g, arrays)
+    assert program.dispatch[y.node.name] == "generated"
+    # the reference runs the same dtypes natively: exact for integers and bools
+    native = interpret(g, {k: v for k, v in arrays.items()}, dtype="native")["y"]
+    if y.dtype.is_float:
+        tol = TOLERANCE[str(y.dtype)] * max(1.0, float(np.nanmax(np.abs(native.astype(np.float64)), initial=0)))
+        np.testing.assert_allclose(got["y"].astype(np.float64), native.astype(np.float64), atol=tol, rtol=0,
+                                   equal_nan=True, err_msg=str(body))
+    else:
+        np.testing.assert_array_equal(got["y"], native.astype(got["y"].dtype), err_msg=str(body))
+
+
+# ---------------------------------------------------------------------------- users' fused ops
+@pytest.fixture(scope="module")
+def user_rules(tmp_path_factory) -> Path:
+    return write_rules(tmp_path_factory.mktemp("user_rules"))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_user_fused_op_runs_as_one_generated_kernel(name, user_rules):
+    g = MODELS[name]()
+    r = rlx.compile(g, rules=[user_rules], validate=True)
+    fused = name
+    assert dict(r.graph.op_counts()) == {fused: 1}, r.graph.op_counts()
+    assert r.report.kernels[fused].startswith("generated: ")
+    arrays = rlx.ir.random_arrays(g, seed=3)
+    ins = {n.name: arrays[n.name] for n in g.inputs}
+    ps = {n.name: arrays[n.name] for n in g.params}
+    got, want = r.run(ins, ps), interpret(g, ins, ps)
+    for k in want:
+        err, tol = max_error(got[k], want[k], "f32")
+        assert err <= tol, (k, err)
+    program = r.executor_for(ins)
+    assert len(program.steps) == 1 and set(program.dispatch.values()) == {"generated"}
+
+
+def test_a_user_op_no_skeleton_fits_is_priced_and_reported_as_its_definition(tmp_path):
+    rules = write_rules(tmp_path, {"unfit.rlx": UNFIT})
+    rs = load([rules])
+    g = Graph("cn")
+    x = g.input("x", (16, 32))
+    g.output(y=g.column_normalize(x))
+    s = saturate_program(g, "cpu", rs)
+    (c,) = s.roots
+    node = next(n for n in s.view.classes[c] if n.op == "column_normalize")
+    t = TensorType((16, 32), DType.f32)
+    one_kernel = s.target.cost.op_cost("column_normalize", {}, [t], [t], s.target.cost.binding([t]))
+    priced = s.node_cost(c, node)
+    assert priced > one_kernel and math.isfinite(priced)
+    body = Graph("by hand")  # the definition, op by op, each op a launch of its own
+    xb = body.input("x", (16, 32))
+    ops = [body.sum(xb, (0,), True).node]
+    ops.append(body.div(xb, ops[0].value()).node)
+    cost, bind = s.target.cost, s.target.cost.binding([t])
+    assert priced == pytest.approx(sum(cost.op_cost(n.op, n.attrs, [v.type for v in n.inputs], n.outputs, bind)
+                                       for n in ops))
+    r = rlx.compile(g, rules=rs, validate=True)
+    assert r.graph.op_counts() == {"column_normalize": 1}
+    assert r.report.kernels["column_normalize"].endswith("runs as its definition")
+    assert "sum is not over the last axis" in r.report.kernels["column_normalize"]
+    a = {"x": np.random.default_rng(0).standard_normal((16, 32)).astype(np.float32)}
+    r.run(a)
+    assert set(r.executor_for(a).dispatch.values()) == {"definition"}
