@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import platform
-import statistics
 import sys
 from pathlib import Path
 
@@ -28,6 +27,8 @@ from rich.table import Table
 import rlx
 from rlx.extract.calibrate import sample_seconds as timed
 from rlx.ir import interpret, random_arrays
+
+from common import cell, ms
 
 MODELS = {
     "llama 4x1024 (d_ff 2816, seq 128)": lambda: rlx.models.llama(layers=4, d_model=1024, n_heads=16, d_ff=2816,
@@ -84,15 +85,6 @@ def torch_model(graph, params, torch):
     return forward
 
 
-def _ms(key: str, samples: list[float]) -> dict[str, float]:
-    """Median, min and max of timing samples, in ms, under ``key``, ``key_min``, ``key_max``."""
-    return {key: 1e3 * statistics.median(samples), f"{key}_min": 1e3 * min(samples), f"{key}_max": 1e3 * max(samples)}
-
-
-def _cell(row: dict, key: str) -> str:
-    return f"{row[key]:.1f} ({row[key + '_min']:.1f}-{row[key + '_max']:.1f})" if key in row else "-"
-
-
 ONNX_MODELS = {  # name: (tests/onnx_models.py model, its sizes, sequence length)
     "llama 4x1024 (d_ff 2816, seq 128)": ("llama", dict(layers=4, d=1024, heads=16, ff=2816, max_seq=128), 128),
     "bert-base 12x768 (seq 128)": ("bert", dict(layers=12, d=768, heads=12, ff=3072), 128),
@@ -128,7 +120,7 @@ def onnx_rows(repeats: int, console: Console) -> list[dict]:
         t_ort = timed(lambda: sess.run(None, feeds), repeats)
         rows.append({"model": name + ", exported", "nodes": len(graph.nodes), "nodes_compiled": len(result.graph.nodes),
                      "fused": dict(result.report.fused), "max_err_vs_onnxruntime": float(np.max(np.abs(got - want))),
-                     **_ms("rlx_ms", t_rlx), **_ms("ort_ms", t_ort)})
+                     **ms("rlx_ms", t_rlx), **ms("ort_ms", t_ort)})
     return rows
 
 
@@ -157,13 +149,13 @@ def main() -> None:
         t_rlx = timed(lambda: result.run(ins), args.repeats)
         t_ref = timed(lambda: interpret(graph, ins, ps, dtype="native"), max(3, args.repeats // 3))
         row = {"model": name, "nodes": len(graph.nodes), "nodes_compiled": len(result.graph.nodes),
-               "max_err_vs_reference": err, **_ms("rlx_ms", t_rlx), **_ms("unfused_ms", t_ref)}
+               "max_err_vs_reference": err, **ms("rlx_ms", t_rlx), **ms("unfused_ms", t_ref)}
         if torch is not None:
             fwd = torch_model(graph, ps, torch)
             with torch.inference_mode():
                 terr = float(np.max(np.abs(fwd(ins).numpy() - out[key])))
                 t_pt = timed(lambda: fwd(ins), args.repeats)
-            row.update(**_ms("torch_ms", t_pt), torch_max_err_vs_rlx=terr)
+            row.update(**ms("torch_ms", t_pt), torch_max_err_vs_rlx=terr)
         rows.append(row)
     table = Table(title=f"CPU runtime, f32, batch 1 (median of {args.repeats}, min-max)")
     for col in ("model", "MIR nodes (compiled)", "rlx ms", "unfused interpreter ms", "unfused / rlx",
@@ -171,10 +163,10 @@ def main() -> None:
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(r["model"], f"{r['nodes']} ({r['nodes_compiled']})",
-                      _cell(r, "rlx_ms"),
-                      _cell(r, "unfused_ms"),
+                      cell(r, "rlx_ms"),
+                      cell(r, "unfused_ms"),
                       f"{r['unfused_ms'] / r['rlx_ms']:.2f}x",
-                      _cell(r, "torch_ms"),
+                      cell(r, "torch_ms"),
                       f"{r['torch_ms'] / r['rlx_ms']:.2f}x" if "torch_ms" in r else "-",
                       f"{r['max_err_vs_reference']:.1e} / {r.get('torch_max_err_vs_rlx', float('nan')):.1e}")
     console = Console(width=180)
@@ -188,8 +180,8 @@ def main() -> None:
             t2.add_column(col, justify="right")
         for r in exported:
             t2.add_row(r["model"], f"{r['nodes']} ({r['nodes_compiled']})",
-                       _cell(r, "rlx_ms"),
-                       _cell(r, "ort_ms"),
+                       cell(r, "rlx_ms"),
+                       cell(r, "ort_ms"),
                        f"{r['ort_ms'] / r['rlx_ms']:.2f}x", f"{r['max_err_vs_onnxruntime']:.1e}",
                        ", ".join(f"{k} {v}" for k, v in sorted(r["fused"].items())))
         console.print(t2)

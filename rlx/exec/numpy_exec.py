@@ -78,7 +78,9 @@ class NumpyProgram:
         types = [TensorType(self.lir.values[n].shape, DType(self.lir.values[n].dtype)) for n in step.inputs]
         kernel = kernel_for(op, types, attrs)
         if kernel is not None:
-            return "generated", build(kernel, ins, outs)
+            params = frozenset(i for i, n in enumerate(step.inputs)
+                               if self.lir.buffers[self.lir.values[n].buffer].region == "param")
+            return "generated", build(kernel, ins, outs, params)
         opdef = REGISTRY.get(op)
         ref = opdef.reference
 

@@ -190,7 +190,14 @@ class Program:
                 for a in x.args:
                     self.consume(a)
                 out = out or want.get(x) or self._temp(x)
-                self.lines.append(print_op(x.op, x.dtype, operands, out))
+                if x.op == "div" and x.dtype.is_float and _smaller(self.shape(x.args[1]), self.shape(x)):
+                    # division by a per-row value: one reciprocal per row, then a multiply
+                    small = self._temp(x.args[1])
+                    self.lines.append(f"np.reciprocal({operands[1]}, out={small})")
+                    self.lines.append(f"np.multiply({operands[0]}, {small}, out={out})")
+                    self._free.setdefault((self.shape(x.args[1]), x.dtype.np), []).append(int(small[2:-1]))
+                else:
+                    self.lines.append(print_op(x.op, x.dtype, operands, out))
                 self.name[x] = out
         where = []
         for r, t in zip(roots, targets):
@@ -203,6 +210,10 @@ class Program:
         """The scratch slots shaped for one chunk, whose leaves have ``leaf_shapes``."""
         memo = dict(leaf_shapes)
         return [fit(buf, shape_in(memo, e)) for buf, (e, _) in zip(scratch, self.slots)]
+
+
+def _smaller(shape: tuple, than: tuple) -> bool:
+    return math.prod(shape) * 8 <= math.prod(than)
 
 
 def shape_in(memo: dict[Expr, tuple], e: Expr) -> tuple:
@@ -250,15 +261,17 @@ class ChunkedKernel:
 
 
 # ---------------------------------------------------------------------------- skeletons
-def build(kernel: Kernel, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]) -> ChunkedKernel:
-    """The NumPy program of ``kernel`` over these arrays (the outputs are written in place)."""
+def build(kernel: Kernel, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
+          constant: frozenset[int] = frozenset()) -> ChunkedKernel:
+    """The NumPy program of ``kernel`` over these arrays (the outputs are written in place);
+    ``constant`` inputs (params) keep their values for as long as the kernel lives."""
     s = kernel.skeleton
     if isinstance(s, Pointwise):
         return _rows(s.outputs, (), (), ins, outs, fixed=0)
     if isinstance(s, RowReduce):
         return _rows(s.outputs, s.reductions, (), ins, outs, fixed=1)
     if isinstance(s, Gemm):
-        return _rows(s.outputs, (), s.gemms, ins, outs, fixed=0)
+        return _rows(s.outputs, (), s.gemms, ins, outs, fixed=0, constant=constant)
     if isinstance(s, Attention):
         return _attention(s, ins, outs)
     raise TypeError(f"no NumPy printer for skeleton {type(s).__name__}")
@@ -277,8 +290,21 @@ def _matmul(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     np.matmul(x, w, out=out, dtype=out.dtype)
 
 
+def _pack(gemms, products: list[int], ins, constant: frozenset[int], leaves, n_in: int) -> np.ndarray | None:
+    """Products of one left operand with constant matrices of one shape are one GEMM with
+    the matrices side by side (one BLAS call, wider: SwiGLU's gate and up projections). The
+    packed matrix is made once, when the kernel is built (params do not change after)."""
+    if len(products) < 2 or len({gemms[j][0] for j in products}) != 1:
+        return None
+    ws = [ins[gemms[j][1]] for j in products]
+    dts = {leaves[("arg", n_in + j)].dtype for j in products}
+    if not all(gemms[j][1] in constant for j in products) or len({w.shape for w in ws}) != 1 or len(dts) != 1:
+        return None
+    return np.concatenate(ws, axis=-1)
+
+
 def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
-          fixed: int) -> ChunkedKernel:
+          fixed: int, constant: frozenset[int] = frozenset()) -> ChunkedKernel:
     """Pointwise, row reduction and GEMM + epilogue. A GEMM's products are computed per block
     of rows (``GEMM_BLOCK`` elements: BLAS wants big blocks) into scratch; then, per chunk
     of the block, the reductions in order and the outputs."""
@@ -315,8 +341,14 @@ def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray],
         prog.targets = {e: f"o{k}" for k, e in reversed(list(enumerate(outputs))) if not e.is_leaf}
     red_leaves = []
     for j, (kind, e) in enumerate(reductions):
-        (src,) = prog.compute([e], [None])
-        prog.lines.append(f"{'np.max' if kind == 'max' else 'np.sum'}({src}, axis=-1, keepdims=True, out=R{j})")
+        if kind != "max" and e.op == "mul" and all(prog.shape(a) == prog.shape(e) for a in e.args):
+            a, b = prog.compute(list(e.args), [None, None])  # a sum of products: one pass
+            prog.lines.append(f"np.vecdot({a}, {b}, axis=-1, out=R{j}[..., 0])")
+            prog.consume(e.args[0])
+            prog.consume(e.args[1])
+        else:
+            (src,) = prog.compute([e], [None])
+            prog.lines.append(f"{'np.max' if kind == 'max' else 'np.sum'}({src}, axis=-1, keepdims=True, out=R{j})")
         if kind == "mean":
             prog.lines.append(f"np.multiply(R{j}, {prog.const(1.0 / prog.shape(e)[-1], e.dtype)}, out=R{j})")
         prog.consume(e)
@@ -331,7 +363,11 @@ def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray],
     fn, src, consts = generated(params, prog.lines, prog.consts)
 
     # scratch, sized by the first (largest) block and chunk
+    packed = _pack(gemms, products, ins, constant, leaves, n_in)
     prod_bufs = {j: np.empty(product_shape(j, first_block), leaves[("arg", n_in + j)].dtype.np) for j in products}
+    if packed is not None:  # one wide product; each P_j is a column block of it
+        wide = np.empty(product_shape(products[0], first_block)[:-1] + (packed.shape[-1],),
+                        leaves[("arg", n_in + products[0])].dtype.np)
     red_bufs = [np.empty(prog.shape(leaf), leaf.dtype.np) for leaf, _ in red_leaves]
     scratch = [np.empty(prog.shape(e), d) for e, d in prog.slots]
     calls: list[tuple[Callable, tuple]] = []
@@ -339,7 +375,14 @@ def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray],
         ins_b = {i: take(ins[i], block, axes[i]) for i in args}
         outs_b = [o[block] for o in outs]
         prods_b = {}
-        for j in products:
+        if packed is not None:
+            a = gemms[products[0]][0]
+            x = take(ins[a], block, row_axes[a])
+            wide_b = fit(wide, x.shape[:-1] + (packed.shape[-1],))
+            calls.append((_matmul, (x, packed, wide_b)))
+            n = packed.shape[-1] // len(products)
+            prods_b = {j: wide_b[..., k * n:(k + 1) * n] for k, j in enumerate(products)}
+        for j in products if packed is None else ():
             a, b = gemms[j]
             prods_b[j] = fit(prod_bufs[j], product_shape(j, block))
             calls.append((_matmul, (take(ins[a], block, row_axes[a]), ins[b], prods_b[j])))
