@@ -90,7 +90,7 @@ def explain(eg, view: EGraphView, near: list[NearMiss], ex: Extraction, cost: Co
         failed = [g for g, v in zip(rule.guards, verdicts) if v is False]
         op = _rhs_op(rule, env)
         chosen = ex.choice[root]
-        used = chosen.op == op or (chosen.op == "get" and ex.choice.get(chosen.children[0]) is not None
+        used = chosen.op == op or (chosen.is_get and ex.choice.get(chosen.children[0]) is not None
                                   and ex.choice[chosen.children[0]].op == op)
         if used and not failed:
             applied[rule.name] += 1

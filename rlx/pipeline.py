@@ -17,7 +17,7 @@ from rlx.errors import RlxError
 from rlx.egraph.load import load_graph, new_egraph, run_pieces
 from rlx.egraph.saturate import Limits, SaturationStats, saturate
 from rlx.egraph.schema import BODY_RULES, schema, type_rules
-from rlx.egraph.view import ENode, EGraphView, freeze
+from rlx.egraph.view import ENode, EGraphView, Kind, freeze
 from rlx.explain import explain
 from rlx.extract.cost import CostModel
 from rlx.extract.exact import extract_exact
@@ -109,7 +109,7 @@ def _original(graph: Graph, view: EGraphView) -> tuple[dict[int, ENode], dict[in
             names.setdefault(c, v.name)
             order.setdefault(c, i)
             if len(values) > 1:
-                original.setdefault(c, next((n for n in view.classes[c] if n.op == "get"
+                original.setdefault(c, next((n for n in view.classes[c] if n.is_get
                                              and n.attr_dict()["index"] == v.index), None))
                 tup = original[c].children[0] if original[c] else None
                 if tup is not None:
@@ -184,11 +184,11 @@ def saturate_program(model: Graph | Module, target: str | Path | Target | CostMo
     bind = cost.binding([ty for ts in view.types.values() for ty in ts], binding)
 
     def node_cost(c: int, n: ENode) -> float:
-        if n.op == "absent":
+        if n.is_absent or n.is_get:
             return 0.0
         outs = view.types.get(c)
         ins = [view.type1(ch) for ch in view.inputs(n)]
-        if outs is None or (n.op != "get" and any(i is None for i in ins)):
+        if outs is None or any(i is None for i in ins):
             return float("inf")
         attrs = n.attr_dict()
         if n.op != "region" and n.op in REGISTRY and REGISTRY.get(n.op).category == "fused" \
@@ -317,12 +317,12 @@ def validate_result(result: CompileResult, binding: Mapping[str, int], seed: int
     for name, ref in want.items():
         err, tol = max_error(got[name], ref, str(outputs[name].dtype))
         if not err <= tol:
-            ex = result.executor_for(ins)
+            program = result.executor_for(ins)
             ref_all = interpret(result.graph, ins, ps, return_all=True)
-            for step in ex.lir.steps:
+            for step in program.lir.steps:
                 for out in step.outputs:
                     if out in ref_all and step.phase == "body":
-                        e, t = max_error(ex.arrays[out], ref_all[out], ex.lir.values[out].dtype)
+                        e, t = max_error(program.read(out), ref_all[out], program.lir.values[out].dtype)
                         if not e <= t:
                             raise ValidationError(f"validation failed at op {step.op} (node {step.node!r}): "
                                                   f"max error {e:.3g}; output {name!r} max error {err:.3g} "
@@ -345,7 +345,7 @@ def _no_program_message(view: EGraphView, classes: list[int], computable: set[in
     need: dict[str, list[str]] = {}
     for c in sorted(stuck):
         for n in view.classes[c]:
-            if n.op not in ("get", "absent") and not cost.claims(n.op):
+            if n.kind is Kind.OP and not cost.claims(n.op):
                 need.setdefault(n.op, []).append(names.get(c, f"e-class {c}"))
     lines = [f"no program that target {tgt.name!r} ({tgt.path}) can run computes the outputs:"]
     for op, nodes in sorted(need.items()):

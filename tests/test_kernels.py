@@ -17,6 +17,8 @@ from rlx.kernels.scalar import lower, primitives
 from rlx.pipeline import TOLERANCE, max_error, saturate_program
 from rlx.plan import plan
 from rlx.rules import load
+from rlx.rules.definitions import applies, decl_of, registry_definitions
+from rlx.rules.fused import body_graph
 from user_ops import MODELS, RULES, UNFIT, write_rules
 
 RULES_SHIPPED = load()  # registers the shipped fused ops
@@ -340,3 +342,20 @@ def test_a_user_op_no_skeleton_fits_is_priced_and_reported_as_its_definition(tmp
     a = {"x": np.random.default_rng(0).standard_normal((16, 32)).astype(np.float32)}
     r.run(a)
     assert set(r.executor_for(a).dispatch.values()) == {"definition"}
+
+
+@pytest.mark.parametrize("op", sorted(op.name for op in registry_definitions()))
+@settings(max_examples=8)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_a_registry_ops_definition_computes_its_reference(op, seed):
+    """The definition (what decompositions and kernels follow from) against the NumPy
+    reference, an independent oracle, on random instances."""
+    g, arrays = _case(op, np.random.default_rng(seed), "f32")
+    node = next(n for n in g.nodes if n.opdef.category != "source")
+    if not applies(node.opdef, node.attrs):
+        return  # e.g. a softmax over another axis: the definition does not claim it
+    body, _ = body_graph(decl_of(op), [v.type for v in node.inputs], node.attrs)
+    feeds = {name: arrays[v.node.name] for name, v in zip(decl_of(op).inputs, node.inputs)}
+    (want,) = interpret(g, {n.name: arrays[n.name] for n in g.inputs}).values()
+    (got,) = interpret(body, feeds).values()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)  # the body's literals are f32

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from egglog import bindings
@@ -25,14 +26,35 @@ from rlx.egraph.schema import schema_ops
 BODY_CTORS = {"Arg", "Cst", "U", "Bn", "Tn"}
 
 
+class Kind(Enum):
+    """What an e-node is: an application of a registry op (sources included), the i-th
+    result of a multi-output op, or the absent tensor in an omitted optional input."""
+    OP = "op"
+    GET = "get"
+    ABSENT = "absent"
+
+
 @dataclass(frozen=True)
 class ENode:
-    op: str
+    op: str                            # the registry op ("" for GET and ABSENT)
     children: tuple[int, ...]
     attrs: tuple[tuple[str, Any], ...] = ()
+    kind: Kind = Kind.OP
 
     def attr_dict(self) -> dict[str, Any]:
         return dict(self.attrs)
+
+    @property
+    def is_get(self) -> bool:
+        return self.kind is Kind.GET
+
+    @property
+    def is_absent(self) -> bool:
+        return self.kind is Kind.ABSENT
+
+    @property
+    def is_source(self) -> bool:
+        return self.kind is Kind.OP and REGISTRY.get(self.op).category == "source"
 
 
 @dataclass
@@ -104,11 +126,11 @@ def freeze(eg: bindings.EGraph, graph: Graph, loaded: Loaded) -> EGraphView:
         elif fname == "O_absent":
             for r in f.rows:
                 view.absent = view.cid(r.output)
-                add(view.absent, ENode("absent", ()))
+                add(view.absent, ENode("", (), kind=Kind.ABSENT))
         elif fname == "O_get":
             for r in f.rows:
-                add(view.cid(r.output), ENode("get", (view.cid(r.inputs[0]),),
-                                              (("index", eg.value_to_i64(r.inputs[1])),)))
+                add(view.cid(r.output), ENode("", (view.cid(r.inputs[0]),),
+                                              (("index", eg.value_to_i64(r.inputs[1])),), Kind.GET))
         elif fname == "Region":
             for r in f.rows:
                 body, args = bodies.get(r.inputs[0]), arglists.get(r.inputs[1])
@@ -229,7 +251,7 @@ def _type_new_scalars(view: EGraphView) -> bool:
     found = False
     for nodes in view.classes:
         for n in nodes:
-            if not untyped.intersection(n.children) or n.op not in REGISTRY or not REGISTRY.get(n.op).elementwise:
+            if not untyped.intersection(n.children) or n.kind is not Kind.OP or not REGISTRY.get(n.op).elementwise:
                 continue
             kids = view.inputs(n)
             like = next((view.type1(kids[i]) for i in REGISTRY.get(n.op).dtype_peers(len(kids))
@@ -245,12 +267,12 @@ def _type_new_scalars(view: EGraphView) -> bool:
 
 def _node_type(view: EGraphView, n: ENode) -> tuple[TensorType, ...] | None:
     """The type of an e-node from its children's types, or None if not (yet) known."""
-    if n.op in ("input", "param", "constant", "absent"):
+    if n.is_absent or n.is_source:
         return None  # sources are typed from the loaded MIR
     kids = [view.types.get(c) for c in view.inputs(n)]
     if any(k is None for k in kids):
         return None
-    if n.op == "get":
+    if n.is_get:
         tup = kids[0]
         i = n.attr_dict()["index"]
         return (tup[i],) if i < len(tup) else None

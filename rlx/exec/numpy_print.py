@@ -23,7 +23,7 @@ from rlx.kernels.skeletons import Attention, Gemm, Kernel, Pointwise, RowReduce
 
 CHUNK = 32768        # elements per temporary: a few of them fit in this machine's L2
 GEMM_BLOCK = 1 << 20  # elements of a GEMM's product block (BLAS loses speed on thin blocks)
-SCORES = 65536       # elements of an attention score block
+SCORES = 1 << 18       # elements of an attention score block
 
 # ---------------------------------------------------------------------------- primitives
 # How each primitive prints: {o} is the output array, {0} {1} {2} the operands.

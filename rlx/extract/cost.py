@@ -50,11 +50,11 @@ class CostModel:
     def op_cost(self, op: str, attrs: dict, ins: list[TensorType], outs: list[TensorType] | tuple,
                 binding: DimBinding) -> float:
         """Predicted seconds for one op application (inf when the target does not claim it)."""
-        if op in ("input", "param", "constant", "get"):
+        opdef = REGISTRY.get(op)
+        if opdef.category == "source":
             return 0.0
         if not self.claims(op) or op == "region" and not all(map(self.claims, ops_of(attrs["body"]))):
             return INF  # a region runs its body's ops: the target must claim each of them
-        opdef = REGISTRY.get(op)
         if opdef.view:
             return self.view_overhead
         try:

@@ -158,7 +158,7 @@ def extract(view: EGraphView, roots: Sequence[int], cost: Callable[[int, ENode],
     gets: dict[int, list[tuple[int, ENode]]] = {}  # tuple class -> its projections
     for c, nodes in enumerate(view.classes):
         for n in nodes:
-            if n.op == "get":
+            if n.is_get:
                 gets.setdefault(n.children[0], []).append((c, n))
     for p in range(max_passes):
         out.passes = p + 1
@@ -191,7 +191,7 @@ def _moves(s: _Selection, c: int, n: ENode, gets: dict[int, list[tuple[int, ENod
     """Selecting a projection of a multi-output op moves its live siblings with it: one
     residual+norm kernel only pays off when both its results are taken from it."""
     moves = [(c, n)]
-    if n.op == "get":
+    if n.is_get:
         for c2, n2 in gets.get(n.children[0], []):
             if c2 != c and s.ref.get(c2, 0) > 0 and s.sel[c2] != n2 and s.usable(c2, n2):
                 moves.append((c2, n2))

@@ -19,7 +19,7 @@ def to_mir(source: Graph, view: EGraphView, ex: Extraction, class_name: dict[int
 
     for c in sorted(ex.choice, key=lambda c: ex.level[c]):
         n = ex.choice[c]
-        if n.op == "absent":
+        if n.is_absent:
             continue
         t = view.types[c]
         if n.op in ("input", "param"):
@@ -31,7 +31,7 @@ def to_mir(source: Graph, view: EGraphView, ex: Extraction, class_name: dict[int
                      np.asarray(a["key"] == "true" if a["key"] in ("true", "false") else float(a["key"])))
             emitted[c] = g.add_node("constant", (), {"value": value, "dtype": t[0].dtype},
                                     _name(g, class_name.get(c), "constant")).value()
-        elif n.op == "get":
+        elif n.is_get:
             node = emitted[n.children[0]]
             emitted[c] = (node.node if isinstance(node, Value) else node).value(n.attr_dict()["index"])
         else:

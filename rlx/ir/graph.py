@@ -231,8 +231,8 @@ class Graph:
             like = next((v for v in inputs if isinstance(v, Value)), None)
             if like is None:
                 raise ArityError(f"node {name or op!r} ({op}): needs at least one tensor input")
-            dt = like.dtype if op != "where" or len(inputs) < 3 else (
-                inputs[1].dtype if isinstance(inputs[1], Value) else inputs[2].dtype)
+            peers = [inputs[i] for i in opdef.dtype_peers(len(inputs)) if isinstance(inputs[i], Value)]
+            dt = (peers[0] if peers else like).dtype
             inputs = [v if isinstance(v, Value) else self.constant(v, dt) for v in inputs]
         node = self.add_node(op, inputs, attrs, name)
         return node.values if len(node.outputs) != 1 else node.value()

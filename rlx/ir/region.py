@@ -37,7 +37,7 @@ def _reference(ins, attrs):
 
 
 def _flops(in_shapes, out_shapes, attrs) -> float:
-    per = sum(REGISTRY.get(op).flops([(1,)], [(1,)], {}) for op in ops_of(attrs["body"]) if op != "cast")
+    per = sum(REGISTRY.get(op).flops([(1,)], [(1,)], {}) for op in ops_of(attrs["body"]))
     return per * math.prod(out_shapes[0])
 
 

@@ -78,8 +78,8 @@ def _plan(graph: Graph, alignment: int, syms: list[str]) -> LIR:
         for v in node.values:
             shape = v.shape
             nbytes = _nbytes(v, nominal)
-            if node.op in ("input", "param", "constant"):
-                region = {"input": "input", "param": "param", "constant": "param"}[node.op]
+            if op.category == "source":
+                region = "input" if node.op == "input" else "param"  # constants live with the params
                 bid = new_buffer(region, nbytes, t)
                 values[v.name] = ValueLayout(v.name, bid, 0, shape, _strides(shape), str(v.dtype), False)
                 continue
