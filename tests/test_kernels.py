@@ -19,7 +19,7 @@ from rlx.plan import plan
 from rlx.rules import load
 from rlx.rules.definitions import applies, decl_of, registry_definitions
 from rlx.rules.fused import body_graph
-from user_ops import MODELS, RULES, UNFIT, write_rules
+from user_ops import MODELS, UNFIT, write_rules
 
 RULES_SHIPPED = load()  # registers the shipped fused ops
 FLOATS = ("f32", "f16", "bf16")

@@ -22,7 +22,6 @@ from rlx.ir.dtypes import DType
 from rlx.ir.lir import LIR, Step, ValueLayout
 from rlx.ir.registry import REGISTRY, OpDef, TensorType
 from rlx.kernels.lower import kernel_for
-from rlx.kernels.scalar import primitives
 
 NAME = "numpy"
 
@@ -174,4 +173,4 @@ def _reshape_copy(ins, outs, attrs) -> None:
     np.copyto(outs[0].reshape(ins[0].shape), ins[0])
 
 
-__all__ = ["NumpyExecutor", "NumpyProgram", "primitives"]
+__all__ = ["NumpyExecutor", "NumpyProgram"]

@@ -10,14 +10,14 @@ e-graph through MIR and LIR to the backends' printers; JSON is its only other sp
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from rlx.errors import DTypeError, RlxError
 from rlx.ir.dtypes import DType, as_dtype
-from rlx.ir.registry import REGISTRY, TensorType
+from rlx.ir.registry import REGISTRY
 
 LEAVES = ("arg", "const", "red")
 NAN = float("nan")
@@ -140,10 +140,6 @@ def ops_of(e: Expr) -> Iterator[str]:
             stack.extend(x.args)
 
 
-def arg_indices(e: Expr) -> set[int]:
-    return {x.value for x in nodes(e) if x.op == "arg"}
-
-
 def remap(e: Expr, mapping: dict[int, int]) -> Expr:
     """Input ``i`` renamed to ``mapping[i]``."""
     return rebuild(e, lambda x: Expr("arg", value=mapping[x.value]) if x.op == "arg" else x)
@@ -197,9 +193,6 @@ def _typed_const(c: Expr, dtype: DType) -> Expr:
         v = float(v) if v == v else NAN
     return Expr("const", value=v, dtype=dtype)
 
-
-def result_type(e: Expr, in_types: Sequence[TensorType]) -> DType:
-    return typed(e, tuple(t.dtype for t in in_types)).dtype
 
 
 # ---------------------------------------------------------------------------- spellings
