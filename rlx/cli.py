@@ -96,16 +96,28 @@ def _bindings(pairs: list[str]) -> dict[str, int]:
 
 
 def _rules(args: argparse.Namespace):
+    """The rule set a command compiles with: the shipped rules, plus --rules, or only these
+    with --only-rules (as ``rlx.compile(rules=[...])`` does)."""
     import rlx.rules
     if not args.rules:
-        return None
+        return rlx.rules.load()
     return rlx.rules.load(([] if args.only_rules else [rlx.rules.SHIPPED]) + list(args.rules))
 
 
-def _compile(args: argparse.Namespace, console: Console) -> int:
+def _with_rules(command):
+    """Run a command with its rule set active: a MIR file may use the set's fused ops."""
+    def run(args: argparse.Namespace, console: Console) -> int:
+        rules = _rules(args)
+        with rules.active():
+            return command(args, console, rules)
+    return run
+
+
+@_with_rules
+def _compile(args: argparse.Namespace, console: Console, rules) -> int:
     graph = _load_model(args.model)
     with console.status(f"compiling {args.model} for {args.target} ..."):
-        result = rlx.compile(graph, target=args.target, rules=_rules(args))
+        result = rlx.compile(graph, target=args.target, rules=rules)
     r = result.report
     console.print(f"{args.model}: {r.nodes_before} -> {r.nodes_after} nodes for target {r.target}; fused "
                   + (", ".join(f"{op} x{n}" for op, n in r.fused.items()) or "nothing")
@@ -143,10 +155,11 @@ def _dump(out: Path, graph, result) -> None:
         + (" [in place]" if s.in_place else "") + (" [view]" if s.view else "") for s in lir.steps) + "\n")
 
 
-def _run(args: argparse.Namespace, console: Console) -> int:
+@_with_rules
+def _run(args: argparse.Namespace, console: Console, rules) -> int:
     graph = _load_model(args.model)
     with console.status(f"compiling {args.model} ..."):
-        result = rlx.compile(graph, target=args.target, rules=_rules(args))
+        result = rlx.compile(graph, target=args.target, rules=rules)
     binding = {s: 8 for s in result.lir.symbols} | _bindings(args.bind)
     arrays = random_arrays(graph, binding, seed=args.seed)
     arrays.update(graph.weights)  # an imported model runs with its own weights
@@ -193,7 +206,6 @@ def _ops(args: argparse.Namespace, console: Console) -> int:
 
 def _targets(args: argparse.Namespace, console: Console) -> int:
     import rlx.rules
-    rlx.rules.load()  # rule files register the fused ops targets may claim
     table = Table(title="targets")
     for col in ("name", "executor", "f32 peak", "f16 peak", "bandwidth", "launch", "regions", "not claimed", "file"):
         table.add_column(col)
@@ -233,7 +245,7 @@ def _rules_check(args: argparse.Namespace, console: Console) -> int:
         for r in rs.rules:
             status.update(f"checking {r.name} ...")
             p = prove(r, rs)
-            f = fuzz(r, trials=args.trials, seed=args.seed)
+            f = fuzz(r, trials=args.trials, seed=args.seed, rules=rs)
             if f.failures:
                 unsound.append((r, f.failures[0]))
                 fz = f"[red]UNSOUND[/] ({len(f.failures)}/{f.instances})"

@@ -3,9 +3,10 @@ the cheapest program for the target, and report what happened."""
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -42,13 +43,20 @@ from rlx.rules.compile import Compiled, compile_rules
 @dataclass
 class CompileResult:
     """The optimized MIR, the program it came from, the report, and (planned on first use)
-    the LIR for the target's alignment."""
+    the LIR for the target's alignment.
+
+    Runs are safe from any number of threads: each thread runs its own program (its own
+    arena and scratch) on the shared, read-only params."""
     graph: Graph
     source: Graph
     report: FusionReport
     alignment: int = 64
-
     executor: str = "numpy"
+    ruleset: RuleSet = field(default_factory=RuleSet)  # its fused ops are active while it runs
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._local = threading.local()
 
     @cached_property
     def lir(self) -> LIR:
@@ -56,26 +64,31 @@ class CompileResult:
 
     def bind(self, params: Mapping[str, Any]) -> "CompileResult":
         """Bind parameters once; every later ``run`` reuses them (and the arena)."""
-        self._params = {k: np.asarray(v) for k, v in params.items()}
-        self._executors: dict[tuple, Program] = {}
+        with self._lock:
+            self._params = {k: np.asarray(v) for k, v in params.items()}
+            self._local = threading.local()  # programs are made again for the new params
         return self
 
     def executor_for(self, inputs: Mapping[str, Any]) -> Program:
-        """The target executor's program for these inputs' sizes (symbols bound from their
-        shapes; cached per specialization)."""
-        executor = get_executor(self.executor)
-        if not hasattr(self, "_params"):
-            if not self.source.weights and self.source.params:
-                raise RlxError("no params bound: call result.bind(params) or pass params= to run")
-            self.bind(self.source.weights)
-        # symbols bind from the source's inputs: an input used only for its shape (ONNX Shape)
-        # is not in the optimized graph, but its dims still size the outputs
-        binding = bind_dims(self.source, {k: np.asarray(v) for k, v in inputs.items()}) if self.lir.symbols else {}
-        key = tuple(sorted((k, v) for k, v in dict(binding).items() if k in self.lir.symbols))
-        if key not in self._executors:
-            lir = self.lir.specialize(dict(key)) if self.lir.symbols else self.lir
-            self._executors[key] = executor.prepare(lir, self._params)
-        return self._executors[key]
+        """This thread's program on the target executor for these inputs' sizes (symbols
+        bound from their shapes; cached per specialization and thread)."""
+        with self.ruleset.active():
+            executor = get_executor(self.executor)
+            with self._lock:
+                if not hasattr(self, "_params"):
+                    if not self.source.weights and self.source.params:
+                        raise RlxError("no params bound: call result.bind(params) or pass params= to run")
+                    self._params = dict(self.source.weights)
+                params, local = self._params, self._local
+            # symbols bind from the source's inputs: an input used only for its shape (ONNX
+            # Shape) is not in the optimized graph, but its dims still size the outputs
+            binding = bind_dims(self.source, {k: np.asarray(v) for k, v in inputs.items()}) if self.lir.symbols else {}
+            key = tuple(sorted((k, v) for k, v in dict(binding).items() if k in self.lir.symbols))
+            programs = local.__dict__.setdefault("programs", {})
+            if key not in programs:
+                lir = self.lir.specialize(dict(key)) if self.lir.symbols else self.lir
+                programs[key] = executor.prepare(lir, params)
+            return programs[key]
 
     def run(self, inputs: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
         """Run the compiled program on the target's executor; returns outputs by name."""
@@ -164,6 +177,11 @@ def saturate_program(model: Graph | Module, target: str | Path | Target | CostMo
         raise RlxError(f"compile expects a Graph or an hir.Module, got {type(model).__name__}")
     tgt = _target(target)
     ruleset = rules if isinstance(rules, RuleSet) else load(rules)
+    with ruleset.active():
+        return _saturate(graph, tgt, ruleset, limits, binding, decompose, times, t)
+
+
+def _saturate(graph: Graph, tgt: Target, ruleset: RuleSet, limits, binding, decompose, times, t) -> Saturated:
     tgt = tgt.resolve_claims().with_decomposed(list(decompose))
     check_claims(tgt.executor, tgt.cost.claimed)
     cost = tgt.cost
@@ -226,7 +244,15 @@ def compile(model: Graph | Module | LIR, target: str | Path | Target | CostModel
             model.alignment)
         result.lir = model
         return result
-    s = saturate_program(model, target, rules, limits=limits, binding=binding, decompose=decompose)
+    ruleset = rules if isinstance(rules, RuleSet) else load(rules)
+    with ruleset.active():
+        return _compile(model, target, ruleset, limits, assert_fusion_clean, binding, decompose, extractor,
+                        validate, seed)
+
+
+def _compile(model, target, ruleset: RuleSet, limits, assert_fusion_clean, binding, decompose, extractor,
+             validate, seed) -> CompileResult:
+    s = saturate_program(model, target, ruleset, limits=limits, binding=binding, decompose=decompose)
     graph, view, tgt, times = s.graph, s.view, s.target, s.times
     t = time.perf_counter()
     try:
@@ -261,7 +287,7 @@ def compile(model: Graph | Module | LIR, target: str | Path | Target | CostModel
                                       after.get("region", 0)))
     if assert_fusion_clean and report.missed:
         raise FusionNotClean(report)
-    result = CompileResult(optimized, graph, report, tgt.alignment, tgt.executor)
+    result = CompileResult(optimized, graph, report, tgt.alignment, tgt.executor, ruleset)
     if validate:
         validate_result(result, binding or {}, seed)
     return result

@@ -25,17 +25,18 @@ from rlx.verify import FuzzResult, Proof, fuzz, prove
 
 
 def check_rule(rule: Rule, rules: RuleSet | None = None, trials: int = 20, seed: int = 0) -> tuple[Proof, FuzzResult]:
-    return prove(rule, rules), fuzz(rule, trials=trials, seed=seed)
+    return prove(rule, rules), fuzz(rule, trials=trials, seed=seed, rules=rules)
 
 
-def assert_rule_sound(rule: Rule | str | Path, trials: int = 20, seed: int = 0) -> None:
-    """Fail with a counterexample if ``rule`` (a Rule, or a file with exactly one) is unsound."""
+def assert_rule_sound(rule: Rule | str | Path, trials: int = 20, seed: int = 0, rules: RuleSet | None = None) -> None:
+    """Fail with a counterexample if ``rule`` (a Rule from ``rules``, or a file with exactly
+    one) is unsound."""
     if not isinstance(rule, Rule):
-        rs = load([rule])
-        if len(rs.rules) != 1:
-            raise AssertionError(f"{rule}: expected one rule, found {len(rs.rules)} (use assert_rules_sound)")
-        rule = rs.rules[0]
-    result = fuzz(rule, trials=trials, seed=seed)
+        rules = load([rule])
+        if len(rules.rules) != 1:
+            raise AssertionError(f"{rule}: expected one rule, found {len(rules.rules)} (use assert_rules_sound)")
+        rule = rules.rules[0]
+    result = fuzz(rule, trials=trials, seed=seed, rules=rules)
     if result.failures:
         raise AssertionError(f"rule {rule.name} ({rule.span}) is unsound: {result.failures[0]}")
     if not result.instances:
@@ -48,7 +49,7 @@ def assert_rules_sound(paths: str | Path | list, trials: int = 20, seed: int = 0
     problems = []
     for rule in rs.rules:
         try:
-            assert_rule_sound(rule, trials, seed)
+            assert_rule_sound(rule, trials, seed, rs)
         except AssertionError as e:
             problems.append(str(e))
     if problems:

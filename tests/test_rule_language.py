@@ -78,10 +78,12 @@ def test_fused_op_definition_is_its_semantics_types_and_flops(tmp_path):
         fused scaled_softplus(x; k: float = 2.0) "k * log(1 + exp(x))" { mul(log(add(exp(x), 1.0)), k) }
         """)
     rs = load(tmp_path)
-    op = REGISTRY.get("scaled_softplus")
+    op = rs.ops["scaled_softplus"]
     assert op.category == "fused" and rs.fused[0].name == "scaled_softplus"
+    assert "scaled_softplus" not in REGISTRY  # a rule set is a value: its ops are seen where it is active
     g = Graph()
-    y = g.scaled_softplus(g.input("x", ("B", 3), "f64"), k=3.0)
+    with rs.active():
+        y = g.scaled_softplus(g.input("x", ("B", 3), "f64"), k=3.0)
     assert y.shape == ("B", 3) and y.dtype == rlx.DType.f64
     g.output(y)
     xv = np.random.default_rng(0).standard_normal((2, 3))

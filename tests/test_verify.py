@@ -25,6 +25,9 @@ def test_every_shipped_rule_is_fuzzed_sound_and_proved_where_the_axioms_reach(ru
     assert f.instances > 0, f.note
     assert not f.failures, f.failures[0]
     p = prove(rule, RULES)
+    if rule.name.startswith("sdpa") and rule.ruleset == "legalize":  # sdpa's meaning: it has no definition
+        assert not p.proved and "sdpa has no definition" in p.reason
+        return
     expected_unproved = {"transpose_transpose", "reshape_reshape", "gelu_erf_mul", "attention", "attention_causal",
                          "attention_masked", "attention_prescaled", "attention_prescaled_masked",
                          # layout algebra (perm composition, reshape regrouping) is beyond the axioms
@@ -53,9 +56,9 @@ def test_a_bias_fusion_missing_its_shape_guard_is_caught(tmp_path):
         rule unguarded "bias fusion, shape check forgotten": add(matmul(x, w), b) => mm_bias(x, w, b)
         """)
     rs = load([path])
-    ok = fuzz(rs.rule("guarded"), trials=20, seed=4)
+    ok = fuzz(rs.rule("guarded"), trials=20, seed=4, rules=rs)
     assert ok.instances and not ok.failures
-    bad = fuzz(rs.rule("unguarded"), trials=40, seed=4)
+    bad = fuzz(rs.rule("unguarded"), trials=40, seed=4, rules=rs)
     assert bad.failures and len(bad.failures[0].shapes["b"]) >= 2, bad.failures[:1]
 
 

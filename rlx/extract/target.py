@@ -17,7 +17,6 @@ from rlx.egraph.saturate import Limits
 from rlx.extract.cost import CostModel
 from rlx.ir.dtypes import DType
 from rlx.ir.registry import REGISTRY
-from rlx.rules import shipped_op_names
 
 BACKENDS = Path(__file__).resolve().parents[2] / "backends"
 EXECUTORS = ("numpy", "cupy", "vulkan")
@@ -58,7 +57,7 @@ class Target:
         names = set(REGISTRY.names())
         for key, ops in (("ops.claim", self.claim_spec), ("ops.exclude", self.exclude)):
             for op in ops:
-                if op != "*" and op not in names and op not in shipped_op_names():
+                if op != "*" and op not in names:
                     hint = difflib.get_close_matches(op, names, n=1)
                     raise TargetError(f"{self.path}: key '{key}': unknown op {op!r}"
                                       + (f"; did you mean {hint[0]!r}?" if hint else ""))

@@ -76,17 +76,14 @@ class Value:
 
 
 class Node:
-    """An op application: inputs are Values of earlier nodes; outputs are typed."""
-    __slots__ = ("id", "op", "inputs", "attrs", "outputs", "name", "graph")
+    """An op application: inputs are Values of earlier nodes; outputs are typed. A node
+    keeps its OpDef, so a graph built with a rule set's fused ops runs without it."""
+    __slots__ = ("id", "op", "inputs", "attrs", "outputs", "name", "graph", "opdef")
 
     def __init__(self, graph: "Graph", id: int, op: str, inputs: tuple[Value, ...], attrs: dict,
-                 outputs: tuple[TensorType, ...], name: str) -> None:
+                 outputs: tuple[TensorType, ...], name: str, opdef: OpDef) -> None:
         self.graph, self.id, self.op, self.inputs = graph, id, op, inputs
-        self.attrs, self.outputs, self.name = attrs, outputs, name
-
-    @property
-    def opdef(self) -> OpDef:
-        return REGISTRY.get(self.op)
+        self.attrs, self.outputs, self.name, self.opdef = attrs, outputs, name, opdef
 
     def value(self, index: int = 0) -> Value:
         return Value(self, index)
@@ -169,7 +166,7 @@ class Graph:
         if label in self._names:
             raise GraphError(f"{where}: a node named {label!r} already exists in graph {self.name!r}")
         node = Node(self, self._next_id, op, inputs, attrs,
-                    tuple(TensorType(s, d) for s, d in zip(out_shapes, out_dtypes)), label)
+                    tuple(TensorType(s, d) for s, d in zip(out_shapes, out_dtypes)), label, opdef)
         self._next_id += 1
         self.nodes.append(node)
         self._names[label] = node
@@ -361,9 +358,13 @@ class Graph:
                                               for d in nd["attrs"][spec.name]]
             for o in nd["outputs"]:
                 o["shape"] = list(b.resolve_shape(tuple(o["shape"]), where))
-        out = Graph.from_dict(data)
+        out = Graph.from_dict(data, ops=self.ops())
         out.weights = dict(self.weights)
         return out
+
+    def ops(self) -> dict[str, OpDef]:
+        """The OpDef of every op the graph uses (a rule set's fused ops among them)."""
+        return {n.op: n.opdef for n in self.nodes}
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict:
@@ -383,8 +384,14 @@ class Graph:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Graph":
-        """Rebuild a graph; every node is re-checked through ``add_node``."""
+    def from_dict(cls, data: dict, ops: Mapping[str, OpDef] | None = None) -> "Graph":
+        """Rebuild a graph; every node is re-checked through ``add_node``. ``ops`` adds op
+        definitions to the registry's (a rule set's fused ops the graph uses)."""
+        with REGISTRY.scope(ops or {}):
+            return cls._from_dict(data)
+
+    @classmethod
+    def _from_dict(cls, data: dict) -> "Graph":
         try:
             if data.get("format") != JSON_FORMAT:
                 raise GraphError(f"not an rlx MIR document (format {data.get('format')!r}, "

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections import ChainMap
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,10 +202,17 @@ class OpDef:
 
 
 class Registry:
-    """Name -> OpDef. One instance, ``REGISTRY``, is the source of truth."""
+    """Name -> OpDef. One instance, ``REGISTRY``, is the source of truth.
+
+    It has three layers, looked up in this order: the ops of the rule set a compile is using
+    (``scope``: a context-local overlay, so loading rules never changes what another compile
+    or thread sees), the built-in ops registered here, and the *standard library*: fused ops
+    declared by rlx's shipped rule files, provided on demand by ``rlx.rules``."""
 
     def __init__(self) -> None:
         self._ops: dict[str, OpDef] = {}
+        self._overlay: ContextVar[Mapping[str, OpDef] | None] = ContextVar("rlx_rule_set_ops", default=None)
+        self.library: Callable[[], Mapping[str, OpDef]] | None = None  # set by rlx.rules
 
     def register(self, op: OpDef, *, replace: bool = False) -> OpDef:
         if op.name in self._ops and not replace and self._ops[op.name] != op:
@@ -213,22 +223,40 @@ class Registry:
     def unregister(self, name: str) -> None:
         self._ops.pop(name, None)
 
-    def get(self, name: str, where: str = "") -> OpDef:
+    @contextmanager
+    def scope(self, ops: Mapping[str, OpDef]) -> Iterator[None]:
+        """Make ``ops`` (a rule set's fused ops) visible in this context, over the others."""
+        outer = self._overlay.get()
+        token = self._overlay.set(ChainMap(ops, outer) if outer is not None else ChainMap(ops))  # live: sees additions
         try:
-            return self._ops[name]
-        except KeyError:
-            hint = difflib.get_close_matches(name, self._ops, n=1)
-            raise UnknownOpError(f"{where + ': ' if where else ''}unknown op {name!r}"
-                                 + (f"; did you mean {hint[0]!r}?" if hint else "")) from None
+            yield
+        finally:
+            self._overlay.reset(token)
+
+    def _layers(self) -> list[Mapping[str, OpDef]]:
+        return [self._overlay.get() or {}, self._ops, self.library() if self.library else {}]
+
+    def get(self, name: str, where: str = "") -> OpDef:
+        for layer in self._layers():
+            op = layer.get(name)
+            if op is not None:
+                return op
+        hint = difflib.get_close_matches(name, self.names(), n=1)
+        raise UnknownOpError(f"{where + ': ' if where else ''}unknown op {name!r}"
+                             + (f"; did you mean {hint[0]!r}?" if hint else ""))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._ops
+        return any(name in layer for layer in self._layers())
 
     def __iter__(self) -> Iterator[OpDef]:
-        return iter(self._ops.values())
+        seen: dict[str, OpDef] = {}
+        for layer in self._layers():
+            for name, op in layer.items():
+                seen.setdefault(name, op)
+        return iter(seen.values())
 
     def names(self) -> list[str]:
-        return list(self._ops)
+        return [op.name for op in self]
 
 
 REGISTRY = Registry()

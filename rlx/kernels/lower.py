@@ -37,14 +37,19 @@ class NoFit(Exception):
 def kernel_for(op: str, in_types: Sequence[TensorType], attrs: dict[str, Any],
                half_in_f32: bool = True) -> Kernel | None:
     """The kernel of one application of ``op``, or None when no skeleton fits."""
-    k = _cached(op, tuple(in_types), _freeze(attrs), half_in_f32)
+    k = _cached(op, _definition(op), tuple(in_types), _freeze(attrs), half_in_f32)
     return k if isinstance(k, Kernel) else None
 
 
 def why_not(op: str, in_types: Sequence[TensorType], attrs: dict[str, Any]) -> str | None:
     """None when ``op`` has a kernel here, else the reason it does not."""
-    k = _cached(op, tuple(in_types), _freeze(attrs), True)
+    k = _cached(op, _definition(op), tuple(in_types), _freeze(attrs), True)
     return None if isinstance(k, Kernel) else k
+
+
+def _definition(op: str) -> Any:
+    """Part of the cache key: rule sets may define an op of one name differently."""
+    return REGISTRY.get(op).definition if op in REGISTRY else None
 
 
 def _freeze(attrs: dict[str, Any]) -> tuple:
@@ -52,7 +57,7 @@ def _freeze(attrs: dict[str, Any]) -> tuple:
 
 
 @lru_cache(maxsize=16384)
-def _cached(op: str, in_types: tuple[TensorType, ...], attrs: tuple, half: bool) -> Kernel | str:
+def _cached(op: str, definition: Any, in_types: tuple[TensorType, ...], attrs: tuple, half: bool) -> Kernel | str:
     try:
         return _lower(op, in_types, dict(attrs), half)
     except NoFit as e:
@@ -65,8 +70,8 @@ def _lower(op: str, in_types: tuple[TensorType, ...], attrs: dict[str, Any], hal
     opdef = REGISTRY.get(op)
     out_types = tuple(opdef.infer(list(in_types), attrs))
     dts = tuple(t.dtype for t in in_types)
-    if op == "region":
-        return Kernel(Pointwise((finish(attrs["body"], dts, (), half),)), in_types, out_types)
+    if op == "region":  # its nodes are the program's ops: each rounds to its dtype
+        return Kernel(Pointwise((finish(attrs["body"], dts, (), half, round_each_op=True),)), in_types, out_types)
     if opdef.elementwise:
         body = call(op, *[arg(i) for i in range(len(in_types))], **attrs)
         return Kernel(Pointwise((finish(body, dts, (), half),)), in_types, out_types)

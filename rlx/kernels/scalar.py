@@ -79,14 +79,29 @@ def inline(decl, args: Sequence[Expr], attrs: dict[str, Any]) -> Expr:
 
 @lru_cache(maxsize=65536)
 def finish(e: Expr, arg_dtypes: tuple[DType, ...], red_dtypes: tuple[DType, ...] = (),
-           half_in_f32: bool = True, held: frozenset[int] = frozenset()) -> Expr:
+           half_in_f32: bool = True, held: frozenset[int] = frozenset(), round_each_op: bool = False) -> Expr:
     """Lower, type and canonicalize an elementwise expression for a backend. With
-    ``half_in_f32``, half-precision values are computed in f32 and rounded once at the root;
-    reductions and the inputs in ``held`` (a kernel's own products) are already f32 then."""
+    ``half_in_f32``, half-precision values are computed in f32 and rounded at the root;
+    reductions and the inputs in ``held`` (a kernel's own products) are already f32 then.
+    With ``round_each_op`` (a region, whose nodes are ops of the program), every half
+    value an op of ``e`` makes is rounded to its dtype, as the program says; only the
+    inside of an op (its definition) runs unrounded."""
+    if half_in_f32 and round_each_op:
+        e = _mark_rounding(typed(e, arg_dtypes, red_dtypes))
     t = typed(lower(e), arg_dtypes, red_dtypes)
     if half_in_f32:
         t = _compute_half_in_f32(t, held)
     return _canonical(t)
+
+
+def _mark_rounding(t: Expr) -> Expr:
+    """A cast to its own dtype around every half op node: after widening, a rounding."""
+    def fn(x: Expr, args: list[Expr]) -> Expr:
+        if x.is_leaf:
+            return Expr(x.op, value=x.value)
+        node = Expr(x.op, tuple(args), x.value, x.attrs)
+        return Expr("cast", (node,), attrs=(("dtype", x.dtype),)) if x.dtype in HALF else node
+    return fold(t, fn)
 
 
 def _compute_half_in_f32(e: Expr, held: frozenset[int]) -> Expr:

@@ -1,12 +1,18 @@
-"""Rule files: parse, check, register their fused ops. ``rlx.rules.load(paths)``."""
+"""Rule files: parse and check them into a ``RuleSet``. ``rlx.rules.load(paths)``.
+
+A rule set is a value: its fused ops live in the set (``RuleSet.ops``) and are visible only
+where it is active (``with rule_set.active():``, which ``rlx.compile`` does), so loading rules
+never changes what another compile sees. The fused ops the shipped rule files declare are the
+standard library: every compile sees them, whatever rules it uses."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
-from rlx.ir.registry import REGISTRY, register
+from rlx.ir.registry import REGISTRY, OpDef
 from rlx.rules.ast import FusedDecl, RegionsDecl, Rule, RuleFile, Span
 from rlx.rules.check import Checker
 from rlx.rules.errors import RuleError
@@ -24,6 +30,11 @@ class RuleSet:
     regions: list[RegionsDecl] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     commutative: set[str] = field(default_factory=set)
+    ops: dict[str, OpDef] = field(default_factory=dict)   # its fused ops, by name
+
+    def active(self) -> AbstractContextManager[None]:
+        """Its fused ops visible to the registry in this context (and thread)."""
+        return REGISTRY.scope(self.ops)
 
     def rule(self, name: str) -> Rule:
         for r in self.rules:
@@ -87,29 +98,23 @@ def load(paths: Iterable[str | Path] | str | Path | None = None) -> RuleSet:
     return _check(files, source)
 
 
-@lru_cache(maxsize=1)
-def shipped_op_names() -> frozenset[str]:
-    """The fused ops the shipped rule files declare (parsed, not registered): target files
-    may name them even when a compile uses other rules."""
-    return frozenset(d.name for p in _expand([SHIPPED]) for d in parse_text(p.read_text(), str(p)).fused)
-
-
 def _check(files: list[RuleFile], source: dict[str, str]) -> RuleSet:
-    checker = Checker(source)
     out = RuleSet(files=[f.path for f in files])
+    with out.active():  # later declarations and rules see the earlier ones
+        _check_into(out, files, Checker(source))
+    return out
+
+
+def _check_into(out: RuleSet, files: list[RuleFile], checker: Checker) -> None:
     declared: dict[str, FusedDecl] = {}
     for rf in files:
         for decl in rf.fused:
             if decl.name in declared:
                 raise checker.error(decl.span, f"fused op {decl.name!r} is already declared at {declared[decl.name].span}")
             checker.check_fused(decl)
-            existing = REGISTRY.get(decl.name) if decl.name in REGISTRY else None
-            if existing is None or existing.definition is None or existing.definition.text != decl.text:
-                if existing is not None and existing.definition is not None and existing.category == "fused":
-                    REGISTRY.unregister(decl.name)  # a new definition of a user fused op replaces the old
-                register(opdef_for(decl))
             declared[decl.name] = decl
             out.fused.append(decl)
+            out.ops[decl.name] = opdef_for(decl)
     names: dict[str, Rule] = {}
     for rf in files:
         for rule in rf.rules:
@@ -124,7 +129,31 @@ def _check(files: list[RuleFile], source: dict[str, str]) -> RuleSet:
             if op is None or len(op.inputs) != 2 or op.variadic:
                 raise checker.error(span, f"commutative: {name!r} is not a binary op")
             out.commutative.add(name)
-    return out
 
 
-__all__ = ["load", "RuleSet", "RuleError", "parse_text", "SHIPPED", "shipped_op_names"]
+_LIBRARY: dict[str, OpDef] = {}
+_LIBRARY_STATE = {"built": False, "building": False}
+_LIBRARY_LOCK = threading.RLock()
+
+
+def standard_library() -> dict[str, OpDef]:
+    """The fused ops declared by the shipped rule files, by name (parsed once, on first use)."""
+    if _LIBRARY_STATE["built"]:
+        return _LIBRARY
+    with _LIBRARY_LOCK:
+        if not (_LIBRARY_STATE["built"] or _LIBRARY_STATE["building"]):
+            _LIBRARY_STATE["building"] = True
+            try:
+                for path in _expand([SHIPPED]):
+                    for decl in parse_text(path.read_text(), str(path)).fused:
+                        _LIBRARY[decl.name] = opdef_for(decl)
+                _LIBRARY_STATE["built"] = True
+            finally:
+                _LIBRARY_STATE["building"] = False
+    return _LIBRARY
+
+
+REGISTRY.library = standard_library
+
+
+__all__ = ["load", "RuleSet", "RuleError", "parse_text", "SHIPPED", "standard_library"]

@@ -13,10 +13,12 @@ sides in the reference interpreter and compares them.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from rlx.ir.graph import Graph, Value
 from rlx.ir.interpret import interpret
 from rlx.ir.registry import REGISTRY, REQUIRED
 from rlx.rules import RuleSet, load
-from rlx.rules.ast import AttrRef, Bind, Call, Expr, GName, Rule, Var
+from rlx.rules.ast import AttrRef, Bind, Call, Expr, GLit, GName, Rule, Var
 from rlx.rules.compile import _variants, all_definitions, compile_rule, definition_rules, egg_term
 from rlx.rules.fused import emit
 from rlx.rules.guards import evaluate
@@ -205,9 +207,16 @@ def _rhs_outputs(rule: Rule, lhs_out, lhs_env, rhs_out) -> list[tuple[str, Value
 TOLERANCE = {"f64": 1e-6, "f32": 1e-5, "f16": 2e-3}
 
 
-def fuzz(rule: Rule, trials: int = 20, seed: int = 0, dtypes: tuple[str, ...] = ("f32", "f64", "f16")) -> FuzzResult:
+def fuzz(rule: Rule, trials: int = 20, seed: int = 0, dtypes: tuple[str, ...] = ("f32", "f64", "f16"),
+         rules: RuleSet | None = None) -> FuzzResult:
     """Evaluate both sides on ``trials`` random valid instances, cycling through ``dtypes``
-    for the data (tolerances: TOLERANCE)."""
+    for the data (tolerances: TOLERANCE). ``rules`` is the rule set the rule comes from (its
+    fused ops); the standard library's are always there."""
+    with (rules or RuleSet()).active():
+        return _fuzz(rule, trials, seed, dtypes)
+
+
+def _fuzz(rule: Rule, trials: int, seed: int, dtypes: tuple[str, ...]) -> FuzzResult:
     rng = np.random.default_rng(seed)
     result = FuzzResult(rule.name, trials)
     instances = draw_instances(rule, trials, rng)
@@ -281,22 +290,87 @@ class Proof:
     variants: int = 0
 
 
-_AXIOM_SETS: dict[str, RuleSet] = {}
+GENERIC_INT = 1_000_003  # an integer attribute value no fact singles out (see _int_values)
+_FACTS: dict[tuple, RuleSet] = {}
 
 
-def _axioms(rules: RuleSet | None) -> RuleSet:
-    key = "shipped" if rules is None else str(id(rules))
-    if key not in _AXIOM_SETS:
-        base = load() if rules is None else rules
-        ax = load([AXIOMS])
-        _AXIOM_SETS[key] = RuleSet(rules=[r for r in base.rules if r.ruleset == "legalize"] + ax.rules,
-                                   fused=base.fused, commutative=set())
-    return _AXIOM_SETS[key]
+def _facts(rules: RuleSet | None, proving: Rule) -> RuleSet:
+    """What a proof may use, and nothing else: the definitions (registry ops', the standard
+    library's and the given rule set's fused ops: an op means its definition), the shipped
+    legalize rules of ops that have no definition (sdpa's, which the test suite fuzzes
+    against its NumPy reference) and the axioms of axioms.rlx (fuzzed in the test suite).
+    Never a user's rule, and never the rule being proved: a fact is not assumed into being."""
+    key = tuple(d.text for d in (rules.fused if rules else ())) + (proving.text,)
+    if key not in _FACTS:
+        shipped, axioms = _shipped_facts()
+        decls = {d.name: d for d in shipped.fused}
+        decls.update({d.name: d for d in (rules.fused if rules else ())})
+        legalize = [r for r in shipped.rules if r.ruleset == "legalize" and r.text != proving.text]
+        _FACTS[key] = RuleSet(rules=legalize + axioms.rules, fused=list(decls.values()), commutative=set())
+    return _FACTS[key]
+
+
+@lru_cache(maxsize=1)
+def _shipped_facts() -> tuple[RuleSet, RuleSet]:
+    return load(), load([AXIOMS])
+
+
+def _int_literals(facts: RuleSet, rule: Rule) -> set[int]:
+    """Every integer an attribute is compared with or set to anywhere in the facts or the
+    rule: the values a fact can treat specially."""
+    out: set[int] = {-1, 0, 1}
+    stack: list[Any] = [r.lhs for r in facts.rules] + [r.rhs for r in facts.rules] + [rule.lhs, rule.rhs]
+    for d in all_definitions(facts.fused):
+        stack += [e for _, e in d.bindings] + list(d.results)
+        out |= {v for _, v in REGISTRY.get(d.name).defined_for if isinstance(v, int) and not isinstance(v, bool)}
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Bind):
+            stack.append(x.expr)
+        elif isinstance(x, Call):
+            out |= {v for _, v in x.kwargs if isinstance(v, int) and not isinstance(v, bool)}
+            stack.extend(x.args)
+    for g in rule.guards:
+        for side in (g.a, g.b):
+            if isinstance(side, GLit) and isinstance(side.value, int) and not isinstance(side.value, bool):
+                out.add(side.value)
+    return out
+
+
+def _int_assignments(rule: Rule, subst: dict[str, Any], facts: RuleSet) -> list[dict[str, int]]:
+    """Values for the rule's free integer attribute variables that together cover every
+    value: a generic one (no fact mentions it, so a proof with it holds for every value no
+    fact mentions) and each value a fact mentions. Choices a guard rules out are dropped."""
+    names = sorted(v for v, spec in _attr_specs(rule.lhs).items()
+                   if spec != "scalar" and attr_sort(spec) == "i64" and v not in subst)
+    values = sorted(_int_literals(facts, rule)) + [GENERIC_INT]
+    out = []
+    for combo in itertools.product(values, repeat=len(names)):
+        chosen = dict(zip(names, combo))
+        if all(_guard_allows(g, chosen) for g in rule.guards):
+            out.append(chosen)
+    return out
+
+
+def _guard_allows(g, chosen: dict[str, int]) -> bool:
+    """False only when a guard over these attribute variables and literals fails."""
+    if g.kind != "compare":
+        return True
+    sides = []
+    for side in (g.a, g.b):
+        if isinstance(side, GLit) and isinstance(side.value, int):
+            sides.append(side.value)
+        elif isinstance(side, GName) and side.name in chosen:
+            sides.append(chosen[side.name])
+        else:
+            return True  # depends on shapes or other values: a precondition, assumed
+    a, b = sides
+    return {"==": a == b, "!=": a != b, "<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[g.op]
 
 
 def _term(e: Expr, attrs: dict[str, Any], subst: dict[str, str], sym: dict[str, str], env: dict[str, str]) -> str:
     """One side over opaque leaves. String-typed attribute variables (floats, lists, ...) stay
-    symbolic, so the proof covers every value; integer ones take the instance's value."""
+    symbolic, so the proof covers every value; integer ones take the value being proved."""
     def attr(name: str, spec) -> str:
         if spec is None or attr_sort(spec) == "String":
             return json.dumps(sym.setdefault(name, f"sym:{name}"))
@@ -307,10 +381,20 @@ def _term(e: Expr, attrs: dict[str, Any], subst: dict[str, str], sym: dict[str, 
 
 def prove(rule: Rule, rules: RuleSet | None = None, iterations: int = 8, enodes: int = 20000,
           seconds: float = 10.0) -> Proof:
-    """Prove ``rule`` in a fresh e-graph (every ``in`` choice); see the module docstring."""
-    if rule.ruleset == "legalize":
-        return Proof(rule.name, True, "axiom (a composite op's definition; fuzzed against its NumPy reference)")
-    ax = _axioms(rules)
+    """Prove ``rule`` (from ``rules``, whose fused ops it may use) in fresh e-graphs, for
+    every ``in`` choice and every class of integer attribute values; see the module
+    docstring. Sound by construction: the facts are ``_facts``."""
+    with (rules or RuleSet()).active():
+        return _prove(rule, rules, iterations, enodes, seconds)
+
+
+def _prove(rule: Rule, rules: RuleSet | None, iterations: int, enodes: int, seconds: float) -> Proof:
+    ax = _facts(rules, rule)
+    root = getattr(rule.lhs, "expr", rule.lhs)
+    if rule.ruleset == "legalize" and getattr(root, "op", None) in REGISTRY and \
+            REGISTRY.get(root.op).definition is None and rule in _shipped_facts()[0].rules:
+        return Proof(rule.name, False, f"{root.op} has no definition: this decomposition is part of its meaning "
+                                       "(the fuzzer checks it against the NumPy reference)")
     programs = [f"(ruleset {s})" for s in ("legalize", "axioms")]
     for r in ax.rules:
         for _, text in compile_rule(r) + (compile_rule(r, r.rhs, r.lhs, suffix="~rev") if r.bidirectional else []):
@@ -319,45 +403,51 @@ def prove(rule: Rule, rules: RuleSet | None = None, iterations: int = 8, enodes:
     instances = draw_instances(rule, 40, np.random.default_rng(0))
     variants = _variants(rule, widen=False)
     used: set[str] = set()
-    total_iters = total_nodes = 0
+    total_iters = total_nodes = cases = 0
     failed: list[str] = []
     for subst in variants:
         inst = next((i for i in instances if all(i.attrs.get(k) == v for k, v in subst.items())), None)
         ranks = {v: len(s) for v, s in inst.shapes.items()} if inst else {}
-        eg, _ = new_egraph()
-        run_pieces(eg, [schema(), BODY_RULES, type_rules()] + programs)
-        sym: dict[str, str] = {}
-        lenv: dict[str, str] = {}
-        lhs = _term(rule.lhs, inst.attrs if inst else {}, subst, sym, lenv)
-        rhs = _term(rule.rhs, inst.attrs if inst else {}, subst, sym, dict(lenv))
-        facts = [f"(let $lhs {lhs})", f"(let $rhs {rhs})"]
-        facts += [f'(set (ty-rank (O_input "{v}")) {r})' for v, r in ranks.items()]
-        run_pieces(eg, facts)
-        goals = ([(f"(O_get $rhs {i})", "$lhs" if n == "root" else lenv[n]) for i, n in enumerate(rule.outputs)]
-                 if rule.outputs else [("$rhs", "$lhs")])
-        t0, stop = time.perf_counter(), "sides differ (saturated)"
-        for it in range(iterations):
-            changed = False
-            for s in ("legalize", "axioms"):
-                rep = eg.run_program(*eg.parse_program(f"(run {s} 1)"))[-1].report
-                changed |= rep.updated
-                used.update(k.split("@")[0] for k, n in rep.num_matches_per_rule.items() if n)
-            total_iters += 1
-            if all(_equal(eg, a, b) for a, b in goals):
+        for ints in _int_assignments(rule, subst, ax):
+            cases += 1
+            eg, _ = new_egraph()
+            run_pieces(eg, [schema(), BODY_RULES, type_rules()] + programs)
+            sym: dict[str, str] = {}
+            lenv: dict[str, str] = {}
+            lhs = _term(rule.lhs, ints, subst, sym, lenv)
+            rhs = _term(rule.rhs, ints, subst, sym, dict(lenv))
+            facts = [f"(let $lhs {lhs})", f"(let $rhs {rhs})"]
+            facts += [f'(set (ty-rank (O_input "{v}")) {r})' for v, r in ranks.items()]
+            run_pieces(eg, facts)
+            goals = ([(f"(O_get $rhs {i})", "$lhs" if n == "root" else lenv[n]) for i, n in enumerate(rule.outputs)]
+                     if rule.outputs else [("$rhs", "$lhs")])
+            t0, stop = time.perf_counter(), "sides differ (saturated)"
+            for it in range(iterations):
+                changed = False
+                for s in ("legalize", "axioms"):
+                    rep = eg.run_program(*eg.parse_program(f"(run {s} 1)"))[-1].report
+                    changed |= rep.updated
+                    used.update(k.split("@")[0] for k, n in rep.num_matches_per_rule.items() if n)
+                total_iters += 1
+                if all(_equal(eg, a, b) for a, b in goals):
+                    break
+                n_nodes = count_enodes(eg)
+                if not changed:
+                    break
+                late = time.perf_counter() - t0 > seconds
+                if n_nodes > enodes or late or it == iterations - 1:
+                    stop = f"limits hit ({'e-nodes' if n_nodes > enodes else 'seconds' if late else 'iterations'})"
+                    break
+            total_nodes = max(total_nodes, count_enodes(eg))
+            if not all(_equal(eg, a, b) for a, b in goals):
+                where = {**subst, **{k: ("any other value" if v == GENERIC_INT else v) for k, v in ints.items()}}
+                failed.append(f"{stop}" + (f" for {', '.join(f'{k}={v}' for k, v in where.items())}" if where else ""))
                 break
-            n_nodes = count_enodes(eg)
-            if not changed:
-                break
-            late = time.perf_counter() - t0 > seconds
-            if n_nodes > enodes or late or it == iterations - 1:
-                stop = f"limits hit ({'e-nodes' if n_nodes > enodes else 'seconds' if late else 'iterations'})"
-                break
-        total_nodes = max(total_nodes, count_enodes(eg))
-        if not all(_equal(eg, a, b) for a, b in goals):
-            failed.append(f"{stop}" + (f" for {', '.join(f'{k}={v}' for k, v in subst.items())}" if subst else ""))
+        if failed:
+            break
     if failed:
-        return Proof(rule.name, False, "; ".join(failed), sorted(used), total_iters, total_nodes, len(variants))
-    return Proof(rule.name, True, "proved", sorted(used), total_iters, total_nodes, len(variants))
+        return Proof(rule.name, False, "; ".join(failed), sorted(used), total_iters, total_nodes, cases)
+    return Proof(rule.name, True, "proved", sorted(used), total_iters, total_nodes, cases)
 
 
 def _equal(eg, a: str, b: str) -> bool:
