@@ -19,6 +19,7 @@ from scipy import special
 
 from rlx.ir.dtypes import DType
 from rlx.ir.expr import Expr, nodes
+from rlx.ir.ops import divide
 from rlx.kernels.skeletons import Attention, Gemm, Kernel, Pointwise, RowReduce
 
 CHUNK = 32768        # elements per temporary: a few of them fit in this machine's L2
@@ -48,8 +49,8 @@ def printable() -> set[str]:
 def print_op(op: str, dtype: DType, operands: Sequence[str], out: str) -> str:
     if op in CODE:
         return CODE[op].format(*operands, o=out)
-    if op == "div" and not dtype.is_float:  # integer division truncates, as a cast of the quotient
-        return f"np.divide({', '.join(operands)}, out={out}, casting='unsafe')"
+    if op == "div" and not dtype.is_float:  # integer division truncates toward zero
+        return f"np.copyto({out}, IDIV({', '.join(operands)}), casting='unsafe')"
     return f"{UFUNC[op]}({', '.join(operands)}, out={out})"
 
 
@@ -234,7 +235,7 @@ def fit(buf: np.ndarray, shape: tuple) -> np.ndarray:
 
 @lru_cache(maxsize=4096)
 def _compiled(src: str) -> Callable:
-    scope: dict = {"np": np, "ERF": ERF}
+    scope: dict = {"np": np, "ERF": ERF, "IDIV": divide}
     exec(compile(src, "<rlx numpy kernel>", "exec"), scope)
     return scope["chunk"]
 

@@ -149,8 +149,20 @@ _op("cast", ["x"], _same_shape, lambda d, a: [a["dtype"]],
 
 
 # ---------------------------------------------------------------------------- binary
+def divide(a, b):
+    """True division for floats; for integers the quotient truncated toward zero (C, ONNX),
+    in the operands' dtype. Division by zero gives 0 (NumPy's integer convention)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind in "iub" and b.dtype.kind in "iub":
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            q = np.floor_divide(a, b)
+            fix = (q < 0) & (q * b != a)  # floor went one below the truncated quotient
+            return np.where(fix, q + 1, q).astype(np.result_type(a, b))
+    return np.divide(a, b)
+
+
 _BINARY: dict[str, Callable] = {
-    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": divide,
     "pow": np.power, "maximum": np.maximum, "minimum": np.minimum,
 }
 for _name, _fn in _BINARY.items():
