@@ -126,3 +126,27 @@ def test_prove_agrees_with_and_without_the_rule_set():
     for rule in RULES.rules:
         if rule.ruleset == "fusion":
             assert prove(rule).proved == prove(rule, RULES).proved, rule.name
+
+
+# ---------------------------------------------------------------------------- bounded work
+def test_an_exploding_rule_set_is_stopped_by_its_limits_with_a_valid_program(tmp_path):
+    """Associativity with commutativity over a 20-add chain ran into minutes and egglog's
+    abort; now the e-graph's growth is capped relative to the program, an iteration that
+    would cross a limit does not run, and the result is the valid program it had."""
+    write(tmp_path, "ac.rlx", """
+        ruleset wild
+        rule comm "a + b = b + a": add(a, b) => add(b, a)
+        rule assoc "(a + b) + c = a + (b + c)": add(add(a, b), c) <=> add(a, add(b, c))
+    """)
+    g = Graph("chain")
+    acc = g.input("x0", (4,))
+    for i in range(1, 20):
+        acc = g.add(acc, g.input(f"x{i}", (4,)))
+    g.output(y=acc)
+    from rlx.egraph.saturate import Limits
+    for limits in (Limits(), Limits(seconds=2.0)):
+        r = rlx.compile(g, rules=[tmp_path], limits=limits, validate=True)
+        assert r.report.egraph.stop in ("enodes", "seconds"), r.report.egraph
+        assert r.report.egraph.enodes <= limits.enode_cap(len(g.nodes))
+        assert sum(r.report.times.values()) < 60, r.report.times
+    assert r.report.times["saturate"] < 8, r.report.times  # seconds = 2 is honored (one iteration may run over)

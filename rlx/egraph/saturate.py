@@ -4,6 +4,12 @@ Each iteration runs every rule set once, in order: ``algebra`` only for its firs
 iterations (commutativity and friends must not blow the e-graph up), then ``fusion``,
 the region rules (followed by the body helpers to saturation), and the rest. It stops
 when nothing changes (saturated) or at the first limit it hits, and says which.
+
+One iteration of an explosive rule set (associativity with commutativity, say) can grow the
+e-graph twentyfold and run for minutes, so the limits are also checked *before* each
+iteration, against a projection: the e-graph grows, and the iteration takes, at most what
+the last one did times the square of the last growth factor (growth accelerates in an
+explosion). An iteration projected past a limit does not run.
 """
 from __future__ import annotations
 
@@ -22,6 +28,13 @@ class Limits:
     enodes: int = 2_000_000
     seconds: float = 30.0
     algebra_iterations: int = 2
+    # The e-graph may also grow to at most this many e-nodes per e-node loaded (fusion grows
+    # it 3-4x): freezing and extracting then stay proportional to the program, whatever a
+    # rule set does (associativity with commutativity reaches a million e-nodes from 20).
+    growth: int = 50
+
+    def enode_cap(self, loaded: int) -> int:
+        return min(self.enodes, max(20_000, self.growth * loaded))
 
 
 @dataclass
@@ -45,7 +58,16 @@ def count_enodes(eg: bindings.EGraph) -> int:
 def saturate(eg: bindings.EGraph, compiled: Compiled, limits: Limits) -> SaturationStats:
     stats = SaturationStats()
     t0 = time.perf_counter()
+    size, last_seconds, growth = count_enodes(eg), 0.0, 1.0
+    cap = limits.enode_cap(size)
     for it in range(limits.iterations):
+        if it > 0 and size * growth ** 2 > cap:  # growth accelerates in an explosion
+            stats.stop = "enodes"
+            break
+        if it > 0 and time.perf_counter() - t0 + last_seconds * growth ** 2 > limits.seconds:
+            stats.stop = "seconds"
+            break
+        t_it = time.perf_counter()
         updated = False
         for s in compiled.rulesets:
             if s == "algebra" and it >= limits.algebra_iterations:
@@ -59,10 +81,12 @@ def saturate(eg: bindings.EGraph, compiled: Compiled, limits: Limits) -> Saturat
                 _run(eg, "(run-schedule (saturate (run types)))")
         stats.iterations = it + 1
         stats.enodes = count_enodes(eg)
+        growth, size = max(1.0, stats.enodes / max(size, 1)), stats.enodes
+        last_seconds = time.perf_counter() - t_it
         if not updated:
             stats.stop = "saturated"
             break
-        if stats.enodes > limits.enodes:
+        if stats.enodes > cap:
             stats.stop = "enodes"
             break
         if time.perf_counter() - t0 > limits.seconds:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ class Extraction:
     initial_cost: float = 0.0
     switches: int = 0
     passes: int = 0
+    stopped: str = ""    # "seconds" when the local search ran out of time
 
 
 class _Selection:
@@ -135,9 +137,12 @@ class _Selection:
 
 
 def extract(view: EGraphView, roots: Sequence[int], cost: Callable[[int, ENode], float],
-            original: dict[int, ENode], order: dict[int, int], max_passes: int = 4) -> Extraction:
+            original: dict[int, ENode], order: dict[int, int], max_passes: int = 4,
+            seconds: float = math.inf) -> Extraction:
     """Pick one node per needed class minimizing DAG cost. ``original`` is the input
-    program's node per loaded class and ``order`` its topological index."""
+    program's node per loaded class and ``order`` its topological index. The local search
+    stops after ``seconds`` (the selection is a valid program after every switch)."""
+    deadline = time.perf_counter() + seconds
     s = _Selection(view, cost)
     # Loaded classes are labeled 2 * their depth in the input program, classes the rules
     # made 1 + their children's: a multi-output op's tuple class lands strictly below the
@@ -166,6 +171,9 @@ def extract(view: EGraphView, roots: Sequence[int], cost: Callable[[int, ENode],
         for c in sorted((c for c in s.ref if s.ref[c] > 0), key=lambda c: -s.level[c]):
             if s.ref.get(c, 0) == 0:
                 continue
+            if time.perf_counter() > deadline:
+                out.stopped = "seconds"
+                break
             best, best_delta = None, -1e-15
             for n in view.classes[c]:
                 if n == s.sel[c] or not s.usable(c, n):
@@ -179,7 +187,7 @@ def extract(view: EGraphView, roots: Sequence[int], cost: Callable[[int, ENode],
                 total += best_delta
                 out.switches += 1
                 improved = True
-        if not improved:
+        if not improved or out.stopped:
             break
     out.choice = {c: s.sel[c] for c in s.ref if s.ref[c] > 0}
     out.level = {c: s.level[c] for c in out.choice}
