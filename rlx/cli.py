@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import rlx
@@ -27,14 +29,17 @@ def _check(graph, result, arrays, console: Console, reference=None) -> tuple[boo
     ps = {n.name: arrays[n.name] for n in graph.params}
     got = result.run(ins, ps)
     want = reference(ins) if reference is not None else interpret(graph, ins, ps)
+    outputs = dict(graph.outputs)
+    if set(want) != set(outputs):
+        raise RlxError(f"the reference computes outputs {sorted(want)}, the model declares {sorted(outputs)}")
     ok, errors = True, {}
     for name, ref in want.items():
-        err, tol = max_error(got[name], ref, str(dict(graph.outputs)[name].dtype))
+        err, tol = max_error(got[name], ref, str(outputs[name].dtype))
         errors[name] = err
         good = err <= tol
         ok &= good
-        console.print(f"  output {name}: max |compiled - reference| = {err:.3g} (tolerance {tol:.3g}) "
-                      + ("[green]ok[/]" if good else "[red]MISMATCH[/]"))
+        console.print(f"  output {escape(name)}: max |compiled - reference| = {err:.3g} "
+                      f"(tolerance {tol:.3g}) " + ("[green]ok[/]" if good else "[red]MISMATCH[/]"))
     return ok, errors
 
 
@@ -46,6 +51,11 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
     """The main job: build a Llama-style model, optimize it in the e-graph with the shipped
     rules, print the fusion report and the memory plan, run it on the NumPy executor,
     check it against the reference interpreter and time both."""
+    for flag in ("layers", "d_model", "heads", "seq"):
+        _positive(flag, getattr(args, flag))
+    _seed(args.seed)
+    if args.d_model % args.heads:
+        raise RlxError(f"--heads {args.heads} does not divide --d-model {args.d_model}")
     cfg = dict(layers=args.layers, d_model=args.d_model, n_heads=args.heads, seq=args.seq, batch=1)
     graph = rlx.models.llama(**cfg)
     console.print(f"[bold]rlx demo[/]: llama {cfg}: {len(graph.nodes)} MIR nodes")
@@ -82,15 +92,43 @@ def _load_model(path: str):
         return onnx.load(p)
     if p.suffix != ".json":
         raise RlxError(f"{path}: expected a MIR .json file or an .onnx model")
-    return rlx.Graph.from_json(p.read_text())
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RlxError(f"{path}: not a MIR JSON file (not UTF-8 text: byte {e.start})") from None
+    try:
+        return rlx.Graph.from_json(text)
+    except RlxError as e:
+        raise RlxError(f"{path}: {e}") from None
+
+
+def _positive(flag: str, value: int | None) -> None:
+    """A size given on the command line must be at least 1."""
+    if value is not None and value < 1:
+        raise RlxError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
+
+
+def _seed(value: int) -> None:
+    if value < 0:
+        raise RlxError(f"--seed must be a non-negative integer, got {value}")
+
+
+def _dim(flag: str, value: str | None) -> int | str | None:
+    """A size (a positive integer) or a symbol such as S."""
+    if value is None or value.isidentifier():
+        return value
+    if value.lstrip("-").isdecimal():
+        _positive(flag, int(value))
+        return int(value)
+    raise RlxError(f"--{flag} expects a positive integer or a symbol name such as S, got {value!r}")
 
 
 def _bindings(pairs: list[str]) -> dict[str, int]:
     out = {}
     for pair in pairs:
         name, _, value = pair.partition("=")
-        if not value.isdigit():
-            raise RlxError(f"--bind expects SYMBOL=SIZE, got {pair!r}")
+        if not name.isidentifier() or not value.isdecimal() or int(value) < 1:
+            raise RlxError(f"--bind expects SYMBOL=SIZE with a positive SIZE, got {pair!r}")
         out[name] = int(value)
     return out
 
@@ -116,23 +154,23 @@ def _with_rules(command):
 @_with_rules
 def _compile(args: argparse.Namespace, console: Console, rules) -> int:
     graph = _load_model(args.model)
-    with console.status(f"compiling {args.model} for {args.target} ..."):
+    with console.status(escape(f"compiling {args.model} for {args.target} ...")):
         result = rlx.compile(graph, target=args.target, rules=rules)
     r = result.report
     console.print(f"{args.model}: {r.nodes_before} -> {r.nodes_after} nodes for target {r.target}; fused "
                   + (", ".join(f"{op} x{n}" for op, n in r.fused.items()) or "nothing")
                   + f"; predicted {r.cost_before * 1e3:.3f} -> {r.cost_after * 1e3:.3f} ms"
-                  + (f"; {len(r.missed)} missed fusion(s)" if r.missed else ""))
+                  + (f"; {len(r.missed)} missed fusion(s)" if r.missed else ""), markup=False)
     if args.report:
         console.print(r)
     if args.json:
         Path(args.json).write_text(r.to_json())
-        console.print(f"wrote {args.json}")
+        console.print(f"wrote {args.json}", markup=False)
     if args.dot:
-        console.print("wrote " + ", ".join(map(str, write_dot(result.graph, args.dot))))
+        console.print("wrote " + ", ".join(map(str, write_dot(result.graph, args.dot))), markup=False)
     if args.dump:
         _dump(Path(args.dump), graph, result)
-        console.print(f"wrote every stage to {args.dump}/")
+        console.print(f"wrote every stage to {args.dump}/", markup=False)
     return 0
 
 
@@ -157,8 +195,9 @@ def _dump(out: Path, graph, result) -> None:
 
 @_with_rules
 def _run(args: argparse.Namespace, console: Console, rules) -> int:
+    _seed(args.seed)
     graph = _load_model(args.model)
-    with console.status(f"compiling {args.model} ..."):
+    with console.status(escape(f"compiling {args.model} ...")):
         result = rlx.compile(graph, target=args.target, rules=rules)
     binding = {s: 8 for s in result.lir.symbols} | _bindings(args.bind)
     arrays = random_arrays(graph, binding, seed=args.seed)
@@ -166,30 +205,47 @@ def _run(args: argparse.Namespace, console: Console, rules) -> int:
     if args.check:
         reference = None
         if args.model.endswith(".onnx"):  # ONNX Runtime is the reference for ONNX files
-            from rlx.frontends.onnx import run_onnxruntime
-            console.print(f"checking against onnxruntime with {dict(sorted(binding.items()))}:")
-            reference = lambda ins: run_onnxruntime(args.model, ins)  # noqa: E731
+            console.print(f"checking against onnxruntime with {dict(sorted(binding.items()))}:", markup=False)
+            reference = lambda ins: _onnxruntime(args.model, ins)  # noqa: E731
         ok, _ = _check(graph, result, arrays, console, reference)
         return 0 if ok else 1
     out = result.run({n.name: arrays[n.name] for n in graph.inputs}, {n.name: arrays[n.name] for n in graph.params})
     for name, v in out.items():
-        console.print(f"  {name}: {v.dtype}{list(v.shape)} mean {float(np.mean(v)):.4g} std {float(np.std(v)):.4g}")
+        stats = f"mean {float(np.mean(v)):.4g} std {float(np.std(v)):.4g}" if v.size else "empty"
+        console.print(f"  {escape(name)}: {v.dtype}{list(v.shape)} {stats}")
     return 0
+
+
+def _onnxruntime(model: str, inputs: dict) -> dict:
+    """The model's outputs under ONNX Runtime; a model it cannot load or run is bad input."""
+    try:
+        from rlx.frontends.onnx import run_onnxruntime
+        return run_onnxruntime(model, inputs)
+    except ImportError:
+        raise RlxError("--check of an ONNX model needs onnxruntime: pip install onnxruntime") from None
+    except Exception as e:  # onnxruntime's own error types (InvalidGraph, Fail, NotImplemented, ...)
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RlxError(f"{model}: ONNX Runtime cannot run the model, so there is no reference: "
+                       f"{why}") from None
 
 
 def _model(args: argparse.Namespace, console: Console) -> int:
     build = {"mlp": rlx.models.mlp, "llama": rlx.models.llama, "bert": rlx.models.bert}[args.name]
-    def dim(v: str | None):
-        return int(v) if v is not None and v.isdigit() else v  # a number, or a symbol such as S
-    kw = {k: v for k, v in (("layers", args.layers), ("seq", dim(args.seq)), ("batch", dim(args.batch)))
-          if v is not None}
-    if args.name != "mlp" and args.d_model:
-        kw.update(d_model=args.d_model, n_heads=args.heads)
-    if args.name == "mlp":
-        kw.pop("seq", None)
+    for flag in ("layers", "d_model", "heads"):
+        _positive(flag, getattr(args, flag))
+    if args.name == "mlp" and (args.d_model, args.heads, args.seq) != (None, None, None):
+        raise RlxError("rlx model mlp takes --layers and --batch only (not --d-model, --heads or --seq)")
+    given = (("layers", args.layers), ("d_model", args.d_model), ("n_heads", args.heads),
+             ("seq", _dim("seq", args.seq)), ("batch", _dim("batch", args.batch)))
+    kw = {k: v for k, v in given if v is not None}
+    if args.name != "mlp":
+        defaults = inspect.signature(build).parameters
+        d_model, heads = (kw.get(k, defaults[k].default) for k in ("d_model", "n_heads"))
+        if d_model % heads:
+            raise RlxError(f"--heads {heads} does not divide --d-model {d_model}")
     graph = build(**kw)
     Path(args.out).write_text(graph.to_json())
-    console.print(f"wrote {args.out}: {args.name} {kw}, {len(graph.nodes)} nodes")
+    console.print(f"wrote {args.out}: {args.name} {kw}, {len(graph.nodes)} nodes", markup=False)
     return 0
 
 
@@ -216,18 +272,18 @@ def _targets(args: argparse.Namespace, console: Console) -> int:
         table.add_row(t.name, t.executor, f"{c.peak_flops['f32'] / 1e9:.0f} GFLOP/s",
                       f"{c.peak_flops.get('f16', 0) / 1e9:.0f} GFLOP/s", f"{c.bandwidth / 1e9:.0f} GB/s",
                       f"{c.launch_overhead * 1e6:.1f} us", f"{c.region_max_inputs} in / {c.region_max_ops} ops",
-                      ", ".join(unclaimed) or "-", t.path)
+                      ", ".join(unclaimed) or "-", escape(str(t.path)))
     console.print(table)
     return 0
 
 
 def _calibrate(args: argparse.Namespace, console: Console) -> int:
-    with console.status(f"measuring with target {args.target}'s executor ..."):
+    with console.status(escape(f"measuring with target {args.target}'s executor ...")):
         m = calibrate(args.target, args.out, quick=args.quick)
     console.print(f"f32 matmul {m['peak_f32'] / 1e9:.1f} GFLOP/s, f64 {m['peak_f64'] / 1e9:.1f} GFLOP/s, "
                   f"copy {m['bandwidth'] / 1e9:.1f} GB/s, launch {m['launch'] * 1e6:.2f} us, "
                   f"view {m['view'] * 1e6:.2f} us")
-    console.print(f"wrote {args.out}")
+    console.print(f"wrote {args.out}", markup=False)
     return 0
 
 
@@ -235,6 +291,8 @@ def _rules_check(args: argparse.Namespace, console: Console) -> int:
     import rlx.rules
     from rlx.verify import fuzz, prove
     from rlx.verify.lint import lint
+    _seed(args.seed)
+    _positive("trials", args.trials)
     rs = rlx.rules.load(args.paths or None)
     warnings = lint(rs)
     table = Table(title=f"rules check: {len(rs.rules)} rules from {len(rs.files)} files")
@@ -243,23 +301,24 @@ def _rules_check(args: argparse.Namespace, console: Console) -> int:
     unsound = []
     with console.status("proving and fuzzing ...") as status:
         for r in rs.rules:
-            status.update(f"checking {r.name} ...")
+            status.update(escape(f"checking {r.name} ..."))
             p = prove(r, rs)
             f = fuzz(r, trials=args.trials, seed=args.seed, rules=rs)
             if f.failures:
                 unsound.append((r, f.failures[0]))
                 fz = f"[red]UNSOUND[/] ({len(f.failures)}/{f.instances})"
             elif not f.instances:
-                fz = "[yellow]never fires?[/] " + f.note
+                fz = "[yellow]never fires?[/] " + escape(f.note)
             else:
                 fz = f"ok ({f.instances} instances, max rel err {f.max_rel:.1e})"
             proof = "[green]proved[/]" if p.proved and p.reason == "proved" else (
-                "axiom" if p.proved else f"[yellow]not proved[/]: {p.reason}")
+                "axiom" if p.proved else f"[yellow]not proved[/]: {escape(p.reason)}")
             warn = warnings[r.name] + ([] if f.instances else ["could never fire on drawn shapes"])
-            table.add_row(r.name, r.ruleset, proof, fz, "; ".join(warn))
+            table.add_row(escape(r.name), escape(r.ruleset), proof, fz, escape("; ".join(warn)))
     console.print(table)
     for r, c in unsound:
-        console.print(f"[red]unsound[/] {r.name} ({r.span}): counterexample: {c}", highlight=False)
+        console.print("[red]unsound[/] " + escape(f"{r.name} ({r.span}): counterexample: {c}"),
+                      highlight=False)
     return 1 if unsound else 0
 
 
@@ -302,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     mdl.add_argument("--out", required=True)
     mdl.add_argument("--layers", type=int)
     mdl.add_argument("--d-model", type=int)
-    mdl.add_argument("--heads", type=int, default=4)
+    mdl.add_argument("--heads", type=int)
     mdl.add_argument("--seq")
     mdl.add_argument("--batch")
     sub.add_parser("targets", help="list the shipped targets with their key figures")
@@ -311,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     cal.add_argument("--out", required=True, help="the target file to write")
     cal.add_argument("--quick", action="store_true", help="small sizes (seconds, noisier)")
     args = parser.parse_args(argv)
-    console = Console(width=None if sys.stdout.isatty() else 160)  # pipes and logs get full tables
+    # pipes and logs get full tables; user text (paths, names) is never read as markup or emoji codes
+    console = Console(width=None if sys.stdout.isatty() else 160, emoji=False)
     try:
         commands = {"demo": _demo, "ops": _ops, "targets": _targets, "calibrate": _calibrate, "compile": _compile,
                     "run": _run, "model": _model, "rules": _rules_check}
@@ -319,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RlxError, OSError) as e:
         if args.debug:
             raise
-        console.print(f"[red]error:[/] {e}", highlight=False)
+        console.print("[red]error:[/] " + escape(str(e)), highlight=False, soft_wrap=True)
         return 2
 
 

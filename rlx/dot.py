@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from rlx.errors import RlxError
 from rlx.ir.graph import Graph
 
 COLORS = {"source": "#e8e8e8", "fused": "#ffd27f", "composite": "#9fd4ff", "region": "#b9f2b9",
@@ -21,23 +22,34 @@ def _kind(node) -> str:
     return op.category
 
 
+def quote(text: object) -> str:
+    """A DOT double-quoted string that shows ``text`` as written: quotes and backslashes are
+    escaped (so nothing in a name can end the string or start an escape such as ``\\N``) and
+    line breaks become DOT's ``\\n``."""
+    s = str(text).replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + s.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\n") + '"'
+
+
 def to_dot(graph: Graph) -> str:
-    lines = [f'digraph "{graph.name}" {{', "  rankdir=TB;", '  node [shape=box, style="rounded,filled", fontname="Helvetica"];']
+    lines = [f"digraph {quote(graph.name)} {{", "  rankdir=TB;",
+             '  node [shape=box, style="rounded,filled", fontname="Helvetica"];']
     ids = {n.id: f"n{i}" for i, n in enumerate(graph.topo_order())}
     for n in graph.topo_order():
         kind = _kind(n)
-        label = n.op if kind != "source" else f"{n.op} {n.name}"
+        label = [n.op if kind != "source" else f"{n.op} {n.name}"]
         if n.op == "region":
-            label += "\\n" + str(n.attrs["body"]).replace('"', "'")
+            label.append(str(n.attrs["body"]))
         elif kind in ("fused", "composite") and n.attrs:
-            label += "\\n" + ", ".join(f"{k}={v}" for k, v in n.attrs.items() if v is not None and k != "value")
-        label += "\\n" + ", ".join(str(t) for t in n.outputs)
-        lines.append(f'  {ids[n.id]} [label="{label}", fillcolor="{COLORS[kind]}", tooltip="{n.name}"];')
+            label.append(", ".join(f"{k}={v}" for k, v in n.attrs.items() if v is not None and k != "value"))
+        label.append(", ".join(str(t) for t in n.outputs))
+        text = "\n".join(label)
+        lines.append(f'  {ids[n.id]} [label={quote(text)}, fillcolor="{COLORS[kind]}", '
+                     f'tooltip={quote(n.name)}];')
     for n in graph.nodes:
         for v in n.inputs:
             lines.append(f"  {ids[v.node.id]} -> {ids[n.id]};")
     for i, (name, v) in enumerate(graph.outputs):
-        lines.append(f'  out{i} [label="output {name}", shape=oval, fillcolor="#ffffff"];')
+        lines.append(f'  out{i} [label={quote(f"output {name}")}, shape=oval, fillcolor="#ffffff"];')
         lines.append(f"  {ids[v.node.id]} -> out{i};")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -51,6 +63,10 @@ def write_dot(graph: Graph, path: str | Path) -> list[Path]:
     if shutil.which("dot"):
         for fmt in ("svg", "png"):
             out = path.with_suffix(f".{fmt}")
-            subprocess.run(["dot", f"-T{fmt}", str(path), "-o", str(out)], check=True, capture_output=True)
+            done = subprocess.run(["dot", f"-T{fmt}", str(path), "-o", str(out)],
+                                  capture_output=True, text=True)
+            if done.returncode:
+                why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[0]
+                raise RlxError(f"{path}: dot could not draw it: {why}")
             written.append(out)
     return written

@@ -25,6 +25,8 @@ def _inner(view: EGraphView, e: Expr, c: int, env: dict[str, Any]) -> list[int] 
         return [] if any(n.op == "constant" and n.attr_dict().get("key") == key for n in view.classes[c]) else None
     if isinstance(e, Bind):
         return _inner(view, e.expr, c, env) if env.get(e.name) == c else None
+    if e.op == "scalar":  # scalar(c): any scalar constant
+        return [] if any(n.op == "constant" and "key" in n.attr_dict() for n in view.classes[c]) else None
     op = env.get(f"op:{e.op}", e.op)
     if op == "none":
         return _inner(view, e.args[0], c, env)
@@ -41,6 +43,12 @@ def _inner(view: EGraphView, e: Expr, c: int, env: dict[str, Any]) -> list[int] 
         else:
             return found
     return None
+
+
+def _guard_miss(rule: str, node: str, g, tensors, attrs) -> MissedFusion:
+    facts = describe(g, tensors, attrs)
+    return MissedFusion(rule, node, (g.message or f"guard `{g.text}` does not hold") + (f" ({facts})" if facts else ""),
+                        f"the rule needs {g.text}")
 
 
 def _rhs_op(rule: Rule, env: dict[str, Any]) -> str:
@@ -60,6 +68,7 @@ def explain(eg, view: EGraphView, near: list[NearMiss], ex: Extraction, cost: Co
     program computes with another fused op is not a miss; nor is a failed guard of one rule
     at a root another rule fully matched (a residual add is not a near-miss bias add); a full
     match whose op the target does not claim is reported as unsupported, not missed."""
+    regions = [set(n.children) for n in ex.choice.values() if n.op == "region"]
     consumers: dict[int, list[int]] = {}
     for c, n in ex.choice.items():
         for ch in n.children:
@@ -68,7 +77,7 @@ def explain(eg, view: EGraphView, near: list[NearMiss], ex: Extraction, cost: Co
     for nm in near:
         for row in near_rows(eg, view, nm.relation, nm.columns):
             root = row["root"]
-            if root is None or root not in ex.choice or root not in original:
+            if root is None or root not in original:
                 continue
             tensors = {name: view.type1(row[name]) for role, name, _ in nm.columns if role == "tensor"}
             if any(t is None for t in tensors.values()):
@@ -89,7 +98,13 @@ def explain(eg, view: EGraphView, near: list[NearMiss], ex: Extraction, cost: Co
         node = class_name.get(root, f"e-class {root}")
         failed = [g for g, v in zip(rule.guards, verdicts) if v is False]
         op = _rhs_op(rule, env)
-        chosen = ex.choice[root]
+        chosen = ex.choice.get(root)
+        if chosen is None:  # not computed on its own: reported if a region computes it inline
+            inside = set(env[name] for name in tensors)
+            if failed and root not in matched and any(inside <= args for args in regions):
+                missed.append(_guard_miss(rule.name, node, failed[0], tensors, attrs))
+            seen.add((rule.name, root))
+            continue
         used = chosen.op == op or (chosen.is_get and ex.choice.get(chosen.children[0]) is not None
                                   and ex.choice[chosen.children[0]].op == op)
         if used and not failed:
@@ -101,10 +116,7 @@ def explain(eg, view: EGraphView, near: list[NearMiss], ex: Extraction, cost: Co
         if failed:
             if root in matched:
                 continue  # another rule's pattern is what this node is
-            g = failed[0]
-            facts = describe(g, tensors, attrs)
-            missed.append(MissedFusion(rule.name, node, (g.message or f"guard `{g.text}` does not hold")
-                                       + (f" ({facts})" if facts else ""), f"the rule needs {g.text}"))
+            missed.append(_guard_miss(rule.name, node, failed[0], tensors, attrs))
         elif any(v is None for v in verdicts):
             missed.append(MissedFusion(rule.name, node, "a guard depends on a symbolic dim",
                                        "specialize the symbol or relax the guard"))

@@ -15,7 +15,7 @@ import numpy as np
 from egglog import bindings
 
 from rlx.errors import RlxError
-from rlx.egraph.load import load_graph, new_egraph, run_pieces
+from rlx.egraph.load import fact_directory, load_graph, new_egraph, run_pieces
 from rlx.egraph.saturate import Limits, SaturationStats, saturate
 from rlx.egraph.schema import BODY_RULES, schema, type_rules
 from rlx.egraph.view import ENode, EGraphView, Kind, freeze
@@ -31,7 +31,7 @@ from rlx.rules.definitions import decl_of
 from rlx.rules.fused import body_graph
 from rlx.ir.graph import Graph
 from rlx.ir.hir import Module
-from rlx.ir.interpret import bind_dims, interpret, random_arrays
+from rlx.ir.interpret import as_array, bind_dims, interpret, random_arrays
 from rlx.ir.lir import LIR
 from rlx.ir.registry import REGISTRY
 from rlx.plan import plan
@@ -82,7 +82,8 @@ class CompileResult:
                 params, local = self._params, self._local
             # symbols bind from the source's inputs: an input used only for its shape (ONNX
             # Shape) is not in the optimized graph, but its dims still size the outputs
-            binding = bind_dims(self.source, {k: np.asarray(v) for k, v in inputs.items()}) if self.lir.symbols else {}
+            binding = (bind_dims(self.source, {k: as_array(v, f'input {k!r}') for k, v in inputs.items()})
+                       if self.lir.symbols else {})
             key = tuple(sorted((k, v) for k, v in dict(binding).items() if k in self.lir.symbols))
             programs = local.__dict__.setdefault("programs", {})
             if key not in programs:
@@ -187,11 +188,12 @@ def _saturate(graph: Graph, tgt: Target, ruleset: RuleSet, limits, binding, deco
     cost = tgt.cost
     limits = limits or tgt.limits
     compiled = compile_rules(ruleset, cost.region_max_inputs, cost.region_max_ops)
-    eg, workdir = new_egraph()
-    run_pieces(eg, [schema(), BODY_RULES, type_rules()] + compiled.programs)
-    times["rules"] = time.perf_counter() - t
-    t = time.perf_counter()
-    loaded = load_graph(eg, graph, workdir)
+    with fact_directory() as workdir:
+        eg = new_egraph(workdir)
+        run_pieces(eg, [schema(), BODY_RULES, type_rules()] + compiled.programs)
+        times["rules"] = time.perf_counter() - t
+        t = time.perf_counter()
+        loaded = load_graph(eg, graph, workdir)
     times["load"] = time.perf_counter() - t
     stats = saturate(eg, compiled, limits)
     times["saturate"] = stats.seconds
@@ -209,6 +211,8 @@ def _saturate(graph: Graph, tgt: Target, ruleset: RuleSet, limits, binding, deco
         if outs is None or any(i is None for i in ins):
             return float("inf")
         attrs = n.attr_dict()
+        if not n.is_source and not _well_typed(n.op, ins, attrs, outs):
+            return float("inf")  # a rule's right side whose shape rules fail here: never extracted
         if n.op != "region" and n.op in REGISTRY and REGISTRY.get(n.op).category == "fused" \
                 and why_not(n.op, ins, attrs) is not None:  # no kernel: it runs as its definition
             body, _ = body_graph(decl_of(n.op), ins, attrs)
@@ -218,6 +222,14 @@ def _saturate(graph: Graph, tgt: Target, ruleset: RuleSet, limits, binding, deco
     roots = [view.value_class[v.name] for _, v in graph.outputs]
     return Saturated(graph, tgt, ruleset, compiled, eg, view, stats, limits, original, order, names, roots,
                      node_cost, times)
+
+
+def _well_typed(op: str, ins: list, attrs: dict, outs) -> bool:
+    """Whether the op accepts these input types and gives the class's types."""
+    try:
+        return tuple(REGISTRY.get(op).infer(ins, attrs)) == tuple(outs)
+    except RlxError:
+        return False
 
 
 def compile(model: Graph | Module | LIR, target: str | Path | Target | CostModel = "cpu",
@@ -256,7 +268,7 @@ def _compile(model, target, ruleset: RuleSet, limits, assert_fusion_clean, bindi
     graph, view, tgt, times = s.graph, s.view, s.target, s.times
     t = time.perf_counter()
     try:
-        ex = extract(view, s.roots, s.node_cost, s.original, s.order)
+        ex = extract(view, s.roots, s.node_cost, s.original, s.order, seconds=s.limits.seconds)
     except NoProgram as e:
         raise ExtractionError(_no_program_message(view, e.classes, e.computable, s.names, tgt, s.ruleset,
                                                   s.compiled, s.stats)) from None
@@ -277,7 +289,8 @@ def _compile(model, target, ruleset: RuleSet, limits, assert_fusion_clean, bindi
         missed=missed, unsupported=unsupported,
         egraph=EGraphStats(stats.iterations, len(view.classes), view.n_nodes, stats.stop, vars(s.limits)),
         cost_before=ex.initial_cost, cost_after=ex.cost, times=times,
-        extraction=exact_info or {"extractor": "greedy", "passes": ex.passes, "switches": ex.switches})
+        extraction=exact_info or {"extractor": "greedy", "passes": ex.passes, "switches": ex.switches,
+                                   **({"stopped": ex.stopped} if ex.stopped else {})})
     before, after = graph.op_counts(), optimized.op_counts()
     report.fused = {op: n - before.get(op, 0) for op, n in sorted(after.items()) if n > before.get(op, 0)}
     report.kernels = kernel_summary(optimized)

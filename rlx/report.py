@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -103,19 +104,19 @@ class FusionReport:
         fused.add_column("op")
         fused.add_column("count", justify="right")
         for op, n in sorted(self.fused.items()):
-            fused.add_row(op, str(n))
+            fused.add_row(escape(op), str(n))
         rules = Table(title="rules")
         for col in ("rule", "set", "matches", "applied", "description"):
             rules.add_column(col, justify="right" if col in ("matches", "applied") else "left")
         for r in self.rules:
-            rules.add_row(r.name, r.ruleset, str(r.matches), str(r.applied), r.doc)
+            rules.add_row(escape(r.name), escape(r.ruleset), str(r.matches), str(r.applied), escape(r.doc))
         parts: list[Any] = [summary, fused, rules]
         if self.kernels:
             kernels = Table(title="kernels of fused and composite ops")
             kernels.add_column("op")
             kernels.add_column("kernel")
             for op, how in sorted(self.kernels.items()):
-                kernels.add_row(op, how)
+                kernels.add_row(escape(op), escape(how))
             parts.append(kernels)
         for title, items in (("missed fusions", self.missed), ("matched, but not supported on this target",
                                                                self.unsupported)):
@@ -124,7 +125,7 @@ class FusionReport:
                 for col in ("rule", "node", "reason", "hint"):
                     table.add_column(col)
                 for m in items:
-                    table.add_row(m.rule, m.node, m.reason, m.hint)
+                    table.add_row(*map(escape, (m.rule, m.node, m.reason, m.hint)))
                 parts.append(table)
         return Group(*parts)
 

@@ -150,3 +150,119 @@ def test_an_exploding_rule_set_is_stopped_by_its_limits_with_a_valid_program(tmp
         assert r.report.egraph.enodes <= limits.enode_cap(len(g.nodes))
         assert sum(r.report.times.values()) < 60, r.report.times
     assert r.report.times["saturate"] < 8, r.report.times  # seconds = 2 is honored (one iteration may run over)
+
+
+# ---------------------------------------------------------------------------- silent misses
+SCALED_EXP = """
+    ruleset fusion
+    fused scaled_exp(x; c: float = 1.0) "exp(x * c)" { exp(mul(x, c)) }
+    rule scaled_exp "exp(x * c)": exp(mul(x, scalar(c))) => scaled_exp(x; c=c) where rank(x) == 1 "x is not a vector"
+"""
+
+
+def test_a_near_miss_inside_a_region_is_still_reported(tmp_path):
+    """With the shipped rules the chain becomes one region and the miss used to vanish."""
+    write(tmp_path, "u.rlx", SCALED_EXP)
+    g = Graph()
+    g.output(a=g.tanh(g.exp(g.mul(g.input("x", (4, 8)), 0.5))))
+    for rules in ([tmp_path], [rlx.rules.SHIPPED, tmp_path]):
+        r = rlx.compile(g, rules=rules)
+        assert [(m.rule, m.reason) for m in r.report.missed] == [("scaled_exp", "x is not a vector (rank(x)=2)")]
+
+
+def test_an_extra_consumer_is_named_for_a_rule_with_a_scalar(tmp_path):
+    write(tmp_path, "u.rlx", SCALED_EXP.replace(' where rank(x) == 1 "x is not a vector"', ""))
+    g = Graph()
+    m = g.mul(g.input("x", (4, 8)), 0.5)
+    g.output(a=g.exp(m), b=g.add(m, 1.0))
+    (miss,) = rlx.compile(g, rules=[tmp_path]).report.missed
+    assert miss.reason.startswith("extra consumer: add_1 also uses mul_1")
+
+
+def test_axes_are_canonical_so_a_last_axis_rule_matches_any_spelling():
+    g = Graph()
+    x = g.input("x", (2, 3, 4))
+    s = g.softmax(x, axis=2)
+    m = g.mean(x, (2, 0), True)
+    assert s.node.attrs["axis"] == -1 and m.node.attrs["axes"] == (-3, -1)
+    q, k, v = (g.input(n, (2, 4, 8, 16)) for n in "qkv")
+    att = g.matmul(g.softmax(g.mul(g.matmul(q, g.transpose(k, (0, 1, 3, 2))), 0.25), axis=3), v)
+    g.output(s=s, m=m, att=att)
+    r = rlx.compile(g, rules=RULES, validate=True)
+    assert r.graph.op_counts()["sdpa"] == 1
+
+
+def test_a_one_element_constant_matches_a_literal_in_a_rule():
+    """Exporters write literals as (1,)-shaped initializers; gelu's rule has scalars."""
+    g = Graph()
+    x = g.input("x", (4, 8))
+    c = lambda v: g.constant(np.array([v], np.float32))  # noqa: E731
+    g.output(y=g.mul(g.mul(x, g.add(g.erf(g.div(x, c(1.4142135623730951))), c(1.0))), c(0.5)))
+    r = rlx.compile(g, rules=RULES, validate=True)
+    assert dict(r.graph.op_counts()) == {"gelu": 1} and not r.report.missed
+
+
+def test_the_expansion_of_a_rule_set_is_bounded_as_a_whole(tmp_path):
+    from rlx.rules import RuleError
+    from rlx.rules.compile import MAX_EGGLOG_RULES, compile_rules
+    body = "add(add(add(add(add(add(a, b), c), d), e), f), g)"  # 64 operand orders
+    text = "ruleset fusion\ncommutative add\n" + "".join(
+        f"rule r{i}: {body} => mul({body}, {float(i)})\n" for i in range(MAX_EGGLOG_RULES // 64 + 2))
+    write(tmp_path, "many.rlx", text)
+    with pytest.raises(RuleError, match="MAX_EGGLOG_RULES"):
+        compile_rules(load([tmp_path]), near=False)
+
+
+# ---------------------------------------------------------------------------- random programs
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def fusable_graphs(draw):
+    """Random programs made of the pieces the shipped rules fuse, in random order and sizes:
+    matmul + bias + activation, decomposed rms_norm, softmax, gated units, residual adds."""
+    g = Graph("fuzzed")
+    rows, d = draw(st.integers(1, 6)), draw(st.sampled_from([2, 4, 8]))
+    x = g.input("x", (rows, d))
+    pool = [x]
+    for i in range(draw(st.integers(1, 6))):
+        a = draw(st.sampled_from(pool))
+        kind = draw(st.sampled_from(["dense", "rms", "softmax", "glu", "residual", "gelu_erf"]))
+        if kind == "dense":
+            act = draw(st.sampled_from(["relu", "gelu", "silu", "none"]))
+            y = g.add(g.matmul(a, g.param(f"w{i}", (d, d))), g.param(f"b{i}", (d,)))
+            v = y if act == "none" else g.op(act, y)
+        elif kind == "rms":
+            ms = g.mean(g.pow(a, 2.0), (-1,), True)
+            v = g.mul(g.mul(a, g.reciprocal(g.sqrt(g.add(ms, 1e-6)))), g.param(f"n{i}", (d,)))
+        elif kind == "softmax":
+            v = g.softmax(g.mul(a, 0.5), axis=draw(st.sampled_from([-1, 1])))
+        elif kind == "glu":
+            v = g.mul(g.silu(g.matmul(a, g.param(f"g{i}", (d, d)))), g.matmul(a, g.param(f"u{i}", (d, d))))
+        elif kind == "residual":
+            v = g.add(a, draw(st.sampled_from(pool)))
+        else:
+            v = g.mul(g.mul(a, g.add(g.erf(g.div(a, 1.4142135623730951)), 1.0)), 0.5)
+        pool.append(v)
+    g.output(*draw(st.lists(st.sampled_from(pool[1:] or pool), min_size=1, max_size=2, unique_by=lambda v: v.name)))
+    return g
+
+
+@settings(max_examples=15, deadline=None)
+@given(g=fusable_graphs(), seed=st.integers(0, 2**16))
+def test_random_programs_compile_match_the_reference_and_run_from_threads(g, seed):
+    r = rlx.compile(g, rules=RULES, validate=True, seed=seed)
+    a = random_arrays(g, seed=seed)
+    ins = {n.name: a[n.name] for n in g.inputs}
+    r.bind({n.name: a[n.name] for n in g.params})
+    want = r.run(ins)
+    results: list[dict] = []
+    threads = [threading.Thread(target=lambda: results.extend(r.run(ins) for _ in range(5))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 15
+    for got in results:
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +55,7 @@ def load_graph(eg: bindings.EGraph, graph: Graph, workdir: Path) -> Loaded:
             uses[v.name] = uses.get(v.name, 0) + 1
     for _, v in graph.outputs:
         uses[v.name] = uses.get(v.name, 0) + 1
+    scalars = _scalar_like(graph)
 
     def vid(v: Value) -> int:
         return out.value_ids[v.name]
@@ -72,7 +75,7 @@ def load_graph(eg: bindings.EGraph, graph: Graph, workdir: Path) -> Loaded:
             sorts[f"L_{node.op}"] = ["i64", "String"]
         elif node.op == "constant":
             value = node.attrs["value"]
-            if value.size == 1 and value.ndim == 0:
+            if node.name in scalars:
                 rows["L_scalar"].append([idx, scalar_key(value)])
             else:
                 rows["L_const"].append([idx, idx])
@@ -119,6 +122,26 @@ def load_graph(eg: bindings.EGraph, graph: Graph, workdir: Path) -> Loaded:
     return out
 
 
+def _scalar_like(graph: Graph) -> set[str]:
+    """Constants a rule's ``scalar(c)`` may match: 0-d ones, and one-element ones that only
+    elementwise ops of at least their rank read (broadcasting a (1, 1) constant there is
+    broadcasting its value), so how a program spells a literal does not decide a match."""
+    readers: dict[str, list[Node]] = {}
+    for node in graph.nodes:
+        for v in node.inputs:
+            readers.setdefault(v.name, []).append(node)
+    outputs = {v.name for _, v in graph.outputs}
+    out = set()
+    for node in graph.nodes:
+        if node.op != "constant" or node.attrs["value"].size != 1:
+            continue
+        rank = node.attrs["value"].ndim
+        if rank == 0 or (node.name not in outputs and readers.get(node.name) and all(
+                r.opdef.elementwise and len(r.outputs[0].shape) >= rank for r in readers[node.name])):
+            out.add(node.name)
+    return out
+
+
 def body_term(body: Expr) -> str:
     """Egglog text of a region body in the Body language (Arg, Cst, U, Bn, Tn)."""
     def fn(x: Expr, args: list[str]) -> str:
@@ -162,6 +185,14 @@ def _load_rule(rel: str, cols: list[str]) -> str:
     return f"(rule ({head}) ({action}) :ruleset load)"
 
 
-def new_egraph() -> tuple[bindings.EGraph, Path]:
-    workdir = Path(tempfile.mkdtemp(prefix="rlx-egraph-"))
-    return bindings.EGraph(fact_directory=str(workdir)), workdir
+def new_egraph(workdir: Path | None = None) -> bindings.EGraph:
+    """A fresh e-graph; ``load_graph`` needs one that reads facts from a ``fact_directory``."""
+    return bindings.EGraph(fact_directory=str(workdir) if workdir is not None else None)
+
+
+@contextmanager
+def fact_directory() -> Iterator[Path]:
+    """A temporary directory for the TSV files ``load_graph`` writes, removed when the block
+    ends (on error too): the e-graph has read them once the load is done."""
+    with tempfile.TemporaryDirectory(prefix="rlx-egraph-") as workdir:
+        yield Path(workdir)

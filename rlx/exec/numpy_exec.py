@@ -19,6 +19,7 @@ from rlx.errors import BindingError
 from rlx.exec.base import StepTiming, override, overrides, register_executor
 from rlx.exec.numpy_print import build, printable
 from rlx.ir.dtypes import DType
+from rlx.ir.interpret import check_input
 from rlx.ir.lir import LIR, Step, ValueLayout
 from rlx.ir.registry import REGISTRY, OpDef, TensorType
 from rlx.kernels.lower import kernel_for
@@ -62,10 +63,14 @@ class NumpyProgram:
 
     def _store(self, name: str, value, kind: str) -> None:
         dst = self.arrays[name]
-        arr = np.asarray(value)
+        where = f"{kind} {name!r}"
+        arr = check_input(value, DType(self.lir.values[name].dtype), where)
         if arr.shape != dst.shape:
-            raise BindingError(f"{kind} {name!r}: expected shape {dst.shape}, got {arr.shape}")
-        np.copyto(dst, arr, casting="same_kind" if arr.dtype.kind == dst.dtype.kind else "unsafe")
+            raise BindingError(f"{where}: expected shape {dst.shape}, got {arr.shape}")
+        if arr.size == 0:
+            raise BindingError(f"{where}: shape {arr.shape} has no elements: the executor runs non-empty "
+                               "tensors only (is a symbolic dim bound to 0?)")
+        np.copyto(dst, arr, casting="unsafe")  # the kind is checked; within it, the program's precision
 
     def _step(self, step: Step) -> tuple[str, Callable[[], None]]:
         ins = [self.arrays[n] for n in step.inputs]
@@ -117,6 +122,15 @@ class NumpyProgram:
             if entry["name"] not in inputs:
                 raise BindingError(f"missing input {entry['name']!r} {entry['dtype']}{entry['shape']}")
             self._store(entry["name"], inputs[entry["name"]], "input")
+        if not hasattr(self, "_indices"):  # (node, index input, table) of each gather of an input
+            self._indices = [(n.name, n.inputs[1].name, self.arrays[n.inputs[0].name].shape[n.attrs["axis"]])
+                             for n in self.lir.source.nodes
+                             if n.op == "gather" and n.inputs[1].node.op == "input"]
+        for node, index, size in self._indices:
+            ids = self.arrays[index]
+            if ids.size and not -size <= ids.min() <= ids.max() < size:
+                raise BindingError(f"input {index!r}: indices {ids.min()} to {ids.max()} are out of range "
+                                   f"for a table of {size} rows (node {node!r})")
 
     def _outputs(self) -> dict[str, np.ndarray]:
         return {s.node: self.arrays[s.inputs[0]].copy() for s in self.lir.steps if s.phase == "epilogue"}

@@ -11,9 +11,20 @@ Canonical forms, so the shipped rules see one spelling whatever the exporter wro
 and softmax axes are negative; division by a constant is multiplication by its reciprocal
 (as XLA's algebraic simplifier does; at most one rounding apart) and 1/x is reciprocal(x);
 one-element constants next to a tensor of at least their rank are scalars.
+
+Models are untrusted input. Before any node runs, the graph is checked against the ONNX
+schemas (input and output counts, attribute names, types and required ones), every value
+must have exactly one producer, the nodes are sorted (a cycle is an error), names must be
+writable to the e-graph's TSV files, and initializer data must match its dtype and dims.
+Folding is bounded: no folded result has more than ``MAX_FOLD_ELEMENTS`` elements (or more
+than its inputs), none costs more than ``MAX_FOLD_FLOPS``. Every failure is an
+``OnnxImportError`` (or another ``RlxError``) naming the node, the value or the file.
 """
 from __future__ import annotations
 
+import heapq
+import keyword
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,16 +36,27 @@ import numpy as np
 from rlx.errors import RlxError
 from rlx.ir.dtypes import DType
 from rlx.ir.graph import Graph, Value
-from rlx.ir.registry import REGISTRY
+from rlx.ir.registry import REGISTRY, TensorType
 from rlx.ir.shapes import Dim, dim, dim_add, dim_div, dim_mul, dim_sub, is_static, normalize_axis
 
 MIN_OPSET = 13
 SMALL = 64  # known non-initializer tensors up to this size become constants, larger ones params
+# Import-time folding is bounded, so a small model cannot make the importer compute or hold
+# much: a folded result has at most MAX_FOLD_ELEMENTS elements (64 MiB of f32) unless its
+# inputs already hold more (a transposed weight), and costs at most MAX_FOLD_FLOPS (the
+# registry's count); shape data holding symbols has at most MAX_SHAPE_ELEMENTS elements
+# (each is a Python object); shape targets have at most MAX_RANK dims.
+MAX_FOLD_ELEMENTS = 2**24
+MAX_FOLD_FLOPS = 2**32
+MAX_SHAPE_ELEMENTS = 2**10
+MAX_RANK = 32
+_UNWRITABLE = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")  # breaks a line or a TSV cell
 
 
 class OnnxImportError(RlxError):
-    """The model cannot be imported: unsupported op, opset or dtype, or a value rlx needs at
-    compile time (a reshape target, slice bounds) that is only known at run time."""
+    """The model cannot be imported: unsupported op, opset or dtype, a malformed graph, or a
+    value rlx needs at compile time (a reshape target, slice bounds) that is only known at
+    run time."""
 
 
 # ---------------------------------------------------------------------------- folded values
@@ -80,7 +102,11 @@ class _Sym:
 
 
 def _raw(x: Any) -> Dim:
-    return x.d if isinstance(x, _Sym) else int(x)
+    if isinstance(x, _Sym):
+        return x.d
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+        raise OnnxImportError(f"shape arithmetic over {x!r}: dims are integers")
+    return int(x)
 
 
 def _wrap(d: Dim) -> Any:
@@ -88,15 +114,27 @@ def _wrap(d: Dim) -> Any:
 
 
 def _normalize(arr: np.ndarray) -> np.ndarray:
-    """Object arrays back to int64 (or bool) once no symbol is left in them."""
+    """Object arrays back to int64 (or bool) once no symbol is left in them; the ints in them
+    must fit int64 (Python ints do not overflow: shape arithmetic could grow them forever)."""
     if arr.dtype != object:
         return arr
     flat = [_wrap(dim(x.d)) if isinstance(x, _Sym) else x for x in arr.ravel()]
+    for x in flat:
+        if isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)) \
+                and not -2**63 <= int(x) < 2**63:
+            raise OnnxImportError(f"shape arithmetic: {x} does not fit int64")
     if any(isinstance(x, _Sym) for x in flat):
         return np.array(flat, dtype=object).reshape(arr.shape)
     if all(isinstance(x, (bool, np.bool_)) for x in flat):
         return np.array(flat, dtype=bool).reshape(arr.shape)
+    if not all(isinstance(x, (int, np.integer)) for x in flat):
+        raise OnnxImportError(f"shape arithmetic made non-integer values {_clip(flat)}")
     return np.array(flat, dtype=np.int64).reshape(arr.shape)
+
+
+def _clip(x: Any, n: int = 80) -> str:
+    text = repr(x)
+    return text if len(text) <= n else text[:n] + "..."
 
 
 @dataclass
@@ -111,7 +149,10 @@ class Known:
 Operand = Union[Value, Known]
 
 
-def _dims(k: Known) -> tuple[Dim, ...]:
+def _dims(k: Known, what: str) -> tuple[Dim, ...]:
+    """A known int tensor as dims (symbolic ones as strings): shape targets, slice bounds."""
+    if k.value.dtype != object and k.value.dtype.kind not in "iu":
+        raise OnnxImportError(f"{what} must be integers, got {k.value.dtype} {_clip(k.value.tolist())}")
     return tuple(_raw(x) for x in np.asarray(k.value).reshape(-1))
 
 
@@ -126,36 +167,224 @@ def _dtype_table() -> dict[int, DType]:
             T.INT64: DType.i64, T.INT32: DType.i32, T.BOOL: DType.bool}
 
 
+def _dtype_name(elem_type: Any) -> str:
+    from onnx import TensorProto
+    try:
+        return TensorProto.DataType.Name(elem_type)
+    except (ValueError, TypeError):
+        return f"#{elem_type!r}"
+
+
 def _np_dtype(arr: np.ndarray) -> DType:
     if arr.dtype == object:
         return DType.i64
-    return {np.dtype(t.np): t for t in DType}[arr.dtype]
+    for t in DType:
+        if t.np == arr.dtype:
+            return t
+    raise OnnxImportError(f"dtype {arr.dtype} is not supported (rlx has {', '.join(t.value for t in DType)})")
+
+
+def _array(t: Any, where: str) -> np.ndarray:
+    """A TensorProto's data, checked: an rlx dtype, as many elements as its dims say, and no
+    data left in an external file (a ModelProto has no directory to read it from)."""
+    from onnx import TensorProto, numpy_helper
+    if t.data_location == TensorProto.EXTERNAL or any(e.key == "location" for e in t.external_data):
+        loc = next((e.value for e in t.external_data if e.key == "location"), "?")
+        raise OnnxImportError(f"{where}: its data is in an external file {loc!r} that was not loaded; "
+                              "load the model from its path (external data is read next to the model file)")
+    if t.data_type not in _dtype_table():
+        raise OnnxImportError(f"{where}: dtype {_dtype_name(t.data_type)} is not supported "
+                              f"(rlx has {', '.join(map(str, _dtype_table().values()))})")
+    dims = list(t.dims)
+    if any(d < 0 for d in dims) or len(dims) > MAX_RANK:
+        raise OnnxImportError(f"{where}: invalid dims {_clip(dims)}")
+    try:
+        arr = numpy_helper.to_array(t)
+    except (ValueError, TypeError) as e:
+        raise OnnxImportError(f"{where}: its data does not match dtype {_dtype_name(t.data_type)} "
+                              f"and dims {dims} ({e})") from None
+    if arr.shape != tuple(dims):
+        raise OnnxImportError(f"{where}: {arr.size} elements of data for dims {dims}")
+    return arr
+
+
+# ---------------------------------------------------------------------------- the graph
+def _label(node: Any) -> str:
+    return node.name or (node.output[0] if node.output else node.op_type)
+
+
+def _check_name(name: str, what: str) -> None:
+    if _UNWRITABLE.search(name):
+        raise OnnxImportError(f"{what} {name!r} contains a tab, newline or other control character; "
+                              "rlx writes names into tab-separated files (rename it in the model)")
+
+
+def _is_symbol(text: str) -> bool:
+    return text.isascii() and text.isidentifier() and not keyword.iskeyword(text)
+
+
+def _symbols(graph: Any) -> tuple[dict[str, str], dict[tuple[str, int], str]]:
+    """rlx symbols for the graph inputs' dims: each distinct dim_param gets its own symbol
+    (itself when it is an ASCII identifier, else a sanitized spelling no other dim_param
+    has: "a b" and "a_b" stay two symbols), and each dim with neither value nor param a
+    fresh one named after its input and axis."""
+    params = list(dict.fromkeys(d.dim_param for vi in graph.input for d in vi.type.tensor_type.shape.dim
+                                if d.WhichOneof("value") == "dim_param" and d.dim_param))
+    taken = {p for p in params if _is_symbol(p)}
+    named = {p: p for p in taken}
+
+    def fresh(text: str) -> str:
+        base = re.sub(r"\W", "_", text, flags=re.ASCII)
+        if not _is_symbol(base):
+            base = f"d_{base}"
+        out, i = base, 1
+        while out in taken:
+            i += 1
+            out = f"{base}_{i}"
+        taken.add(out)
+        return out
+
+    for p in params:
+        if p not in named:
+            named[p] = fresh(p)
+    unnamed = {(vi.name, ax): fresh(f"{vi.name}_{ax}") for vi in graph.input
+               for ax, d in enumerate(vi.type.tensor_type.shape.dim)
+               if d.WhichOneof("value") is None or (d.WhichOneof("value") == "dim_param" and not d.dim_param)}
+    return named, unnamed
+
+
+def _check_node(node: Any, opset: int, where: str) -> None:
+    """The node against its ONNX schema: input and output counts, required inputs present,
+    attributes known, of their declared type, and the required ones given."""
+    from onnx import defs
+    from onnx.defs import OpSchema
+    try:
+        schema = defs.get_schema(node.op_type, opset, "")
+    except defs.SchemaError:
+        raise OnnxImportError(f"{where}: {node.op_type} is not an op of ONNX opset {opset}") from None
+    n_in, n_out = len(node.input), len(node.output)
+    if not schema.min_input <= n_in <= schema.max_input:
+        raise OnnxImportError(f"{where}: {node.op_type} takes {_count(schema.min_input, schema.max_input)} "
+                              f"inputs, the node has {n_in}")
+    if not schema.min_output <= n_out <= schema.max_output:
+        raise OnnxImportError(f"{where}: {node.op_type} has {_count(schema.min_output, schema.max_output)} "
+                              f"outputs, the node names {n_out}")
+    for i, name in enumerate(node.input):
+        formal = schema.inputs[min(i, len(schema.inputs) - 1)]
+        if not name and formal.option != OpSchema.FormalParameterOption.Optional:
+            raise OnnxImportError(f"{where}: input {i} ({formal.name}) is required but left out")
+    seen: set[str] = set()
+    for a in node.attribute:
+        spec = schema.attributes.get(a.name)
+        if spec is None:
+            raise OnnxImportError(f"{where}: {node.op_type} has no attribute {a.name!r}; it takes "
+                                  f"{', '.join(sorted(schema.attributes)) or 'none'}")
+        if a.name in seen:
+            raise OnnxImportError(f"{where}: attribute {a.name!r} is given twice")
+        seen.add(a.name)
+        if a.type != spec.type.value:
+            raise OnnxImportError(f"{where}: attribute {a.name!r} must be {spec.type.name}, "
+                                  f"got {_attr_type_name(a.type)}")
+    for name, spec in schema.attributes.items():
+        if spec.required and name not in seen:
+            raise OnnxImportError(f"{where}: {node.op_type} requires attribute {name!r} ({spec.type.name})")
+
+
+def _count(lo: int, hi: int) -> str:
+    return str(lo) if lo == hi else (f"at least {lo}" if hi >= 2**31 - 1 else f"{lo} to {hi}")
+
+
+def _attr_type_name(t: int) -> str:
+    from onnx import AttributeProto
+    try:
+        return AttributeProto.AttributeType.Name(t)
+    except ValueError:
+        return f"type #{t}"
+
+
+def _sorted_nodes(graph: Any, defined: set[str], where: Callable[[Any], str]) -> list:
+    """The nodes, each after the producers of its inputs. ONNX requires that order; an
+    editor may not keep it, so any order of a DAG is accepted (stable: the file's order where
+    it is valid). Errors: a value with two producers, an input nothing produces, a cycle."""
+    producer: dict[str, int] = {}
+    for i, node in enumerate(graph.node):
+        for o in node.output:
+            if not o:
+                continue
+            if o in defined:
+                raise OnnxImportError(f"{where(node)}: writes {o!r}, which is already a graph input or initializer")
+            if o in producer:
+                raise OnnxImportError(f"{where(node)}: writes {o!r}, which "
+                                      f"{where(graph.node[producer[o]])} writes too")
+            producer[o] = i
+    waiting = [0] * len(graph.node)
+    users: dict[int, list[int]] = {}
+    for i, node in enumerate(graph.node):
+        for name in node.input:
+            if name in producer:
+                waiting[i] += 1
+                users.setdefault(producer[name], []).append(i)
+            elif name and name not in defined:
+                raise OnnxImportError(f"{where(node)}: input {name!r} is produced by no node, initializer "
+                                      "or graph input")
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for j in users.get(i, []):
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
+    if len(order) < len(graph.node):
+        stuck = [where(graph.node[i]) for i in range(len(graph.node)) if waiting[i]]
+        raise OnnxImportError(f"the graph has a cycle through {', '.join(stuck[:4])}"
+                              + (f" and {len(stuck) - 4} more nodes" if len(stuck) > 4 else ""))
+    for vo in graph.output:
+        if vo.name not in producer and vo.name not in defined:
+            raise OnnxImportError(f"graph output {vo.name!r} is produced by no node, initializer or graph input")
+    return [graph.node[i] for i in order]
 
 
 # ---------------------------------------------------------------------------- the importer
+_SHAPE_OPS = {"add", "sub", "mul", "div", "equal", "where", "concat", "gather", "slice", "reshape",
+              "expand", "transpose", "split", "sum"}  # ops folded over symbolic dims
+
+
 class _Importer:
     def __init__(self, model: Any, name: str) -> None:
-        from onnx import numpy_helper
+        from onnx import defs
         self.model = model
         self.g = Graph(name)
         self.opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
         if self.opset < MIN_OPSET:
             raise OnnxImportError(f"opset {self.opset} is not supported: rlx reads ONNX opset "
                                   f"{MIN_OPSET} and later (re-export with opset_version>={MIN_OPSET})")
+        if self.opset > defs.onnx_opset_version():
+            raise OnnxImportError(f"opset {self.opset} is newer than the onnx package knows "
+                                  f"({defs.onnx_opset_version()}); upgrade onnx or re-export")
         self.dtypes = _dtype_table()
         self.env: dict[str, Operand] = {}
         self.current, self.node_outputs, self.consumed = "", [], set()
         self._made: dict[tuple[str, bool], Value] = {}
-        for init in model.graph.initializer:
-            self.env[init.name] = Known(_normalize(np.asarray(numpy_helper.to_array(init))), init.name, True)
+        self.dim_params, self.unnamed_dims = _symbols(model.graph)
+        self.renamed = {s: p for p, s in self.dim_params.items() if s != p}
+
+    def where(self, node: Any) -> str:
+        return f"ONNX node {_label(node)!r} ({node.op_type}, opset {self.opset})"
+
+    def explain(self, message: str) -> str:
+        """The message, plus which dim_param each sanitized symbol it mentions stands for."""
+        notes = [f"{s} is dim_param {p!r}" for s, p in self.renamed.items() if re.search(rf"\b{s}\b", message)]
+        return message + (f" ({'; '.join(notes)})" if notes else "")
 
     # -------------------------------------------------------------- values
     def dtype(self, elem_type: int, where: str) -> DType:
         try:
             return self.dtypes[elem_type]
-        except KeyError:
-            from onnx import TensorProto
-            raise OnnxImportError(f"{where}: dtype {TensorProto.DataType.Name(elem_type)} is not "
+        except (KeyError, TypeError):
+            raise OnnxImportError(f"{where}: dtype {_dtype_name(elem_type)} is not "
                                   f"supported (rlx has {', '.join(map(str, self.dtypes.values()))})") from None
 
     def tensor(self, x: Operand, scalar_ok: bool = False) -> Value:
@@ -165,15 +394,17 @@ class _Importer:
             return x
         arr = x.value
         if arr.dtype == object:
-            raise OnnxImportError(f"value {x.name!r} holds symbolic dims {arr.tolist()} and is used as "
-                                  f"tensor data; rlx needs those at compile time only")
+            raise OnnxImportError(f"value {x.name!r} holds symbolic dims {_clip(arr.tolist())} and is used "
+                                  f"as tensor data; rlx needs those at compile time only")
         scalar = scalar_ok and arr.size == 1
         key = (x.name, scalar)
         if key not in self._made:
             if scalar:
                 v = self.g.constant(arr.reshape(()), _np_dtype(arr))
             elif (x.initializer and arr.size > 1) or arr.size > SMALL:
-                name = x.name if x.name not in self.g else f"{x.name}.param"
+                name, i = x.name, 1
+                while name in self.g:
+                    name, i = f"{x.name}.param{'' if i == 1 else i}", i + 1
                 v = self.g.param(name, arr.shape, _np_dtype(arr))
                 self.g.weights[name] = arr
             else:
@@ -183,17 +414,49 @@ class _Importer:
 
     def emit(self, op: str, inputs: Sequence[Operand], **attrs: Any) -> list[Operand]:
         """Apply a registry op: folded when every input is known, else a graph node."""
-        opdef = REGISTRY.get(op)
         if all(isinstance(x, Known) for x in inputs) and not _symbolic(attrs):
-            norm = opdef.normalize_attrs(attrs, f"folding {op}")
-            out = opdef.reference([x.value for x in inputs], norm)
-            outs = out if isinstance(out, tuple) else (out,)
-            return [Known(_normalize(np.asarray(o)), self.g._auto_name(op)) for o in outs]
+            return self.fold(op, inputs, attrs)
+        opdef = REGISTRY.get(op)
         peer = max((x.rank for x in inputs if isinstance(x, Value)), default=0)
         values = [self.tensor(x, opdef.elementwise and x.value.ndim <= peer) if isinstance(x, Known) else x
                   for x in inputs]
         out = self.g.op(op, *values, **attrs)
         return list(out) if isinstance(out, tuple) else [out]
+
+    def fold(self, op: str, inputs: Sequence[Known], attrs: dict,
+             compute: Callable | None = None) -> list[Operand]:
+        """Run the op's reference (or ``compute``) at import time: typed as a graph node would
+        be (the same shape and dtype errors), and refused beyond the bounds before any work."""
+        opdef = REGISTRY.get(op)
+        most = float("inf") if opdef.variadic else len(opdef.inputs)
+        if not max(opdef.min_inputs, 1) <= len(inputs) <= most:
+            raise OnnxImportError(f"{op} takes {len(opdef.inputs)} inputs, got {len(inputs)}")
+        symbolic = any(x.value.dtype == object for x in inputs)
+        if symbolic and op not in _SHAPE_OPS:
+            raise OnnxImportError(f"{op} over symbolic dims {_clip([x.value.tolist() for x in inputs])} "
+                                  "cannot be computed at import time")
+        norm = opdef.normalize_attrs(attrs, f"folding {op}")
+        in_shapes = [tuple(x.value.shape) for x in inputs]
+        types = opdef.infer([TensorType(s, _np_dtype(x.value)) for s, x in zip(in_shapes, inputs)], norm)
+        out_shapes = [tuple(t.shape) for t in types]
+        size = sum(math.prod(s) for s in out_shapes)
+        bound, name = ((MAX_SHAPE_ELEMENTS, "MAX_SHAPE_ELEMENTS = 2**10") if symbolic else
+                       (max(MAX_FOLD_ELEMENTS, sum(x.value.size for x in inputs)), "MAX_FOLD_ELEMENTS = 2**24"))
+        if size > bound:
+            raise OnnxImportError(f"folding {op} at import time would make {size} elements (shape "
+                                  f"{', '.join(map(str, out_shapes))}); rlx folds at most {bound} "
+                                  f"({name}, or as many as the inputs hold)")
+        flops = opdef.flops(in_shapes, out_shapes, norm)
+        if flops > MAX_FOLD_FLOPS:
+            raise OnnxImportError(f"folding {op} at import time would take {flops:.3g} flops; rlx folds at "
+                                  f"most {MAX_FOLD_FLOPS:.3g} (MAX_FOLD_FLOPS = 2**32)")
+        try:
+            with np.errstate(all="ignore"):  # int wraparound and inf as ONNX Runtime computes them
+                out = (compute or opdef.reference)([x.value for x in inputs], norm)
+        except (ArithmeticError, ValueError, IndexError, TypeError) as e:
+            raise OnnxImportError(f"folding {op} at import time: {e}") from None
+        outs = out if isinstance(out, tuple) else (out,)
+        return [Known(_normalize(np.asarray(o)), self.g._auto_name(op)) for o in outs]
 
     def known(self, x: Operand | None, what: str) -> Known:
         if isinstance(x, Known):
@@ -202,62 +465,108 @@ class _Importer:
                               f"but it is computed at run time")
 
     # -------------------------------------------------------------- the model
-    def run(self) -> Graph:
-        from onnx import helper
+    def check(self) -> list:
+        """The graph's nodes in order, once names, inputs, initializers and every node's
+        schema are checked; loads the initializers."""
         graph = self.model.graph
-        inits = {i.name for i in graph.initializer}
-        self.consumed = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
+        if not graph.output:
+            raise OnnxImportError("the graph has no outputs")
+        inits: dict[str, Any] = {}
+        for t in graph.initializer:
+            _check_name(t.name, "initializer")
+            if not t.name or t.name in inits:
+                raise OnnxImportError(f"initializer {t.name!r}: {'empty name' if not t.name else 'defined twice'}")
+            inits[t.name] = t
+        inputs: set[str] = set()
         for vi in graph.input:
-            if vi.name not in inits:
-                self.env[vi.name] = self._input(vi)
+            _check_name(vi.name, "graph input")
+            if not vi.name or vi.name in inputs:
+                raise OnnxImportError(f"graph input {vi.name!r}: {'empty name' if not vi.name else 'declared twice'}")
+            inputs.add(vi.name)
+            declared = vi.type.tensor_type.elem_type
+            if vi.name in inits and declared and declared != inits[vi.name].data_type:
+                raise OnnxImportError(f"initializer {vi.name!r} has dtype {_dtype_name(inits[vi.name].data_type)}, "
+                                      f"its graph input declares {_dtype_name(declared)}")
+        outputs: set[str] = set()
+        for vo in graph.output:
+            _check_name(vo.name, "graph output")
+            if not vo.name or vo.name in outputs:
+                raise OnnxImportError(f"graph output {vo.name!r}: {'empty name' if not vo.name else 'listed twice'}")
+            outputs.add(vo.name)
         for node in graph.node:
-            label = node.name or (node.output[0] if node.output else node.op_type)
-            where = f"ONNX node {label!r} ({node.op_type}, opset {self.opset})"
+            where = self.where(node)
+            for n in list(node.input) + list(node.output):
+                _check_name(n, f"{where}: value")
             handler = HANDLERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
             if handler is None:
                 domain = f" of domain {node.domain!r}" if node.domain not in ("", "ai.onnx") else ""
                 raise OnnxImportError(f"{where}: unsupported ONNX op {node.op_type!r}{domain}; rlx imports "
                                       f"{', '.join(sorted(HANDLERS))}")
+            _check_node(node, self.opset, where)
+        order = _sorted_nodes(graph, set(inits) | inputs, self.where)
+        for name, t in inits.items():
+            self.env[name] = Known(_normalize(_array(t, f"initializer {name!r}")), name, True)
+        return order
+
+    def run(self) -> Graph:
+        from onnx import helper
+        graph = self.model.graph
+        nodes = self.check()
+        self.consumed = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
+        for vi in graph.input:
+            if vi.name not in self.env:
+                self.env[vi.name] = self._input(vi)
+        for node in nodes:
+            where = self.where(node)
             ins = [self.env[n] if n else None for n in node.input]
             self.current, self.node_outputs = node.op_type, list(node.output)
-            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             try:
-                with self.g.scope(node.output[0] if node.output else label):
-                    outs = handler(self, ins, attrs, len(node.output))
-            except OnnxImportError as e:
-                raise OnnxImportError(f"{where}: {e}") from None
+                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+                with self.g.scope(node.output[0] if node.output and node.output[0] else _label(node)):
+                    outs = HANDLERS[node.op_type](self, ins, attrs, len(node.output))
             except RlxError as e:
-                raise type(e)(f"{where}: {e}") from None
+                raise type(e)(self.explain(f"{where}: {e}")) from None
+            unmade = [name for name in node.output[len(outs):] if name in self.consumed]
+            if unmade:
+                raise OnnxImportError(f"{where}: output {unmade[0]!r} is used, but rlx computes only the "
+                                      f"first {len(outs)} of this node's outputs")
             for name, v in zip(node.output, outs):
                 if name:
                     self.env[name] = Known(v.value, name) if isinstance(v, Known) else v
         for vo in graph.output:
-            v = self.tensor(self.env[vo.name])
-            want = vo.type.tensor_type.elem_type
-            if want and self.dtype(want, f"output {vo.name!r}") != v.dtype:
-                raise OnnxImportError(f"output {vo.name!r}: rlx infers {v.dtype}, the model declares "
-                                      f"{self.dtype(want, vo.name)}")
+            try:
+                v = self.tensor(self.env[vo.name])
+                want = vo.type.tensor_type.elem_type
+                if want and self.dtype(want, "declared dtype") != v.dtype:
+                    raise OnnxImportError(f"rlx infers {v.dtype}, the model declares {self.dtype(want, '')}")
+            except RlxError as e:
+                raise type(e)(self.explain(f"graph output {vo.name!r}: {e}")) from None
             self.g.output(**{vo.name: v})
         self.g.dce()
         return self.g
 
     def _input(self, vi: Any) -> Value:
+        where = f"graph input {vi.name!r}"
+        if vi.type.WhichOneof("value") != "tensor_type":
+            raise OnnxImportError(f"{where}: not a tensor (rlx imports tensor inputs only)")
         t = vi.type.tensor_type
+        dt = self.dtype(t.elem_type, where)
+        if not t.HasField("shape"):
+            raise OnnxImportError(f"{where}: no shape; rlx needs every input's rank (give its dims, "
+                                  "symbolic ones as dim_param)")
+        if len(t.shape.dim) > MAX_RANK:
+            raise OnnxImportError(f"{where}: rank {len(t.shape.dim)} is above MAX_RANK = {MAX_RANK}")
         shape: list[Dim] = []
         for ax, d in enumerate(t.shape.dim):
-            if d.HasField("dim_value"):
+            if d.WhichOneof("value") == "dim_value":
+                if d.dim_value < 0:
+                    raise OnnxImportError(f"{where}: negative dim {d.dim_value} on axis {ax}")
                 shape.append(int(d.dim_value))
+            elif d.WhichOneof("value") == "dim_param" and d.dim_param:
+                shape.append(self.dim_params[d.dim_param])
             else:
-                shape.append(_symbol(d.dim_param or f"{vi.name}_{ax}"))
-        return self.g.input(vi.name, shape, self.dtype(t.elem_type, f"input {vi.name!r}"))
-
-
-def _symbol(text: str) -> str:
-    """A dim_param as an rlx symbol: kept when it is an identifier, else made one."""
-    if text.isidentifier():
-        return text
-    name = re.sub(r"\W", "_", text)
-    return name if name.isidentifier() else f"d_{name}"
+                shape.append(self.unnamed_dims[vi.name, ax])
+        return self.g.input(vi.name, shape, dt)
 
 
 # ---------------------------------------------------------------------------- handlers
@@ -285,12 +594,27 @@ def _dtype(x: Operand) -> DType:
     return x.dtype if isinstance(x, Value) else _np_dtype(x.value)
 
 
+def _axis(axis: int, rank: int) -> int:
+    """``axis`` in range for ``rank`` (a scalar has none: the registry would take axis 0)."""
+    if rank == 0:
+        raise OnnxImportError(f"axis {axis} of a scalar: the op needs rank 1 or more")
+    return normalize_axis(axis, rank)
+
+
 def _neg_axis(axis: int, rank: int) -> int:
-    return normalize_axis(axis, rank) - rank
+    return _axis(axis, rank) - rank
 
 
 def _is_int(x: Operand) -> bool:
     return _dtype(x).is_int
+
+
+def _axes_set(axes: Sequence[int], rank: int, what: str) -> set[int]:
+    """Axes in range for ``rank``, each once (ONNX refuses repeated ones)."""
+    out = {_axis(a, rank) for a in axes}
+    if len(out) != len(axes):
+        raise OnnxImportError(f"{what} {list(axes)} repeat an axis")
+    return out
 
 
 _UNARY = {"Sqrt": "sqrt", "Reciprocal": "reciprocal", "Neg": "neg", "Exp": "exp", "Log": "log",
@@ -313,15 +637,31 @@ def _binary(imp, ins, at, n):
     return [acc]
 
 
+def _shape_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Division in shape arithmetic: exact for symbolic dims (as ``_Sym`` divides), the
+    registry's ``div`` for two ints (truncating toward zero, as ONNX Runtime)."""
+    div = REGISTRY.get("div").reference
+
+    def one(x, y):
+        if isinstance(x, _Sym) or isinstance(y, _Sym):
+            return x / y
+        return div([np.int64(x), np.int64(y)], {}).item()
+    return np.frompyfunc(one, 2, 1)(a, b)
+
+
 @handles("Div")
 def _div(imp, ins, at, n):
     a, b = ins
-    if isinstance(a, Known) and isinstance(b, Known) and _is_int(a) and _is_int(b):
-        return [Known(_normalize(np.floor_divide(a.value, b.value)), imp.g.scoped("div"))]
-    if isinstance(a, Known) and a.value.size == 1 and a.value.reshape(()) == 1 and isinstance(b, Value) \
-            and b.dtype.is_float and a.value.ndim <= b.rank:
+    if isinstance(b, Known) and _is_int(b) and b.value.dtype != bool and any(
+            not isinstance(v, _Sym) and v == 0 for v in b.value.ravel()):
+        raise OnnxImportError(f"integer division by zero (divisor {b.name or 'constant'} "
+                              f"{_clip(b.value.tolist())})")
+    if isinstance(a, Known) and isinstance(b, Known) and object in (a.value.dtype, b.value.dtype):
+        return imp.fold("div", [a, b], {}, lambda ins, _: _shape_div(*ins))
+    if isinstance(a, Known) and a.value.dtype != object and a.value.size == 1 and a.value.reshape(()) == 1 \
+            and isinstance(b, Value) and b.dtype.is_float and a.value.ndim <= b.rank:
         return imp.emit("reciprocal", [b])
-    if isinstance(b, Known) and not _is_int(b) and isinstance(a, Value):
+    if isinstance(b, Known) and _dtype(b).is_float and isinstance(a, Value):
         recip = (np.ones((), b.value.dtype) / b.value).astype(b.value.dtype)
         return imp.emit("mul", [a, Known(recip, f"{b.name}.reciprocal")])
     return imp.emit("div", [a, b])
@@ -331,6 +671,8 @@ def _div(imp, ins, at, n):
 def _pow(imp, ins, at, n):
     a, b = ins
     if isinstance(b, Known) and _dtype(b) != _dtype(a):  # ONNX lets the exponent's type differ
+        if b.value.dtype == object:
+            raise OnnxImportError("an exponent made of symbolic dims is not supported")
         b = Known(b.value.astype(_dtype(a).np), f"{b.name}.{_dtype(a)}")
     return imp.emit("pow", [a, b])
 
@@ -362,8 +704,11 @@ def _gemm(imp, ins, at, n):
 @handles("Gelu")
 def _gelu(imp, ins, at, n):
     approx = at.get("approximate", b"none")
-    approx = approx.decode() if isinstance(approx, bytes) else approx
-    return imp.emit({"none": "gelu", "tanh": "gelu_tanh"}[approx], ins[:1])
+    approx = approx.decode("utf-8", "replace") if isinstance(approx, bytes) else approx
+    ops = {"none": "gelu", "tanh": "gelu_tanh"}
+    if approx not in ops:
+        raise OnnxImportError(f"approximate={approx!r}: ONNX has 'none' and 'tanh'")
+    return imp.emit(ops[approx], ins[:1])
 
 
 @handles("Softmax")
@@ -378,7 +723,11 @@ def _layer_norm(imp, ins, at, n):
     if n > 1 and any(o in imp.consumed for o in imp.node_outputs[1:]):
         raise OnnxImportError("the Mean and InvStdDev outputs are not supported (inference graphs use Y only)")
     if b is None:
-        b = Known(np.zeros(_shape(w), _dtype(w).np), f"{imp.node_outputs[0]}.bias", True)
+        shape = _shape(w)
+        if not all(is_static(d) for d in shape) or math.prod(shape) > MAX_FOLD_ELEMENTS:
+            raise OnnxImportError(f"a scale of shape {shape} without a bias is not supported (rlx makes a "
+                                  f"zero bias of that shape: static, at most MAX_FOLD_ELEMENTS elements)")
+        b = Known(np.zeros(shape, _dtype(w).np), f"{imp.node_outputs[0]}.bias", True)
     axis = _neg_axis(at.get("axis", -1), _rank(x))
     return imp.emit("layer_norm", [x, w, b], axis=axis, eps=at.get("epsilon", 1e-5))
 
@@ -394,15 +743,25 @@ def _reduce(imp, ins, at, n):
         if at.get("noop_with_empty_axes", 0):
             return [x]
         axes = list(range(_rank(x)))
-    axes = sorted(_neg_axis(int(a), _rank(x)) for a in axes)
+    axes = sorted(_neg_axis(a, _rank(x)) for a in axes)
     return imp.emit(_REDUCE[imp.current], [x], axes=tuple(axes), keepdims=bool(at.get("keepdims", 1)))
+
+
+def _target(imp: _Importer, x: Operand | None, what: str) -> list[Dim]:
+    """A shape target known at import time: at most MAX_RANK dims."""
+    dims = list(_dims(imp.known(x, what), what))
+    if len(dims) > MAX_RANK:
+        raise OnnxImportError(f"{what} has {len(dims)} dims, more than MAX_RANK = {MAX_RANK}")
+    return dims
 
 
 @handles("Reshape")
 def _reshape(imp, ins, at, n):
-    x, target = ins[0], list(_dims(imp.known(ins[1], "the Reshape target")))
+    x, target = ins[0], _target(imp, ins[1], "the Reshape target")
     if not at.get("allowzero", 0):
         src = _shape(x)
+        if any(d == 0 and i >= len(src) for i, d in enumerate(target)):
+            raise OnnxImportError(f"the Reshape target {target} copies (0) a dim the input {src} does not have")
         target = [src[i] if d == 0 else d for i, d in enumerate(target)]
     return imp.emit("reshape", [x], shape=tuple(target))
 
@@ -416,7 +775,10 @@ def _transpose(imp, ins, at, n):
 def _ints(imp: _Importer, ins: list, i: int, what: str) -> list[int] | None:
     """Optional input ``i`` as ints known at import time (None when it is left out)."""
     if len(ins) > i and ins[i] is not None:
-        return [int(a) for a in _dims(imp.known(ins[i], what))]
+        dims = _dims(imp.known(ins[i], what), what)
+        if not all(is_static(d) for d in dims):
+            raise OnnxImportError(f"{what} must be constants, got symbolic {list(dims)}")
+        return [int(a) for a in dims]
     return None
 
 
@@ -433,7 +795,9 @@ def _unsqueeze(imp, ins, at, n):
     x = ins[0]
     axes = _axes_of(imp, ins, at, "the Unsqueeze axes") or []
     rank = _rank(x) + len(axes)
-    where = {a % rank for a in axes}
+    if rank > MAX_RANK:
+        raise OnnxImportError(f"unsqueezing to rank {rank}, more than MAX_RANK = {MAX_RANK}")
+    where = _axes_set(axes, rank, "the Unsqueeze axes")
     src = iter(_shape(x))
     return imp.emit("reshape", [x], shape=tuple(1 if i in where else next(src) for i in range(rank)))
 
@@ -443,7 +807,7 @@ def _squeeze(imp, ins, at, n):
     x = ins[0]
     shape = _shape(x)
     axes = _axes_of(imp, ins, at, "the Squeeze axes")
-    drop = ({a % len(shape) for a in axes} if axes is not None
+    drop = (_axes_set(axes, len(shape), "the Squeeze axes") if axes is not None
             else {i for i, d in enumerate(shape) if d == 1})
     for i in drop:
         if shape[i] != 1:
@@ -453,18 +817,23 @@ def _squeeze(imp, ins, at, n):
 
 @handles("Concat")
 def _concat(imp, ins, at, n):
-    return imp.emit("concat", [x for x in ins if x is not None], axis=at["axis"])
+    xs = [x for x in ins if x is not None]
+    if xs:
+        _axis(at["axis"], _rank(xs[0]))
+    return imp.emit("concat", xs, axis=at["axis"])
 
 
 @handles("Split")
 def _split(imp, ins, at, n):
     x = ins[0]
-    axis = at.get("axis", 0)
+    axis = _axis(at.get("axis", 0), _rank(x))
     sizes = _ints(imp, ins, 1, "the Split sizes")
     if sizes is None and "split" in at:
         sizes = list(at["split"])
     if sizes is None:
         parts = at.get("num_outputs", n)
+        if parts != n:
+            raise OnnxImportError(f"num_outputs={parts}, but the node names {n} outputs")
         d = _shape(x)[axis]
         if is_static(d):
             each = -(-d // parts)  # as ONNX: equal pieces, the last one smaller
@@ -474,21 +843,32 @@ def _split(imp, ins, at, n):
             if each is None:
                 raise OnnxImportError(f"cannot split symbolic dim {d} into {parts} equal pieces")
             sizes = [each] * parts
+    if len(sizes) != n or any(is_static(s) and s < 0 for s in sizes):
+        raise OnnxImportError(f"split sizes {sizes} for {n} outputs")
     return imp.emit("split", [x], axis=axis, sizes=tuple(sizes))
 
 
 @handles("Slice")
 def _slice(imp, ins, at, n):
     x = ins[0]
-    starts = _dims(imp.known(ins[1], "the Slice starts"))
-    ends = _dims(imp.known(ins[2], "the Slice ends"))
+    starts = _dims(imp.known(ins[1], "the Slice starts"), "the Slice starts")
+    ends = _dims(imp.known(ins[2], "the Slice ends"), "the Slice ends")
     axes, steps = _ints(imp, ins, 3, "the Slice axes"), _ints(imp, ins, 4, "the Slice steps")
+    _axis(0, _rank(x))
     return imp.emit("slice", [x], starts=starts, ends=ends, axes=axes, steps=steps)
 
 
 @handles("Gather")
 def _gather(imp, ins, at, n):
-    return imp.emit("gather", ins[:2], axis=at.get("axis", 0))
+    data, idx = ins[:2]
+    axis = at.get("axis", 0)
+    pos = _axis(axis, _rank(data))
+    if isinstance(idx, Known) and idx.value.dtype.kind in "iu" and idx.value.size:
+        size = _shape(data)[pos]
+        lo, hi = int(idx.value.min()), int(idx.value.max())
+        if is_static(size) and not (-size <= lo and hi < size):
+            raise OnnxImportError(f"indices {_clip(idx.value.tolist())} out of range for axis {axis} of size {size}")
+    return imp.emit("gather", [data, idx], axis=axis)
 
 
 @handles("Cast")
@@ -497,21 +877,21 @@ def _cast(imp, ins, at, n):
     x = ins[0]
     if isinstance(x, Known) and x.value.dtype == object:
         if not to.is_int:
-            raise OnnxImportError(f"cannot cast symbolic dims {x.value.tolist()} to {to}")
+            raise OnnxImportError(f"cannot cast symbolic dims {_clip(x.value.tolist())} to {to}")
         return [x]
     return imp.emit("cast", [x], dtype=to)
 
 
 @handles("Constant")
 def _constant(imp, ins, at, n):
-    from onnx import numpy_helper
     if "value" in at:
-        return [Known(_normalize(np.asarray(numpy_helper.to_array(at["value"]))), "")]
+        return [Known(_array(at["value"], "attribute 'value'"), "")]
     for key, dt in (("value_float", np.float32), ("value_floats", np.float32),
                     ("value_int", np.int64), ("value_ints", np.int64)):
         if key in at:
             return [Known(np.asarray(at[key], dt), "")]
-    raise OnnxImportError(f"Constant with {', '.join(at)} is not supported (value, value_float(s), value_int(s))")
+    raise OnnxImportError(f"Constant with {', '.join(at) or 'no value'} is not supported "
+                          "(value, value_float(s), value_int(s))")
 
 
 @handles("Identity")
@@ -527,17 +907,25 @@ def _shape_op(imp, ins, at, n):
     return [Known(_normalize(np.array([_wrap(d) for d in sel], dtype=object).reshape(len(sel))), "")]
 
 
+def _sizes(dims: list[Dim], what: str) -> tuple[Dim, ...]:
+    if any(is_static(d) and d < 0 for d in dims):
+        raise OnnxImportError(f"{what} {dims} has a negative dim")
+    return tuple(dims)
+
+
 @handles("Expand")
 def _expand(imp, ins, at, n):
-    return imp.emit("expand", ins[:1], shape=_dims(imp.known(ins[1], "the Expand shape")))
+    shape = _sizes(_target(imp, ins[1], "the Expand shape"), "the Expand shape")
+    return imp.emit("expand", ins[:1], shape=shape)
 
 
 @handles("ConstantOfShape")
 def _constant_of_shape(imp, ins, at, n):
-    from onnx import numpy_helper
-    dims = _dims(imp.known(ins[0], "the ConstantOfShape shape"))
-    fill = numpy_helper.to_array(at["value"]).reshape(()) if "value" in at else np.zeros((), np.float32)
-    return imp.emit("expand", [Known(fill, imp.g.scoped("fill"))], shape=dims)
+    dims = _sizes(_target(imp, ins[0], "the ConstantOfShape shape"), "the ConstantOfShape shape")
+    fill = _array(at["value"], "attribute 'value'") if "value" in at else np.zeros(1, np.float32)
+    if fill.size != 1:
+        raise OnnxImportError(f"attribute 'value' must hold one element, it has {fill.size}")
+    return imp.emit("expand", [Known(fill.reshape(()), imp.g.scoped("fill"))], shape=dims)
 
 
 @handles("Where")
@@ -548,16 +936,36 @@ def _where(imp, ins, at, n):
 @handles("Range")
 def _range(imp, ins, at, n):
     start, limit, delta = (imp.known(x, f"the Range {w}") for x, w in zip(ins, ("start", "limit", "delta")))
-    vals = [x.value.reshape(()) for x in (start, limit, delta)]
-    if any(v.dtype == object for v in vals):
-        raise OnnxImportError(f"Range over symbolic bounds {[v[()] for v in vals]} is not supported")
-    return [Known(np.arange(vals[0], vals[1], vals[2], dtype=start.value.dtype), "")]
+    if any(x.value.size != 1 for x in (start, limit, delta)):
+        raise OnnxImportError("Range takes scalar start, limit and delta")
+    vals = [x.value.reshape(())[()] for x in (start, limit, delta)]
+    if any(isinstance(v, _Sym) for v in vals):
+        raise OnnxImportError(f"Range over symbolic bounds {vals} is not supported")
+    dt = start.value.dtype
+    if any(x.value.dtype != dt for x in (limit, delta)) or dt.kind not in "if":
+        raise OnnxImportError(f"Range bounds must share one int or float dtype, got "
+                              f"{', '.join(str(x.value.dtype) for x in (start, limit, delta))}")
+    if dt.kind == "i":
+        a, b, d = (int(v) for v in vals)
+        count = max(0, -((a - b) // d)) if d else None
+    else:
+        a, b, d = (float(v) for v in vals)
+        count = max(0, math.ceil((b - a) / d)) if d and all(map(math.isfinite, (a, b, d))) else None
+    if count is None:
+        raise OnnxImportError(f"Range({vals[0]}, {vals[1]}, {vals[2]}) has no finite length "
+                              "(delta 0 or a non-finite bound)")
+    if count > MAX_FOLD_ELEMENTS:
+        raise OnnxImportError(f"Range({vals[0]}, {vals[1]}, {vals[2]}) has {count} elements; rlx folds at "
+                              f"most {MAX_FOLD_ELEMENTS} (MAX_FOLD_ELEMENTS = 2**24)")
+    return [Known(np.arange(vals[0], vals[1], vals[2], dtype=dt), "")]
 
 
 @handles("Trilu")
 def _trilu(imp, ins, at, n):
-    k = (_ints(imp, ins, 1, "the Trilu diagonal k") or [0])[0]
-    return imp.emit("trilu", ins[:1], upper=bool(at.get("upper", 1)), k=k)
+    k = _ints(imp, ins, 1, "the Trilu diagonal k")
+    if k is not None and len(k) != 1:
+        raise OnnxImportError(f"the Trilu diagonal k must be one value, got {k}")
+    return imp.emit("trilu", ins[:1], upper=bool(at.get("upper", 1)), k=(k or [0])[0])
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -567,7 +975,8 @@ def load(model: str | Path | Any, name: str | None = None) -> Graph:
     Graph inputs become ``input`` nodes with ``dim_param`` dims as symbols; initializers
     become params whose data is in ``graph.weights`` (one-element ones are constants, scalars
     where broadcasting allows: exporters hoist literals there); shape arithmetic folds at
-    import time."""
+    import time. External data is read next to the model file, so a model that keeps its
+    weights in external files must be loaded from its path."""
     try:
         import onnx
     except ImportError:  # pragma: no cover - the extra is part of the test install
@@ -579,9 +988,14 @@ def load(model: str | Path | Any, name: str | None = None) -> Graph:
         except Exception as e:
             raise OnnxImportError(f"{path}: cannot read an ONNX model: {e}") from None
         name = name or path.stem
-    else:
+    elif isinstance(model, onnx.ModelProto):
         proto = model
-    return _Importer(proto, name or proto.graph.name or "onnx").run()
+    else:
+        raise OnnxImportError(f"load takes a path or an onnx.ModelProto, got {type(model).__name__}")
+    try:
+        return _Importer(proto, name or proto.graph.name or "onnx").run()
+    except RecursionError:
+        raise OnnxImportError("the model nests too deeply to import") from None
 
 
 def run_onnxruntime(model: str | Path | Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

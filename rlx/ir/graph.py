@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from rlx.ir.registry import REGISTRY, OpDef, TensorType
 from rlx.ir.shapes import DimBinding, Shape, fmt_shape, shape as canonical_shape
 
 JSON_FORMAT = "rlx.mir/1"
+_NO_DEFAULT = object()
 
 
 class Value:
@@ -161,6 +163,8 @@ class Graph:
                              f"{', '.join(fmt_shape(s) for s in shapes) or 'none'})") from None
         except DTypeError as e:
             raise DTypeError(f"{where}: {e} (input dtypes {', '.join(map(str, dtypes))})") from None
+        if opdef.axis_attrs and inputs:
+            attrs = opdef.canonical_axes(attrs, len(inputs[0].shape))
         if opdef.category == "source":
             label = attrs["name"] if op != "constant" else label
         if label in self._names:
@@ -199,10 +203,11 @@ class Graph:
         return self.add_node("param", (), {"name": name, "shape": tuple(shape), "dtype": dtype}).value()
 
     def constant(self, value: Any, dtype: str | DType | None = None, name: str | None = None) -> Value:
-        arr = np.asarray(value)
+        where = f"node {name or 'constant'!r} (constant)"
+        arr = _numbers(value, where)
         dt = as_dtype(dtype) if dtype is not None else as_dtype(
             np.float32 if arr.dtype == np.float64 else arr.dtype)
-        return self.add_node("constant", (), {"value": arr.astype(dt.np), "dtype": dt}, name).value()
+        return self.add_node("constant", (), {"value": _cast(arr, dt, where), "dtype": dt}, name).value()
 
     def op(self, op: str, *args: Any, name: str | None = None, **attrs: Any) -> Value | tuple[Value, ...]:
         """Apply a registry op. Leading Values (or lists of them) are inputs; Python scalars
@@ -392,37 +397,55 @@ class Graph:
 
     @classmethod
     def _from_dict(cls, data: dict) -> "Graph":
-        try:
-            if data.get("format") != JSON_FORMAT:
-                raise GraphError(f"not an rlx MIR document (format {data.get('format')!r}, "
-                                 f"expected {JSON_FORMAT!r})")
-            g = cls(data["name"])
-            values: dict[str, Value] = {}
-            for i, nd in enumerate(data["nodes"]):
-                where = f"node #{i} {nd.get('name')!r}"
-                try:
-                    ins = [values[ref] for ref in nd["inputs"]]
-                except KeyError as e:
-                    raise GraphError(f"{where}: input {e.args[0]!r} is not defined before it") from None
-                opdef = REGISTRY.get(nd["op"], where)
-                attrs = {}
-                for k, v in nd["attrs"].items():
-                    spec = opdef.attr(k) if k in {a.name for a in opdef.attrs} else None
-                    attrs[k] = _fromjsonable(v, spec.kind if spec else None, f"{where}: attribute {k!r}")
-                node = g.add_node(nd["op"], ins, attrs, nd["name"])
-                declared = [(tuple(o["shape"]), o["dtype"]) for o in nd.get("outputs", [])]
-                actual = [(tuple(t.shape), str(t.dtype)) for t in node.outputs]
-                if declared and declared != actual:
-                    raise GraphError(f"{where}: declared outputs {declared} but inferred {actual}")
-                for v in node.values:
-                    values[v.name] = v
-            for out in data["outputs"]:
-                if out["value"] not in values:
-                    raise GraphError(f"output {out['name']!r} refers to unknown value {out['value']!r}")
-                g.outputs.append((out["name"], values[out["value"]]))
-            return g
-        except (KeyError, TypeError) as e:
-            raise GraphError(f"malformed MIR JSON: missing or invalid field {e}") from None
+        top = "malformed MIR JSON"
+        if not isinstance(data, dict):
+            raise GraphError(f"{top}: expected an object at the top level, got {type(data).__name__}")
+        if data.get("format") != JSON_FORMAT:
+            raise GraphError(f"not an rlx MIR document (format {_clip(data.get('format'))}, "
+                             f"expected {JSON_FORMAT!r})")
+        g = cls(_field(data, "name", str, top))
+        nodes = _field(data, "nodes", list, top)
+        outputs = _field(data, "outputs", list, top)
+        values: dict[str, Value] = {}
+        for i, nd in enumerate(nodes):
+            name = nd.get("name") if isinstance(nd, dict) else None
+            where = f"node #{i} {_clip(name)}"
+            if not isinstance(nd, dict):
+                raise GraphError(f"{where}: expected an object, got {type(nd).__name__}")
+            name, op = _field(nd, "name", str, where), _field(nd, "op", str, where)
+            refs, raw = _field(nd, "inputs", list, where), _field(nd, "attrs", dict, where)
+            _check_depth(raw, where)  # what is not an attribute is checked to be flat
+            for ref in refs:
+                if not isinstance(ref, str) or ref not in values:
+                    raise GraphError(f"{where}: input {_clip(ref)} is not defined before it")
+            opdef = REGISTRY.get(op, where)
+            kinds = {a.name: a.kind for a in opdef.attrs}
+            attrs = {k: _fromjsonable(v, kinds.get(k), f"{where}: attribute {k!r}", raw.get("dtype"))
+                     for k, v in raw.items()}
+            try:
+                node = g.add_node(op, [values[ref] for ref in refs], attrs, name)
+            except RecursionError:
+                raise GraphError(f"{where}: an attribute is nested or chained too deeply") from None
+            declared = [_declared_type(o, f"{where}: output #{j}")
+                        for j, o in enumerate(_field(nd, "outputs", list, where, []))]
+            actual = [(tuple(t.shape), str(t.dtype)) for t in node.outputs]
+            if declared and declared != actual:
+                raise GraphError(f"{where}: declared outputs {_clip(declared)} but inferred {actual}")
+            for v in node.values:
+                if v.name in values:
+                    raise GraphError(f"{where}: value name {v.name!r} is already defined")
+                values[v.name] = v
+        for i, out in enumerate(outputs):
+            where = f"output #{i}"
+            if not isinstance(out, dict):
+                raise GraphError(f"{where}: expected an object, got {type(out).__name__}")
+            name, ref = _field(out, "name", str, where), _field(out, "value", str, where)
+            if ref not in values:
+                raise GraphError(f"output {name!r} refers to unknown value {ref!r}")
+            if name in dict(g.outputs):
+                raise GraphError(f"duplicate output name {name!r}")
+            g.outputs.append((name, values[ref]))
+        return g
 
     @classmethod
     def from_json(cls, text: str) -> "Graph":
@@ -430,9 +453,53 @@ class Graph:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise GraphError(f"malformed MIR JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        except RecursionError:
+            raise GraphError("malformed MIR JSON: nested deeper than Python can read") from None
+        except ValueError as e:  # e.g. an integer literal longer than Python converts
+            raise GraphError(f"malformed MIR JSON: {e}") from None
         if not isinstance(data, dict):
             raise GraphError("malformed MIR JSON: expected an object at the top level")
         return cls.from_dict(data)
+
+
+MAX_DEPTH = 128  # nesting an attribute value may have (a tensor has at most 32 axes)
+
+
+def _clip(v: Any, n: int = 60) -> str:
+    """A short repr of a value read from a document, for messages."""
+    try:
+        text = repr(v)
+    except RecursionError:
+        text = f"<deeply nested {type(v).__name__}>"
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def _field(obj: dict, key: str, kind: type, where: str, default: Any = _NO_DEFAULT) -> Any:
+    """``obj[key]``, checked to be of ``kind`` (bool is not an int)."""
+    if key not in obj and default is not _NO_DEFAULT:
+        return default
+    v = obj.get(key)
+    if not isinstance(v, kind) or (isinstance(v, bool) and kind is not bool):
+        raise GraphError(f"{where}: missing or invalid field {key!r} (expected {kind.__name__}, "
+                         f"got {_clip(v) if key in obj else 'nothing'})")
+    return v
+
+
+def _check_depth(attrs: dict, where: str) -> None:
+    """Reject attribute values nested deeper than MAX_DEPTH (level by level: never recurses)."""
+    level = [attrs]
+    for _ in range(MAX_DEPTH):
+        level = [y for x in level for y in (x.values() if isinstance(x, dict) else x) if isinstance(y, (list, dict))]
+        if not level:
+            return
+    raise GraphError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+
+
+def _declared_type(o: Any, where: str) -> tuple[tuple, str]:
+    if not isinstance(o, dict):
+        raise GraphError(f"{where}: expected an object, got {type(o).__name__}")
+    shape, dtype = _field(o, "shape", list, where), _field(o, "dtype", str, where)
+    return tuple(d if isinstance(d, (int, str)) else _clip(d) for d in shape), dtype
 
 
 def _short(arr: np.ndarray) -> str:
@@ -452,12 +519,70 @@ def jsonable(v: Any) -> Any:
     return v
 
 
-def _fromjsonable(v: Any, kind: str | None, where: str) -> Any:
-    if kind == "tensor" and isinstance(v, dict):
-        return np.asarray(v["tensor"]).reshape(v["shape"])
+def _numbers(value: Any, where: str) -> np.ndarray:
+    """``value`` as an array of numbers: no strings, objects, ragged lists or integers
+    beyond 64 bits."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        arr = None
+    if arr is None or arr.dtype.kind not in "biuf":
+        raise GraphError(f"{where}: value must be a rectangular array of numbers, got {_clip(value)}")
+    return arr
+
+
+def _cast(arr: np.ndarray, dt: DType, where: str) -> np.ndarray:
+    """``arr`` in ``dt``; an integer or bool dtype must hold every value exactly."""
+    fits = True
+    if arr.size and not dt.is_float and arr.dtype.kind != "b":
+        if dt == DType.bool:
+            fits = bool(np.isin(arr, (0, 1)).all())
+        elif arr.dtype.kind == "f" and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+            fits = False
+        else:
+            info = np.iinfo(dt.np)
+            fits = info.min <= int(arr.min()) and int(arr.max()) <= info.max
+    if not fits:
+        raise GraphError(f"{where}: value {_clip(arr.tolist())} does not fit {dt}")
+    with np.errstate(over="ignore"):  # a float beyond the dtype's range becomes inf
+        return arr.astype(dt.np)
+
+
+def _fromjsonable(v: Any, kind: str | None, where: str, dtype: Any = None) -> Any:
+    if kind == "tensor":
+        arr = _tensor(v, where)
+        try:
+            dt = as_dtype(dtype) if isinstance(dtype, str) else None
+        except DTypeError:
+            dt = None  # the dtype attribute's own check names it
+        return _cast(arr, dt, where) if dt is not None else arr
     if kind == "expr":
         return from_json(v, where)
+    if kind == "dtype" and not isinstance(v, str):
+        raise GraphError(f"{where}: expected a dtype name, got {_clip(v)}")
+    if kind == "float" and isinstance(v, int) and not isinstance(v, bool):
+        try:
+            float(v)
+        except OverflowError:
+            raise GraphError(f"{where}: {_clip(v)} is too large for a float") from None
     return v
+
+
+def _tensor(v: Any, where: str) -> np.ndarray:
+    """A tensor attribute from its JSON form ``{"tensor": nested lists, "shape": [...]}``."""
+    if not isinstance(v, dict):
+        return _numbers(v, where)
+    if set(v) != {"tensor", "shape"}:
+        raise GraphError(f"{where}: expected {{'tensor': [...], 'shape': [...]}}, "
+                         f"got keys {_clip(sorted(v))}")
+    shape = v["shape"]
+    if not isinstance(shape, list) or len(shape) > 32 or not all(
+            isinstance(d, int) and not isinstance(d, bool) and 0 <= d for d in shape):
+        raise GraphError(f"{where}: shape must be a list of at most 32 non-negative ints, got {_clip(shape)}")
+    arr = _numbers(v["tensor"], where)
+    if arr.size != math.prod(shape):
+        raise GraphError(f"{where}: {arr.size} values do not fill shape {shape} ({math.prod(shape)} values)")
+    return arr.reshape(shape)
 
 
 __all__ = ["Graph", "Node", "Value", "JSON_FORMAT", "RlxError"]

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rlx.errors import BindingError, GraphError, RlxError
+from rlx.errors import BindingError, DTypeError, GraphError, RlxError
 from rlx.ir.dtypes import DType
 from rlx.ir.graph import Graph, Node, Value
 from rlx.ir.shapes import DimBinding, fmt_shape
@@ -27,6 +27,35 @@ def bind_dims(graph: Graph, arrays: Mapping[str, np.ndarray], binding: Mapping[s
         if n.name in arrays:
             b = b.unify(n.outputs[0].shape, tuple(np.shape(arrays[n.name])), f"{n.op} {n.name!r}")
     return b
+
+
+_KINDS = {"b": "bools", "i": "integers", "u": "integers", "f": "floats", "c": "complex numbers",
+          "U": "strings", "S": "bytes", "O": "Python objects"}
+
+
+def as_array(value: Any, where: str) -> np.ndarray:
+    """``value`` as a NumPy array; a ragged nested list is an error naming ``where``."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as e:
+        raise BindingError(f"{where}: not a rectangular array ({e})") from None
+
+
+def check_input(value: Any, dtype: DType, where: str) -> np.ndarray:
+    """A run-time input or param as an array of the declared kind: any float type for a
+    float, integers that fit for an integer type, bools for bool (no strings, objects or
+    silent conversions between kinds)."""
+    arr = as_array(value, where)
+    is_float = arr.dtype.kind == "f" or arr.dtype == DType.bf16.np
+    kind = "floats" if is_float else _KINDS.get(arr.dtype.kind, str(arr.dtype))
+    ok = is_float if dtype.is_float else arr.dtype.kind in "iu" if dtype.is_int else arr.dtype.kind == "b"
+    if not ok:
+        raise DTypeError(f"{where}: expected {dtype} data, got {kind} ({arr.dtype})")
+    if dtype.is_int and arr.size and arr.dtype != dtype.np:
+        info = np.iinfo(dtype.np)
+        if int(arr.min()) < info.min or int(arr.max()) > info.max:
+            raise DTypeError(f"{where}: values {arr.min()} to {arr.max()} do not fit {dtype}")
+    return arr
 
 
 def _compute_dtype(dt: DType, mode: Mode) -> np.dtype:
@@ -44,11 +73,18 @@ def interpret(graph: Graph, inputs: Mapping[str, Any], params: Mapping[str, Any]
     if dtype not in ("f64", "native"):
         raise RlxError(f"interpret: dtype must be 'f64' or 'native', got {dtype!r}")
     params = params or {}
-    arrays = {**{k: np.asarray(v) for k, v in params.items()}, **{k: np.asarray(v) for k, v in inputs.items()}}
+    ps = {k: as_array(v, f"param {k!r}") for k, v in params.items()}
+    ins = {k: as_array(v, f"input {k!r}") for k, v in inputs.items()}
+    arrays = {**ps, **ins}
     b = bind_dims(graph, arrays, binding)
     env: dict[Value, np.ndarray] = {}
     for node in graph.topo_order():
-        outs = _run_node(node, env, inputs, params, b, dtype)
+        try:
+            outs = _run_node(node, env, ins if node.op == "input" else ps, b, dtype)
+        except (ValueError, IndexError, ZeroDivisionError) as e:  # a max over nothing, an index out of range
+            empty = [f"{k!r} {a.shape}" for k, a in arrays.items() if a.size == 0]
+            raise RlxError(f"node {node.name!r} ({node.op}) cannot run on these inputs: {e}"
+                           + (f" (empty: {', '.join(empty)})" if empty else "")) from None
         for v, arr in zip(node.values, outs):
             want = b.resolve_shape(v.shape, f"node {node.name!r}")
             if tuple(arr.shape) != want:
@@ -60,17 +96,13 @@ def interpret(graph: Graph, inputs: Mapping[str, Any], params: Mapping[str, Any]
     return {name: env[v] for name, v in graph.outputs}
 
 
-def _run_node(node: Node, env: dict, inputs: Mapping, params: Mapping, b: DimBinding, mode: Mode) -> list[np.ndarray]:
+def _run_node(node: Node, env: dict, source: Mapping, b: DimBinding, mode: Mode) -> list[np.ndarray]:
     compute = [_compute_dtype(t.dtype, mode) for t in node.outputs]
     if node.op in ("input", "param"):
-        source = inputs if node.op == "input" else params
         if node.name not in source:
-            kind = "input" if node.op == "input" else "param"
-            raise BindingError(f"missing {kind} {node.name!r} {node.outputs[0]}")
-        arr = np.asarray(source[node.name])
+            raise BindingError(f"missing {node.op} {node.name!r} {node.outputs[0]}")
         declared = node.outputs[0].dtype
-        if arr.dtype != declared.np and not (declared.is_float and arr.dtype.kind == "f"):
-            raise GraphError(f"{node.op} {node.name!r}: expected {declared}, got {arr.dtype}")
+        arr = check_input(source[node.name], declared, f"{node.op} {node.name!r}")
         # Round to the declared dtype first so f64 mode sees the values the program sees.
         return [arr.astype(declared.np, copy=False).astype(compute[0], copy=False)]
     opdef = node.opdef

@@ -373,6 +373,8 @@ _op("concat", ["xs"], _concat_shape, _all_same_dtype,
 def _split_shape(shapes, a):
     x = shapes[0]
     ax = normalize_axis(a["axis"], len(x))
+    if any(n < 0 for n in a["sizes"]):
+        raise ShapeError(f"split sizes {a['sizes']} must not be negative")
     if sum(a["sizes"]) != x[ax]:
         raise ShapeError(f"split sizes {a['sizes']} do not sum to dim {x[ax]} of axis {ax}")
     return [tuple(x[:ax]) + (n,) + tuple(x[ax + 1:]) for n in a["sizes"]]
@@ -400,7 +402,7 @@ def _reducer(fn):
 for _name, _fn in {"sum": np.sum, "mean": np.mean, "max": np.max}.items():
     _op(_name, ["x"], _reduce_shape, _same_dtype, _reducer(_fn),
         lambda i, o, a: float(_size(i[0])),
-        A("axes", "ints", None, optional=True), A("keepdims", "bool", False),
+        A("axes", "ints", None, optional=True), A("keepdims", "bool", False), axis_attrs=("axes",),
         doc=f"Reduce with {_name} over axes (all when None).")
 
 
@@ -417,7 +419,7 @@ def _softmax_shape(shapes, a):
 
 
 _op("softmax", ["x"], _softmax_shape, _float_dtype, _softmax_ref, _per_elem(8), A("axis", "int", -1),
-    category="composite", doc="Numerically stable softmax along an axis.",
+    category="composite", axis_attrs=("axis",), doc="Numerically stable softmax along an axis.",
     definition="""e = exp(sub(x, max(x; axes=[-1], keepdims=true)))
                   div(e, sum(e; axes=[-1], keepdims=true))""", defined_for=(("axis", -1),))
 
@@ -451,7 +453,7 @@ def _float_all_same(d, a):
 
 
 _op("layer_norm", ["x", "weight", "bias"], _layer_norm_shape, _float_all_same, _layer_norm_ref,
-    _per_elem(8), A("axis", "int", -1), A("eps", "float", 1e-5), category="composite",
+    _per_elem(8), A("axis", "int", -1), A("eps", "float", 1e-5), category="composite", axis_attrs=("axis",),
     doc="Layer normalization over the dims from axis on, with affine weight and bias.",
     definition="""d = sub(x, mean(x; axes=[-1], keepdims=true))
                   add(mul(div(d, sqrt(add(mean(pow(d, 2.0); axes=[-1], keepdims=true), eps))), weight), bias)""",

@@ -141,6 +141,9 @@ class OpDef:
     defined_for: tuple[tuple[str, Any], ...] = ()
     types: Any = field(default=None, compare=False)  # optional combined shape+dtype rule
     value_inputs: tuple[int, ...] | None = None  # inputs a weak scalar takes its dtype from
+    # Attributes naming axes of input 0: the graph keeps them counted from the end, so a
+    # rule written with axis=-1 matches softmax(x; axis=2) on a rank-3 x.
+    axis_attrs: tuple[str, ...] = ()
     # A view op: (attrs, input shape, input strides, output shape) -> (element offset,
     # strides) when the output can alias its input, else None (the executor copies).
     view_layout: Any = field(default=None, compare=False)
@@ -153,6 +156,18 @@ class OpDef:
         shapes = self.shape([t.shape for t in in_types], attrs)
         dtypes = self.dtype([t.dtype for t in in_types], attrs)
         return [TensorType(tuple(s), d) for s, d in zip(shapes, dtypes)]
+
+    def canonical_axes(self, attrs: dict, rank: int) -> dict:
+        """``attrs`` with its axis attributes counted from the end (-1 is the last axis)."""
+        from rlx.ir.shapes import normalize_axis  # shapes builds on nothing here; import late
+        out = dict(attrs)
+        for name in self.axis_attrs:
+            v = out.get(name)
+            if isinstance(v, int):
+                out[name] = normalize_axis(v, rank) - rank
+            elif isinstance(v, tuple):
+                out[name] = tuple(sorted({normalize_axis(a, rank) - rank for a in v}))
+        return out
 
     def dtype_peers(self, n_inputs: int) -> Sequence[int]:
         """The operands whose dtype a weak scalar among them takes (all, unless the op says:

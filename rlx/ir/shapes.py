@@ -18,56 +18,99 @@ Shape = tuple[Dim, ...]
 _Poly = dict[tuple[str, ...], int]  # monomial (sorted symbols) -> coefficient
 
 
+# Bounds on a symbolic dim, so that its polynomial arithmetic is bounded in time and memory:
+# its spelling, its number of terms (a product of sums multiplies out), the size of a coefficient.
+MAX_DIM_CHARS = 1024
+MAX_DIM_TERMS = 256
+MAX_COEFFICIENT = 2**63 - 1
+_ALLOWED = "only + - * and exact // are allowed"
+
+
+def _short(d: Dim) -> str:
+    text = repr(d)
+    return text if len(text) <= 80 else text[:76] + "...'"
+
+
 def _poly_of(d: Dim) -> _Poly:
     if isinstance(d, bool):
         raise ShapeError(f"invalid dim {d!r}")
     if isinstance(d, int):
-        return {(): d} if d else {}
+        return _checked({(): d} if d else {}, d)
     if not isinstance(d, str):
-        raise ShapeError(f"invalid dim {d!r}: expected an int or a symbol")
+        raise ShapeError(f"invalid dim {_short(d)}: expected an int or a symbol")
+    if len(d) > MAX_DIM_CHARS:
+        raise ShapeError(f"symbolic dim {_short(d)} is longer than {MAX_DIM_CHARS} characters "
+                         "(MAX_DIM_CHARS)")
     try:
         tree = ast.parse(d, mode="eval").body
-    except SyntaxError:
-        raise ShapeError(f"invalid symbolic dim {d!r}") from None
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: NUL; the rest: deep nesting
+        raise ShapeError(f"invalid symbolic dim {_short(d)}") from None
     return _poly_expr(tree, d)
 
 
-def _poly_expr(node: ast.AST, src: str) -> _Poly:
-    if isinstance(node, ast.Name):
-        return {(node.id,): 1}
-    if isinstance(node, ast.Constant) and type(node.value) is int:
-        return {(): node.value} if node.value else {}
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return {m: -c for m, c in _poly_expr(node.operand, src).items()}
-    if isinstance(node, ast.BinOp):
-        a, b = _poly_expr(node.left, src), _poly_expr(node.right, src)
-        if isinstance(node.op, ast.Add):
-            return _padd(a, b)
-        if isinstance(node.op, ast.Sub):
-            return _padd(a, {m: -c for m, c in b.items()})
-        if isinstance(node.op, ast.Mult):
-            return _pmul(a, b)
-        if isinstance(node.op, ast.FloorDiv):
-            q = _pdiv(a, b)
-            if q is not None:
-                return q
-    raise ShapeError(f"invalid symbolic dim {src!r}: only + - * and exact // are allowed")
+def _poly_expr(tree: ast.AST, src: str) -> _Poly:
+    """Evaluate a dim's syntax tree in post-order, without recursion (a long sum is a deep tree)."""
+    values: list[_Poly] = []
+    todo: list[tuple[ast.AST, bool]] = [(tree, False)]
+    while todo:
+        node, ready = todo.pop()
+        if isinstance(node, ast.Name):
+            values.append({(node.id,): 1})
+        elif isinstance(node, ast.Constant) and type(node.value) is int:
+            values.append(_checked({(): node.value} if node.value else {}, src))
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            if not ready:
+                todo += [(node, True), (node.operand, False)]
+            else:
+                values.append({m: -c for m, c in values.pop().items()})
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv)):
+            if not ready:
+                todo += [(node, True), (node.right, False), (node.left, False)]
+                continue
+            b = values.pop()
+            a = values.pop()
+            if isinstance(node.op, ast.Add):
+                values.append(_padd(a, b, src))
+            elif isinstance(node.op, ast.Sub):
+                values.append(_padd(a, {m: -c for m, c in b.items()}, src))
+            elif isinstance(node.op, ast.Mult):
+                values.append(_pmul(a, b, src))
+            else:
+                q = _pdiv(a, b)
+                if q is None:
+                    raise ShapeError(f"invalid symbolic dim {_short(src)}: {_ALLOWED}")
+                values.append(q)
+        else:
+            raise ShapeError(f"invalid symbolic dim {_short(src)}: {_ALLOWED}")
+    return values[0]
 
 
-def _padd(a: _Poly, b: _Poly) -> _Poly:
+def _checked(p: _Poly, src: Dim) -> _Poly:
+    if len(p) > MAX_DIM_TERMS:
+        raise ShapeError(f"symbolic dim {_short(src)} has more than {MAX_DIM_TERMS} terms (MAX_DIM_TERMS)")
+    if any(abs(c) > MAX_COEFFICIENT for c in p.values()):
+        raise ShapeError(f"symbolic dim {_short(src)} has a coefficient beyond 64 bits")
+    return p
+
+
+def _padd(a: _Poly, b: _Poly, src: Dim) -> _Poly:
     out = dict(a)
     for m, c in b.items():
         out[m] = out.get(m, 0) + c
-    return {m: c for m, c in out.items() if c}
+    return _checked({m: c for m, c in out.items() if c}, src)
 
 
-def _pmul(a: _Poly, b: _Poly) -> _Poly:
+def _pmul(a: _Poly, b: _Poly, src: Dim) -> _Poly:
+    """The product, refused before it is computed when it could have more than MAX_DIM_TERMS terms."""
+    if len(a) * len(b) > MAX_DIM_TERMS:
+        raise ShapeError(f"symbolic dim {_short(src)} multiplies out to more than {MAX_DIM_TERMS} terms "
+                         "(MAX_DIM_TERMS)")
     out: _Poly = {}
     for ma, ca in a.items():
         for mb, cb in b.items():
             m = tuple(sorted(ma + mb))
             out[m] = out.get(m, 0) + ca * cb
-    return {m: c for m, c in out.items() if c}
+    return _checked({m: c for m, c in out.items() if c}, src)
 
 
 def _pdiv(a: _Poly, b: _Poly) -> _Poly | None:
@@ -133,15 +176,15 @@ def symbols(s: Iterable[Dim]) -> set[str]:
 
 
 def dim_add(a: Dim, b: Dim) -> Dim:
-    return _dim_of(_padd(_poly_of(a), _poly_of(b)))
+    return _dim_of(_padd(_poly_of(a), _poly_of(b), f"{a} + {b}"))
 
 
 def dim_sub(a: Dim, b: Dim) -> Dim:
-    return _dim_of(_padd(_poly_of(a), {m: -c for m, c in _poly_of(b).items()}))
+    return _dim_of(_padd(_poly_of(a), {m: -c for m, c in _poly_of(b).items()}, f"{a} - {b}"))
 
 
 def dim_mul(a: Dim, b: Dim) -> Dim:
-    return _dim_of(_pmul(_poly_of(a), _poly_of(b)))
+    return _dim_of(_pmul(_poly_of(a), _poly_of(b), f"({a}) * ({b})"))
 
 
 def dim_div(a: Dim, b: Dim) -> Dim | None:

@@ -6,6 +6,8 @@ never changes what another compile sees. The fused ops the shipped rule files de
 standard library: every compile sees them, whatever rules it uses."""
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
@@ -20,6 +22,9 @@ from rlx.rules.fused import opdef_for
 from rlx.rules.parse import parse_text
 
 SHIPPED = Path(__file__).resolve().parents[2] / "rules"
+# All the rule files one load reads, includes too, hold at most 512 KiB (the shipped ones: 15 KiB;
+# parsing runs at about 50 KiB/s, so this bounds a load to seconds). Each is a regular file.
+MAX_LOAD_BYTES = 512 << 10
 
 
 @dataclass
@@ -62,6 +67,26 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+def _read(path: Path, budget: int) -> str:
+    """A rule file's text. Only a regular file is read (a device or a pipe could block or never
+    end), and at most ``budget`` bytes of it; it must be UTF-8 (RuleError at the first bad byte)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        data = f.read(budget + 1)
+    if len(data) > budget:
+        raise ValueError(f"the rule files of this load would pass {MAX_LOAD_BYTES} bytes (MAX_LOAD_BYTES)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        before = data[:e.start].decode("utf-8")
+        line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        raise RuleError(Span(str(path), line, col),
+                        f"not UTF-8: byte 0x{data[e.start]:02x} at offset {e.start}",
+                        data.decode("utf-8", "replace")) from None
+
+
 def load(paths: Iterable[str | Path] | str | Path | None = None) -> RuleSet:
     """Parse and check rule files (directories are searched for ``*.rlx``; default: the
     shipped rules), register their fused ops, and return the rules.
@@ -74,6 +99,7 @@ def load(paths: Iterable[str | Path] | str | Path | None = None) -> RuleSet:
     source: dict[str, str] = {}
     files: list[RuleFile] = []
     seen: set[Path] = set()
+    used = 0  # bytes read
     # Depth-first: a file's includes come before it, as in C, so what they declare is known.
     stack: list[tuple[Path, Span | None, RuleFile | None]] = [(p, None, None) for p in reversed(_expand(paths))]
     while stack:
@@ -81,16 +107,19 @@ def load(paths: Iterable[str | Path] | str | Path | None = None) -> RuleSet:
         if parsed is not None:
             files.append(parsed)
             continue
-        real = path.resolve()
-        if real in seen:
-            continue
-        seen.add(real)
         try:
-            text = path.read_text()
-        except OSError as e:
+            real = path.resolve()
+            if real in seen:
+                continue
+            seen.add(real)
+            text = _read(path, MAX_LOAD_BYTES - used)
+            used += len(text.encode())
+        except (OSError, RuntimeError, ValueError) as e:  # RuntimeError: a symlink loop; ValueError: a NUL
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             if where is not None:
-                raise RuleError(where, f"cannot include {str(path)!r}: {e.strerror}", source.get(where.path)) from None
-            raise RuleError(Span(str(path), 0, 0), f"cannot read: {e.strerror}") from None
+                raise RuleError(where, f"cannot include {str(path)!r}: {why}",
+                                source.get(where.path)) from None
+            raise RuleError(Span(str(path), 0, 0), f"cannot read: {why}") from None
         source[str(path)] = text
         rf = parse_text(text, str(path))
         stack.append((path, where, rf))
@@ -156,4 +185,4 @@ def standard_library() -> dict[str, OpDef]:
 REGISTRY.library = standard_library
 
 
-__all__ = ["load", "RuleSet", "RuleError", "parse_text", "SHIPPED", "standard_library"]
+__all__ = ["load", "RuleSet", "RuleError", "parse_text", "SHIPPED", "standard_library", "MAX_LOAD_BYTES"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlx.errors import RlxError
+from rlx.ir.dtypes import DType
 from rlx.ir.registry import REGISTRY, OpDef
 from rlx.rules.ast import AttrRef, Bind, Call, Expr, FusedDecl, GArith, GFunc, GLit, GName, Guard, Num, Rule, Span, Var
 from rlx.rules.errors import RuleError
@@ -20,6 +21,14 @@ from rlx.rules.fused import FUSED_ATTR_KINDS
 GUARD_FUNCS = {"rank": "int", "dim": "int", "dtype": "str"}
 SCALAR = "scalar"  # scalar(c) matches a scalar constant and binds its value to c
 ROOT = "root"
+# The most egglog rules one rule (each choice of its `in` guards times each operand order of
+# its commutative ops) or one fused op's definition (each value of its op-kind attributes)
+# expands to; the shipped rules need at most 64.
+MAX_VARIANTS = 4096
+
+
+def _unary_elementwise_count() -> int:
+    return sum(1 for op in REGISTRY if op.elementwise and len(op.inputs) == 1 and not op.attrs)
 
 
 @dataclass
@@ -161,6 +170,10 @@ class Checker:
                 raise self.error(g.span, f"dim axis must be an integer, got {g.axis!r}")
             return GUARD_FUNCS[g.fn]
         if isinstance(g, GArith):
+            for x in (g.a, g.b):
+                if self._attr_kind(x, b) == "float":  # its exact text in the e-graph, not a number
+                    raise self.error(guard.span, f"the float attribute {x.name!r} cannot take part in "
+                                                 "arithmetic")
             ta, tb = self.guard_type(g.a, b, guard), self.guard_type(g.b, b, guard)
             if ta not in ("int", "float") or tb not in ("int", "float"):
                 raise self.error(guard.span, f"arithmetic '{g.op}' needs numbers, got {ta} and {tb}")
@@ -169,10 +182,35 @@ class Checker:
             return "float" if "float" in (ta, tb) else "int"
         raise AssertionError(g)
 
+    @staticmethod
+    def _attr_kind(g: Any, b: Bindings) -> str | None:
+        return b.attrs[g.name][0] if isinstance(g, GName) and g.name in b.attrs else None
+
+    def _is_dtype(self, g: Any, b: Bindings) -> bool:
+        """``dtype(x)`` or a dtype attribute variable."""
+        return isinstance(g, GFunc) and g.fn == "dtype" or self._attr_kind(g, b) == "dtype"
+
+    def check_dtype(self, g: Any, b: Bindings, guard: Guard) -> None:
+        """A literal compared with a dtype must be a dtype (else the guard could never hold)."""
+        if isinstance(g, GName) and g.name not in b.attrs and g.name not in b.op_vars:
+            value = g.name
+        elif isinstance(g, GLit) and isinstance(g.value, str):
+            value = g.value
+        else:
+            return
+        if value not in DType.__members__ and value != "None":  # None: an optional attribute unset
+            hint = difflib.get_close_matches(value, DType.__members__, n=1)
+            raise self.error(guard.span, f"unknown dtype {value!r} in '{guard.text}'" +
+                             (f"; did you mean {hint[0]!r}?" if hint else
+                              f"; expected one of {', '.join(DType.__members__)}"))
+
     def check_guard(self, guard: Guard, b: Bindings) -> None:
         if guard.kind == "member":
             if guard.a not in b.op_vars and guard.a not in b.attrs:
                 raise self.error(guard.span, f"{guard.a!r} in [...]: not an attribute or op variable of the left side")
+            if b.attrs.get(guard.a, ("",))[0] == "dtype":
+                for name in guard.b:
+                    self.check_dtype(GLit(name), b, guard)
             if guard.a in b.op_vars or b.attrs.get(guard.a, ("",))[0] == "op":
                 for name in guard.b:
                     op = REGISTRY.get(name) if name in REGISTRY else None
@@ -180,6 +218,9 @@ class Checker:
                         raise self.error(guard.span, f"{name!r} is not a unary elementwise op")
             return
         ta, tb = self.guard_type(guard.a, b, guard), self.guard_type(guard.b, b, guard)
+        for x, y in ((guard.a, guard.b), (guard.b, guard.a)):
+            if self._is_dtype(x, b):
+                self.check_dtype(y, b, guard)
         numeric = {"int", "float"}
         if guard.op in ("==", "!=") and any(isinstance(x, GName) and x.name == "None" for x in (guard.a, guard.b)):
             return  # an optional attribute compared with None
@@ -190,6 +231,12 @@ class Checker:
         if guard.op not in ("==", "!=") and "float" in (ta, tb) and any(
                 isinstance(x, GName) and x.name in b.attrs for x in (guard.a, guard.b)):
             raise self.error(guard.span, "float attributes can only be compared with == and !=")
+        for x, y in ((guard.a, guard.b), (guard.b, guard.a)):  # a float attribute is its exact text
+            if self._attr_kind(x, b) == "float" and not (
+                    isinstance(y, GLit) and isinstance(y.value, float) or
+                    self._attr_kind(y, b) == "float"):
+                raise self.error(guard.span, f"the float attribute {x.name!r} can only be compared with a float "
+                                             "literal (2.0, not 2), None or another float attribute")
 
     # ------------------------------------------------------------------ items
     def check_rule(self, rule: Rule) -> Bindings:
@@ -248,6 +295,12 @@ class Checker:
                 raise self.error(decl.span, f"attribute {a.name!r} shadows the op {a.name!r}")
             if a.kind == "op":
                 ops.add(a.name)
+        n = (1 + _unary_elementwise_count()) ** len(ops)  # none or a unary elementwise op each, as compiled
+        if n > MAX_VARIANTS:
+            raise self.error(decl.span, f"fused op {decl.name!r}: its {len(ops)} op-kind attributes expand "
+                                        f"its "
+                                        f"definition to {n} rules (one per choice of ops), more than "
+                                        f"MAX_VARIANTS = {MAX_VARIANTS}")
         env = set(decl.inputs)
         attr_names = {a.name for a in decl.attrs}
         scalars = {a.name for a in decl.attrs if a.kind in ("float", "int")}
@@ -267,4 +320,7 @@ class Checker:
                     hint = difflib.get_close_matches(v, REGISTRY.names(), n=1)
                     raise self.error(span, f"unknown op {v!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
             if name is not None:
+                if name in env or name in attr_names:
+                    raise self.error(decl.span, f"{decl.name}: {name!r} is already bound (a binding names a "
+                                                "new value)")
                 env.add(name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,9 @@ from typing import Any
 from rlx.ir.registry import REGISTRY, REQUIRED, AttrSpec
 from rlx.egraph.encode import BODY_ARITY, attr_sort, ctor, encode_attr, literal, scalar_key
 from rlx.rules import RuleSet
+from rlx.rules.check import MAX_VARIANTS
+
+MAX_EGGLOG_RULES = 4 * MAX_VARIANTS  # per rule set, every rule's variants together
 from rlx.rules.ast import AttrRef, Bind, Call, Expr, FusedDecl, GArith, GFunc, GLit, GName, Guard, Num, Rule, Var
 from rlx.rules.definitions import decl_of, registry_definitions
 from rlx.rules.errors import RuleError
@@ -41,6 +45,16 @@ class Compiled:
     near: list[NearMiss] = field(default_factory=list)
     rulesets: list[str] = field(default_factory=list)
     region_sets: list[str] = field(default_factory=list)
+
+
+# Rule sets rlx gives a meaning to keep their names in egglog; any other name a rule file gives
+# is spelled "user-NAME", which no name rlx or egglog declares can be (a NAME has no '-').
+RLX_RULESETS = ("algebra", "fusion", "legalize", "axioms")
+
+
+def egg_ruleset(name: str) -> str:
+    """How a rule file's ruleset is spelled in egglog."""
+    return name if name in RLX_RULESETS else f"user-{name}"
 
 
 def _unary_elementwise() -> list[str]:
@@ -227,17 +241,36 @@ def _rhs(e: Expr, subst: dict[str, Any]) -> str:
 
 
 def _variants(rule: Rule, widen: bool) -> list[dict[str, Any]]:
+    """Each choice of the rule's ``in`` guards (counted before they are expanded: at most
+    MAX_VARIANTS). Widened for the near-miss relation, op variables range over every unary
+    elementwise op, unless that would pass the bound: then over their lists only."""
     members = [g for g in rule.guards if g.kind == "member"]
-    choices = []
-    for g in members:
-        is_op_var = g.a not in _attr_vars(rule.lhs)
-        if widen and is_op_var:
-            choices.append([(g.a, o) for o in sorted(set(_unary_elementwise()) | set(g.b))])
-        elif widen:
-            continue  # an attribute variable stays free; its value is recorded
+    attr_vars = _attr_vars(rule.lhs)
+    narrow = [[(g.a, o) for o in g.b] for g in members]
+    choices = narrow
+    if widen:
+        wide = [[(g.a, o) for o in sorted(set(_unary_elementwise()) | set(g.b))]
+                for g in members if g.a not in attr_vars]
+        if math.prod(map(len, wide)) <= MAX_VARIANTS:
+            choices = wide  # an attribute variable stays free; its value is recorded
         else:
-            choices.append([(g.a, o) for o in g.b])
+            choices = [c for g, c in zip(members, narrow) if g.a not in attr_vars]
+    n = math.prod(map(len, choices))
+    if n > MAX_VARIANTS:
+        raise RuleError(rule.span, f"rule {rule.name!r} expands to {n} variants (one per choice of its 'in' "
+                                   f"guards: {' x '.join(str(len(c)) for c in choices)}), more than "
+                                   f"MAX_VARIANTS = {MAX_VARIANTS}")
     return [dict(c) for c in itertools.product(*choices)]
+
+
+def _expanded(rule: Rule, lhs: Expr, commutative, widen: bool) -> list[tuple[dict[str, Any], Expr]]:
+    """Each ``in`` choice with each operand order: at most MAX_VARIANTS in all."""
+    substs, forms = _variants(rule, widen), orders(lhs, commutative)
+    if len(substs) * len(forms) > MAX_VARIANTS:
+        raise RuleError(rule.span, f"rule {rule.name!r} expands to {len(substs) * len(forms)} variants "
+                                   f"({len(substs)} choices of its 'in' guards x {len(forms)} operand orders), "
+                                   f"more than MAX_VARIANTS = {MAX_VARIANTS}")
+    return [(s, f) for s in substs for f in forms]
 
 
 def _attr_vars(e: Expr) -> set[str]:
@@ -271,19 +304,35 @@ def _tensor_vars(e: Expr) -> list[str]:
 
 
 def orders(e: Expr, commutative: set[str] | frozenset) -> list[Expr]:
-    """``e`` with the operands of commutative ops in every order (duplicates removed)."""
+    """``e`` with the operands of commutative ops in every order (duplicates removed); their
+    number is counted before they are expanded: at most MAX_VARIANTS."""
+    n = _order_count(e, commutative)
+    if n > MAX_VARIANTS:
+        raise RuleError(e.span, f"the operand orders of its commutative ops "
+                                f"({', '.join(sorted(commutative))}) expand this pattern to {n} forms, more "
+                                f"than MAX_VARIANTS = {MAX_VARIANTS}")
+    return _orders(e, commutative)
+
+
+def _order_count(e: Expr, commutative: set[str] | frozenset) -> int:
     if isinstance(e, Bind):
-        return [Bind(x, e.name, e.span) for x in orders(e.expr, commutative)]
+        return _order_count(e.expr, commutative)
+    if not isinstance(e, Call) or e.op == "scalar":
+        return 1
+    n = math.prod(_order_count(a, commutative) for a in e.args)
+    return 2 * n if e.op in commutative and len(e.args) == 2 else n
+
+
+def _orders(e: Expr, commutative: set[str] | frozenset) -> list[Expr]:
+    if isinstance(e, Bind):
+        return [Bind(x, e.name, e.span) for x in _orders(e.expr, commutative)]
     if not isinstance(e, Call) or e.op == "scalar":
         return [e]
-    out: list[Expr] = []
-    for args in itertools.product(*(orders(a, commutative) for a in e.args)):
+    out: dict[Expr, None] = {}
+    for args in itertools.product(*(_orders(a, commutative) for a in e.args)):
         forms = [args, args[::-1]] if e.op in commutative and len(args) == 2 else [args]
-        for f in forms:
-            c = Call(e.op, tuple(f), e.kwargs, e.span)
-            if c not in out:
-                out.append(c)
-    return out
+        out.update((Call(e.op, tuple(f), e.kwargs, e.span), None) for f in forms)
+    return list(out)
 
 
 def compile_rule(rule: Rule, lhs: Expr | None = None, rhs: Expr | None = None, suffix: str = "",
@@ -292,7 +341,7 @@ def compile_rule(rule: Rule, lhs: Expr | None = None, rhs: Expr | None = None, s
     ``in`` guards and each operand order of its commutative ops."""
     lhs, rhs = lhs or rule.lhs, rhs or rule.rhs
     out = []
-    variants = [(s, form) for s in _variants(rule, widen=False) for form in orders(lhs, commutative)]
+    variants = _expanded(rule, lhs, commutative, widen=False)
     for k, (subst, lhs) in enumerate(variants):
         q = _Query(subst)
         q.facts.append(f"(= {ROOT} {q.term(lhs)})")
@@ -307,7 +356,8 @@ def compile_rule(rule: Rule, lhs: Expr | None = None, rhs: Expr | None = None, s
         else:
             actions = [f"(union {ROOT} {body})"]
         name = f"{rule.name}{suffix}@{k}"
-        out.append((name, f"(rule ({' '.join(q.facts)}) ({' '.join(actions)}) :ruleset {rule.ruleset} :name {json.dumps(name)})"))
+        out.append((name, f"(rule ({' '.join(q.facts)}) ({' '.join(actions)}) "
+                          f":ruleset {egg_ruleset(rule.ruleset)} :name {json.dumps(name)})"))
     return out
 
 
@@ -318,7 +368,7 @@ def compile_near(rule: Rule, index: int, commutative: set[str] | frozenset = fro
     op_vars = [g.a for g in rule.guards if g.kind == "member" and g.a not in _attr_vars(rule.lhs)]
     programs = []
     columns: list[tuple[str, str, str]] | None = None
-    variants = [(s, form) for s in _variants(rule, widen=True) for form in orders(rule.lhs, commutative)]
+    variants = _expanded(rule, rule.lhs, commutative, widen=True)
     for k, (subst, lhs) in enumerate(variants):
         q = _Query(subst)
         q.facts.append(f"(= {ROOT} {q.term(lhs)})")
@@ -420,10 +470,16 @@ def compile_rules(rs: RuleSet, max_inputs: int = 16, max_ops: int = 32, near: bo
     order = ["algebra", "fusion"]
     sets = rs.sets()
     c.rulesets = [s for s in order if s in sets] + [s for s in sets if s not in order]
+    c.rulesets = [egg_ruleset(s) for s in c.rulesets]
     c.programs.extend(f"(ruleset {s})" for s in c.rulesets)
     c.programs.append("(ruleset near)")
+    total = 0
     for rule in rs.rules:
         pieces = compile_rule(rule, commutative=rs.commutative)
+        total += len(pieces)
+        if total > MAX_EGGLOG_RULES:
+            raise RuleError(rule.span, f"the rule set expands to more than MAX_EGGLOG_RULES = {MAX_EGGLOG_RULES} "
+                                       f"egglog rules by rule {rule.name!r}")
         if rule.bidirectional:
             pieces += compile_rule(rule, rule.rhs, rule.lhs, suffix="~rev", commutative=rs.commutative)
         for name, text in pieces:
@@ -442,10 +498,11 @@ def compile_rules(rs: RuleSet, max_inputs: int = 16, max_ops: int = 32, near: bo
             c.rule_of[name] = "definitions"
             c.programs.append(text)
     for decl in rs.regions:
-        if decl.ruleset in c.region_sets:
+        ruleset = egg_ruleset(decl.ruleset)
+        if ruleset in c.region_sets:
             continue
-        c.region_sets.append(decl.ruleset)
-        for name, text in region_rules(decl.ruleset, max_inputs, max_ops):
+        c.region_sets.append(ruleset)
+        for name, text in region_rules(ruleset, max_inputs, max_ops):
             c.rule_of[name] = "regions"
             c.programs.append(text)
     return c

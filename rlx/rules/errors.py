@@ -4,6 +4,8 @@ from __future__ import annotations
 from rlx.errors import RlxError
 from rlx.rules.ast import Span
 
+SHOWN = 120  # characters of the offending line an error shows
+
 
 class RuleError(RlxError):
     """A malformed or ill-typed rule file."""
@@ -14,6 +16,9 @@ class RuleError(RlxError):
         if source is not None:
             lines = source.splitlines()
             if 1 <= span.line <= len(lines):
-                line = lines[span.line - 1]
-                text += f"\n    {line}\n    {' ' * (span.col - 1)}^"
+                line, col = lines[span.line - 1], span.col
+                if len(line) > SHOWN:  # a window of the line around the caret
+                    start = max(0, min(col - 1 - SHOWN // 2, len(line) - SHOWN))
+                    line, col = line[start:start + SHOWN], col - start
+                text += f"\n    {line}\n    {' ' * (col - 1)}^"
         super().__init__(text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from rlx.errors import ShapeError
 from rlx.ir.registry import TensorType
 from rlx.ir.shapes import dim, dim_add, dim_div, dim_mul, dim_sub
 from rlx.rules.ast import GArith, GFunc, GLit, GName, Guard
@@ -41,15 +42,18 @@ def term(g: Any, tensors: Mapping[str, TensorType], attrs: Mapping[str, Any]) ->
                 return UNDECIDED
             return {"+": a + b, "-": a - b, "*": a * b, "//": a // b if g.op == "//" else 0,
                     "%": a % b if g.op == "%" else 0}[g.op]
-        if g.op == "+":
-            return dim_add(a, b)
-        if g.op == "-":
-            return dim_sub(a, b)
-        if g.op == "*":
-            return dim_mul(a, b)
-        if g.op == "//":
-            q = dim_div(a, b)
-            return UNDECIDED if q is None else q
+        try:
+            if g.op == "+":
+                return dim_add(a, b)
+            if g.op == "-":
+                return dim_sub(a, b)
+            if g.op == "*":
+                return dim_mul(a, b)
+            if g.op == "//":
+                q = dim_div(a, b)
+                return UNDECIDED if q is None else q
+        except ShapeError:  # a polynomial over the size bound: not decided here
+            pass
         return UNDECIDED
     raise AssertionError(g)
 
@@ -64,7 +68,8 @@ def evaluate(guard: Guard, tensors: Mapping[str, TensorType], attrs: Mapping[str
         return None
     if isinstance(a, bool) or isinstance(b, bool):
         a, b = str(a).lower() if isinstance(a, bool) else a, str(b).lower() if isinstance(b, bool) else b
-    symbolic = isinstance(a, str) and _is_dim(a) or isinstance(b, str) and _is_dim(b)
+    # Dims compare by their canonical polynomial; any other string (a dtype, an op) as itself.
+    symbolic = (isinstance(a, str) or isinstance(b, str)) and _is_dim(a) and _is_dim(b)
     if guard.op in ("==", "!="):
         if symbolic:
             eq = dim(a) == dim(b)
@@ -76,11 +81,13 @@ def evaluate(guard: Guard, tensors: Mapping[str, TensorType], attrs: Mapping[str
     return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[guard.op]
 
 
-def _is_dim(s: str) -> bool:
+def _is_dim(s: Any) -> bool:
+    if isinstance(s, bool) or not isinstance(s, (int, str)):
+        return False
     try:
         dim(s)
         return True
-    except Exception:
+    except ShapeError:
         return False
 
 

@@ -1,6 +1,7 @@
 """Parse rule files (grammar/rlx.lark, with lark) into the syntax tree of ``rlx.rules.ast``."""
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from rlx.rules.ast import (AttrParam, AttrRef, Bind, Call, FusedDecl, GArith, GF
 from rlx.rules.errors import RuleError
 
 GRAMMAR = Path(__file__).resolve().parents[2] / "grammar" / "rlx.lark"
+MAX_NESTING = 100  # calls, `as` bindings and guard operators nested in one another (shipped rules: 10)
+_NESTING = {"call", "bind", "arith"}
 _NAMES = {"NAME": "a name", "STRING": "a string", "SIGNED_NUMBER": "a number", "CMP": "a comparison",
           "ARROW": "'=>' or '<=>'", "ADDOP": "'+' or '-'", "MULOP": "'*', '//' or '%'", "$END": "end of file"}
 
@@ -49,19 +52,53 @@ def parse_text(text: str, path: str = "<string>") -> RuleFile:
         if expected:
             msg += f"; expected {', '.join(expected[:8])}{' ...' if len(expected) > 8 else ''}"
         raise RuleError(Span(path, line, col), msg, text) from None
-    return _Build(path, text).transform(tree)
+    _check_nesting(tree, path, text)
+    try:
+        return _Build(path, text).transform(tree)
+    except lark.exceptions.VisitError as e:  # lark wraps what a callback raises
+        if isinstance(e.orig_exc, RuleError):
+            raise e.orig_exc from None
+        raise
 
 
-def _lit(tok) -> object:
-    """A literal from a number/STRING/list subtree or token."""
-    if isinstance(tok, Token):
-        if tok.type == "STRING":
-            return str(tok)[1:-1]
-        if tok.type == "SIGNED_NUMBER":
-            s = str(tok)
-            return float(s) if any(c in s for c in ".eE") else int(s)
-        return str(tok)
-    return tok
+def _check_nesting(tree: lark.Tree, path: str, text: str) -> None:
+    """Bound the nesting (iteratively), so that every recursive walk of the syntax tree
+    (here and in checking, compiling, proving) stays far from Python's recursion limit."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if node.data in _NESTING:
+            depth += 1
+            if depth > MAX_NESTING:
+                raise RuleError(Span(path, getattr(node.meta, "line", 1), getattr(node.meta, "column", 1)),
+                                f"expression nested more than {MAX_NESTING} deep (calls, 'as' and guard "
+                                "operators count; a long sum counts one per term)", text)
+        stack.extend((c, depth) for c in node.children if isinstance(c, lark.Tree))
+
+
+def _number(tok: Token, path: str, text: str) -> int | float:
+    """An integer that fits egglog's i64 or a finite float."""
+    s = str(tok)
+    if any(c in s for c in ".eE"):
+        v = float(s)
+        if math.isfinite(v):
+            return v
+    elif len(s.lstrip("+-").lstrip("0")) <= 19 and -2**63 <= int(s) < 2**63:
+        return int(s)
+    shown = s if len(s) <= 24 else s[:20] + "..."
+    raise RuleError(Span(path, tok.line, tok.column),
+                    f"number {shown} is out of range (integers must fit in 64 bits; floats must be finite)",
+                    text)
+
+
+def _string(tok: Token, path: str, text: str) -> str:
+    """A string value (an attribute or guard literal): printable ASCII, as egglog spells it."""
+    s = str(tok)[1:-1]
+    if not (s.isascii() and s.isprintable()):
+        raise RuleError(Span(path, tok.line, tok.column),
+                        f"string {str(tok)!r} is not printable ASCII (only descriptions may use other "
+                        "characters)", text)
+    return s
 
 
 @v_args(meta=True)
@@ -78,18 +115,28 @@ class _Build(Transformer):
     def _src(self, meta) -> str:
         return " ".join(self.text[meta.start_pos:meta.end_pos].split())
 
+    def _lit(self, tok) -> object:
+        """A literal from a number/STRING/list subtree or token."""
+        if isinstance(tok, Token):
+            if tok.type == "STRING":
+                return _string(tok, self.path, self.text)
+            if tok.type == "SIGNED_NUMBER":
+                return _number(tok, self.path, self.text)
+            return str(tok)
+        return tok
+
     # -- literals
     def number(self, meta, c):
-        return _lit(c[0])
+        return self._lit(c[0])
 
     def signed(self, meta, c):
-        return _lit(c[0])
+        return self._lit(c[0])
 
     def list(self, meta, c):
         return tuple(x for x in c if x is not None)
 
     def literal(self, meta, c):
-        return _lit(c[0])
+        return self._lit(c[0])
 
     # -- expressions
     def var(self, meta, c):
@@ -108,7 +155,7 @@ class _Build(Transformer):
         elif isinstance(value, Token) and value.type == "NAME":
             value = AttrRef(str(value), Span(self.path, value.line, value.column))
         elif isinstance(value, Token):
-            value = _lit(value)
+            value = self._lit(value)
         return (name, value)
 
     def kwargs(self, meta, c):
@@ -128,7 +175,7 @@ class _Build(Transformer):
         return GLit(c[0])
 
     def gstr(self, meta, c):
-        return GLit(str(c[0])[1:-1])
+        return GLit(_string(c[0], self.path, self.text))
 
     def glist(self, meta, c):
         return GLit(tuple(x for x in c if x is not None))
@@ -146,7 +193,7 @@ class _Build(Transformer):
         return ("compare", str(c[1]), c[0], c[2], meta)
 
     def atomlist(self, meta, c):
-        return tuple(_lit(x) for x in c)
+        return tuple(self._lit(x) for x in c)
 
     def member(self, meta, c):
         return ("member", "in", str(c[0]), c[1], meta)
@@ -189,7 +236,7 @@ class _Build(Transformer):
         if isinstance(default, Token) and str(default) in ("true", "false"):
             default = str(default) == "true"
         elif isinstance(default, Token):
-            default = _lit(default)
+            default = self._lit(default)
         return AttrParam(str(c[0]), str(c[1]), default, default is not None)
 
     def aparams(self, meta, c):

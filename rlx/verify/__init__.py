@@ -34,7 +34,7 @@ from rlx.ir.graph import Graph, Value
 from rlx.ir.interpret import interpret
 from rlx.ir.registry import REGISTRY, REQUIRED
 from rlx.rules import RuleSet, load
-from rlx.rules.ast import AttrRef, Bind, Call, Expr, GLit, GName, Rule, Var
+from rlx.rules.ast import AttrRef, Bind, Call, Expr, GFunc, GLit, GName, Rule, Var
 from rlx.rules.compile import _variants, all_definitions, compile_rule, definition_rules, egg_term
 from rlx.rules.fused import emit
 from rlx.rules.guards import evaluate
@@ -126,6 +126,7 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
     inputs = _inputs(rule.lhs)
     specs = _attr_specs(rule.lhs)
     variants = _variants(rule, widen=False)
+    wanted = _guard_sizes(rule)  # sizes the guards ask for (dim(x, -1) == 8)
     found: list[Instance] = []
     for attempt in range(attempts):
         if len(found) >= n:
@@ -141,6 +142,8 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
                     attrs[gd.a.name] = attrs[gd.b.name]
         # Correlated draws make matching shapes likely: one base rank, two dim sizes per attempt.
         base, pool = int(rng.integers(1, 5)), rng.choice(DIMS, size=2, replace=False)
+        if wanted and rng.random() < 0.5:
+            pool[int(rng.integers(0, 2))] = int(rng.choice(wanted))
         shapes = {v: tuple(int(rng.choice(pool)) for _ in range(base if rng.random() < 0.7 else int(rng.integers(0, 5))))
                   for v in inputs}
         for k, spec in specs.items():  # reshape targets that fit the drawn shapes half the time
@@ -159,24 +162,50 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
         except (RlxError, KeyError, IndexError, ValueError, TypeError):
             continue
         tensors = {k: v.type for k, v in env.items()}
-        if all(evaluate(gd, tensors, {**attrs, **subst}) is True for gd in rule.guards):
+        if all(_holds(gd, tensors, {**attrs, **subst}) for gd in rule.guards):
             found.append(Instance(shapes, {**attrs, **subst}, binding))
     return found
+
+
+def _holds(guard, tensors, attrs) -> bool:
+    """A guard that cannot be evaluated on an instance (a name it lacks) does not hold."""
+    try:
+        return evaluate(guard, tensors, attrs) is True
+    except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError, RlxError):
+        return False
+
+
+def _guard_sizes(rule: Rule) -> list[int]:
+    """Positive integers the guards compare a dim with: sizes worth drawing."""
+    out = set()
+    for g in rule.guards:
+        if g.kind == "compare":
+            sides = (g.a, g.b)
+            if any(isinstance(x, GFunc) and x.fn == "dim" for x in sides):
+                out |= {x.value for x in sides if isinstance(x, GLit) and isinstance(x.value, int)
+                        and not isinstance(x.value, bool) and 0 < x.value <= 64}
+    return sorted(out)
 
 
 # ---------------------------------------------------------------------------- fuzzing
 @dataclass
 class Counterexample:
+    """One instance on which the sides differ; ``replay(rule, cx)`` evaluates it again."""
     shapes: dict[str, tuple]
     attrs: dict[str, Any]
     seed: int
     max_abs: float
     max_rel: float
     output: str
+    binding: dict[str, int] = field(default_factory=dict)   # symbol values
+    dtype: str = "f32"
+    index: int = 0                                           # which instance: its data's seed
 
     def __str__(self) -> str:
-        return (f"shapes {self.shapes}, attributes {self.attrs}, seed {self.seed}: output {self.output} differs by "
-                f"{self.max_abs:.3g} (relative {self.max_rel:.3g})")
+        syms = f", symbols {self.binding}" if self.binding else ""
+        return (f"shapes {self.shapes}{syms}, attributes {self.attrs}, dtype {self.dtype}, seed {self.seed} "
+                f"(instance {self.index}): output {self.output} differs by {self.max_abs:.3g} "
+                f"(relative {self.max_rel:.3g})")
 
 
 @dataclass
@@ -225,57 +254,72 @@ def _fuzz(rule: Rule, trials: int, seed: int, dtypes: tuple[str, ...]) -> FuzzRe
         result.note = "no instance satisfying the pattern and its guards was found"
         return result
     for i, inst in enumerate(instances):
-        dtype = dtypes[i % len(dtypes)]
-        rtol = atol = TOLERANCE[dtype]
-        subst = {k: v for k, v in inst.attrs.items() if isinstance(v, str)}
-        try:
-            gl, lout, lenv = _build(rule.lhs, inst.shapes, inst.attrs, subst, "lhs", dtype)
-        except RlxError:
-            continue  # the pattern needs another dtype (a float-only op on this one, say)
-        try:
-            gr, rout, _ = _build(rule.rhs, {v: inst.shapes[v] for v in _inputs(rule.lhs)}, inst.attrs, subst, "rhs",
-                                 dtype)
-        except RlxError as e:  # the right side is not even defined where the left matched
-            result.failures.append(Counterexample(inst.shapes, inst.attrs, seed, math.inf, math.inf,
-                                                  f"right side rejects this instance: {e}"))
-            continue
-        pairs = _rhs_outputs(rule, lout, lenv, rout if isinstance(rout, tuple) else rout)
-        for n, (name, a, b) in enumerate(pairs):
-            gl.output(**{f"o{n}": a})
-            gr.output(**{f"o{n}": b if not isinstance(b, tuple) else b[0]})
-        data_rng = np.random.default_rng(seed * 1000 + i)
-        shapes = {v: tuple(inst.binding.get(d, d) for d in s) for v, s in inst.shapes.items()}
-        data = {}
-        for v, s in shapes.items():
-            x = data_rng.standard_normal(s)
-            x[np.abs(x) < 1e-3] = 0.5  # never zeros
-            data[v] = x.astype(DType(dtype).np)
-        try:
-            with np.errstate(all="ignore"):
-                want = interpret(gl, data, {}, binding=inst.binding)
-                got = interpret(gr, data, {}, binding=inst.binding)
-        except Exception as e:  # a reference that cannot run this instance: report it, do not crash
-            result.failures.append(Counterexample(inst.shapes, inst.attrs, seed, math.inf, math.inf,
-                                                  f"evaluation failed: {type(e).__name__}: {e}"))
-            continue
-        for n, (name, _, _) in enumerate(pairs):
-            a, b = want[f"o{n}"], got[f"o{n}"]
-            if a.shape != b.shape:
-                result.failures.append(Counterexample(inst.shapes, {**inst.attrs, "dtype": dtype}, seed, math.inf,
-                                                      math.inf, f"{name} (shape {b.shape} instead of {a.shape})"))
-                continue
-            finite = np.isfinite(a) & np.isfinite(b)
-            if not np.array_equal(np.isfinite(a), np.isfinite(b)):
-                result.failures.append(Counterexample(inst.shapes, {**inst.attrs, "dtype": dtype}, seed, math.inf,
-                                                      math.inf, f"{name} (non-finite values differ)"))
-                continue
-            diff = np.abs(a - b)[finite]
-            err = float(diff.max()) if diff.size else 0.0
-            rel = float((diff / (np.abs(a[finite]) + 1e-12)).max()) if diff.size else 0.0
-            result.max_abs, result.max_rel = max(result.max_abs, err), max(result.max_rel, min(rel, 1e300))
-            if not np.allclose(b[finite], a[finite], rtol=rtol, atol=atol):
-                result.failures.append(Counterexample(inst.shapes, {**inst.attrs, "dtype": dtype}, seed, err, rel, name))
+        found, err, rel = _check_instance(rule, inst, seed, i, dtypes[i % len(dtypes)])
+        result.failures += found
+        result.max_abs, result.max_rel = max(result.max_abs, err), max(result.max_rel, rel)
     return result
+
+
+def replay(rule: Rule, cx: Counterexample, rules: RuleSet | None = None) -> Counterexample | None:
+    """Evaluate a counterexample's instance again (same shapes, symbols, attributes, dtype
+    and data): the failure it shows now, or None if the sides agree."""
+    with (rules or RuleSet()).active():
+        found, _, _ = _check_instance(rule, Instance(cx.shapes, cx.attrs, cx.binding), cx.seed, cx.index, cx.dtype)
+    return next((f for f in found if f.output == cx.output), found[0] if found else None)
+
+
+def _check_instance(rule: Rule, inst: Instance, seed: int, index: int, dtype: str
+                    ) -> tuple[list[Counterexample], float, float]:
+    """Both sides on one instance: its counterexamples, the max absolute and relative error."""
+    rtol = atol = TOLERANCE[dtype]
+
+    def fail(output: str, err: float = math.inf, rel: float = math.inf) -> Counterexample:
+        return Counterexample(inst.shapes, inst.attrs, seed, err, rel, output, dict(inst.binding), dtype, index)
+
+    subst = {k: v for k, v in inst.attrs.items() if isinstance(v, str)}
+    try:
+        gl, lout, lenv = _build(rule.lhs, inst.shapes, inst.attrs, subst, "lhs", dtype)
+    except RlxError:
+        return [], 0.0, 0.0  # the pattern needs another dtype (a float-only op on this one, say)
+    try:
+        gr, rout, _ = _build(rule.rhs, {v: inst.shapes[v] for v in _inputs(rule.lhs)}, inst.attrs, subst, "rhs",
+                             dtype)
+    except RlxError as e:  # the right side is not even defined where the left matched
+        return [fail(f"right side rejects this instance: {e}")], 0.0, 0.0
+    pairs = _rhs_outputs(rule, lout, lenv, rout)
+    for n, (name, a, b) in enumerate(pairs):
+        gl.output(**{f"o{n}": a})
+        gr.output(**{f"o{n}": b if not isinstance(b, tuple) else b[0]})
+    data_rng = np.random.default_rng(seed * 1000 + index)
+    shapes = {v: tuple(inst.binding.get(d, d) for d in s) for v, s in inst.shapes.items()}
+    data = {}
+    for v, s in shapes.items():
+        x = data_rng.standard_normal(s)
+        x[np.abs(x) < 1e-3] = 0.5  # never zeros
+        data[v] = x.astype(DType(dtype).np)
+    try:
+        with np.errstate(all="ignore"):
+            want = interpret(gl, data, {}, binding=inst.binding)
+            got = interpret(gr, data, {}, binding=inst.binding)
+    except Exception as e:  # a reference that cannot run this instance: report it, do not crash
+        return [fail(f"evaluation failed: {type(e).__name__}: {e}")], 0.0, 0.0
+    out, max_abs, max_rel = [], 0.0, 0.0
+    for n, (name, _, _) in enumerate(pairs):
+        a, b = want[f"o{n}"], got[f"o{n}"]
+        if a.shape != b.shape:
+            out.append(fail(f"{name} (shape {b.shape} instead of {a.shape})"))
+            continue
+        finite = np.isfinite(a) & np.isfinite(b)
+        if not np.array_equal(np.isfinite(a), np.isfinite(b)):
+            out.append(fail(f"{name} (non-finite values differ)"))
+            continue
+        diff = np.abs(a - b)[finite]
+        err = float(diff.max()) if diff.size else 0.0
+        rel = float((diff / (np.abs(a[finite]) + 1e-12)).max()) if diff.size else 0.0
+        max_abs, max_rel = max(max_abs, err), max(max_rel, min(rel, 1e300))
+        if not np.allclose(b[finite], a[finite], rtol=rtol, atol=atol):
+            out.append(fail(name, err, rel))
+    return out, max_abs, max_rel
 
 
 # ---------------------------------------------------------------------------- proving
@@ -400,7 +444,7 @@ def _prove(rule: Rule, rules: RuleSet | None, iterations: int, enodes: int, seco
         for _, text in compile_rule(r) + (compile_rule(r, r.rhs, r.lhs, suffix="~rev") if r.bidirectional else []):
             programs.append(text)
     programs += [text for _, text in definition_rules(all_definitions(ax.fused))]
-    instances = draw_instances(rule, 40, np.random.default_rng(0))
+    instances = draw_instances(rule, 100, np.random.default_rng(0))
     variants = _variants(rule, widen=False)
     used: set[str] = set()
     total_iters = total_nodes = cases = 0
@@ -410,7 +454,7 @@ def _prove(rule: Rule, rules: RuleSet | None, iterations: int, enodes: int, seco
         ranks = {v: len(s) for v, s in inst.shapes.items()} if inst else {}
         for ints in _int_assignments(rule, subst, ax):
             cases += 1
-            eg, _ = new_egraph()
+            eg = new_egraph()
             run_pieces(eg, [schema(), BODY_RULES, type_rules()] + programs)
             sym: dict[str, str] = {}
             lenv: dict[str, str] = {}
@@ -447,7 +491,46 @@ def _prove(rule: Rule, rules: RuleSet | None, iterations: int, enodes: int, seco
             break
     if failed:
         return Proof(rule.name, False, "; ".join(failed), sorted(used), total_iters, total_nodes, cases)
+    undefined = _rhs_undefined(rule, instances)
+    if undefined:
+        return Proof(rule.name, False, f"the sides are equal where both are defined, but the right side rejects "
+                                       f"an instance the left accepts: {undefined}", sorted(used), total_iters,
+                     total_nodes, cases)
     return Proof(rule.name, True, "proved", sorted(used), total_iters, total_nodes, cases)
+
+
+def _neighbours(rule: Rule, instances: list[Instance], limit: int = 400) -> list[Instance]:
+    """Instances one static dim away from drawn ones that the left side and guards accept."""
+    out: list[Instance] = []
+    for inst in instances:
+        for v, shape in inst.shapes.items():
+            for ax, d in enumerate(shape):
+                for new in DIMS:
+                    if len(out) >= limit or not isinstance(d, int) or new == d:
+                        continue
+                    shapes = {**inst.shapes, v: shape[:ax] + (new,) + shape[ax + 1:]}
+                    subst = {k: x for k, x in inst.attrs.items() if isinstance(x, str)}
+                    try:
+                        _, _, env = _build(rule.lhs, shapes, inst.attrs, subst, "lhs")
+                    except (RlxError, KeyError, IndexError, ValueError, TypeError):
+                        continue
+                    tensors = {k: x.type for k, x in env.items()}
+                    if all(_holds(g, tensors, inst.attrs) for g in rule.guards):
+                        out.append(Instance(shapes, inst.attrs, inst.binding))
+    return out
+
+
+def _rhs_undefined(rule: Rule, instances: list[Instance]) -> str:
+    """The e-graph proves the sides equal as terms; that the right side's shape rules hold
+    wherever the left side's and the guards do is checked on drawn instances and on their
+    neighbours (one dim changed: where shape coincidences end): the first it rejects, or ""."""
+    for inst in instances + _neighbours(rule, instances):
+        subst = {k: v for k, v in inst.attrs.items() if isinstance(v, str)}
+        try:
+            _build(rule.rhs, {v: inst.shapes[v] for v in _inputs(rule.lhs)}, inst.attrs, subst, "rhs")
+        except RlxError as e:
+            return f"shapes {inst.shapes}, attributes {inst.attrs}: {e}"
+    return ""
 
 
 def _equal(eg, a: str, b: str) -> bool:
@@ -458,4 +541,4 @@ def _equal(eg, a: str, b: str) -> bool:
         return False
 
 
-__all__ = ["prove", "fuzz", "Proof", "FuzzResult", "Counterexample", "draw_instances"]
+__all__ = ["prove", "fuzz", "replay", "Proof", "FuzzResult", "Counterexample", "draw_instances"]
