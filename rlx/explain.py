@@ -86,13 +86,14 @@ def explain(eg, view: EGraphView, near: list[NearMiss], ex: Extraction, cost: Co
             env: dict[str, Any] = {name: row[name] for role, name, _ in nm.columns if role in ("root", "tensor")}
             env.update({f"op:{name}": row[name] for role, name, _ in nm.columns if role == "op"})
             verdicts = [evaluate(g, tensors, attrs) for g in nm.rule.guards]
-            rows.append((nm.rule, root, tensors, attrs, env, verdicts))
-    matched = {root for _, root, _, _, _, verdicts in rows if all(v is True for v in verdicts)}
+            rows.append((nm.rule, root, tensors, attrs, env, verdicts, row.get("order", 0)))
+    matched = {root for _, root, _, _, _, verdicts, order in rows if not order and all(v is True for v in verdicts)}
     missed: list[MissedFusion] = []
     unsupported: list[MissedFusion] = []
     applied: Counter = Counter()
     seen: set[tuple[str, int]] = set()
-    for rule, root, tensors, attrs, env, verdicts in rows:
+    rows.sort(key=lambda r: r[-1])  # a match in the rule's own operand order explains first
+    for rule, root, tensors, attrs, env, verdicts, order in rows:
         if (rule.name, root) in seen:
             continue
         node = class_name.get(root, f"e-class {root}")
@@ -109,6 +110,12 @@ def explain(eg, view: EGraphView, near: list[NearMiss], ex: Extraction, cost: Co
                                   and ex.choice[chosen.children[0]].op == op)
         if used and not failed:
             applied[rule.name] += 1
+            seen.add((rule.name, root))
+            continue
+        if order and not failed and not used and chosen.op in (original[root].op, "region"):
+            missed.append(MissedFusion(rule.name, node, "the operands are in another order than the rule's",
+                                       "declare `commutative add, mul` in the rule file (the shipped algebra "
+                                       "rules do) or write the pattern in this order"))
             seen.add((rule.name, root))
             continue
         if used or chosen.op not in (original[root].op, "region"):

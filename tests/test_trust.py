@@ -266,3 +266,30 @@ def test_random_programs_compile_match_the_reference_and_run_from_threads(g, see
     for got in results:
         for k in want:
             np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_run_reads_back_the_optimized_program_that_dump_writes(tmp_path):
+    from rlx.cli import main
+    write(tmp_path, "a.rlx", SCALE_A)
+    g = _scale_graph("mul")
+    (tmp_path / "m.json").write_text(g.to_json())
+    assert main(["compile", str(tmp_path / "m.json"), "--rules", str(tmp_path / "a.rlx"),
+                 "--dump", str(tmp_path / "d")]) == 0
+    optimized = tmp_path / "d" / "4-optimized.mir.json"
+    assert "exp_scale" in optimized.read_text()
+    assert main(["run", str(optimized), "--rules", str(tmp_path / "a.rlx"), "--check"]) == 0
+
+
+def test_a_miss_on_operand_order_is_reported(tmp_path):
+    write(tmp_path, "u.rlx", """
+        ruleset fusion
+        fused my_silu(x) "x * sigmoid(x)" { mul(x, sigmoid(x)) }
+        rule my_silu "x * sigmoid(x)": mul(x, sigmoid(x)) => my_silu(x)
+    """)
+    g = Graph()
+    x = g.input("x", (4, 8))
+    g.output(y=g.mul(g.sigmoid(x), x))
+    with pytest.raises(rlx.RlxError, match="my_silu at mul_1: the operands are in another order"):
+        rlx.compile(g, rules=[tmp_path], assert_fusion_clean=True)
+    (tmp_path / "c.rlx").write_text("commutative mul\n")
+    assert rlx.compile(g, rules=[tmp_path]).graph.op_counts() == {"my_silu": 1}

@@ -169,6 +169,7 @@ for _name, _fn in _BINARY.items():
     _op(_name, ["a", "b"], _broadcast, _all_same_dtype,
         (lambda f: lambda ins, a: f(ins[0], ins[1]))(_fn),
         _per_elem(4 if _name == "pow" else 1), elementwise=True,
+        commutative=_name in ("add", "mul", "maximum", "minimum"),
         doc=f"Elementwise {_name} with NumPy broadcasting.")
 
 def _compare_dtype(d, a):

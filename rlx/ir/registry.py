@@ -144,6 +144,7 @@ class OpDef:
     # Attributes naming axes of input 0: the graph keeps them counted from the end, so a
     # rule written with axis=-1 matches softmax(x; axis=2) on a rank-3 x.
     axis_attrs: tuple[str, ...] = ()
+    commutative: bool = False   # a binary op whose operands may swap (add, mul, ...)
     # A view op: (attrs, input shape, input strides, output shape) -> (element offset,
     # strides) when the output can alias its input, else None (the executor copies).
     view_layout: Any = field(default=None, compare=False)

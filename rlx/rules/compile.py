@@ -368,15 +368,24 @@ def compile_near(rule: Rule, index: int, commutative: set[str] | frozenset = fro
     op_vars = [g.a for g in rule.guards if g.kind == "member" and g.a not in _attr_vars(rule.lhs)]
     programs = []
     columns: list[tuple[str, str, str]] | None = None
-    variants = _expanded(rule, rule.lhs, commutative, widen=True)
+    # Near matches also in the operand orders of every commutative op, marked when the rule
+    # itself (its `commutative` declarations) does not match that order: the report can say so.
+    own = set(orders(rule.lhs, commutative))
+    symmetric = set(commutative) | {op.name for op in REGISTRY if op.commutative}
+    try:
+        variants = _expanded(rule, rule.lhs, symmetric, widen=True)
+    except RuleError:
+        variants = _expanded(rule, rule.lhs, commutative, widen=True)
     for k, (subst, lhs) in enumerate(variants):
         q = _Query(subst)
         q.facts.append(f"(= {ROOT} {q.term(lhs)})")
         attrs = sorted(q.attr_sorts)
         cols = ([("root", "root", "T")] + [("tensor", t, "T") for t in tensors] +
-                [("attr", a, q.attr_sorts[a]) for a in attrs] + [("op", o, "String") for o in op_vars])
+                [("attr", a, q.attr_sorts[a]) for a in attrs] + [("op", o, "String") for o in op_vars] +
+                [("order", "order", "i64")])
         columns = columns or cols
-        values = [ROOT] + [f"v_{t}" for t in tensors] + [f"a_{a}" for a in attrs] + [json.dumps(subst[o]) for o in op_vars]
+        values = ([ROOT] + [f"v_{t}" for t in tensors] + [f"a_{a}" for a in attrs] +
+                  [json.dumps(subst[o]) for o in op_vars] + ["0" if lhs in own else "1"])
         programs.append(f"(rule ({' '.join(q.facts)}) (({relation} {' '.join(values)})) :ruleset near "
                         f":name {json.dumps(f'near:{rule.name}@{k}')})")
     decl = f"(relation {relation} ({' '.join(s for _, _, s in columns)}))"
