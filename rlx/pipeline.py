@@ -211,7 +211,7 @@ def _saturate(graph: Graph, tgt: Target, ruleset: RuleSet, limits, binding, deco
         if outs is None or any(i is None for i in ins):
             return float("inf")
         attrs = n.attr_dict()
-        if not n.is_source and not _well_typed(n.op, ins, attrs, outs):
+        if original.get(c) != n and not n.is_source and not _well_typed(n.op, ins, attrs, outs):
             return float("inf")  # a rule's right side whose shape rules fail here: never extracted
         if n.op != "region" and n.op in REGISTRY and REGISTRY.get(n.op).category == "fused" \
                 and why_not(n.op, ins, attrs) is not None:  # no kernel: it runs as its definition

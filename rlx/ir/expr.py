@@ -33,6 +33,13 @@ class Expr:
     value: Any = None
     attrs: tuple[tuple[str, Any], ...] = ()
     dtype: DType | None = field(default=None, compare=True)
+    _hash: int = field(default=0, compare=False, repr=False)
+
+    def __post_init__(self) -> None:  # trees are dict keys everywhere: hash once, not per lookup
+        object.__setattr__(self, "_hash", hash((self.op, self.args, self.value, self.attrs, self.dtype)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def is_leaf(self) -> bool:

@@ -253,10 +253,14 @@ class Registry:
         return [self._overlay.get() or {}, self._ops, self.library() if self.library else {}]
 
     def get(self, name: str, where: str = "") -> OpDef:
-        for layer in self._layers():
-            op = layer.get(name)
-            if op is not None:
-                return op
+        overlay = self._overlay.get()
+        op = overlay.get(name) if overlay is not None else None
+        if op is None:
+            op = self._ops.get(name)
+        if op is None and self.library is not None:
+            op = self.library().get(name)
+        if op is not None:
+            return op
         hint = difflib.get_close_matches(name, self.names(), n=1)
         raise UnknownOpError(f"{where + ': ' if where else ''}unknown op {name!r}"
                              + (f"; did you mean {hint[0]!r}?" if hint else ""))
