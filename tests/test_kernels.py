@@ -82,7 +82,10 @@ def _elementwise_case(op, rng, dtype):
     names = list(opdef.inputs)
     for i, name in enumerate(names):
         s = shape if i == 0 else shape[int(rng.integers(0, rank + 1)):]  # broadcast a suffix
-        arrays[name] = data(rng, s, dtype, positive=op in POSITIVE or (op == "div" and i == 1))
+        arrays[name] = data(rng, s, dtype, positive=op in POSITIVE or (op in ("div", "mod", "fmod") and i == 1))
+        if op in ("isnan", "isinf") and arrays[name].size > 1:  # some of each class
+            flat = arrays[name].reshape(-1)
+            flat[rng.integers(0, flat.size, size=2)] = [np.nan, -np.inf]
         if op == "pow" and i == 1:
             arrays[name] = rng.choice([2.0, 3.0, 0.5, 1.7], size=s).astype(DType(dtype).np)
     ins = [g.input(name, np.shape(arrays[name]), dtype) for name in names]
@@ -132,6 +135,18 @@ def _case(op, rng, dtype):
         y = g.causal_mask(inp("x", (b, s, s)))
     elif op == "trilu":
         y = g.trilu(inp("x", (s, n)), bool(rng.random() < 0.5), int(rng.integers(-1, 2)))
+    elif op == "arange":
+        y = g.op("arange", start=(r(-3, 4),), length=(s,), step=r(1, 4), dtype=dtype if dtype in ("i32",) else "i64")
+    elif op == "cumsum":
+        y = g.op("cumsum", inp("x", (b, s, d)), axis=r(-3, 3), exclusive=bool(r(0, 2)), reverse=bool(r(0, 2)))
+    elif op == "gather_elements":
+        axis = r(-2, 2)
+        data_shape = (s, d) if axis % 2 else (s + 1, d)
+        size = data_shape[axis]
+        arrays["i"] = rng.integers(-size, size, size=(s, d - 1))
+        y = g.op("gather_elements", inp("x", data_shape), g.input("i", (s, d - 1), "i64"), axis=axis)
+    elif op in ("argmax", "argmin"):
+        y = g.op(op, inp("x", (b, s, d)), axis=r(-3, 3), keepdims=bool(r(0, 2)), select_last_index=bool(r(0, 2)))
     elif op == "sdpa":
         h, sk = r(1, 3), r(2, 9)
         q, k, v = inp("q", (b, h, s, d)), inp("k", (b, h, sk, d)), inp("v", (b, h, sk, n))
@@ -165,9 +180,11 @@ def _ops() -> list[str]:
 
 def _dtypes(op: str) -> list[str]:
     opdef = REGISTRY.get(op)
+    if op.startswith("logical_"):
+        return ["bool"]
     out = list(FLOATS)
     if op in ("neg", "abs", "relu", "add", "sub", "mul", "maximum", "minimum", "equal", "less", "greater",
-              "where", "cast"):
+              "where", "cast", "sign", "mod", "fmod", "cumsum"):
         out.append("i32")
     return out if not opdef.category == "fused" or op == "region" else ["f32", "f16"]
 

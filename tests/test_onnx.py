@@ -183,6 +183,38 @@ SINGLE = {
     "ConstantOfShape": ([helper.make_node("Shape", ["x"], ["s"]),
                          helper.make_node("ConstantOfShape", ["s"], ["c"], value=numpy_helper.from_array(np.float32([0.5]))),
                          helper.make_node("Mul", ["x", "c"], ["y"])], [X], []),
+    **{op: ([helper.make_node(op, ["x"], ["y"])], [X], [])
+       for op in ("Floor", "Ceil", "Sin", "Cos", "Sign", "Softplus", "HardSwish", "HardSigmoid", "LeakyRelu")},
+    **{op: ([helper.make_node(op, ["x"], ["c"]), helper.make_node("Cast", ["c"], ["y"], to=F32)], [X], [])
+       for op in ("IsNaN", "IsInf")},
+    **{op: ([helper.make_node("Less", ["x", "z"], ["c"]), helper.make_node("Greater", ["x", "w"], ["d"]),
+             helper.make_node(op, ["c", "d"], ["e"]), helper.make_node("Not", ["e"], ["n"]),
+             helper.make_node("Cast", ["n"], ["y"], to=F32)], [X, _vi("z", ["B", 6]), _vi("w", [6])], [])
+       for op in ("And", "Or", "Xor")},
+    **{op: ([helper.make_node(op, ["x", "z"], ["c"]), helper.make_node("Cast", ["c"], ["y"], to=F32)],
+            [X, _vi("z", ["B", 6])], []) for op in ("LessOrEqual", "GreaterOrEqual")},
+    "Mod": ([helper.make_node("Mod", ["i", "j"], ["m"]), helper.make_node("Cast", ["m"], ["y"], to=F32)],
+            [_vi("i", ["B", 6], TensorProto.INT64)], [("j", _i64(3, -3, 4, -4, 5, 7))]),
+    "Mod_fmod": ([helper.make_node("Mod", ["x", "z"], ["y"], fmod=1)], [X, _vi("z", ["B", 6])], []),
+    "Clip": ([helper.make_node("Clip", ["x", "lo", "hi"], ["y"])], [X],
+             [("lo", np.float32(-0.5)), ("hi", np.float32(0.7))]),
+    "CumSum": ([helper.make_node("CumSum", ["x", "ax"], ["y"], exclusive=1, reverse=1)], [X], [("ax", np.int64(1))]),
+    "GatherElements": ([helper.make_node("GatherElements", ["x", "i"], ["y"], axis=1)],
+                       [X], [("i", np.array([[0, 5, -1, 2, 2, 1]], np.int64))]),
+    "ArgMax": ([helper.make_node("ArgMax", ["x"], ["i"], axis=1, keepdims=0),
+                helper.make_node("Cast", ["i"], ["y"], to=F32)], [X], []),
+    "ArgMin": ([helper.make_node("ArgMin", ["x"], ["i"], axis=-1, select_last_index=1),
+                helper.make_node("Cast", ["i"], ["y"], to=F32)], [X], []),
+    "Flatten": ([helper.make_node("Reshape", ["x", "s"], ["r"]), helper.make_node("Flatten", ["r"], ["y"], axis=-2)],
+                [X], [("s", _i64(0, 2, 3))]),
+    "Dropout": ([helper.make_node("Dropout", ["x"], ["y"], seed=1)], [X], []),
+    "Size": ([helper.make_node("Size", ["x"], ["n"]), helper.make_node("Cast", ["n"], ["nf"], to=F32),
+              helper.make_node("Mul", ["x", "nf"], ["y"])], [X], []),
+    # positions arange(S) over a symbolic bound, as transformers export them
+    "Range_symbolic": ([helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "one"], ["n"]),
+                        helper.make_node("Range", ["zero", "n", "step"], ["r"]),
+                        helper.make_node("Cast", ["r"], ["rf"], to=F32), helper.make_node("Add", ["x", "rf"], ["y"])],
+                       [_vi("x", ["B", "S"])], [("zero", np.int64(0)), ("one", np.int64(1)), ("step", np.int64(1))]),
     # shape arithmetic over a symbolic dim: (B, 6) -> (B*3, 2) by Shape, Gather, Mul, Div, Concat
     "shape_arithmetic": ([helper.make_node("Shape", ["x"], ["s"]),
                           helper.make_node("Gather", ["s", "zero"], ["b"], axis=0),
@@ -198,7 +230,8 @@ SINGLE = {
 def test_single_op_model_matches_onnxruntime(case):
     nodes, inputs, inits = SINGLE[case]
     model = _model(nodes, inputs, [Y], inits)
-    assert_matches_onnxruntime(model, {"B": int(np.random.default_rng().integers(1, 6))})
+    rng = np.random.default_rng()
+    assert_matches_onnxruntime(model, {"B": int(rng.integers(1, 6)), "S": int(rng.integers(1, 9))})
 
 
 def test_every_supported_op_has_a_single_op_model():
@@ -232,9 +265,23 @@ def test_unsupported_op_names_the_op_the_node_and_the_opset():
         load(custom)
 
 
-def test_old_opset_is_refused():
-    with pytest.raises(OnnxImportError, match="opset 12 is not supported"):
-        load(_model([helper.make_node("Relu", ["x"], ["y"])], [X], [Y], opset=12))
+def test_old_opsets_are_converted_by_onnxs_version_converter():
+    """Opset 11 spells Squeeze axes, ReduceSum axes and Split sizes as attributes."""
+    x = _vi("x", ["B", 4, 6])
+    nodes = [helper.make_node("Split", ["x"], ["a", "b"], axis=2, split=[2, 4]),
+             helper.make_node("ReduceSum", ["b"], ["s"], axes=[2], keepdims=1),
+             helper.make_node("Mul", ["a", "s"], ["m"]),
+             helper.make_node("Unsqueeze", ["m"], ["u"], axes=[0]),
+             helper.make_node("Squeeze", ["u"], ["y"], axes=[0])]
+    for opset in (9, 11, 12):
+        model = _model(nodes, [x], [_vi("y", ["B", 4, 2])], opset=opset)
+        assert_matches_onnxruntime(model, {"B": 3})
+
+
+def test_an_opset_the_converter_cannot_convert_is_an_rlx_error():
+    model = _model([helper.make_node("NotAnOp", ["x"], ["y"])], [_vi("x", [2, 3])], [_vi("y", [2, 3])], opset=9)
+    with pytest.raises(OnnxImportError, match="opset 9 is below 13 and ONNX's version converter could not"):
+        load(model)
 
 
 def test_a_reshape_target_computed_at_run_time_is_an_error():

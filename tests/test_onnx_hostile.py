@@ -209,7 +209,7 @@ def _raw_init(name, data_type, dims, raw):
 @pytest.mark.parametrize("tensor, text", [
     (_raw_init("w", F32, [4, 4], b"\0" * 60), "its data does not match dtype FLOAT and dims [4, 4]"),
     (_raw_init("w", F32, [4, 4], b"\0" * 65), "its data does not match dtype FLOAT"),
-    (_raw_init("w", TensorProto.UINT8, [4, 4], b"\0" * 16), "dtype UINT8 is not supported"),
+    (_raw_init("w", TensorProto.COMPLEX64, [4, 4], b"\0" * 128), "dtype COMPLEX64 is not supported"),
     (_raw_init("w", TensorProto.UNDEFINED, [4, 4], b"\0" * 64), "dtype UNDEFINED is not supported"),
     (_raw_init("w", 999, [4, 4], b"\0" * 64), "dtype #999 is not supported"),
     (_raw_init("w", TensorProto.STRING, [1], b""), "dtype STRING is not supported"),

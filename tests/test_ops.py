@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from rlx.errors import DTypeError, ShapeError
+from rlx.errors import BindingError, DTypeError, ShapeError
 from rlx.ir import REGISTRY, DType, Graph, interpret
 from rlx.ir.expr import arg
 
@@ -30,10 +30,16 @@ UNARY = {
     "gelu": lambda x: 0.5 * x * (1 + _verf(x / math.sqrt(2))),
     "gelu_tanh": lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))),
     "silu": lambda x: x * _sig(x),
+    "floor": np.floor, "ceil": np.ceil, "sin": np.sin, "cos": np.cos, "sign": np.sign,
+    "softplus": lambda x: np.log1p(np.exp(x)),
+    "hard_sigmoid": lambda x: np.minimum(np.maximum(0.2 * x + 0.5, 0.0), 1.0),
+    "hard_swish": lambda x: x * np.minimum(np.maximum(x / 6 + 0.5, 0.0), 1.0),
+    "leaky_relu": lambda x: np.where(x >= 0, x, 0.01 * x),
 }
 POSITIVE = {"log", "sqrt", "rsqrt", "reciprocal"}
 BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
-          "pow": lambda a, b: a ** b, "maximum": np.maximum, "minimum": np.minimum}
+          "pow": lambda a, b: a ** b, "maximum": np.maximum, "minimum": np.minimum,
+          "mod": lambda a, b: a - np.floor(a / b) * b, "fmod": lambda a, b: a - np.trunc(a / b) * b}
 COMPARE = {"equal": np.equal, "less": np.less, "greater": np.greater}
 
 
@@ -79,7 +85,7 @@ def test_unary(op, s, seed):
     np.testing.assert_allclose(got, UNARY[op](xv.astype(np.float32).astype(np.float64)), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("op", sorted(UNARY.keys() - {"neg", "abs", "relu"}))
+@pytest.mark.parametrize("op", sorted(UNARY.keys() - {"neg", "abs", "relu", "sign"}))
 def test_float_only_unary_rejects_ints(op):
     g = Graph()
     with pytest.raises(DTypeError, match=f"\\({op}\\).*floating"):
@@ -109,6 +115,64 @@ def test_compare(op):
     g.output(y)
     av, bv = rng.integers(-2, 3, (4, 1)).astype(np.int32), rng.integers(-2, 3, (3,)).astype(np.int32)
     np.testing.assert_array_equal(run(g, a=av, b=bv)[0], COMPARE[op](av, bv))
+
+
+def test_float_classes_and_logic():
+    g = Graph()
+    x = g.input("x", (6,), "f32")
+    nan, inf = g.op("isnan", x), g.op("isinf", x)
+    assert nan.dtype == inf.dtype == DType.bool
+    a, b = g.input("a", (2, 1), "bool"), g.input("b", (3,), "bool")
+    g.output(nan=nan, inf=inf, n=g.op("logical_not", a), both=g.op("logical_and", a, b),
+             either=g.op("logical_or", a, b), one=g.op("logical_xor", a, b))
+    xv = np.array([0.0, np.nan, np.inf, -np.inf, 1.5, -2.0], np.float32)
+    av, bv = np.array([[True], [False]]), np.array([True, False, True])
+    got = interpret(g, {"x": xv, "a": av, "b": bv})
+    want = {"nan": [False, True, False, False, False, False], "inf": [False, False, True, True, False, False],
+            "n": [[False], [True]], "both": [[True, False, True], [False] * 3],
+            "either": [[True] * 3, [True, False, True]], "one": [[False, True, False], [True, False, True]]}
+    for k, v in want.items():
+        np.testing.assert_array_equal(got[k], np.array(v), err_msg=k)
+    with pytest.raises(DTypeError, match="bool operands"):
+        g.op("logical_and", x, x)
+
+
+def test_integer_mod_follows_the_divisor_and_fmod_the_dividend():
+    g = Graph()
+    a, b = g.input("a", (4,), "i32"), g.input("b", (4,), "i32")
+    g.output(m=g.op("mod", a, b), f=g.op("fmod", a, b))
+    got = interpret(g, {"a": np.array([7, -7, 7, -7], np.int32), "b": np.array([3, 3, -3, -3], np.int32)},
+                    dtype="native")
+    np.testing.assert_array_equal(got["m"], [1, 2, -2, -1])
+    np.testing.assert_array_equal(got["f"], [1, -1, 1, -1])
+
+
+def test_cumsum_gather_elements_argmax_arange():
+    rng = np.random.default_rng(4)
+    g = Graph()
+    x = g.input("x", (3, 4), "f32")
+    idx = g.input("i", (2, 4), "i64")
+    g.output(c=g.op("cumsum", x, axis=1), ce=g.op("cumsum", x, axis=0, exclusive=True, reverse=True),
+             ge=g.op("gather_elements", x, idx, axis=0), am=g.op("argmax", x, axis=-1, keepdims=False),
+             an=g.op("argmin", x, axis=0, select_last_index=True),
+             r=g.op("arange", start=(2,), length=("S",), step=3))
+    xv = np.round(rng.standard_normal((3, 4)), 0).astype(np.float32)  # ties, for select_last_index
+    iv = np.array([[0, 2, -1, 1], [2, 2, 0, -3]])
+    got = interpret(g.bind({"S": 5}), {"x": xv, "i": iv}, dtype="native")
+    np.testing.assert_allclose(got["c"], np.array([[xv[r, :j + 1].sum() for j in range(4)] for r in range(3)]),
+                               rtol=1e-6)
+    np.testing.assert_allclose(got["ce"], np.array([[xv[r + 1:, j].sum() for j in range(4)] for r in range(3)]),
+                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(got["ge"], np.array([[xv[iv[r, j] % 3, j] for j in range(4)] for r in range(2)]))
+    np.testing.assert_array_equal(got["am"], [int(np.argmax(row)) for row in xv])
+    np.testing.assert_array_equal(got["an"], [[max(i for i in range(3) if xv[i, j] == xv[:, j].min())
+                                               for j in range(4)]])
+    np.testing.assert_array_equal(got["r"], [2, 5, 8, 11, 14])
+    assert g.op("arange", start=(0,), length=("S",)).shape == ("S",)
+    with pytest.raises(BindingError, match="out of range for axis 0 of size 3"):
+        interpret(g.bind({"S": 5}), {"x": xv, "i": iv + 3}, dtype="native")
+    with pytest.raises(ShapeError, match="larger than data"):
+        g.op("gather_elements", x, g.input("j", (2, 5), "i64"), axis=0)
 
 
 def test_binary_dtype_mismatch_names_node_and_dtypes():
@@ -427,7 +491,8 @@ def test_cost_of_symbolic_node_needs_binding():
 TESTED = (set(UNARY) | set(BINARY) | set(COMPARE) | {
     "input", "param", "constant", "cast", "where", "matmul", "transpose", "reshape", "expand",
     "slice", "concat", "split", "sum", "mean", "max", "softmax", "layer_norm", "rms_norm",
-    "gather", "rotary", "causal_mask", "trilu", "sdpa"})
+    "gather", "rotary", "causal_mask", "trilu", "sdpa", "isnan", "isinf", "logical_not", "logical_and",
+    "logical_or", "logical_xor", "cumsum", "gather_elements", "argmax", "argmin", "arange"})
 
 
 def test_every_registry_op_is_tested_here():
@@ -468,11 +533,20 @@ def test_an_op_registered_at_load_time_gets_a_builder_and_runs():
 # Elementwise: FLOPs = per-element count x elements; bytes = inputs read + output written.
 _X = (2, 3)  # 6 elements
 PER_ELEM = {"neg": 1, "abs": 1, "exp": 4, "log": 4, "sqrt": 2, "rsqrt": 3, "reciprocal": 1, "tanh": 6,
-            "erf": 6, "sigmoid": 5, "relu": 1, "gelu": 10, "gelu_tanh": 12, "silu": 6}
+            "erf": 6, "sigmoid": 5, "relu": 1, "gelu": 10, "gelu_tanh": 12, "silu": 6, "floor": 1, "ceil": 1,
+            "sin": 8, "cos": 8, "sign": 1, "hard_sigmoid": 4, "hard_swish": 5, "leaky_relu": 2, "softplus": 10}
 COST_CASES = {
     **{op: (lambda g, op=op: g.op(op, g.input("x", _X)), (6 * k, 48)) for op, k in PER_ELEM.items()},
-    **{op: (lambda g, op=op: g.op(op, g.input("a", _X), g.input("b", (3,))), (6 * (4 if op == "pow" else 1), 24 + 12 + 24))
-       for op in BINARY},
+    **{op: (lambda g, op=op: g.op(op, g.input("a", _X), g.input("b", (3,))),
+            (6 * {"pow": 4, "mod": 2, "fmod": 2}.get(op, 1), 24 + 12 + 24)) for op in BINARY},
+    **{op: (lambda g, op=op: g.op(op, g.input("x", _X)), (6, 24 + 6)) for op in ("isnan", "isinf")},
+    "logical_not": (lambda g: g.op("logical_not", g.input("x", _X, "bool")), (6, 12)),
+    **{op: (lambda g, op=op: g.op(op, g.input("a", _X, "bool"), g.input("b", _X, "bool")), (6, 18))
+       for op in ("logical_and", "logical_or", "logical_xor")},
+    "cumsum": (lambda g: g.op("cumsum", g.input("x", _X), axis=1), (6, 48)),
+    "gather_elements": (lambda g: g.op("gather_elements", g.input("x", _X), g.input("i", _X, "i64")), (0, 24 + 48 + 24)),
+    **{op: (lambda g, op=op: g.op(op, g.input("x", _X)), (6, 24 + 24)) for op in ("argmax", "argmin")},
+    "arange": (lambda g: g.op("arange", start=(0,), length=(5,)), (0, 40)),
     **{op: (lambda g, op=op: g.op(op, g.input("a", _X), g.input("b", _X)), (6, 24 + 24 + 6)) for op in COMPARE},
     "cast": (lambda g: g.cast(g.input("x", _X), "f16"), (0, 24 + 12)),
     "where": (lambda g: g.where(g.input("c", _X, "bool"), g.input("a", _X), g.input("b", _X)), (6, 6 + 24 + 24 + 24)),

@@ -32,7 +32,10 @@ UFUNC = {"add": "np.add", "sub": "np.subtract", "mul": "np.multiply", "div": "np
          "pow": "np.power", "maximum": "np.maximum", "minimum": "np.minimum", "equal": "np.equal",
          "less": "np.less", "greater": "np.greater", "neg": "np.negative", "abs": "np.abs",
          "exp": "np.exp", "log": "np.log", "sqrt": "np.sqrt", "tanh": "np.tanh",
-         "reciprocal": "np.reciprocal"}
+         "reciprocal": "np.reciprocal", "floor": "np.floor", "ceil": "np.ceil", "sin": "np.sin",
+         "cos": "np.cos", "sign": "np.sign", "isnan": "np.isnan", "isinf": "np.isinf",
+         "logical_not": "np.logical_not", "logical_and": "np.logical_and", "logical_or": "np.logical_or",
+         "logical_xor": "np.logical_xor", "mod": "np.mod", "fmod": "np.fmod"}
 CODE = {
     "erf": "ERF({0}, {o})",
     "cast": "np.copyto({o}, {0}, casting='unsafe')",
@@ -374,7 +377,7 @@ def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray],
     calls: list[tuple[Callable, tuple]] = []
     for block in blocks:
         ins_b = {i: take(ins[i], block, axes[i]) for i in args}
-        outs_b = [o[block] for o in outs]
+        outs_b = [o[block] if o.ndim else o[...] for o in outs]  # o[()] of a 0-d array is a copy
         prods_b = {}
         if packed is not None:
             a = gemms[products[0]][0]
@@ -394,7 +397,7 @@ def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray],
             call = [take(ins_b[i], index, axes[i]) for i in args]
             call += [take(prods_b[j], index, aligned(prods_b[j].ndim, rank)) for j in products]
             call += [fit(buf, shapes[leaf]) for buf, (leaf, _) in zip(red_bufs, red_leaves)]
-            call += [o[index] for o in outs_b]
+            call += [o[index] if o.ndim else o for o in outs_b]
             call.append(prog.slot_views(scratch, shapes))
             calls.append((fn, tuple(call) + consts))
     return ChunkedKernel(src, calls)

@@ -36,6 +36,7 @@ import numpy as np
 from rlx.errors import RlxError
 from rlx.ir.dtypes import DType
 from rlx.ir.graph import Graph, Value
+from rlx.ir.interpret import check_input
 from rlx.ir.registry import REGISTRY, TensorType
 from rlx.ir.shapes import Dim, dim, dim_add, dim_div, dim_mul, dim_sub, is_static, normalize_axis
 
@@ -125,7 +126,7 @@ def _normalize(arr: np.ndarray) -> np.ndarray:
             raise OnnxImportError(f"shape arithmetic: {x} does not fit int64")
     if any(isinstance(x, _Sym) for x in flat):
         return np.array(flat, dtype=object).reshape(arr.shape)
-    if all(isinstance(x, (bool, np.bool_)) for x in flat):
+    if flat and all(isinstance(x, (bool, np.bool_)) for x in flat):
         return np.array(flat, dtype=bool).reshape(arr.shape)
     if not all(isinstance(x, (int, np.integer)) for x in flat):
         raise OnnxImportError(f"shape arithmetic made non-integer values {_clip(flat)}")
@@ -164,7 +165,8 @@ def _symbolic(attrs: dict) -> bool:
 def _dtype_table() -> dict[int, DType]:
     from onnx import TensorProto as T
     return {T.FLOAT: DType.f32, T.DOUBLE: DType.f64, T.FLOAT16: DType.f16, T.BFLOAT16: DType.bf16,
-            T.INT64: DType.i64, T.INT32: DType.i32, T.BOOL: DType.bool}
+            T.INT64: DType.i64, T.INT32: DType.i32, T.INT16: DType.i16, T.INT8: DType.i8,
+            T.UINT64: DType.u64, T.UINT32: DType.u32, T.UINT16: DType.u16, T.UINT8: DType.u8, T.BOOL: DType.bool}
 
 
 def _dtype_name(elem_type: Any) -> str:
@@ -353,9 +355,10 @@ _SHAPE_OPS = {"add", "sub", "mul", "div", "equal", "where", "concat", "gather", 
 
 
 class _Importer:
-    def __init__(self, model: Any, name: str) -> None:
+    def __init__(self, model: Any, name: str, given: Mapping[str, Any] | None = None) -> None:
         from onnx import defs
         self.model = model
+        self.given = dict(given or {})
         self.g = Graph(name)
         self.opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
         if self.opset < MIN_OPSET:
@@ -394,8 +397,7 @@ class _Importer:
             return x
         arr = x.value
         if arr.dtype == object:
-            raise OnnxImportError(f"value {x.name!r} holds symbolic dims {_clip(arr.tolist())} and is used "
-                                  f"as tensor data; rlx needs those at compile time only")
+            return self._dims_tensor(x)
         scalar = scalar_ok and arr.size == 1
         key = (x.name, scalar)
         if key not in self._made:
@@ -410,6 +412,17 @@ class _Importer:
             else:
                 v = self.g.constant(arr, _np_dtype(arr))
             self._made[key] = v
+        return self._made[key]
+
+    def _dims_tensor(self, x: Known) -> Value:
+        """Shape data holding symbols (``Size`` or ``Shape`` of a symbolic tensor) used as tensor
+        data: computed at run time from the bound symbols, one ``arange`` of length 1 per element."""
+        key = (x.name, "dims")
+        if key not in self._made:
+            arr = x.value
+            parts = [self.g.op("arange", start=(_raw(e),), length=(1,), dtype=DType.i64) for e in arr.ravel()]
+            flat = parts[0] if len(parts) == 1 else self.g.op("concat", *parts, axis=0)
+            self._made[key] = self.g.op("reshape", flat, shape=tuple(arr.shape))
         return self._made[key]
 
     def emit(self, op: str, inputs: Sequence[Operand], **attrs: Any) -> list[Operand]:
@@ -513,8 +526,14 @@ class _Importer:
         graph = self.model.graph
         nodes = self.check()
         self.consumed = {n for node in graph.node for n in node.input} | {o.name for o in graph.output}
+        unknown = sorted(set(self.given) - {vi.name for vi in graph.input})
+        if unknown:
+            raise OnnxImportError(f"known= names {', '.join(map(repr, unknown))}, which the graph does not take "
+                                  f"as inputs (it takes {', '.join(repr(vi.name) for vi in graph.input)})")
         for vi in graph.input:
-            if vi.name not in self.env:
+            if vi.name in self.given:
+                self.env[vi.name] = self._given(vi)
+            elif vi.name not in self.env:
                 self.env[vi.name] = self._input(vi)
         for node in nodes:
             where = self.where(node)
@@ -544,6 +563,22 @@ class _Importer:
             self.g.output(**{vo.name: v})
         self.g.dce()
         return self.g
+
+    def _given(self, vi: Any) -> Known:
+        """A graph input whose value the caller gives at import time: a constant from here on."""
+        where = f"known input {vi.name!r}"
+        t = vi.type.tensor_type
+        dt = self.dtype(t.elem_type, where)
+        arr = check_input(self.given[vi.name], dt, where)
+        declared = [d.dim_value if d.WhichOneof("value") == "dim_value" else None for d in t.shape.dim] \
+            if t.HasField("shape") else None
+        if declared is not None and (len(declared) != arr.ndim or
+                                     any(d is not None and d != n for d, n in zip(declared, arr.shape))):
+            raise OnnxImportError(f"{where}: shape {arr.shape} does not match the declared "
+                                  f"{tuple('?' if d is None else d for d in declared)}")
+        if arr.size > MAX_FOLD_ELEMENTS:
+            raise OnnxImportError(f"{where}: {arr.size} elements, more than MAX_FOLD_ELEMENTS = 2**24")
+        return Known(arr.astype(dt.np, copy=False), vi.name, True)
 
     def _input(self, vi: Any) -> Value:
         where = f"graph input {vi.name!r}"
@@ -618,9 +653,12 @@ def _axes_set(axes: Sequence[int], rank: int, what: str) -> set[int]:
 
 
 _UNARY = {"Sqrt": "sqrt", "Reciprocal": "reciprocal", "Neg": "neg", "Exp": "exp", "Log": "log",
-          "Tanh": "tanh", "Erf": "erf", "Sigmoid": "sigmoid", "Relu": "relu", "Abs": "abs"}
+          "Tanh": "tanh", "Erf": "erf", "Sigmoid": "sigmoid", "Relu": "relu", "Abs": "abs",
+          "Floor": "floor", "Ceil": "ceil", "Sin": "sin", "Cos": "cos", "Sign": "sign", "IsNaN": "isnan",
+          "Not": "logical_not", "Softplus": "softplus", "HardSwish": "hard_swish"}
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Equal": "equal", "Less": "less",
-           "Greater": "greater", "Max": "maximum", "Min": "minimum"}
+           "Greater": "greater", "Max": "maximum", "Min": "minimum", "And": "logical_and",
+           "Or": "logical_or", "Xor": "logical_xor"}
 
 
 @handles(*_UNARY)
@@ -635,6 +673,107 @@ def _binary(imp, ins, at, n):
     for x in ins[1:]:  # Max and Min take any number of inputs
         acc = imp.emit(op, [acc, x])[0]
     return [acc]
+
+
+@handles("LessOrEqual", "GreaterOrEqual")
+def _or_equal(imp, ins, at, n):
+    strict = imp.emit("greater" if imp.current == "LessOrEqual" else "less", ins[:2])
+    return imp.emit("logical_not", strict)
+
+
+@handles("Mod")
+def _mod(imp, ins, at, n):
+    fmod = at.get("fmod", 0)
+    return imp.emit("fmod" if fmod else "mod", ins[:2])
+
+
+@handles("IsInf")
+def _isinf(imp, ins, at, n):
+    x = ins[0]
+    inf = imp.emit("isinf", [x])
+    pos, neg = at.get("detect_positive", 1), at.get("detect_negative", 1)
+    if pos and neg:
+        return inf
+    if not pos and not neg:
+        return imp.emit("logical_and", inf + imp.emit("logical_not", inf))
+    zero = Known(np.zeros((), _dtype(x).np), imp.g.scoped("zero"))
+    return imp.emit("logical_and", inf + imp.emit("greater" if pos else "less", [x, zero]))
+
+
+@handles("Clip")
+def _clip_op(imp, ins, at, n):
+    x = ins[0]
+    dt = _dtype(x).np
+    lo = ins[1] if len(ins) > 1 else (Known(np.asarray(at["min"], dt), imp.g.scoped("min")) if "min" in at else None)
+    hi = ins[2] if len(ins) > 2 else (Known(np.asarray(at["max"], dt), imp.g.scoped("max")) if "max" in at else None)
+    if lo is not None:
+        x = imp.emit("maximum", [x, lo])[0]
+    if hi is not None:
+        x = imp.emit("minimum", [x, hi])[0]
+    return [x]
+
+
+@handles("HardSigmoid")
+def _hard_sigmoid(imp, ins, at, n):
+    return imp.emit("hard_sigmoid", ins[:1], alpha=at.get("alpha", 0.2), beta=at.get("beta", 0.5))
+
+
+@handles("LeakyRelu")
+def _leaky_relu(imp, ins, at, n):
+    return imp.emit("leaky_relu", ins[:1], alpha=at.get("alpha", 0.01))
+
+
+@handles("CumSum")
+def _cumsum(imp, ins, at, n):
+    (axis,) = _ints(imp, ins, 1, "the CumSum axis") or [0]
+    _axis(axis, _rank(ins[0]))
+    return imp.emit("cumsum", ins[:1], axis=axis, exclusive=bool(at.get("exclusive", 0)),
+                    reverse=bool(at.get("reverse", 0)))
+
+
+@handles("GatherElements")
+def _gather_elements(imp, ins, at, n):
+    _axis(at.get("axis", 0), _rank(ins[0]))
+    return imp.emit("gather_elements", ins[:2], axis=at.get("axis", 0))
+
+
+@handles("ArgMax", "ArgMin")
+def _argmax(imp, ins, at, n):
+    _axis(at.get("axis", 0), _rank(ins[0]))
+    return imp.emit(imp.current.lower(), ins[:1], axis=at.get("axis", 0), keepdims=bool(at.get("keepdims", 1)),
+                    select_last_index=bool(at.get("select_last_index", 0)))
+
+
+@handles("Flatten")
+def _flatten(imp, ins, at, n):
+    shape = _shape(ins[0])
+    axis = at.get("axis", 1)
+    if not -len(shape) <= axis <= len(shape):
+        raise OnnxImportError(f"Flatten axis {axis} out of range for rank {len(shape)}")
+    axis = axis + len(shape) if axis < 0 else axis
+    outer = _raw(np.prod(np.array([_wrap(d) for d in shape[:axis]], dtype=object), initial=1))
+    inner = _raw(np.prod(np.array([_wrap(d) for d in shape[axis:]], dtype=object), initial=1))
+    return imp.emit("reshape", ins[:1], shape=(outer, inner))
+
+
+@handles("Dropout")
+def _dropout(imp, ins, at, n):
+    """Inference: the identity (training_mode must be off), and a mask of ones."""
+    if len(ins) > 2 and ins[2] is not None:
+        mode = imp.known(ins[2], "the Dropout training_mode")
+        if mode.value.dtype == object or np.any(mode.value):
+            raise OnnxImportError("Dropout in training mode is not supported (rlx compiles inference)")
+    outs = [ins[0]]
+    if n > 1 and imp.node_outputs[1] in imp.consumed:
+        shape = _shape(ins[0])
+        outs += imp.emit("expand", [Known(np.ones((), bool), imp.g.scoped("mask"))], shape=shape)
+    return outs
+
+
+@handles("Size")
+def _size_op(imp, ins, at, n):
+    size = np.prod(np.array([_wrap(d) for d in _shape(ins[0])], dtype=object), initial=1)
+    return [Known(_normalize(np.array(_wrap(_raw(size)), dtype=object).reshape(())), "")]
 
 
 def _shape_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -670,11 +809,18 @@ def _div(imp, ins, at, n):
 @handles("Pow")
 def _pow(imp, ins, at, n):
     a, b = ins
-    if isinstance(b, Known) and _dtype(b) != _dtype(a):  # ONNX lets the exponent's type differ
-        if b.value.dtype == object:
-            raise OnnxImportError("an exponent made of symbolic dims is not supported")
-        b = Known(b.value.astype(_dtype(a).np), f"{b.name}.{_dtype(a)}")
-    return imp.emit("pow", [a, b])
+    if isinstance(b, Known) and b.value.dtype == object:
+        raise OnnxImportError("an exponent made of symbolic dims is not supported")
+    ta, tb = _dtype(a), _dtype(b)
+    if ta == tb:
+        return imp.emit("pow", [a, b])
+    if ta.is_float:  # ONNX lets the exponent's type differ; the result has the base's
+        if isinstance(b, Known):
+            return imp.emit("pow", [a, Known(b.value.astype(ta.np), f"{b.name}.{ta}")])
+        return imp.emit("pow", [a, imp.emit("cast", [b], dtype=ta)[0]])
+    # an integer base: computed in f64 and converted back, as ONNX Runtime does
+    wide = [imp.emit("cast", [x], dtype=DType.f64)[0] for x in (a, b)]
+    return imp.emit("cast", imp.emit("pow", wide), dtype=ta)
 
 
 @handles("MatMul")
@@ -720,8 +866,6 @@ def _softmax(imp, ins, at, n):
 def _layer_norm(imp, ins, at, n):
     x, w = ins[:2]
     b = ins[2] if len(ins) > 2 and ins[2] is not None else None
-    if n > 1 and any(o in imp.consumed for o in imp.node_outputs[1:]):
-        raise OnnxImportError("the Mean and InvStdDev outputs are not supported (inference graphs use Y only)")
     if b is None:
         shape = _shape(w)
         if not all(is_static(d) for d in shape) or math.prod(shape) > MAX_FOLD_ELEMENTS:
@@ -729,7 +873,21 @@ def _layer_norm(imp, ins, at, n):
                                   f"zero bias of that shape: static, at most MAX_FOLD_ELEMENTS elements)")
         b = Known(np.zeros(shape, _dtype(w).np), f"{imp.node_outputs[0]}.bias", True)
     axis = _neg_axis(at.get("axis", -1), _rank(x))
-    return imp.emit("layer_norm", [x, w, b], axis=axis, eps=at.get("epsilon", 1e-5))
+    eps = at.get("epsilon", 1e-5)
+    y = imp.emit("layer_norm", [x, w, b], axis=axis, eps=eps)
+    if n == 1 or not any(o in imp.consumed for o in imp.node_outputs[1:]):
+        return y
+    # the statistics, for graphs that use them (training exports): in primitives, which the
+    # layer_norm rules see through; kept in the stash type (f32 unless the model says else)
+    stash = imp.dtype(at.get("stash_type", 1), "stash_type")
+    xs = imp.emit("cast", [x], dtype=stash)[0] if _dtype(x) != stash else x
+    axes = tuple(range(axis, 0))
+    mean = imp.emit("mean", [xs], axes=axes, keepdims=True)[0]
+    d = imp.emit("sub", [xs, mean])[0]
+    var = imp.emit("mean", [imp.emit("mul", [d, d])[0]], axes=axes, keepdims=True)[0]
+    eps_k = Known(np.asarray(eps, stash.np), imp.g.scoped("epsilon"))
+    inv = imp.emit("reciprocal", imp.emit("sqrt", imp.emit("add", [var, eps_k])))[0]
+    return y + [mean, inv]
 
 
 _REDUCE = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max"}
@@ -876,9 +1034,9 @@ def _cast(imp, ins, at, n):
     to = imp.dtype(at["to"], "Cast")
     x = ins[0]
     if isinstance(x, Known) and x.value.dtype == object:
-        if not to.is_int:
-            raise OnnxImportError(f"cannot cast symbolic dims {_clip(x.value.tolist())} to {to}")
-        return [x]
+        if to.is_int:
+            return [x]  # still shape data
+        x = imp.tensor(x)  # a value computed from the symbols at run time
     return imp.emit("cast", [x], dtype=to)
 
 
@@ -940,7 +1098,7 @@ def _range(imp, ins, at, n):
         raise OnnxImportError("Range takes scalar start, limit and delta")
     vals = [x.value.reshape(())[()] for x in (start, limit, delta)]
     if any(isinstance(v, _Sym) for v in vals):
-        raise OnnxImportError(f"Range over symbolic bounds {vals} is not supported")
+        return _symbolic_range(imp, vals)
     dt = start.value.dtype
     if any(x.value.dtype != dt for x in (limit, delta)) or dt.kind not in "if":
         raise OnnxImportError(f"Range bounds must share one int or float dtype, got "
@@ -960,6 +1118,21 @@ def _range(imp, ins, at, n):
     return [Known(np.arange(vals[0], vals[1], vals[2], dtype=dt), "")]
 
 
+def _symbolic_range(imp: _Importer, vals: list) -> list[Operand]:
+    """Range with a symbolic bound (positions ``arange(S)``): an ``arange`` of symbolic length,
+    for an integer step that divides the span (the length must be a dim)."""
+    start, limit, delta = vals
+    if isinstance(delta, _Sym) or not isinstance(delta, (int, np.integer)) or delta == 0:
+        raise OnnxImportError(f"Range({start}, {limit}, {delta}): a symbolic range needs a constant, nonzero "
+                              "integer delta")
+    span = _raw(limit - start) if isinstance(limit, _Sym) or isinstance(start, _Sym) else int(limit - start)
+    length = dim_div(span, int(delta)) if int(delta) != 1 else span
+    if length is None:
+        raise OnnxImportError(f"Range({start}, {limit}, {delta}): the length {span}/{delta} is not a dim "
+                              "rlx can compute (the step must divide the span)")
+    return imp.emit("arange", [], start=(_raw(start),), length=(length,), step=int(delta), dtype=DType.i64)
+
+
 @handles("Trilu")
 def _trilu(imp, ins, at, n):
     k = _ints(imp, ins, 1, "the Trilu diagonal k")
@@ -969,8 +1142,12 @@ def _trilu(imp, ins, at, n):
 
 
 # ---------------------------------------------------------------------------- entry point
-def load(model: str | Path | Any, name: str | None = None) -> Graph:
+def load(model: str | Path | Any, name: str | None = None, known: Mapping[str, Any] | None = None) -> Graph:
     """An ONNX model (a path or a ``ModelProto``) as a MIR graph.
+
+    ``known`` gives graph inputs their values at import time (as TVM's ``freeze_params`` or
+    onnx-simplifier's input data): they become constants or params, so an axes, shape or
+    bounds input that rlx needs at compile time can be fed as data.
 
     Graph inputs become ``input`` nodes with ``dim_param`` dims as symbols; initializers
     become params whose data is in ``graph.weights`` (one-element ones are constants, scalars
@@ -993,9 +1170,23 @@ def load(model: str | Path | Any, name: str | None = None) -> Graph:
     else:
         raise OnnxImportError(f"load takes a path or an onnx.ModelProto, got {type(model).__name__}")
     try:
-        return _Importer(proto, name or proto.graph.name or "onnx").run()
+        return _Importer(_upgraded(proto), name or proto.graph.name or "onnx", known).run()
     except RecursionError:
         raise OnnxImportError("the model nests too deeply to import") from None
+
+
+def _upgraded(proto: Any) -> Any:
+    """A model of an opset below ``MIN_OPSET`` converted up by ONNX's own version converter
+    (whose adapters know each op's changes between opsets); others as they are."""
+    from onnx import version_converter
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset >= MIN_OPSET or opset == 0:
+        return proto
+    try:
+        return version_converter.convert_version(proto, MIN_OPSET)
+    except Exception as e:  # the converter raises its own errors (and RuntimeErrors from C++)
+        raise OnnxImportError(f"opset {opset} is below {MIN_OPSET} and ONNX's version converter could not "
+                              f"convert it: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 def run_onnxruntime(model: str | Path | Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -16,6 +16,12 @@ class DType(str, Enum):
     bf16 = "bf16"
     i64 = "i64"
     i32 = "i32"
+    i16 = "i16"
+    i8 = "i8"
+    u64 = "u64"
+    u32 = "u32"
+    u16 = "u16"
+    u8 = "u8"
     bool = "bool"
 
     def __str__(self) -> str:
@@ -35,7 +41,11 @@ class DType(str, Enum):
 
     @property
     def is_int(self) -> bool:
-        return self in (DType.i64, DType.i32)
+        return self in _INTS
+
+    @property
+    def is_unsigned(self) -> bool:
+        return self in (DType.u64, DType.u32, DType.u16, DType.u8)
 
 
 _NUMPY = {
@@ -45,11 +55,19 @@ _NUMPY = {
     DType.bf16: np.dtype(ml_dtypes.bfloat16),
     DType.i64: np.dtype(np.int64),
     DType.i32: np.dtype(np.int32),
+    DType.i16: np.dtype(np.int16),
+    DType.i8: np.dtype(np.int8),
+    DType.u64: np.dtype(np.uint64),
+    DType.u32: np.dtype(np.uint32),
+    DType.u16: np.dtype(np.uint16),
+    DType.u8: np.dtype(np.uint8),
     DType.bool: np.dtype(np.bool_),
 }
+_INTS = frozenset((DType.i64, DType.i32, DType.i16, DType.i8, DType.u64, DType.u32, DType.u16, DType.u8))
 _FROM_NUMPY = {v: k for k, v in _NUMPY.items()}
 _ALIASES = {"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16",
-            "int64": "i64", "int32": "i32", "bool_": "bool", "double": "f64", "float": "f32",
+            "int64": "i64", "int32": "i32", "int16": "i16", "int8": "i8", "uint64": "u64",
+            "uint32": "u32", "uint16": "u16", "uint8": "u8", "bool_": "bool", "double": "f64", "float": "f32",
             "half": "f16"}
 
 

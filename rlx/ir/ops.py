@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import special
 
-from rlx.errors import DTypeError, ShapeError
+from rlx.errors import BindingError, DTypeError, ShapeError
 from rlx.ir.dtypes import DType
 from rlx.ir.registry import AttrSpec, OpDef, register
 from rlx.ir.shapes import (Dim, broadcast_shapes, dim, dim_add, dim_div, dim_sub, fmt_shape,
@@ -142,6 +142,65 @@ for _name, (_fn, _k, _float) in _UNARY.items():
     _op(_name, ["x"], _same_shape, _float_dtype if _float else _same_dtype,
         (lambda f: lambda ins, a: f(ins[0]))(_fn), _per_elem(_k), elementwise=True,
         definition=_UNARY_DEFINITIONS.get(_name), doc=f"Elementwise {_name}.")
+
+# Primitives beyond arithmetic: rounding, trigonometry, float classes and logic.
+for _name, _fn in {"floor": np.floor, "ceil": np.ceil, "sin": np.sin, "cos": np.cos}.items():
+    _op(_name, ["x"], _same_shape, _float_dtype, (lambda f: lambda ins, a: f(ins[0]))(_fn), _per_elem(1 if
+        _name in ("floor", "ceil") else 8), elementwise=True, doc=f"Elementwise {_name}.")
+_op("sign", ["x"], _same_shape, _same_dtype, lambda ins, a: np.sign(ins[0]), _per_elem(1), elementwise=True,
+    doc="Elementwise sign: -1, 0 or 1 in x's dtype.")
+
+
+def _bool_of_float(d, a):
+    _float_dtype(d, a)
+    return [DType.bool]
+
+
+def _bools(d, a):
+    if any(t != DType.bool for t in d):
+        raise DTypeError(f"expects bool operands, got {', '.join(map(str, d))}")
+    return [DType.bool]
+
+
+for _name, _fn in {"isnan": np.isnan, "isinf": np.isinf}.items():
+    _op(_name, ["x"], _same_shape, _bool_of_float, (lambda f: lambda ins, a: f(ins[0]))(_fn), _per_elem(1),
+        elementwise=True, doc=f"Elementwise {_name[2:]} test, bool result.")
+_op("logical_not", ["x"], _same_shape, _bools, lambda ins, a: np.logical_not(ins[0]), _per_elem(1),
+    elementwise=True, doc="Elementwise logical not of a bool tensor.")
+for _name, _fn in {"logical_and": np.logical_and, "logical_or": np.logical_or,
+                   "logical_xor": np.logical_xor}.items():
+    _op(_name, ["a", "b"], _broadcast, _bools, (lambda f: lambda ins, a: f(ins[0], ins[1]))(_fn), _per_elem(1),
+        elementwise=True, commutative=True, doc=f"Elementwise {_name[8:]} of bool tensors, with broadcasting.")
+
+
+def _int_mod(fn):
+    def ref(ins, a):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return fn(ins[0], ins[1])
+    return ref
+
+
+_op("mod", ["a", "b"], _broadcast, _all_same_dtype, _int_mod(np.mod), _per_elem(2), elementwise=True,
+    doc="Elementwise remainder with the sign of the divisor (Python's %, ONNX Mod fmod=0).")
+_op("fmod", ["a", "b"], _broadcast, _all_same_dtype, _int_mod(np.fmod), _per_elem(2), elementwise=True,
+    doc="Elementwise remainder with the sign of the dividend (C's fmod, ONNX Mod fmod=1).")
+
+# Activations defined over the primitives: every executor gets their scalar bodies.
+_op("hard_sigmoid", ["x"], _same_shape, _float_dtype,
+    lambda ins, a: np.clip(ins[0] * a["alpha"] + a["beta"], 0, 1).astype(ins[0].dtype, copy=False), _per_elem(4),
+    A("alpha", "float", 0.2), A("beta", "float", 0.5), elementwise=True, category="composite",
+    definition="minimum(maximum(add(mul(x, alpha), beta), 0.0), 1.0)",
+    doc="max(0, min(1, alpha·x + beta)).")
+_op("hard_swish", ["x"], _same_shape, _float_dtype,
+    lambda ins, a: ins[0] * np.clip(ins[0] / 6 + 0.5, 0, 1), _per_elem(5), elementwise=True, category="composite",
+    definition="mul(x, minimum(maximum(add(mul(x, 0.16666666666666666), 0.5), 0.0), 1.0))",
+    doc="x · hard_sigmoid(x) with alpha 1/6, beta 1/2 (MobileNetV3).")
+_op("leaky_relu", ["x"], _same_shape, _float_dtype,
+    lambda ins, a: np.where(ins[0] < 0, ins[0] * a["alpha"], ins[0]), _per_elem(2), A("alpha", "float", 0.01),
+    elementwise=True, category="composite", definition="where(less(x, 0.0), mul(x, alpha), x)",
+    doc="x where x >= 0, else alpha·x.")
+_op("softplus", ["x"], _same_shape, _float_dtype, lambda ins, a: np.logaddexp(ins[0], 0), _per_elem(10),
+    elementwise=True, category="composite", definition="log(add(exp(x), 1.0))", doc="log(1 + exp(x)).")
 
 _op("cast", ["x"], _same_shape, lambda d, a: [a["dtype"]],
     lambda ins, a: ins[0].astype(a["dtype"].np), _no_flops, A("dtype", "dtype"),
@@ -591,3 +650,108 @@ _op("sdpa", ["q", "k", "v", "mask"], _sdpa_shape, _float_all_same, _sdpa_ref, _s
     A("causal", "bool", False), A("scale", "float", None, optional=True), optional_inputs=1,
     category="composite",
     doc="Scaled dot-product attention softmax(q·kᵀ·scale [+ mask]) · v; scale defaults to 1/sqrt(d).")
+
+
+# ---------------------------------------------------------------------------- scans, indexing
+def _cumsum_ref(ins, a):
+    x = ins[0]
+    ax = normalize_axis(a["axis"], x.ndim)
+    y = np.flip(x, ax) if a["reverse"] else x
+    out = np.cumsum(y, axis=ax, dtype=x.dtype)
+    if a["exclusive"]:
+        out = out - y
+    return np.flip(out, ax) if a["reverse"] else out
+
+
+def _axis_shape(shapes, a):
+    if not shapes[0]:
+        raise ShapeError("needs rank >= 1")
+    normalize_axis(a["axis"], len(shapes[0]))
+    return [shapes[0]]
+
+
+def _numeric_dtype(d, a):
+    if d[0] == DType.bool:
+        raise DTypeError("expects a numeric dtype, got bool")
+    return [d[0]]
+
+
+_op("cumsum", ["x"], _axis_shape, _numeric_dtype, _cumsum_ref, _per_elem(1), A("axis", "int"),
+    A("exclusive", "bool", False), A("reverse", "bool", False), axis_attrs=("axis",),
+    doc="Running sum along an axis (exclusive: the element itself left out; reverse: from the end).")
+
+
+def _gather_elements_shape(shapes, a):
+    data, idx = shapes
+    if len(data) != len(idx) or not data:
+        raise ShapeError(f"gather_elements data {fmt_shape(data)} and indices {fmt_shape(idx)} must have one "
+                         "rank, at least 1")
+    ax = normalize_axis(a["axis"], len(data))
+    for i, (d, n) in enumerate(zip(data, idx)):
+        if i != ax and is_static(d) and is_static(n) and n > d:
+            raise ShapeError(f"gather_elements indices {fmt_shape(idx)} are larger than data {fmt_shape(data)} "
+                             f"on axis {i}")
+    return [tuple(idx)]
+
+
+def _gather_elements_ref(ins, a):
+    data, idx = ins
+    ax = normalize_axis(a["axis"], data.ndim)
+    size = data.shape[ax]
+    if idx.size and not -size <= idx.min() <= idx.max() < size:
+        raise BindingError(f"gather_elements: indices {idx.min()} to {idx.max()} are out of range for axis {ax} "
+                           f"of size {size}")
+    idx = np.where(idx < 0, idx + size, idx)
+    data = data[tuple(slice(None) if i == ax else slice(0, n) for i, n in enumerate(idx.shape))]
+    return np.take_along_axis(data, idx.astype(np.int64), axis=ax)
+
+
+_op("gather_elements", ["data", "indices"], _gather_elements_shape, _gather_dtype, _gather_elements_ref,
+    _no_flops, A("axis", "int", 0), axis_attrs=("axis",),
+    doc="out[i][j][k] = data[idx[i][j][k]][j][k] along axis (ONNX GatherElements, torch.gather).")
+
+
+def _arg_shape(shapes, a):
+    x = shapes[0]
+    if not x:
+        raise ShapeError("needs rank >= 1")
+    ax = normalize_axis(a["axis"], len(x))
+    return [tuple(1 if i == ax else d for i, d in enumerate(x)) if a["keepdims"]
+            else tuple(d for i, d in enumerate(x) if i != ax)]
+
+
+def _arg_ref(fn):
+    def ref(ins, a):
+        x = ins[0]
+        ax = normalize_axis(a["axis"], x.ndim)
+        if a["select_last_index"]:
+            out = x.shape[ax] - 1 - fn(np.flip(x, ax), axis=ax, keepdims=True)
+        else:
+            out = fn(x, axis=ax, keepdims=True)
+        out = out.astype(np.int64)
+        return out if a["keepdims"] else np.squeeze(out, ax)
+    return ref
+
+
+for _name, _fn in {"argmax": np.argmax, "argmin": np.argmin}.items():
+    _op(_name, ["x"], _arg_shape, lambda d, a: [DType.i64], _arg_ref(_fn), lambda i, o, a: float(_size(i[0])),
+        A("axis", "int", 0), A("keepdims", "bool", True), A("select_last_index", "bool", False),
+        axis_attrs=("axis",), doc=f"Index of the {_name[3:]} along an axis (the first, or the last).")
+
+
+def _arange_shape(shapes, a):
+    n = a["length"][0]
+    if is_static(n) and n < 0:
+        raise ShapeError(f"arange length {n} is negative")
+    return [(n,)]
+
+
+def _arange_ref(ins, a):
+    start, n = a["start"][0], a["length"][0]
+    return (start + np.arange(n, dtype=np.int64) * a["step"]).astype(a["dtype"].np)
+
+
+_op("arange", [], _arange_shape, lambda d, a: [a["dtype"]], _arange_ref, _no_flops,
+    A("start", "dims"), A("length", "dims"), A("step", "int", 1), A("dtype", "dtype", DType.i64),
+    doc="start, start + step, ... (length values): ONNX Range over a symbolic bound, such as "
+        "positions arange(S); start and length may be symbolic.")
