@@ -61,6 +61,7 @@ class FusionReport:
     # fused and composite ops in the program -> their kernel: the skeleton it is generated
     # from, or why none fits (then it runs, and is priced, as its definition)
     kernels: dict[str, str] = field(default_factory=dict)
+    folded: int = 0  # ops that depend on no input: computed once at bind (the LIR prologue)
 
     @property
     def matmuls_before(self) -> int:
@@ -96,7 +97,8 @@ class FusionReport:
         summary = Text.assemble(
             ("fusion report", "bold"), f"  target {self.target}: {self.nodes_before} -> {self.nodes_after} nodes, "
             f"matmuls {self.matmuls_before} -> {self.matmuls_after}, predicted cost "
-            f"{self.cost_before * 1e3:.3f} -> {self.cost_after * 1e3:.3f} ms\n"
+            f"{self.cost_before * 1e3:.3f} -> {self.cost_after * 1e3:.3f} ms, "
+            f"{self.folded} ops folded (computed once at bind)\n"
             f"e-graph: {self.egraph.iterations} iterations, {self.egraph.eclasses} e-classes, "
             f"{self.egraph.enodes} e-nodes, stopped: {self.egraph.stop}; {self._extraction_text()}; "
             + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in self.times.items()))

@@ -147,6 +147,14 @@ def _case(op, rng, dtype):
         y = g.op("gather_elements", inp("x", data_shape), g.input("i", (s, d - 1), "i64"), axis=axis)
     elif op in ("argmax", "argmin"):
         y = g.op(op, inp("x", (b, s, d)), axis=r(-3, 3), keepdims=bool(r(0, 2)), select_last_index=bool(r(0, 2)))
+    elif op == "conv":
+        grp = r(1, 3)
+        y = g.op("conv", inp("x", (b, 2 * grp, s + 2, d)), inp("w", (n, 2, 3, 2)) if grp == 1 else
+                 inp("w", (2 * n, 2, 3, 2)), *([inp("bias", (n * grp,))] if r(0, 2) else []),
+                 strides=(r(1, 3), 1), pads=(1, 0, r(0, 2), 1), group=grp)
+    elif op in ("max_pool", "avg_pool"):
+        y = g.op(op, inp("x", (b, n, s + 2, d)), kernel=(r(1, 4), 2), strides=(r(1, 3), r(1, 3)),
+                 pads=(1, 0, 1, 1), ceil_mode=bool(r(0, 2)))
     elif op == "sdpa":
         h, sk = r(1, 3), r(2, 9)
         q, k, v = inp("q", (b, h, s, d)), inp("k", (b, h, sk, d)), inp("v", (b, h, sk, n))

@@ -113,3 +113,28 @@ def test_a_second_run_makes_no_large_allocations():
     returned = sum(v.nbytes for v in out.values())
     # what remains is the returned copies and NumPy's own small iteration buffers
     assert peak - returned < arena / 2, (peak, returned, arena)
+
+
+def test_ops_that_depend_on_no_input_run_once_at_bind():
+    """Constant folding: scaled weights and positions arange(S) are computed in the prologue
+    (once per bind and specialization), into buffers beside the params; every run reads them."""
+    from rlx.ir import Graph
+    g = Graph("fold")
+    x, w, b = g.input("x", ("S", 8)), g.param("w", (16, 8)), g.param("b", (16,))
+    pos = g.reshape(g.op("arange", start=(0,), length=("S",), dtype="f32"), ("S", 1))
+    g.output(y=g.matmul(x, g.transpose(g.op("mul", w, 2.0))) + b + pos)
+    r = rlx.compile(g, rules=RULES)
+    assert r.report.folded >= 3 and "folded" in str(r.report)
+    rng = np.random.default_rng()
+    ps = {"w": rng.standard_normal((16, 8)).astype(np.float32), "b": rng.standard_normal(16).astype(np.float32)}
+    r.bind(ps)
+    for s in (5, 3, 5):
+        xv = rng.standard_normal((s, 8)).astype(np.float32)
+        want = xv @ (2 * ps["w"]).T + ps["b"] + np.arange(s, dtype=np.float32)[:, None]
+        np.testing.assert_allclose(r.run({"x": xv})["y"], want, **F32)
+        program = r.executor_for({"x": xv})
+        body = {step.op for step, _ in program.steps}
+        assert "arange" not in body and not any(step.op == "region" and "w" in step.inputs for step, _ in program.steps)
+        folded = [s for s in program.lir.steps if s.phase == "prologue" and s.op in ("arange", "region")]
+        assert len(folded) == 2 and all(program.lir.buffers[program.lir.values[s.outputs[0]].buffer].region == "param"
+                                         for s in folded)

@@ -175,6 +175,65 @@ def test_cumsum_gather_elements_argmax_arange():
         g.op("gather_elements", x, g.input("j", (2, 5), "i64"), axis=0)
 
 
+def _conv_loops(x, w, b, stride, pad, dil, group):
+    """A direct loop convolution (2-D), as the textbook writes it."""
+    n, c, h, wd = x.shape
+    m, cg, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad[0], pad[2]), (pad[1], pad[3])))
+    oh = (h + pad[0] + pad[2] - dil[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (wd + pad[1] + pad[3] - dil[1] * (kw - 1) - 1) // stride[1] + 1
+    y = np.zeros((n, m, oh, ow))
+    for o in range(m):
+        g = o // (m // group)
+        for i in range(oh):
+            for j in range(ow):
+                for ci in range(cg):
+                    for p in range(kh):
+                        for q in range(kw):
+                            y[:, o, i, j] += xp[:, g * cg + ci, i * stride[0] + p * dil[0],
+                                                j * stride[1] + q * dil[1]] * w[o, ci, p, q]
+    return y + b[None, :, None, None]
+
+
+@given(seed=st.integers(0, 2**31), group=st.sampled_from([1, 2]), stride=st.sampled_from([(1, 1), (2, 1)]),
+       dil=st.sampled_from([(1, 1), (1, 2)]), pad=st.sampled_from([(0, 0, 0, 0), (1, 0, 2, 1)]))
+def test_conv_against_loops(seed, group, stride, dil, pad):
+    rng = np.random.default_rng(seed)
+    x, w, b = rng.standard_normal((2, 4, 7, 6)), rng.standard_normal((6, 4 // group, 3, 2)), rng.standard_normal(6)
+    g = Graph()
+    y = g.op("conv", g.input("x", ("B", 4, 7, 6), "f64"), g.input("w", w.shape, "f64"), g.input("b", (6,), "f64"),
+             strides=stride, pads=pad, dilations=dil, group=group)
+    g.output(y=y)
+    got = interpret(g.bind({"B": 2}), {"x": x, "w": w, "b": b})["y"]
+    np.testing.assert_allclose(got, _conv_loops(x, w, b, stride, pad, dil, group), rtol=1e-10, atol=1e-10)
+    assert y.shape == ("B", 6) + got.shape[2:]
+
+
+def test_pools_against_loops():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 2, 5, 5))
+    g = Graph()
+    xi = g.input("x", x.shape, "f64")
+    g.output(m=g.op("max_pool", xi, kernel=(2, 2), strides=(2, 2), ceil_mode=True),
+             a=g.op("avg_pool", xi, kernel=(3, 3), pads=(1, 1, 1, 1)),
+             ai=g.op("avg_pool", xi, kernel=(3, 3), pads=(1, 1, 1, 1), count_include_pad=True))
+    got = interpret(g, {"x": x})
+    m = np.array([[[x[0, c, i:i + 2, j:j + 2].max() for j in range(0, 5, 2)] for i in range(0, 5, 2)]
+                  for c in range(2)])
+    np.testing.assert_allclose(got["m"][0], m)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    inside = np.pad(np.ones((5, 5)), 1)
+    a = np.array([[[xp[0, c, i:i + 3, j:j + 3].sum() / inside[i:i + 3, j:j + 3].sum() for j in range(5)]
+                   for i in range(5)] for c in range(2)])
+    np.testing.assert_allclose(got["a"][0], a)
+    np.testing.assert_allclose(got["ai"][0], a * np.array([[inside[i:i + 3, j:j + 3].sum() for j in range(5)]
+                                                           for i in range(5)]) / 9)
+    with pytest.raises(ShapeError, match="do not fit group=3"):
+        g.op("conv", xi, g.input("w", (3, 1, 1, 1), "f64"), group=3)
+    with pytest.raises(ShapeError, match="must be static"):
+        g.op("max_pool", g.input("s", (1, 2, "H", 4), "f64"), kernel=(2, 2))
+
+
 def test_binary_dtype_mismatch_names_node_and_dtypes():
     g = Graph()
     with pytest.raises(DTypeError, match=r"node 'add_1' \(add\): dtypes differ: f32, f16"):
@@ -492,7 +551,8 @@ TESTED = (set(UNARY) | set(BINARY) | set(COMPARE) | {
     "input", "param", "constant", "cast", "where", "matmul", "transpose", "reshape", "expand",
     "slice", "concat", "split", "sum", "mean", "max", "softmax", "layer_norm", "rms_norm",
     "gather", "rotary", "causal_mask", "trilu", "sdpa", "isnan", "isinf", "logical_not", "logical_and",
-    "logical_or", "logical_xor", "cumsum", "gather_elements", "argmax", "argmin", "arange"})
+    "logical_or", "logical_xor", "cumsum", "gather_elements", "argmax", "argmin", "arange", "conv", "max_pool",
+    "avg_pool"})
 
 
 def test_every_registry_op_is_tested_here():
@@ -547,6 +607,11 @@ COST_CASES = {
     "gather_elements": (lambda g: g.op("gather_elements", g.input("x", _X), g.input("i", _X, "i64")), (0, 24 + 48 + 24)),
     **{op: (lambda g, op=op: g.op(op, g.input("x", _X)), (6, 24 + 24)) for op in ("argmax", "argmin")},
     "arange": (lambda g: g.op("arange", start=(0,), length=(5,)), (0, 40)),
+    # (1, 2, 4, 4) * (3, 2, 3, 3) -> (1, 3, 2, 2): 12 outputs x 18 taps x 2, + 12 for the bias
+    "conv": (lambda g: g.op("conv", g.input("x", (1, 2, 4, 4)), g.input("w", (3, 2, 3, 3)), g.input("b", (3,))),
+             (2 * 12 * 18 + 12, 128 + 216 + 12 + 48)),
+    **{op: (lambda g, op=op: g.op(op, g.input("x", (1, 2, 4, 4)), kernel=(2, 2), strides=(2, 2)), (8 * 4, 128 + 32))
+       for op in ("max_pool", "avg_pool")},
     **{op: (lambda g, op=op: g.op(op, g.input("a", _X), g.input("b", _X)), (6, 24 + 24 + 6)) for op in COMPARE},
     "cast": (lambda g: g.cast(g.input("x", _X), "f16"), (0, 24 + 12)),
     "where": (lambda g: g.where(g.input("c", _X, "bool"), g.input("a", _X), g.input("b", _X)), (6, 6 + 24 + 24 + 24)),

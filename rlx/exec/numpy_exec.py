@@ -43,16 +43,21 @@ class NumpyProgram:
             self._store(entry["name"], params[entry["name"]], "param")
         self.dispatch: dict[str, str] = {}
         self.steps: list[tuple[Step, Callable[[], None]]] = []
-        for step in lir.steps:
+        for step in lir.steps:  # in order: a folded step's operands are ready before it runs
             if step.view:
                 self.dispatch[step.node] = "view"
+            elif step.phase == "prologue" and step.op == "constant":
+                node = lir.source.node(step.node)
+                np.copyto(self.arrays[step.outputs[0]], node.attrs["value"].astype(node.outputs[0].dtype.np))
+            elif step.phase == "prologue" and step.op not in ("input", "param"):
+                kind, fn = self._step(step)  # constant folding: once, now
+                self.dispatch[step.node] = kind
+                with np.errstate(all="ignore"):
+                    fn()
             elif step.phase == "body":
                 kind, fn = self._step(step)
                 self.dispatch[step.node] = kind
                 self.steps.append((step, fn))
-            elif step.phase == "prologue" and step.op == "constant":
-                node = lir.source.node(step.node)
-                np.copyto(self.arrays[step.outputs[0]], node.attrs["value"].astype(node.outputs[0].dtype.np))
 
     def _array(self, lay: ValueLayout) -> np.ndarray:
         buf = self.regions[self.lir.buffers[lay.buffer].region]

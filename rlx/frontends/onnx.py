@@ -776,6 +776,93 @@ def _size_op(imp, ins, at, n):
     return [Known(_normalize(np.array(_wrap(_raw(size)), dtype=object).reshape(())), "")]
 
 
+def _window_attrs(x: Operand, at: dict, kernel: Sequence[int]) -> dict:
+    """strides, pads and dilations of a Conv or pool node, with ``auto_pad`` worked out (SAME_*
+    pads so that the output is ceil(input / stride), the odd one at the end for SAME_UPPER)."""
+    n = len(kernel)
+    spatial = _shape(x)[2:]
+    if len(spatial) != n:
+        raise OnnxImportError(f"a kernel of {n} dims for an input of shape {_shape(x)}")
+    strides = list(at.get("strides") or [1] * n)
+    dil = list(at.get("dilations") or [1] * n)
+    auto = at.get("auto_pad", b"NOTSET")
+    auto = auto.decode("utf-8", "replace") if isinstance(auto, bytes) else auto
+    if auto in ("NOTSET", ""):
+        pads = list(at.get("pads") or [0] * (2 * n))
+    elif auto == "VALID":
+        pads = [0] * (2 * n)
+    elif auto in ("SAME_UPPER", "SAME_LOWER"):
+        if not all(is_static(d) for d in spatial) or min(strides, default=1) < 1:
+            raise OnnxImportError(f"auto_pad={auto} needs static spatial dims, got {spatial}")
+        total = [max(0, (-(-d // s) - 1) * s + dl * (k - 1) + 1 - d)
+                 for d, s, dl, k in zip(spatial, strides, dil, kernel)]
+        small = [t // 2 for t in total]
+        big = [t - h for t, h in zip(total, small)]
+        pads = small + big if auto == "SAME_UPPER" else big + small
+    else:
+        raise OnnxImportError(f"auto_pad={auto!r}: ONNX has NOTSET, SAME_UPPER, SAME_LOWER and VALID")
+    return {"strides": tuple(strides), "pads": tuple(pads), "dilations": tuple(dil)}
+
+
+@handles("Conv")
+def _conv(imp, ins, at, n):
+    x, w = ins[:2]
+    kernel = list(at.get("kernel_shape") or _shape(w)[2:])
+    if list(_shape(w)[2:]) != kernel:
+        raise OnnxImportError(f"kernel_shape {kernel} differs from the weight's {list(_shape(w)[2:])}")
+    inputs = [x, w] + ([ins[2]] if len(ins) > 2 and ins[2] is not None else [])
+    return imp.emit("conv", inputs, group=at.get("group", 1), **_window_attrs(x, at, kernel))
+
+
+@handles("MaxPool", "AveragePool")
+def _pool(imp, ins, at, n):
+    x = ins[0]
+    if n > 1 and imp.node_outputs[1] in imp.consumed:
+        raise OnnxImportError("MaxPool's Indices output is not supported")
+    kernel = list(at["kernel_shape"])
+    attrs = _window_attrs(x, at, kernel)
+    common = dict(kernel=tuple(kernel), ceil_mode=bool(at.get("ceil_mode", 0)), **attrs)
+    if imp.current == "MaxPool":
+        return imp.emit("max_pool", [x], **common)
+    return imp.emit("avg_pool", [x], count_include_pad=bool(at.get("count_include_pad", 0)), **common)
+
+
+@handles("GlobalAveragePool", "GlobalMaxPool")
+def _global_pool(imp, ins, at, n):
+    x = ins[0]
+    if _rank(x) < 3:
+        raise OnnxImportError(f"{imp.current} needs (N, C, spatial...), got shape {_shape(x)}")
+    axes = tuple(range(2 - _rank(x), 0))
+    return imp.emit("mean" if imp.current == "GlobalAveragePool" else "max", [x], axes=axes, keepdims=True)
+
+
+@handles("BatchNormalization")
+def _batch_norm(imp, ins, at, n):
+    """Inference: y = (x - mean) · scale / sqrt(var + eps) + bias per channel. With known
+    statistics (the usual case) the factor and the shift fold at import time into one
+    multiply-add, which the conv rules fold further into the convolution."""
+    if at.get("training_mode", 0):
+        raise OnnxImportError("BatchNormalization in training mode is not supported (rlx compiles inference)")
+    if n > 1 and any(o in imp.consumed for o in imp.node_outputs[1:]):
+        raise OnnxImportError("BatchNormalization's running mean and variance outputs are not supported")
+    x, scale, bias, mean, var = ins[:5]
+    rank = _rank(x)
+    if rank < 2:
+        raise OnnxImportError(f"BatchNormalization needs (N, C, ...), got shape {_shape(x)}")
+    c = _shape(x)[1]
+    per_channel = (c,) + (1,) * (rank - 2)
+
+    def channel(v: Operand) -> Operand:
+        if _shape(v) != (c,):
+            raise OnnxImportError(f"a BatchNormalization parameter of shape {_shape(v)}; expected ({c},)")
+        return imp.emit("reshape", [v], shape=per_channel)[0]
+
+    eps = Known(np.asarray(at.get("epsilon", 1e-5), _dtype(x).np), imp.g.scoped("epsilon"))
+    factor = imp.emit("mul", [channel(scale)] + imp.emit("rsqrt", imp.emit("add", [channel(var), eps])))[0]
+    shift = imp.emit("sub", [channel(bias), imp.emit("mul", [channel(mean), factor])[0]])[0]
+    return imp.emit("add", [imp.emit("mul", [x, factor])[0], shift])
+
+
 def _shape_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Division in shape arithmetic: exact for symbolic dims (as ``_Sym`` divides), the
     registry's ``div`` for two ints (truncating toward zero, as ONNX Runtime)."""

@@ -313,6 +313,16 @@ class Graph:
                     order.append(node)
         return order
 
+    def bind_time(self) -> set[int]:
+        """Ids of the nodes whose values depend on no input: computed from params, constants
+        and attributes alone, once when params are bound (constant folding), never per run."""
+        out: set[int] = set()
+        for n in self.topo_order():
+            if n.opdef.category != "source" and all(
+                    v.node.op in ("param", "constant") or v.node.id in out for v in n.inputs):
+                out.add(n.id)
+        return out
+
     def dce(self) -> int:
         """Drop nodes no output depends on (graph inputs stay: they are the interface)."""
         live: set[int] = set()

@@ -755,3 +755,143 @@ _op("arange", [], _arange_shape, lambda d, a: [a["dtype"]], _arange_ref, _no_flo
     A("start", "dims"), A("length", "dims"), A("step", "int", 1), A("dtype", "dtype", DType.i64),
     doc="start, start + step, ... (length values): ONNX Range over a symbolic bound, such as "
         "positions arange(S); start and length may be symbolic.")
+
+
+# ---------------------------------------------------------------------------- convolution, pooling
+# Layout NC + spatial (ONNX, PyTorch). Spatial dims must be static; batch may be symbolic.
+# ``pads`` lists the begin pads of every spatial axis, then the end pads (ONNX's order).
+def _window_params(rank: int, a, kernel) -> tuple[list[int], list[int], list[int], list[int]]:
+    n = len(kernel)
+    if n < 1 or rank != n + 2:
+        raise ShapeError(f"expects (N, C, {max(n, 1)} or more spatial dims) with a kernel dim each, got rank {rank} "
+                         f"and kernel {list(kernel)}")
+    strides = list(a["strides"] or (1,) * n)
+    dil = list(a.get("dilations") or (1,) * n)
+    pads = list(a["pads"] or (0,) * (2 * n))
+    if len(strides) != n or len(dil) != n or len(pads) != 2 * n:
+        raise ShapeError(f"strides {strides}, dilations {dil} and pads {pads} do not fit {n} spatial dims")
+    if min(strides + dil + list(kernel)) < 1 or min(pads) < 0:
+        raise ShapeError(f"strides {strides}, dilations {dil}, kernel {list(kernel)} must be >= 1 and pads "
+                         f"{pads} >= 0")
+    return strides, dil, pads[:n], pads[n:]
+
+
+def _window_out(spatial, kernel, strides, dil, lo, hi, ceil_mode=False) -> tuple[int, ...]:
+    out = []
+    for i, d in enumerate(spatial):
+        if not is_static(d):
+            raise ShapeError(f"spatial dim {d} must be static")
+        ext = dil[i] * (kernel[i] - 1) + 1
+        span = d + lo[i] + hi[i] - ext
+        if span < 0:
+            raise ShapeError(f"window {ext} is larger than the padded input {d + lo[i] + hi[i]}")
+        n = (-(-span // strides[i]) if ceil_mode else span // strides[i]) + 1
+        if ceil_mode and (n - 1) * strides[i] >= d + lo[i]:
+            n -= 1  # the last window would start in the end padding
+        out.append(n)
+    return tuple(out)
+
+
+def _windows(x: np.ndarray, kernel, strides, dil, lo, hi, out, fill) -> np.ndarray:
+    """(N, C, *out, *kernel): every window of the padded input, as a strided view."""
+    n = len(kernel)
+    ends = [(o - 1) * s + d * (k - 1) + 1 for o, s, d, k in zip(out, strides, dil, kernel)]
+    extra = [max(0, e - (size + lo_ + hi_)) for e, size, lo_, hi_ in zip(ends, x.shape[2:], lo, hi)]
+    width = [(0, 0), (0, 0)] + [(lo[i], hi[i] + extra[i]) for i in range(n)]
+    xp = np.pad(x, width, constant_values=fill) if any(map(any, width)) else x
+    ext = [d * (k - 1) + 1 for d, k in zip(dil, kernel)]
+    win = np.lib.stride_tricks.sliding_window_view(xp, ext, axis=tuple(range(2, 2 + n)))
+    idx = (slice(None), slice(None)) + tuple(slice(0, o * s, s) for o, s in zip(out, strides)) \
+        + tuple(slice(None, None, d) for d in dil)
+    return win[idx]
+
+
+def _conv_shape(shapes, a):
+    x, w = shapes[:2]
+    kernel = tuple(w[2:])
+    strides, dil, lo, hi = _window_params(len(x), a, kernel)
+    if len(w) != len(x) or not all(is_static(d) for d in w):
+        raise ShapeError(f"weight {fmt_shape(w)} must be static, (M, C/group, *kernel) of rank {len(x)}")
+    g = a["group"]
+    if g < 1 or not is_static(x[1]) or x[1] % g or w[0] % g or x[1] // g != w[1]:
+        raise ShapeError(f"input channels {x[1]} and weight {fmt_shape(w)} do not fit group={g}")
+    if len(shapes) > 2 and tuple(shapes[2]) != (w[0],):
+        raise ShapeError(f"bias {fmt_shape(shapes[2])} must be ({w[0]},)")
+    return [(x[0], w[0]) + _window_out(x[2:], kernel, strides, dil, lo, hi)]
+
+
+def _conv_ref(ins, a):
+    x, w = ins[:2]
+    n, g = x.ndim - 2, a["group"]
+    kernel = w.shape[2:]
+    strides, dil, lo, hi = _window_params(x.ndim, a, kernel)
+    out = _window_out(x.shape[2:], kernel, strides, dil, lo, hi)
+    acc = np.float64 if x.dtype == np.float64 else np.float32  # einsum has no f16 accumulation, no bf16
+    win = _windows(x.astype(acc, copy=False), kernel, strides, dil, lo, hi, out, 0)  # (N, C, *out, *k)
+    win = win.reshape((x.shape[0], g, x.shape[1] // g) + win.shape[2:])
+    wg = w.astype(acc, copy=False).reshape((g, w.shape[0] // g) + w.shape[1:])  # (g, M/g, C/g, *k)
+    sp, ks = "hijl"[:n], "pqrs"[:n]
+    y = np.einsum(f"ngc{sp}{ks},gmc{ks}->ngm{sp}", win, wg, optimize=True)
+    y = y.reshape((x.shape[0], w.shape[0]) + out)
+    if len(ins) > 2:
+        y = y + ins[2].astype(acc, copy=False).reshape((-1,) + (1,) * n)
+    return y.astype(x.dtype, copy=False)
+
+
+def _conv_flops(i, o, a):
+    w = i[1]
+    return 2.0 * _size(o[0]) * _size(w[1:]) + (_size(o[0]) if len(i) > 2 else 0)
+
+
+_op("conv", ["x", "w", "bias"], _conv_shape, _float_all_same, _conv_ref, _conv_flops,
+    A("strides", "ints", None, optional=True), A("pads", "ints", None, optional=True),
+    A("dilations", "ints", None, optional=True), A("group", "int", 1), optional_inputs=1,
+    doc="N-d convolution (cross-correlation) of x (N, C, *spatial) with w (M, C/group, *kernel), plus an "
+        "optional bias (M,); pads are all begin pads, then all end pads.")
+
+
+def _pool_shape(shapes, a):
+    x = shapes[0]
+    kernel = tuple(a["kernel"])
+    strides, dil, lo, hi = _window_params(len(x), a, kernel)
+    return [tuple(x[:2]) + _window_out(x[2:], kernel, strides, dil, lo, hi, a["ceil_mode"])]
+
+
+def _pool_geometry(x, a):
+    kernel = tuple(a["kernel"])
+    strides, dil, lo, hi = _window_params(x.ndim, a, kernel)
+    return kernel, strides, dil, lo, hi, _window_out(x.shape[2:], kernel, strides, dil, lo, hi, a["ceil_mode"])
+
+
+def _max_pool_ref(ins, a):
+    x = ins[0]
+    kernel, strides, dil, lo, hi, out = _pool_geometry(x, a)
+    low = np.iinfo(x.dtype).min if x.dtype.kind in "iu" else -np.inf  # bf16 is kind 'V' in NumPy
+    win = _windows(x, kernel, strides, dil, lo, hi, out, low)
+    return win.max(axis=tuple(range(-len(kernel), 0)))
+
+
+def _avg_pool_ref(ins, a):
+    x = ins[0]
+    kernel, strides, dil, lo, hi, out = _pool_geometry(x, a)
+    n = len(kernel)
+    total = _windows(x, kernel, strides, dil, lo, hi, out, 0).sum(axis=tuple(range(-n, 0)), dtype=np.float64)
+    # the divisor: window elements inside the input (or inside input + pads with count_include_pad)
+    ones = np.zeros((1, 1) + tuple(s + l + h for s, l, h in zip(x.shape[2:], lo, hi)))
+    inner = tuple(slice(l, l + s) for s, l in zip(x.shape[2:], lo)) if not a["count_include_pad"] \
+        else tuple(slice(None) for _ in x.shape[2:])
+    ones[(0, 0) + inner] = 1
+    count = _windows(ones, kernel, strides, dil, [0] * n, [0] * n, out, 0).sum(axis=tuple(range(-n, 0)))
+    return (total / np.maximum(count, 1)).astype(x.dtype)
+
+
+def _pool_flops(i, o, a):
+    return float(_size(o[0]) * _size(a["kernel"]))
+
+
+for _name, _ref, _extra in (("max_pool", _max_pool_ref, ()),
+                            ("avg_pool", _avg_pool_ref, (A("count_include_pad", "bool", False),))):
+    _op(_name, ["x"], _pool_shape, _numeric_dtype if _name == "max_pool" else _float_dtype, _ref, _pool_flops,
+        A("kernel", "ints"), A("strides", "ints", None, optional=True), A("pads", "ints", None, optional=True),
+        A("dilations", "ints", None, optional=True), A("ceil_mode", "bool", False), *_extra,
+        doc=f"N-d {_name[:3]} pooling of x (N, C, *spatial) over windows of ``kernel``.")

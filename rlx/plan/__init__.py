@@ -57,6 +57,7 @@ def _plan(graph: Graph, alignment: int, syms: list[str]) -> LIR:
         for v in n.inputs:
             last_use[v.name] = step_of[n.id]
     end = len(order)
+    folded = graph.bind_time()  # run once, at bind, into buffers that live with the params
     for name in outputs:
         last_use[name] = end
     values: dict[str, ValueLayout] = {}
@@ -73,7 +74,7 @@ def _plan(graph: Graph, alignment: int, syms: list[str]) -> LIR:
 
     for t, node in enumerate(order):
         op = node.opdef
-        phase = "prologue" if op.category == "source" else "body"
+        phase = "prologue" if op.category == "source" or node.id in folded else "body"
         in_place = is_view = False
         for v in node.values:
             shape = v.shape
@@ -97,7 +98,8 @@ def _plan(graph: Graph, alignment: int, syms: list[str]) -> LIR:
                 bid = donor
                 in_place = True
             else:
-                bid = new_buffer("output" if v.name in outputs else "arena", nbytes, t)
+                bid = new_buffer("output" if v.name in outputs else "param" if node.id in folded else "arena",
+                                 nbytes, t)
             values[v.name] = ValueLayout(v.name, bid, 0, shape, _strides(shape), str(v.dtype), False)
         for v in node.inputs:
             touch(values[v.name].buffer, t)
