@@ -145,6 +145,9 @@ def _case(op, rng, dtype):
         size = data_shape[axis]
         arrays["i"] = rng.integers(-size, size, size=(s, d - 1))
         y = g.op("gather_elements", inp("x", data_shape), g.input("i", (s, d - 1), "i64"), axis=axis)
+    elif op == "gather_nd":
+        arrays["i"] = np.stack([rng.integers(-b, b, size=n), rng.integers(-s, s, size=n)], axis=1)
+        y = g.op("gather_nd", inp("x", (b, s, d)), g.input("i", (n, 2), "i64"))
     elif op in ("argmax", "argmin"):
         y = g.op(op, inp("x", (b, s, d)), axis=r(-3, 3), keepdims=bool(r(0, 2)), select_last_index=bool(r(0, 2)))
     elif op == "conv":

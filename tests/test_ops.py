@@ -209,6 +209,24 @@ def test_conv_against_loops(seed, group, stride, dil, pad):
     assert y.shape == ("B", 6) + got.shape[2:]
 
 
+def test_gather_nd_with_and_without_batch_dims():
+    rng = np.random.default_rng(6)
+    data = rng.standard_normal((2, 3, 4))
+    g = Graph()
+    d = g.input("d", (2, 3, 4), "f64")
+    i1, i2 = g.input("i1", (5, 2), "i64"), g.input("i2", (2, 1), "i64")
+    g.output(a=g.op("gather_nd", d, i1), b=g.op("gather_nd", d, i2, batch_dims=1))
+    idx1 = np.stack([rng.integers(0, 2, 5), rng.integers(-3, 3, 5)], axis=1)
+    idx2 = np.array([[2], [-1]])
+    got = interpret(g, {"d": data, "i1": idx1, "i2": idx2})
+    np.testing.assert_array_equal(got["a"], np.array([data[i, j] for i, j in idx1]))
+    np.testing.assert_array_equal(got["b"], np.array([data[0, 2], data[1, -1]]))
+    with pytest.raises(BindingError, match="out of range"):
+        interpret(g, {"d": data, "i1": idx1 + 5, "i2": idx2})
+    with pytest.raises(ShapeError, match="batch_dims"):
+        g.op("gather_nd", d, g.input("i3", (2, 3), "i64"), batch_dims=1)
+
+
 def test_pools_against_loops():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1, 2, 5, 5))
@@ -552,7 +570,7 @@ TESTED = (set(UNARY) | set(BINARY) | set(COMPARE) | {
     "slice", "concat", "split", "sum", "mean", "max", "softmax", "layer_norm", "rms_norm",
     "gather", "rotary", "causal_mask", "trilu", "sdpa", "isnan", "isinf", "logical_not", "logical_and",
     "logical_or", "logical_xor", "cumsum", "gather_elements", "argmax", "argmin", "arange", "conv", "max_pool",
-    "avg_pool"})
+    "avg_pool", "gather_nd"})
 
 
 def test_every_registry_op_is_tested_here():
@@ -607,6 +625,7 @@ COST_CASES = {
     "gather_elements": (lambda g: g.op("gather_elements", g.input("x", _X), g.input("i", _X, "i64")), (0, 24 + 48 + 24)),
     **{op: (lambda g, op=op: g.op(op, g.input("x", _X)), (6, 24 + 24)) for op in ("argmax", "argmin")},
     "arange": (lambda g: g.op("arange", start=(0,), length=(5,)), (0, 40)),
+    "gather_nd": (lambda g: g.op("gather_nd", g.input("t", (10, 3)), g.input("i", (4, 1), "i64")), (0, 120 + 32 + 48)),
     # (1, 2, 4, 4) * (3, 2, 3, 3) -> (1, 3, 2, 2): 12 outputs x 18 taps x 2, + 12 for the bias
     "conv": (lambda g: g.op("conv", g.input("x", (1, 2, 4, 4)), g.input("w", (3, 2, 3, 3)), g.input("b", (3,))),
              (2 * 12 * 18 + 12, 128 + 216 + 12 + 48)),

@@ -125,7 +125,9 @@ def load_graph(eg: bindings.EGraph, graph: Graph, workdir: Path) -> Loaded:
 def _scalar_like(graph: Graph) -> set[str]:
     """Constants a rule's ``scalar(c)`` may match: 0-d ones, and one-element ones that only
     elementwise ops of at least their rank read (broadcasting a (1, 1) constant there is
-    broadcasting its value), so how a program spells a literal does not decide a match."""
+    broadcasting its value), so how a program spells a literal does not decide a match.
+    Floats only: a scalar's e-class is keyed by its value, so an integer or bool 0 keyed
+    as a float would share a class (and a type) with the float 0.0."""
     readers: dict[str, list[Node]] = {}
     for node in graph.nodes:
         for v in node.inputs:
@@ -133,7 +135,7 @@ def _scalar_like(graph: Graph) -> set[str]:
     outputs = {v.name for _, v in graph.outputs}
     out = set()
     for node in graph.nodes:
-        if node.op != "constant" or node.attrs["value"].size != 1:
+        if node.op != "constant" or node.attrs["value"].size != 1 or not node.outputs[0].dtype.is_float:
             continue
         rank = node.attrs["value"].ndim
         if rank == 0 or (node.name not in outputs and readers.get(node.name) and all(

@@ -737,6 +737,11 @@ def _gather_elements(imp, ins, at, n):
     return imp.emit("gather_elements", ins[:2], axis=at.get("axis", 0))
 
 
+@handles("GatherND")
+def _gather_nd(imp, ins, at, n):
+    return imp.emit("gather_nd", ins[:2], batch_dims=at.get("batch_dims", 0))
+
+
 @handles("ArgMax", "ArgMin")
 def _argmax(imp, ins, at, n):
     _axis(at.get("axis", 0), _rank(ins[0]))

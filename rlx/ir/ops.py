@@ -895,3 +895,33 @@ for _name, _ref, _extra in (("max_pool", _max_pool_ref, ()),
         A("kernel", "ints"), A("strides", "ints", None, optional=True), A("pads", "ints", None, optional=True),
         A("dilations", "ints", None, optional=True), A("ceil_mode", "bool", False), *_extra,
         doc=f"N-d {_name[:3]} pooling of x (N, C, *spatial) over windows of ``kernel``.")
+
+
+def _gather_nd_shape(shapes, a):
+    data, idx = shapes
+    b = a["batch_dims"]
+    if not idx or not is_static(idx[-1]):
+        raise ShapeError(f"gather_nd indices {fmt_shape(idx)} need a static last dim")
+    k = idx[-1]
+    if b < 0 or b >= len(idx) or b + k > len(data) or tuple(data[:b]) != tuple(idx[:b]):
+        raise ShapeError(f"gather_nd data {fmt_shape(data)} and indices {fmt_shape(idx)} do not fit batch_dims={b}")
+    return [tuple(idx[:-1]) + tuple(data[b + k:])]
+
+
+def _gather_nd_ref(ins, a):
+    data, idx = ins
+    b, k = a["batch_dims"], idx.shape[-1]
+    lead = math.prod(data.shape[:b])
+    dims = np.array(data.shape[b:b + k], dtype=np.int64)
+    idx = idx.astype(np.int64).reshape((lead, -1, k))
+    if idx.size and (np.any(idx < -dims) or np.any(idx >= dims)):
+        raise BindingError(f"gather_nd: indices out of range for dims {tuple(dims)}")
+    idx = np.where(idx < 0, idx + dims, idx)
+    flat = data.reshape((lead,) + data.shape[b:])
+    out = np.stack([flat[i][tuple(np.moveaxis(idx[i], -1, 0))] for i in range(lead)])
+    return out.reshape(tuple(ins[1].shape[:-1]) + data.shape[b + k:])
+
+
+_op("gather_nd", ["data", "indices"], _gather_nd_shape, _gather_dtype, _gather_nd_ref, _no_flops,
+    A("batch_dims", "int", 0), doc="Slices of data at index tuples (ONNX GatherND): the last dim of indices "
+                                   "indexes the leading dims of data after batch_dims.")
