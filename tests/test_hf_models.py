@@ -43,6 +43,12 @@ def _llama():  # grouped-query attention: 4 query heads share 2 key/value heads
 
 
 MODELS = {"gpt2": _gpt2, "bert": _bert, "llama": _llama}
+EXPECTED = {  # fused ops each export must show (the dynamo exporter's attention zeroes NaN rows)
+    ("gpt2", "dynamo"): {"sdpa_nan_zero", "gelu_tanh"},
+    ("bert", "dynamo"): {"sdpa_nan_zero", "matmul_bias_act"},
+    ("llama", "dynamo"): {"sdpa_nan_zero", "swiglu", "rms_norm", "add_rms_norm"},
+    ("bert", "torchscript"): {"matmul_bias_act"},
+}
 
 
 class _Logits(torch.nn.Module):
@@ -83,6 +89,8 @@ def test_hf_model_imports_and_matches_onnxruntime(name, exporter, tmp_path):
     _export(name, exporter == "dynamo", path)
     graph = load(path)
     result = rlx.compile(graph, target="cpu")
+    missing = EXPECTED[name, exporter] - set(result.report.fused)
+    assert not missing, f"{name} ({exporter}): {sorted(missing)} did not fuse; fused {result.report.fused}"
     rng = np.random.default_rng()
     for batch, seq in ((1, 5), (3, 11)):
         feeds = {n.name: rng.integers(0, VOCAB, (batch, seq)) for n in graph.inputs}

@@ -166,6 +166,11 @@ def _case(op, rng, dtype):
             y = g.sdpa(q, k, v, inp("m", (s, sk)), scale=0.3)
         else:
             y = g.sdpa(q, k, v, causal=kind == "causal")
+    elif op == "sdpa_nan_zero":
+        h, sk = r(1, 3), r(2, 9)
+        arrays["m"] = np.where(rng.random((b, 1, s, sk)) < 0.3, -np.inf, 0.0).astype(DType(dtype).np)
+        y = g.op(op, inp("q", (b, h, s, d)), inp("k", (b, h, sk, d)), inp("v", (b, h, sk, n)),
+                 g.input("m", (b, 1, s, sk), dtype), scale=0.3)
     elif op == "region":
         y = g.region(inp("a", (s, d)), inp("c", (d,)), body=(arg(0).exp() * arg(1) + 1.0).tanh())
     elif op == "matmul_bias_act":
@@ -390,3 +395,26 @@ def test_a_registry_ops_definition_computes_its_reference(op, seed):
     (want,) = interpret(g, {n.name: arrays[n.name] for n in g.inputs}).values()
     (got,) = interpret(body, feeds).values()
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)  # the body's literals are f32
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+def test_attention_with_a_map_of_its_probabilities_is_one_kernel(dtype):
+    """torch's exported attention zeroes the NaN probabilities of fully masked rows: the
+    shipped sdpa_nan_zero runs as the attention skeleton with that map, and a row whose mask
+    is all -inf gives zeros, as the definition says."""
+    rng = np.random.default_rng()
+    b, h, s, sk, d = 2, 3, 5, 7, 8
+    g = Graph("nan_zero")
+    q, k, v = (g.input(n, (b, h, x, d), dtype) for n, x in (("q", s), ("k", sk), ("v", sk)))
+    m = g.input("m", (b, 1, s, sk), dtype)
+    g.output(y=g.op("sdpa_nan_zero", q, k, v, m, scale=0.3))
+    arrays = {n: data(rng, (b, h, x, d), dtype) for n, x in (("q", s), ("k", sk), ("v", sk))}
+    mask = np.where(rng.random((b, 1, s, sk)) < 0.3, -np.inf, 0.0)
+    mask[0, 0, 1, :] = -np.inf  # a fully masked row
+    arrays["m"] = mask.astype(DType(dtype).np)
+    kernel = kernel_for("sdpa_nan_zero", [x.type for x in (q, k, v, m)], {"scale": 0.3})
+    assert kernel.kind == "attention" and kernel.skeleton.probs is not None
+    check(g, arrays, generated=True)
+    r = rlx.compile(g, rules=[])
+    out = r.run({n: arrays[n] for n in ("q", "k", "v", "m")})["y"]
+    assert np.all(out[0, :, 1, :] == 0) and np.isfinite(out).all()

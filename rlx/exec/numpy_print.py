@@ -416,6 +416,7 @@ def _attention(s: Attention, ins: Sequence[np.ndarray], outs: Sequence[np.ndarra
     masks = sorted(i - 1 for (kind, i) in leaves if kind == "arg" and i > 0)
     acc = (score.dtype if score is not None else DType.f32).np
     q_axes = aligned(q.ndim, rank)[:-1] + [None]
+    probs_leaf = next((x for x in nodes(s.probs) if x.op == "arg"), None) if s.probs is not None else None
 
     def parts(index):
         qc = take(q, index, q_axes)
@@ -425,6 +426,8 @@ def _attention(s: Attention, ins: Sequence[np.ndarray], outs: Sequence[np.ndarra
         shapes = {leaves[("arg", i + 1)]: m.shape for i, m in zip(masks, ms)}
         if score is not None:
             shapes[score] = scores
+        if probs_leaf is not None:
+            shapes[probs_leaf] = scores
         return qc, kc, vc, ms, scores, shapes
 
     *_, first_scores, first_shapes = parts(chunks[0])
@@ -438,8 +441,13 @@ def _attention(s: Attention, ins: Sequence[np.ndarray], outs: Sequence[np.ndarra
     if s.causal:
         prog.lines.append("np.copyto(S, -np.inf, where=CM)")
     prog.lines += ["np.max(S, axis=-1, keepdims=True, out=R)", "np.subtract(S, R, out=S)", "np.exp(S, out=S)",
-                   "np.sum(S, axis=-1, keepdims=True, out=R)", "np.divide(S, R, out=S)",
-                   f"np.matmul(S, v, out=o, dtype={dt})"]
+                   "np.sum(S, axis=-1, keepdims=True, out=R)", "np.divide(S, R, out=S)"]
+    if s.probs is not None:  # an elementwise map of the probabilities, in place (its arg(0) is S now)
+        prog.name = {e: n for e, n in prog.name.items() if e.is_leaf}
+        prog.leaf(probs_leaf, "S", first_scores)
+        prog.prepare([s.probs])
+        prog.compute([s.probs], ["S"])
+    prog.lines.append(f"np.matmul(S, v, out=o, dtype={dt})")
     params = ["q", "k", "v"] + [f"m{i}" for i in masks] + ["S", "R", "CM", "o", "T"]
     fn, src, consts = generated(params, prog.lines, prog.consts)
     sbuf, rbuf = np.empty(first_scores, acc), np.empty(first_scores[:-1] + (1,), acc)

@@ -110,8 +110,9 @@ def _run_node(node: Node, env: dict, source: Mapping, b: DimBinding, mode: Mode)
     attrs = {k: (b.resolve_shape(v, where) if opdef.attrs and _kind(opdef, k) == "dims" else v)
              for k, v in node.attrs.items()}
     args = [env[v] for v in node.inputs]
-    if mode == "native":
-        args = [a.astype(_compute_dtype(v.dtype, mode), copy=False) for a, v in zip(args, node.inputs)]
+    if mode == "native":  # a region gets its declared dtypes: its body rounds after each op
+        args = [a.astype(v.dtype.np if node.op == "region" else _compute_dtype(v.dtype, mode), copy=False)
+                for a, v in zip(args, node.inputs)]
     with np.errstate(all="ignore"):
         result = opdef.reference(args, attrs)
     results = list(result) if isinstance(result, (tuple, list)) else [result]

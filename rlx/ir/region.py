@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from rlx.errors import DTypeError
+from rlx.ir.dtypes import DType, as_dtype
 from rlx.ir.expr import Expr, fold, ops_of, typed
 from rlx.ir.registry import REGISTRY, AttrSpec, OpDef, TensorType, register
 from rlx.ir.shapes import broadcast_shapes
@@ -21,19 +23,30 @@ def _types(in_types, attrs):
 
 
 def _reference(ins, attrs):
-    """The body's ops' references, node by node. Literals are Python scalars, so they take
-    the dtype of the arrays beside them (NumPy's weak scalars); inputs keep whatever dtype the
-    caller computes in (float64 in the reference interpreter), and casts round as written."""
+    """The body's ops' references, node by node, each result in its node's dtype as the body
+    types it over the inputs' dtypes: float64 inputs (the reference interpreter) compute in
+    float64; half inputs (the interpreter's native mode) round after every op, as the program
+    does. Literals are Python scalars, so they take the dtype of the arrays beside them."""
+    try:
+        body = typed(attrs["body"], tuple(_dtype_of(a) for a in ins))
+    except DTypeError:  # the caller widened the floats (f64 reference): casts alone round
+        body = attrs["body"]
+
     def fn(x: Expr, args):
         if x.op == "arg":
             return ins[x.value]
         if x.op == "const":
             return x.value
-        return REGISTRY.get(x.op).reference(args, x.attr_dict())
+        out = REGISTRY.get(x.op).reference(args, x.attr_dict())
+        return out if x.dtype is None else np.asarray(out).astype(x.dtype.np, copy=False)
 
-    out = np.asarray(fold(attrs["body"], fn))
+    out = np.asarray(fold(body, fn))
     shape = np.broadcast_shapes(*(np.shape(a) for a in ins))
     return np.broadcast_to(out, shape) if out.shape != shape else out
+
+
+def _dtype_of(a) -> DType:
+    return as_dtype(np.asarray(a).dtype)
 
 
 def _flops(in_shapes, out_shapes, attrs) -> float:

@@ -114,13 +114,28 @@ def _is_swap_last(node: Node) -> bool:
 
 
 def _attention(g: Graph, outs: list[Value], in_types, half: bool) -> Attention | None:
-    """``matmul(softmax(score(matmul(q, transpose(k)))), v)`` with q, k, v inputs."""
+    """``matmul(probs(softmax(score(matmul(q, transpose(k))))), v)`` with q, k, v inputs,
+    ``score`` and ``probs`` elementwise (``probs`` may be the identity)."""
     index = {n.name: i for i, n in enumerate(g.inputs)}
     if len(outs) != 1 or outs[0].node.op != "matmul":
         return None
     probs, v = outs[0].node.inputs
-    sm = probs.node
-    if v.node.op != "input" or sm.op != "softmax" or normalize_axis(sm.attrs["axis"], probs.rank) != probs.rank - 1:
+    softmaxes: list[Node] = []
+
+    def softmax_leaf(val: Value) -> Expr | None:
+        if val.node.op == "softmax":
+            softmaxes.append(val.node)
+            return arg(0)
+        return None
+
+    try:
+        after = _expr_of(probs, softmax_leaf)
+    except NoFit:
+        return None
+    if len({n.name for n in softmaxes}) != 1:
+        return None
+    sm = softmaxes[0]
+    if v.node.op != "input" or normalize_axis(sm.attrs["axis"], probs.rank) != probs.rank - 1:
         return None
     top, causal = sm.inputs[0], False
     if top.node.op == "causal_mask":
@@ -145,7 +160,8 @@ def _attention(g: Graph, outs: list[Value], in_types, half: bool) -> Attention |
         return None
     q, k = found[0]
     dts = (in_types[q].dtype,) + tuple(t.dtype for t in in_types)
-    return Attention(q, k, index[v.node.name], finish(score, dts, (), half, frozenset({0})), causal)
+    post = None if after.op == "arg" else finish(after, (in_types[q].dtype,), (), half, frozenset({0}))
+    return Attention(q, k, index[v.node.name], finish(score, dts, (), half, frozenset({0})), causal, post)
 
 
 def _expr_of(val: Value, leaf) -> Expr:

@@ -42,14 +42,17 @@ class Gemm:
 
 @dataclass(frozen=True)
 class Attention:
-    """``softmax(score) · v`` over the last two axes, where ``score`` is an expression of
-    ``q · kᵀ`` (its ``arg(0)``) and the inputs (``arg(1 + i)``: a mask, say), with the
-    top-left causal mask applied when ``causal``."""
+    """``probs(softmax(score)) · v`` over the last two axes, where ``score`` is an expression
+    of ``q · kᵀ`` (its ``arg(0)``) and the inputs (``arg(1 + i)``: a mask, say), with the
+    top-left causal mask applied when ``causal``; ``probs``, when given, is an elementwise
+    expression of the probabilities (its ``arg(0)``), such as torch's export zeroing the NaN
+    rows of fully masked queries."""
     q: int
     k: int
     v: int
     score: Expr
     causal: bool
+    probs: Expr | None = None
     name = "attention"
 
 

@@ -8,8 +8,10 @@ restrict where a rule applies and are assumed by the proof; leaves get the ranks
 fuzzed instance so rank-guarded axioms can apply.
 
 ``fuzz(rule)`` draws shapes that satisfy the rule (rejection sampling against the pattern's
-own shape rules and its guards, static and symbolic), random data (never zeros), runs both
-sides in the reference interpreter and compares them.
+own shape rules and its guards, static and symbolic), random data (never zeros; every other
+instance again with whole rows of one input at -inf, so non-finite semantics such as a fully
+masked attention row are compared too), runs both sides in the reference interpreter and
+compares them (non-finite values must sit in the same places).
 """
 from __future__ import annotations
 
@@ -297,12 +299,30 @@ def _check_instance(rule: Rule, inst: Instance, seed: int, index: int, dtype: st
         x = data_rng.standard_normal(s)
         x[np.abs(x) < 1e-3] = 0.5  # never zeros
         data[v] = x.astype(DType(dtype).np)
+    out, max_abs, max_rel = _compare(gl, gr, pairs, data, inst, rtol, fail, "")
+    # every other instance again with whole rows of one input at -inf (a fully masked row,
+    # an overflowed activation): a rule must agree on non-finite values too
+    floats = [v for v in sorted(data) if np.issubdtype(data[v].dtype, np.floating) and data[v].ndim]
+    if index % 2 and floats:
+        v = floats[(index // 2) % len(floats)]
+        edge = dict(data)
+        x = edge[v].copy()
+        rows = data_rng.random(x.shape[:-1]) < 0.5
+        x[rows] = -np.inf
+        edge[v] = x
+        more, _, _ = _compare(gl, gr, pairs, edge, inst, rtol, fail, f" with -inf rows in {v}")
+        out += more
+    return out, max_abs, max_rel
+
+
+def _compare(gl, gr, pairs, data, inst: Instance, tol: float, fail, note: str) -> tuple[list, float, float]:
+    """Both sides on ``data``: the counterexamples, the max absolute and relative error."""
     try:
         with np.errstate(all="ignore"):
             want = interpret(gl, data, {}, binding=inst.binding)
             got = interpret(gr, data, {}, binding=inst.binding)
     except Exception as e:  # a reference that cannot run this instance: report it, do not crash
-        return [fail(f"evaluation failed: {type(e).__name__}: {e}")], 0.0, 0.0
+        return [fail(f"evaluation failed{note}: {type(e).__name__}: {e}")], 0.0, 0.0
     out, max_abs, max_rel = [], 0.0, 0.0
     for n, (name, _, _) in enumerate(pairs):
         a, b = want[f"o{n}"], got[f"o{n}"]
@@ -311,14 +331,14 @@ def _check_instance(rule: Rule, inst: Instance, seed: int, index: int, dtype: st
             continue
         finite = np.isfinite(a) & np.isfinite(b)
         if not np.array_equal(np.isfinite(a), np.isfinite(b)):
-            out.append(fail(f"{name} (non-finite values differ)"))
+            out.append(fail(f"{name} (non-finite values differ{note})"))
             continue
-        diff = np.abs(a - b)[finite]
+        diff = np.abs(a[finite] - b[finite])
         err = float(diff.max()) if diff.size else 0.0
         rel = float((diff / (np.abs(a[finite]) + 1e-12)).max()) if diff.size else 0.0
         max_abs, max_rel = max(max_abs, err), max(max_rel, min(rel, 1e300))
-        if not np.allclose(b[finite], a[finite], rtol=rtol, atol=atol):
-            out.append(fail(name, err, rel))
+        if not np.allclose(b[finite], a[finite], rtol=tol, atol=tol):
+            out.append(fail(name + note, err, rel))
     return out, max_abs, max_rel
 
 
