@@ -207,8 +207,12 @@ def _saturate(graph: Graph, tgt: Target, ruleset: RuleSet, limits, binding, deco
     def node_cost(c: int, n: ENode) -> float:
         if n.is_absent or n.is_get:
             return 0.0
-        if not n.is_source and all(ch in folded for ch in view.inputs(n)):
+        seconds = run_cost(c, n)
+        if seconds < float("inf") and not n.is_source and all(ch in folded for ch in view.inputs(n)):
             return BIND_TIME_COST  # folded: computed once at bind, not per run
+        return seconds
+
+    def run_cost(c: int, n: ENode) -> float:
         outs = view.types.get(c)
         ins = [view.type1(ch) for ch in view.inputs(n)]
         if outs is None or any(i is None for i in ins):

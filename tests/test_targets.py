@@ -86,6 +86,20 @@ def test_a_target_that_claims_too_little_fails_naming_op_nodes_target_and_decomp
     assert "decompositions tried: its definition (matched: its definition)" in msg
 
 
+def test_an_op_over_params_alone_still_needs_the_targets_claim(tmp_path):
+    """Folded ops (params and constants only) run once at bind but still on the target's
+    executor: free per run, never free of the claim."""
+    text = (BACKENDS / "cpu.toml").read_text().replace('exclude = ["matmul_residual"]',
+                                                         'exclude = ["matmul_residual", "exp"]')
+    path = tmp_path / "noexp.toml"
+    path.write_text(text.replace('name = "cpu"', 'name = "noexp"'))
+    g = Graph("folded")
+    g.output(y=g.input("x", (4, 3)) + g.op("exp", g.param("w", (4, 3))))
+    with pytest.raises(ExtractionError, match="exp is not claimed"):
+        rlx.compile(g, target=path, rules=RULES)
+    assert rlx.compile(g, rules=RULES).report.folded == 1
+
+
 def test_raising_launch_overhead_makes_fusion_more_profitable():
     """Two bias+activation heads share one matmul: fusing both recomputes the matmul but saves
     a launch, so fusion pays only above some launch overhead (monotonic)."""

@@ -38,7 +38,7 @@ from rlx.ir.dtypes import DType
 from rlx.ir.graph import Graph, Value
 from rlx.ir.interpret import check_input
 from rlx.ir.registry import REGISTRY, TensorType
-from rlx.ir.shapes import Dim, dim, dim_add, dim_div, dim_mul, dim_sub, is_static, normalize_axis
+from rlx.ir.shapes import Dim, dim, dim_add, dim_div, dim_mul, dim_sub, is_static, normalize_axis, numel
 
 MIN_OPSET = 13
 SMALL = 64  # known non-initializer tensors up to this size become constants, larger ones params
@@ -756,9 +756,7 @@ def _flatten(imp, ins, at, n):
     if not -len(shape) <= axis <= len(shape):
         raise OnnxImportError(f"Flatten axis {axis} out of range for rank {len(shape)}")
     axis = axis + len(shape) if axis < 0 else axis
-    outer = _raw(np.prod(np.array([_wrap(d) for d in shape[:axis]], dtype=object), initial=1))
-    inner = _raw(np.prod(np.array([_wrap(d) for d in shape[axis:]], dtype=object), initial=1))
-    return imp.emit("reshape", ins[:1], shape=(outer, inner))
+    return imp.emit("reshape", ins[:1], shape=(numel(shape[:axis]), numel(shape[axis:])))
 
 
 @handles("Dropout")
@@ -777,8 +775,7 @@ def _dropout(imp, ins, at, n):
 
 @handles("Size")
 def _size_op(imp, ins, at, n):
-    size = np.prod(np.array([_wrap(d) for d in _shape(ins[0])], dtype=object), initial=1)
-    return [Known(_normalize(np.array(_wrap(_raw(size)), dtype=object).reshape(())), "")]
+    return [Known(_normalize(np.array(_wrap(numel(_shape(ins[0]))), dtype=object).reshape(())), "")]
 
 
 def _window_attrs(x: Operand, at: dict, kernel: Sequence[int]) -> dict:
@@ -845,7 +842,7 @@ def _global_pool(imp, ins, at, n):
 def _batch_norm(imp, ins, at, n):
     """Inference: y = (x - mean) · scale / sqrt(var + eps) + bias per channel. With known
     statistics (the usual case) the factor and the shift fold at import time into one
-    multiply-add, which the conv rules fold further into the convolution."""
+    multiply-add."""
     if at.get("training_mode", 0):
         raise OnnxImportError("BatchNormalization in training mode is not supported (rlx compiles inference)")
     if n > 1 and any(o in imp.consumed for o in imp.node_outputs[1:]):

@@ -43,10 +43,6 @@ class DType(str, Enum):
     def is_int(self) -> bool:
         return self in _INTS
 
-    @property
-    def is_unsigned(self) -> bool:
-        return self in (DType.u64, DType.u32, DType.u16, DType.u8)
-
 
 _NUMPY = {
     DType.f64: np.dtype(np.float64),
