@@ -1,0 +1,408 @@
+"""The Vulkan executor: an LIR run as WGSL compute shaders through wgpu (on CPU machines,
+Mesa's lavapipe).
+
+The four regions of the plan (input, param, output, arena) are four storage buffers on the
+device, allocated once; params are uploaded once at bind. Each body step is one dispatch of
+a shader printed by ``wgsl_print`` (a native kernel for matmul, reductions, gathers and data
+movement; else the skeleton the kernel layer derives from the op's definition), its
+operands' offsets in a per-step record of one uniform buffer (aligned to the device's
+``min_uniform_buffer_offset_alignment``). Pipelines are cached per shader source, which is
+the step's signature (shapes, strides, dtypes, regions), so repeated layers share them. A
+run writes the inputs, encodes every dispatch into one compute pass of one command buffer,
+copies the outputs to a mapped staging buffer and submits once; readback is that copy.
+
+A step no shader covers (convolutions, pooling, cumsum, arg-reductions, gathers other than
+``gather``, dtypes WGSL lacks such as i64 or f64) runs on the host between submissions: its
+inputs are read back, its NumPy kernel runs, its outputs are written back. That costs a
+submission, a device round trip and the operands' bytes each way per such step; its
+dispatch is "reference" (or "definition" for a fused op) and ``host_reasons`` says why.
+The prologue (constant folding) runs once on the host at bind, as on NumPy.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from rlx.errors import BindingError
+from rlx.exec import wgsl_print as W
+from rlx.exec.base import ExecutorError, StepTiming, register_executor
+from rlx.exec.numpy_exec import NumpyProgram
+from rlx.ir.dtypes import DType
+from rlx.ir.lir import LIR, Step, ValueLayout
+from rlx.ir.registry import REGISTRY, OpDef, TensorType
+from rlx.kernels.lower import kernel_for
+
+NAME = "vulkan"
+REGIONS = ("input", "param", "output", "arena")
+PREFERENCE = ("DiscreteGPU", "IntegratedGPU", "VirtualGPU", "CPU", "Unknown")
+NATIVE = ("matmul", "transpose", "reshape", "expand", "slice", "concat", "split", "sum", "mean", "max", "gather",
+          "causal_mask", "trilu", "rotary")
+
+_LOCK = threading.Lock()
+_CONTEXT: dict[str, Any] = {}
+
+
+# ---------------------------------------------------------------------------- device
+def _find_adapter() -> tuple[Any, str | None]:
+    """The preferred Vulkan adapter, or None and why there is none."""
+    try:
+        import wgpu
+    except ImportError:
+        return None, "wgpu is not installed (pip install 'rlx[vulkan]')"
+    try:
+        adapters = wgpu.gpu.enumerate_adapters_sync()
+    except Exception as e:  # a missing or broken loader surfaces here
+        return None, f"wgpu found no adapter ({type(e).__name__}: {e})"
+    vulkan = [a for a in adapters if a.info.get("backend_type") == "Vulkan"]
+    if not vulkan:
+        found = ", ".join(f"{a.info.get('device') or a.info.get('description')} ({a.info.get('backend_type')})"
+                          for a in adapters) or "no adapter at all"
+        return None, (f"no Vulkan adapter: wgpu found {found} (install a Vulkan driver, e.g. "
+                      "mesa-vulkan-drivers for lavapipe, and the loader libvulkan1)")
+    rank = {t: i for i, t in enumerate(PREFERENCE)}
+    vulkan.sort(key=lambda a: rank.get(a.info.get("adapter_type"), len(rank)))
+    return vulkan[0], None
+
+
+def context() -> dict[str, Any]:
+    """The process's device (one per process: pipelines and buffers live on it)."""
+    with _LOCK:
+        if not _CONTEXT:
+            adapter, reason = _find_adapter()
+            if adapter is None:
+                raise ExecutorError(f"executor 'vulkan' is not available on this machine: {reason}")
+            lim = adapter.limits
+            want = {k: lim[k] for k in ("max-storage-buffer-binding-size", "max-buffer-size",
+                                        "max-storage-buffers-per-shader-stage", "max-compute-workgroup-storage-size")}
+            f16 = "shader-f16" in adapter.features
+            device = adapter.request_device_sync(required_features=["shader-f16"] if f16 else [], required_limits=want)
+            _CONTEXT.update(adapter=adapter, device=device, f16=f16, limits=device.limits, pipelines={},
+                            name=f"{adapter.info.get('device')} ({adapter.info.get('backend_type')}, "
+                                 f"{adapter.info.get('adapter_type')})")
+        return _CONTEXT
+
+
+def _pipeline(ctx: dict, source: str):
+    cache = ctx["pipelines"]
+    if source not in cache:
+        module = ctx["device"].create_shader_module(code=source)
+        cache[source] = ctx["device"].create_compute_pipeline(layout="auto",
+                                                             compute={"module": module, "entry_point": "main"})
+    return cache[source]
+
+
+# ---------------------------------------------------------------------------- program
+class VulkanProgram(NumpyProgram):
+    """Bound to one planned LIR and one set of params on the device. The host mirror of the
+    regions (the NumPy program this extends) stages inputs, runs the prologue and any host
+    step, and receives the outputs."""
+
+    def __init__(self, lir: LIR, params: Mapping[str, Any]) -> None:
+        import wgpu
+        self.ctx = ctx = context()
+        dev = ctx["device"]
+        if lir.alignment % 4:
+            raise ExecutorError(f"the vulkan executor needs buffers aligned to 4 bytes (target says {lir.alignment})")
+        super().__init__(lir, params)  # mirror, params, prologue (host, once); body steps below
+        self.host_reasons: dict[str, str] = {}
+        sizes = {r: _up(max(lir.region_bytes(r), 16)) for r in REGIONS}
+        cap = min(ctx["limits"]["max-storage-buffer-binding-size"], ctx["limits"]["max-buffer-size"])
+        for r, n in sizes.items():
+            if n > cap:
+                raise ExecutorError(f"the {r} region needs {n} bytes; adapter {ctx['name']} binds at most {cap}")
+        usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
+        self.buffers = {r: dev.create_buffer(size=sizes[r], usage=usage, label=f"rlx {r}") for r in REGIONS}
+        self._upload(0, self.regions["param"].size, "param")  # params and folded constants, once
+        for step in lir.steps:
+            if step.phase == "prologue":
+                for name in step.outputs:
+                    region, start, n = self._span(name)
+                    if region != "param":
+                        self._upload(start, n, region)
+        if not ctx["f16"] and any(DType(v.dtype) == DType.f16 for v in lir.values.values()):
+            raise ExecutorError(f"this program computes in f16 but adapter {ctx['name']} lacks shader-f16")
+        # body: a shader per step where one prints, else the host
+        plans: list[tuple[Step, Any]] = []
+        for step, _ in self.steps:
+            try:
+                kind, shader = self._shader(step)
+            except W.Unsupported as e:
+                kind, fn = NumpyProgram._step(self, step)
+                kind = "definition" if REGISTRY.get(step.op).category == "fused" else "reference"
+                self.host_reasons[step.node] = str(e)
+                plans.append((step, fn))
+            else:
+                plans.append((step, shader))
+            self.dispatch[step.node] = kind
+        self._build(plans)
+        self._out_spans = [self._span(s.inputs[0]) for s in lir.steps if s.phase == "epilogue"]
+        total = sum(n for _, _, n in self._out_spans) or 4
+        self.staging = dev.create_buffer(size=total, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
+
+    def _step(self, step: Step) -> tuple[str, Callable[[], None] | None]:
+        if step.phase == "body":
+            return "pending", None  # chosen after the mirror exists (see __init__)
+        kind, fn = super()._step(step)
+        return "reference", fn       # prologue folding: on the host, once at bind
+
+    # ------------------------------------------------------------------------ shaders
+    def _operand(self, name: str, slot: int, index_only: bool = False) -> W.Operand:
+        lay = self.lir.values[name]
+        dt = DType(lay.dtype)
+        if dt == DType.i64 and index_only:
+            unit = 8
+        elif dt in W.STORED:
+            unit = 1 if dt == DType.bool else dt.itemsize
+        else:
+            raise W.Unsupported(f"{dt} value {name!r} (WGSL has no such type here)")
+        if any(s < 0 for s in lay.strides):
+            raise W.Unsupported(f"negative strides of {name!r}")
+        if self._byte(lay) % unit:
+            raise W.Unsupported(f"value {name!r} is not aligned to its element size")
+        return W.Operand(self._region(lay), dt, tuple(lay.shape), tuple(lay.strides), slot, 0, index_only)
+
+    def _region(self, lay: ValueLayout) -> str:
+        return self.lir.buffers[lay.buffer].region
+
+    def _byte(self, lay: ValueLayout) -> int:
+        return self.lir.buffers[lay.buffer].offset + lay.byte_offset
+
+    def _shader(self, step: Step) -> tuple[str, tuple[W.Shader, list[int]]]:
+        op, attrs = step.op, step.attrs
+        gather_ids = {1} if op == "gather" else set()
+        ins = [self._operand(n, i, i in gather_ids) for i, n in enumerate(step.inputs)]
+        outs = [self._operand(n, len(ins) + i) for i, n in enumerate(step.outputs)]
+        if any(math.prod(o.shape) == 0 for o in [*ins, *outs]):
+            raise W.Unsupported("an empty tensor")
+        if op in NATIVE:
+            kind, shader = "native", self._native(step, ins, outs)
+        else:
+            types = [TensorType(self.lir.values[n].shape, DType(self.lir.values[n].dtype)) for n in step.inputs]
+            kernel = kernel_for(op, types, attrs)
+            if kernel is None:
+                raise W.Unsupported(f"{op}: no skeleton fits here")
+            kind, shader = "generated", W.print_kernel(kernel, ins, outs)
+        if len(shader.bindings) > self.ctx["limits"]["max-storage-buffers-per-shader-stage"]:
+            raise W.Unsupported(f"{len(shader.bindings)} storage bindings exceed the adapter's limit")
+        units = [self._byte(self.lir.values[n]) // _unit(o) for n, o in zip([*step.inputs, *step.outputs], [*ins, *outs])]
+        return kind, (shader, units)
+
+    def _native(self, step: Step, ins: list[W.Operand], outs: list[W.Operand]) -> W.Shader:
+        op, a = step.op, step.attrs
+        if op == "matmul":
+            dt = outs[0].dtype
+            from rlx.ir.expr import Expr
+            prod = Expr("arg", value=2, dtype=DType.f32)
+            e = prod if dt == DType.f32 else Expr("cast", (prod,), attrs=(("dtype", dt),), dtype=dt)
+            return W.gemm(ins, outs, ((0, 1),), (e,))
+        if op in ("sum", "mean", "max"):
+            axes = a["axes"] if a["axes"] is not None else tuple(range(len(ins[0].shape)))
+            return W.reduce(ins[0], outs[0], op, axes)
+        if op in ("transpose", "expand", "slice"):
+            opdef = REGISTRY.get(op)
+            x = ins[0]
+            view = opdef.view_layout(a, x.shape, x.strides, outs[0].shape)
+            if view is None:
+                raise W.Unsupported(f"{op} with these attributes is not a strided read")
+            off, strides = view
+            src = W.Operand(x.region, x.dtype, outs[0].shape, tuple(strides), x.slot, off)
+            return W.copy(src, outs[0].shape, outs[0])
+        if op == "reshape":
+            return W.copy(ins[0], ins[0].shape, outs[0])
+        if op == "concat":
+            return W.concat(ins, outs[0], a["axis"])
+        if op == "split":
+            return W.split(ins[0], outs, a["axis"])
+        if op == "gather":
+            if ins[1].dtype not in (DType.i32, DType.i64):
+                raise W.Unsupported(f"{ins[1].dtype} indices")
+            return W.gather(ins[0], ins[1], outs[0], a["axis"])
+        if op == "causal_mask":
+            return W.causal_mask(ins[0], outs[0])
+        if op == "trilu":
+            return W.trilu(ins[0], outs[0], bool(a["upper"]), int(a["k"]))
+        if op == "rotary":
+            return W.rotary(*ins, outs[0])
+        raise W.Unsupported(f"no native kernel for {op}")
+
+    def _build(self, plans: list[tuple[Step, Any]]) -> None:
+        """Pipelines, one uniform record per GPU step, bind groups; runs of GPU steps
+        between host steps are the segments a run encodes."""
+        import wgpu
+        dev = self.ctx["device"]
+        align = max(256, self.ctx["limits"]["min-uniform-buffer-offset-alignment"])
+        gpu = [(s, p) for s, p in plans if not callable(p)]
+        table = np.zeros(max(1, len(gpu)) * align // 4, np.uint32)
+        self.uniform = dev.create_buffer(size=table.nbytes, usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST)
+        self.segments: list[list[tuple] | tuple[Step, Callable]] = []
+        self.pipelines = 0
+        k = 0
+        for step, plan in plans:
+            if callable(plan):
+                self.segments.append((step, plan))
+                continue
+            shader, units = plan
+            table[k * align // 4: k * align // 4 + len(units)] = units
+            pipe = _pipeline(self.ctx, shader.source)
+            entries = [{"binding": i, "resource": {"buffer": self.buffers[r], "offset": 0, "size": self.buffers[r].size}}
+                       for i, (r, _) in enumerate(shader.bindings)]
+            entries.append({"binding": len(shader.bindings),
+                            "resource": {"buffer": self.uniform, "offset": k * align, "size": 16 * max(1, -(-shader.slots // 4))}})
+            group = dev.create_bind_group(layout=pipe.get_bind_group_layout(0), entries=entries)
+            if not self.segments or not isinstance(self.segments[-1], list):
+                self.segments.append([])
+            self.segments[-1].append((step, pipe, group, shader.grid))
+            k += 1
+        dev.queue.write_buffer(self.uniform, 0, table.tobytes())
+        self.sources = {s.node: p[0].source for s, p in plans if not callable(p)}
+
+    # ------------------------------------------------------------------------ transfers
+    def _span(self, name: str) -> tuple[str, int, int]:
+        """(region, start, bytes) covering a value, widened to 4-byte words."""
+        lay = self.lir.values[name]
+        item = DType(lay.dtype).itemsize
+        extent = (sum((d - 1) * s for d, s in zip(lay.shape, lay.strides)) + 1) * item if all(lay.shape) else 0
+        start = self._byte(lay)
+        lo = start - start % 4
+        return self._region(lay), lo, _up(start + extent) - lo
+
+    def _upload(self, start: int, nbytes: int, region: str) -> None:
+        nbytes = min(_up(nbytes), self.regions[region].size - start)
+        if nbytes > 0:
+            data = self.regions[region][start:start + nbytes]
+            if data.size % 4:
+                data = np.concatenate([data, np.zeros(4 - data.size % 4, np.uint8)])
+            self.ctx["device"].queue.write_buffer(self.buffers[region], start, data)
+
+    def _download(self, name: str) -> None:
+        region, start, n = self._span(name)
+        n = min(n, _up(self.regions[region].size) - start)
+        data = np.frombuffer(self.ctx["device"].queue.read_buffer(self.buffers[region], start, n), np.uint8)
+        m = min(n, self.regions[region].size - start)
+        self.regions[region][start:start + m] = data[:m]
+
+    def _host(self, step: Step, fn: Callable[[], None]) -> None:
+        for name in set(step.inputs):
+            if self._region(self.lir.values[name]) in ("arena", "output"):
+                self._download(name)
+        with np.errstate(all="ignore"):
+            fn()
+        for name in step.outputs:
+            region, start, n = self._span(name)
+            self._upload(start, n, region)
+
+    # ------------------------------------------------------------------------ runs
+    def _bind_inputs(self, inputs: Mapping[str, Any]) -> None:
+        super()._bind_inputs(inputs)  # checks, into the mirror
+        self._upload(0, self.regions["input"].size, "input")
+
+    def _encode(self, dispatches, encoder=None):
+        dev = self.ctx["device"]
+        enc = encoder or dev.create_command_encoder()
+        cp = enc.begin_compute_pass()
+        for _, pipe, group, grid in dispatches:
+            cp.set_pipeline(pipe)
+            cp.set_bind_group(0, group)
+            cp.dispatch_workgroups(*grid)
+        cp.end()
+        return enc
+
+    def _finish(self, enc) -> dict[str, np.ndarray]:
+        """Copy the outputs to staging in ``enc``, submit, map and read them."""
+        import wgpu
+        at = 0
+        for region, start, n in self._out_spans:
+            if n:
+                enc.copy_buffer_to_buffer(self.buffers[region], start, self.staging, at, n)
+            at += n
+        self.ctx["device"].queue.submit([enc.finish()])
+        self.staging.map_sync(wgpu.MapMode.READ)
+        try:
+            data = np.frombuffer(self.staging.read_mapped(0, self.staging.size), np.uint8)
+        finally:
+            self.staging.unmap()
+        at = 0
+        for region, start, n in self._out_spans:
+            m = min(n, self.regions[region].size - start)
+            self.regions[region][start:start + m] = data[at:at + m]
+            at += n
+        return self._outputs()
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Run once: one submission when every step is a shader (one more per host step)."""
+        self._bind_inputs(inputs)
+        dev = self.ctx["device"]
+        enc = dev.create_command_encoder()
+        for seg in self.segments:
+            if isinstance(seg, list):
+                self._encode(seg, enc)
+            else:
+                dev.queue.submit([enc.finish()])
+                self._host(*seg)
+                enc = dev.create_command_encoder()
+        return self._finish(enc)
+
+    def profile(self, inputs: Mapping[str, Any]) -> list[StepTiming]:
+        """Run once, each step its own submission waited for (so each time includes a
+        submission's overhead; the sum is more than a run)."""
+        self._bind_inputs(inputs)
+        dev = self.ctx["device"]
+        out = []
+        for seg in self.segments:
+            for item in (seg if isinstance(seg, list) else [seg]):
+                step = item[0]
+                t = time.perf_counter()
+                if isinstance(seg, list):
+                    dev.queue.submit([self._encode([item]).finish()])
+                    dev.queue.on_submitted_work_done_sync()
+                else:
+                    self._host(*item)
+                out.append(StepTiming(step.index, step.node, step.op, self.dispatch[step.node],
+                                      time.perf_counter() - t))
+        self._finish(dev.create_command_encoder())
+        return out
+
+    def read(self, value: str) -> np.ndarray:
+        if value not in self.lir.values:
+            raise BindingError(f"no value {value!r} in this program")
+        self._download(value)
+        return self.arrays[value].copy()
+
+
+def _up(n: int) -> int:
+    return -(-n // 4) * 4
+
+
+def _unit(o: W.Operand) -> int:
+    if o.index_only:
+        return 8
+    return 1 if o.dtype == DType.bool else o.dtype.itemsize
+
+
+class VulkanExecutor:
+    """WGSL on wgpu's Vulkan backend; a step no shader covers runs on the host."""
+    name = NAME
+
+    def available(self) -> str | None:
+        if _CONTEXT:
+            return None
+        _, reason = _find_adapter()
+        return reason
+
+    def supports(self, op: OpDef) -> bool:
+        if op.is_primitive_elementwise:
+            return op.name in W.printable()
+        return op.reference is not None
+
+    def prepare(self, lir: LIR, params: Mapping[str, Any]) -> VulkanProgram:
+        return VulkanProgram(lir, params)
+
+
+register_executor(NAME, VulkanExecutor)
+
+__all__ = ["VulkanExecutor", "VulkanProgram", "context"]
