@@ -112,6 +112,7 @@ def check_claims(executor: str, claimed: frozenset[str] | None) -> None:
 
 def _load_builtin() -> None:
     from rlx.exec import numpy_exec  # noqa: F401  (registers itself)
+    from rlx.exec import vulkan_exec  # noqa: F401  (registers itself; imports wgpu only when used)
 
 
 __all__ = ["Executor", "Program", "StepTiming", "ExecutorError", "DISPATCH", "get_executor", "register_executor",
