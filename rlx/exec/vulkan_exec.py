@@ -359,7 +359,7 @@ class VulkanProgram(NumpyProgram):
                 t = time.perf_counter()
                 if isinstance(seg, list):
                     dev.queue.submit([self._encode([item]).finish()])
-                    dev.queue.on_submitted_work_done_sync()
+                    dev.queue.read_buffer(self.buffers["arena"], 0, 4)  # waits for the queue
                 else:
                     self._host(*item)
                 out.append(StepTiming(step.index, step.node, step.op, self.dispatch[step.node],

@@ -87,9 +87,16 @@ HELPERS = {
 }""",
     # tanh from exp overflows to NaN past |x| ~ 44 on some drivers; tanh(9) is 1 in f32
     "rlx_tanh": "fn rlx_tanh(x: f32) -> f32 { return select(tanh(clamp(x, -9.0, 9.0)), x, rlx_isnan(x)); }",
-    # Abramowitz & Stegun 7.1.26: |error| <= 1.5e-7, within f32 tolerance (WGSL has no erf)
+    # WGSL has no erf. Near 0 its Maclaurin series to x^11 (relative error < 1e-7 for
+    # |x| < 0.5); beyond, Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7): f32 tolerance both.
     "rlx_erf": """fn rlx_erf(x: f32) -> f32 {
   let a = abs(x);
+  if (a < 0.5) {
+    let z = x * x;
+    let p = 0.005223977625442188 + z * (-0.0008548327023450852);
+    return x * (1.1283791670955126 + z * (-0.37612638903183754 + z * (0.11283791670955126
+                + z * (-0.026866170645131252 + z * p))));
+  }
   let t = 1.0 / (1.0 + 0.3275911 * a);
   let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t
                  + 0.254829592) * t * exp(-a * a);
@@ -301,7 +308,7 @@ def uses_f16(ops: Sequence[Operand]) -> bool:
 def addr(o: Operand, idx: Sequence[str]) -> str:
     """The element offset of ``o`` at the full index ``idx`` (right-aligned broadcasting)."""
     r, n = len(o.shape), len(idx)
-    terms = [f"{idx[j + n - r]} * {o.strides[j]}" for j in range(r) if o.shape[j] != 1 and o.strides[j] != 0]
+    terms = [f"({idx[j + n - r]}) * {o.strides[j]}" for j in range(r) if o.shape[j] != 1 and o.strides[j] != 0]
     return " + ".join(terms) or "0"
 
 
@@ -541,7 +548,7 @@ def attention(ins: Sequence[Operand], outs: Sequence[Operand], s: Attention) -> 
     def at(t: Operand, i2: str, i1: str) -> str:
         head = replace(t, shape=t.shape[:-2], strides=t.strides[:-2])
         return " + ".join(x for x in (addr(head, bidx) if head.shape else "0",
-                                      f"{i2} * {t.strides[-2]}", f"{i1} * {t.strides[-1]}"))
+                                      f"({i2}) * {t.strides[-2]}", f"({i1}) * {t.strides[-1]}"))
 
     b.lines.append(f"for (var c = li; c < {d}; c += {ROW_WG}) {{ Q[c] = "
                    f"{convert(b.load(q, at(q, iq, 'c')), q.dtype, DType.f32)}; }}")

@@ -1,0 +1,310 @@
+"""The Vulkan executor on a real Vulkan device (lavapipe on CPU machines): every op the
+Vulkan targets claim, every shipped fused op and every model builder match the float64
+reference at their dtype's tolerance; users' fused ops run as one generated shader; a run
+is one submission; what no shader covers runs on the host, said so."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from scipy import special
+
+import rlx
+from rlx.exec import vulkan_exec, wgsl_print
+from rlx.exec.base import ExecutorError, check_claims
+from rlx.ir import REGISTRY, DType, Graph, interpret, random_arrays
+from rlx.kernels.lower import kernel_for
+from rlx.pipeline import TOLERANCE, max_error
+from rlx.plan import plan
+from rlx.rules import load
+from rlx.extract.target import load_target
+from test_kernels import _case, _dtypes, _ops, data
+from user_ops import MODELS, write_rules
+
+REASON = vulkan_exec.VulkanExecutor().available()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no Vulkan device: {REASON}")
+
+RULES = load()
+SHADER = {"native", "generated", "view"}
+# Ops with no shader: they run on the host between submissions (vulkan_exec's docstring).
+HOST_OPS = {"conv", "max_pool", "avg_pool", "cumsum", "argmax", "argmin", "arange", "gather_elements", "gather_nd"}
+SHADER_DTYPES = {"f32", "f16", "i32", "bool"}
+
+
+def run_on_vulkan(g: Graph, arrays: dict):
+    ins = {n.name: arrays[n.name] for n in g.inputs}
+    program = vulkan_exec.VulkanExecutor().prepare(plan(g, alignment=256), {})
+    return program.run(ins), interpret(g, ins), program
+
+
+def check(g: Graph, arrays: dict) -> object:
+    got, want, program = run_on_vulkan(g, arrays)
+    outputs = dict(g.outputs)
+    for name, ref in want.items():
+        dt = str(outputs[name].dtype)
+        if dt in TOLERANCE:
+            err, tol = max_error(got[name], ref, dt)
+            assert err <= tol, (g.to_text(), name, err, tol, program.dispatch)
+        else:
+            np.testing.assert_array_equal(got[name], ref.astype(got[name].dtype), err_msg=g.to_text())
+    return program
+
+
+def _vulkan_dtypes(op: str) -> list[str]:
+    """The dtypes the kernel tests use that shaders hold (bf16 runs on the host)."""
+    return [d for d in _dtypes(op) if d in SHADER_DTYPES]
+
+
+# ---------------------------------------------------------------------------- every op
+@pytest.mark.parametrize("op", _ops())
+@settings(max_examples=3)
+@given(seed=st.integers(0, 2**31 - 1), pick=st.integers(0, 10))
+def test_every_claimed_op_matches_the_reference_on_vulkan(op, seed, pick):
+    """Every op (the Vulkan targets claim them all) on random shapes: through a shader
+    unless it is one of the host ops, or a value has a dtype WGSL lacks here."""
+    dtypes = _vulkan_dtypes(op)
+    rng = np.random.default_rng(seed)
+    g, arrays = _case(op, rng, dtypes[pick % len(dtypes)])
+    program = check(g, arrays)
+    node = next(n for n in g.nodes if n.opdef.category != "source")
+    values = [*node.inputs, *node.outputs]
+    shader_types = all(str(v.dtype) in SHADER_DTYPES or (op == "gather" and v is node.inputs[1]) for v in values)
+    fits = kernel_for(op, [v.type for v in node.inputs], node.attrs) is not None
+    kind = program.dispatch[node.name]
+    if op not in HOST_OPS and shader_types and (fits or op in vulkan_exec.NATIVE):
+        # a native kernel where one is registered, else the skeleton; a view needs neither
+        assert kind in (("native", "view") if op in vulkan_exec.NATIVE else ("generated",)), \
+            (op, program.dispatch, program.host_reasons)
+    else:
+        assert kind in ("reference", "definition"), (op, program.dispatch)
+        step = next(s for s in program.lir.steps if s.node == node.name)
+        assert step.phase == "prologue" or program.host_reasons[node.name]
+
+
+def test_the_vulkan_targets_claim_what_the_executor_runs(monkeypatch):
+    full, basic = (load_target(t).resolve_claims() for t in ("vulkan", "vulkan-basic"))
+    for t in (full, basic):
+        check_claims(t.executor, t.cost.claimed)
+    assert basic.cost.claimed < full.cost.claimed
+    # a primitive the printer lacks is a claim the executor cannot honour
+    monkeypatch.setattr(wgsl_print, "printable", lambda: {"add"})
+    with pytest.raises(ExecutorError, match="executor 'vulkan' cannot run"):
+        check_claims("vulkan", frozenset({"add", "erf"}))
+
+
+def _erf_graph(n: int) -> Graph:
+    g = Graph("erf")
+    g.output(y=g.op("erf", g.input("x", (n,), "f32")))
+    return g
+
+
+def test_erf_is_accurate_to_f32_tolerance():
+    """WGSL has no erf: the printer's approximation against SciPy's over a dense grid."""
+    x = np.concatenate([np.linspace(-6, 6, 200001), [-np.inf, np.inf, 0.0, -0.0]]).astype(np.float32)
+    g = _erf_graph(x.size)
+    got, _, _ = run_on_vulkan(g, {"x": x})
+    want = special.erf(x.astype(np.float64))
+    assert np.max(np.abs(got["y"] - want)) <= 1e-6
+    tiny = np.geomspace(1e-30, 0.5, 1001).astype(np.float32)  # relative accuracy near zero
+    near = run_on_vulkan(_erf_graph(tiny.size), {"x": tiny})[0]["y"]
+    assert np.max(np.abs(near / special.erf(tiny.astype(np.float64)) - 1)) <= 1e-6
+    assert np.isnan(run_on_vulkan(g, {"x": np.full(x.shape, np.nan, np.float32)})[0]["y"]).all()
+
+
+# ---------------------------------------------------------------------------- models
+MODEL_CASES = [
+    (lambda: rlx.models.mlp(layers=3, d_in=32, d_hidden=64, batch="B"), {"B": 5}),
+    (lambda: rlx.models.mlp(layers=2, d_in=16, d_hidden=32, activation="relu"), {}),
+    (lambda: rlx.models.llama(layers=2, d_model=64, n_heads=4, seq="S", batch="B"), {"B": 2, "S": 12}),
+    (lambda: rlx.models.llama(layers=1, d_model=32, n_heads=2, seq=8, vocab=50), {}),
+    (lambda: rlx.models.bert(layers=2, d_model=64, n_heads=4, seq=16), {}),
+    (lambda: rlx.models.bert(layers=1, d_model=32, n_heads=2, seq=8, vocab=30, policy="direct"), {}),
+]
+
+
+@pytest.mark.parametrize("case", range(len(MODEL_CASES)))
+@pytest.mark.parametrize("target", ["vulkan", "vulkan-basic"])
+def test_every_model_builder_runs_on_vulkan_and_matches_the_reference(case, target):
+    build, binding = MODEL_CASES[case]
+    g = build()
+    r = rlx.compile(g, target=target, rules=RULES)
+    assert r.executor == "vulkan"
+    a = random_arrays(g, binding, seed=11)
+    ins, ps = {n.name: a[n.name] for n in g.inputs}, {n.name: a[n.name] for n in g.params}
+    want, got = interpret(g, ins, ps), r.run(ins, ps)
+    assert got.keys() == want.keys()
+    for k in want:
+        err, tol = max_error(got[k], want[k], "f32")
+        assert err <= tol, (k, err, tol)
+    program = r.executor_for(ins)
+    assert set(program.dispatch.values()) <= SHADER, program.host_reasons
+    ops = dict(r.graph.op_counts())
+    if target == "vulkan-basic":  # legalized: what it does not claim is gone
+        assert not {"sdpa", "swiglu", "rms_norm", "layer_norm", "add_rms_norm"} & set(ops), ops
+
+
+def test_a_model_in_f16_runs_where_the_adapter_has_shader_f16():
+    g = rlx.models.llama(layers=1, d_model=32, n_heads=2, seq=8, dtype="f16")
+    r = rlx.compile(g, target="vulkan", rules=RULES)
+    a = random_arrays(g, seed=5)
+    ins, ps = {n.name: a[n.name] for n in g.inputs}, {n.name: a[n.name] for n in g.params}
+    if not vulkan_exec.context()["f16"]:
+        with pytest.raises(rlx.RlxError, match="lacks shader-f16"):
+            r.run(ins, ps)
+        return
+    want, got = interpret(g, ins, ps), r.run(ins, ps)
+    for k in want:
+        err, tol = max_error(got[k], want[k], "f16")
+        assert err <= tol, (k, err, tol)
+
+
+def test_f16_without_shader_f16_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(vulkan_exec.context(), "f16", False)
+    g = Graph("half")
+    g.output(y=g.op("exp", g.input("x", (4,), "f16")))
+    with pytest.raises(ExecutorError, match="lacks shader-f16"):
+        vulkan_exec.VulkanExecutor().prepare(plan(g, alignment=256), {})
+
+
+# ---------------------------------------------------------------------------- the runtime
+class _CountingQueue:
+    def __init__(self, queue) -> None:
+        self.queue, self.submits = queue, 0
+
+    def submit(self, buffers) -> None:
+        self.submits += 1
+        self.queue.submit(buffers)
+
+    def __getattr__(self, name):
+        return getattr(self.queue, name)
+
+
+class _Device:
+    def __init__(self, device) -> None:
+        self.device, self.queue = device, _CountingQueue(device.queue)
+
+    def __getattr__(self, name):
+        return getattr(self.device, name)
+
+
+def _count_submits(program) -> _CountingQueue:
+    device = _Device(program.ctx["device"])
+    program.ctx = {**program.ctx, "device": device}
+    return device.queue
+
+
+def test_a_run_is_one_submission_params_stay_bound_and_layers_share_pipelines():
+    g = rlx.models.llama(layers=2, d_model=64, n_heads=4, seq=16)
+    r = rlx.compile(g, target="vulkan", rules=RULES)
+    a = random_arrays(g, seed=1)
+    ins, ps = {n.name: a[n.name] for n in g.inputs}, {n.name: a[n.name] for n in g.params}
+    r.run(ins, ps)
+    program = r.executor_for(ins)
+    buffers = dict(program.buffers)
+    queue = _count_submits(program)
+    ins2 = {k: v * 0.5 for k, v in ins.items()}
+    second = r.run(ins2)  # params stay bound on the device
+    assert queue.submits == 1
+    assert program.buffers == buffers
+    want = interpret(g, ins2, ps)
+    for k in want:
+        err, tol = max_error(second[k], want[k], "f32")
+        assert err <= tol
+    # the second layer's steps reuse the first layer's shaders
+    g4 = rlx.models.llama(layers=4, d_model=64, n_heads=4, seq=16)
+    a4 = random_arrays(g4, seed=1)
+    deeper = rlx.compile(g4, target="vulkan", rules=RULES)
+    deeper.run({n.name: a4[n.name] for n in g4.inputs}, {n.name: a4[n.name] for n in g4.params})
+    p4 = deeper.executor_for({n.name: a4[n.name] for n in g4.inputs})
+    # (a middle layer may differ from the first only in reading the arena, not the input)
+    assert len(set(p4.sources.values())) <= len(set(program.sources.values())) + 1
+    assert len(set(p4.sources.values())) * 2 < len(p4.sources)
+
+
+def test_read_and_profile_go_through_the_device():
+    g = rlx.models.mlp(layers=2, d_in=16, d_hidden=32)
+    r = rlx.compile(g, target="vulkan", rules=RULES)
+    a = random_arrays(g, seed=2)
+    ins, ps = {n.name: a[n.name] for n in g.inputs}, {n.name: a[n.name] for n in g.params}
+    out = r.run(ins, ps)
+    program = r.executor_for(ins)
+    timings = program.profile(ins)
+    assert [t.node for t in timings] == [s.node for s in program.lir.steps if s.phase == "body"]
+    assert all(t.seconds > 0 and t.dispatch in SHADER for t in timings)
+    (name,) = out
+    last = next(s for s in program.lir.steps if s.phase == "epilogue").inputs[0]
+    np.testing.assert_array_equal(program.read(last), out[name])
+
+
+def test_what_no_shader_covers_runs_on_the_host_and_says_so():
+    rng = np.random.default_rng(0)
+    g = Graph("conv_relu")
+    x, w = g.input("x", (1, 2, 6, 6), "f32"), g.input("w", (3, 2, 3, 3), "f32")
+    g.output(y=g.op("relu", g.op("conv", x, w)))
+    arrays = {"x": data(rng, (1, 2, 6, 6), "f32"), "w": data(rng, (3, 2, 3, 3), "f32")}
+    program = check(g, arrays)
+    conv = next(n for n in g.nodes if n.op == "conv")
+    assert program.dispatch[conv.name] == "reference" and program.host_reasons[conv.name]
+    queue = _count_submits(program)
+    program.run(arrays)
+    assert queue.submits == 2  # the host step splits the run
+
+
+def test_attention_zeroes_fully_masked_rows_as_its_definition_says():
+    rng = np.random.default_rng(4)
+    b, h, s, sk, d = 2, 3, 5, 70, 8  # more keys than a workgroup: the online softmax merges blocks
+    g = Graph("nan_zero")
+    q, k, v = (g.input(n, (b, h, x, d), "f32") for n, x in (("q", s), ("k", sk), ("v", sk)))
+    m = g.input("m", (b, 1, s, sk), "f32")
+    g.output(y=g.op("sdpa_nan_zero", q, k, v, m, scale=0.3))
+    arrays = {n: data(rng, (b, h, x, d), "f32") for n, x in (("q", s), ("k", sk), ("v", sk))}
+    mask = np.where(rng.random((b, 1, s, sk)) < 0.3, -np.inf, 0.0)
+    mask[0, 0, 1, :] = -np.inf
+    arrays["m"] = mask.astype(np.float32)
+    assert kernel_for("sdpa_nan_zero", [x.type for x in (q, k, v, m)], {"scale": 0.3}).kind == "attention"
+    program = check(g, arrays)
+    assert set(program.dispatch.values()) == {"generated"}
+    out = program.run(arrays)["y"]
+    assert np.all(out[0, :, 1, :] == 0) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (65, 17, 130), (3, 200, 7)])
+def test_tiled_gemm_edges(m, k, n):
+    """Sizes that are not multiples of the 64x64 tile or the depth step."""
+    rng = np.random.default_rng(m * k * n)
+    g = Graph("mm")
+    g.output(y=g.matmul_bias_act(g.input("x", (2, m, k), "f32"), g.input("w", (k, n), "f32"),
+                                 g.input("b", (n,), "f32"), act="gelu"))
+    check(g, {"x": data(rng, (2, m, k), "f32"), "w": data(rng, (k, n), "f32"), "b": data(rng, (n,), "f32")})
+
+
+# ---------------------------------------------------------------------------- users' fused ops
+@pytest.fixture(scope="module")
+def user_rules(tmp_path_factory):
+    return write_rules(tmp_path_factory.mktemp("user_rules"))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_user_fused_op_runs_as_one_generated_shader(name, user_rules):
+    g = MODELS[name]()
+    r = rlx.compile(g, target="vulkan", rules=[user_rules])
+    assert dict(r.graph.op_counts()) == {name: 1}, r.graph.op_counts()
+    arrays = random_arrays(g, seed=3)
+    ins = {n.name: arrays[n.name] for n in g.inputs}
+    ps = {n.name: arrays[n.name] for n in g.params}
+    got, want = r.run(ins, ps), interpret(g, ins, ps)
+    for k in want:
+        err, tol = max_error(got[k], want[k], "f32")
+        assert err <= tol, (k, err)
+    program = r.executor_for(ins)
+    body = [s for s in program.lir.steps if s.phase == "body" and not s.view]
+    assert len(body) == 1 and program.dispatch[body[0].node] == "generated"
+    assert len(program.segments) == 1 and len(program.segments[0]) == 1  # one dispatch
+
+
+def test_no_vulkan_adapter_is_a_clear_error_naming_what_was_found(monkeypatch):
+    import wgpu
+
+    class Fake:
+        info = {"device": "SwiftShader Device", "backend_type": "OpenGL", "adapter_type": "CPU"}
+    monkeypatch.setattr(wgpu.gpu, "enumerate_adapters_sync", lambda: [Fake()])
+    adapter, reason = vulkan_exec._find_adapter()
+    assert adapter is None and "no Vulkan adapter" in reason and "SwiftShader Device (OpenGL)" in reason
