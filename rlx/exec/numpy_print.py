@@ -1,11 +1,12 @@
-"""The NumPy printer: the primitives and the four skeletons as generated Python over NumPy.
+"""The NumPy printer: the primitives and the five skeletons as generated Python over NumPy.
 
 A kernel is built once per step, for the step's arrays (views into the arena). Its output
 is cut into chunks of about ``CHUNK`` elements along the outer axes, so every temporary is
 chunk-sized and stays in cache; each chunk runs one generated straight-line function of
 ufunc calls with ``out=`` into preallocated scratch. A GEMM is computed per block of rows
 with its epilogue applied while the block is in cache; attention per block of query rows,
-whose scores never leave the cache.
+whose scores never leave the cache; a convolution per image, as one GEMM over its windows
+(a depthwise one tap by tap), its epilogue applied to the image while it is in cache.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from scipy import special
 from rlx.ir.dtypes import DType
 from rlx.ir.expr import Expr, nodes
 from rlx.ir.ops import divide
-from rlx.kernels.skeletons import Attention, Gemm, Kernel, Pointwise, RowReduce
+from rlx.kernels.skeletons import Attention, Conv, Gemm, Kernel, Pointwise, RowReduce
 
 CHUNK = 32768        # elements per temporary: a few of them fit in this machine's L2
 GEMM_BLOCK = 1 << 20  # elements of a GEMM's product block (BLAS loses speed on thin blocks)
@@ -278,6 +279,8 @@ def build(kernel: Kernel, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
         return _rows(s.outputs, (), s.gemms, ins, outs, fixed=0, constant=constant)
     if isinstance(s, Attention):
         return _attention(s, ins, outs)
+    if isinstance(s, Conv):
+        return _conv(s, ins, outs, constant)
     raise TypeError(f"no NumPy printer for skeleton {type(s).__name__}")
 
 
@@ -460,3 +463,102 @@ def _attention(s: Attention, ins: Sequence[np.ndarray], outs: Sequence[np.ndarra
         calls.append((fn, (qc, kc, vc, *ms, fit(sbuf, scores), fit(rbuf, scores[:-1] + (1,)), cm, out[index],
                            prog.slot_views(scratch, shapes)) + consts))
     return ChunkedKernel(src, calls)
+
+
+def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], constant: frozenset[int]) -> ChunkedKernel:
+    """Per image: the convolution into an f32 (f64 for f64) product buffer, then its
+    epilogue over that image. A grouped convolution with C/group > 1 is one batched GEMM of
+    the weight (group, M/group, C/group·taps) with the windows copied tap by tap into
+    (group, C/group·taps, pixels) (a 1×1 unit-stride one reads the image as it is); a
+    depthwise one accumulates tap by tap. Constant weights are converted once, at build."""
+    x, w, out = ins[s.x], ins[s.w], outs[0]
+    n_in, g = len(ins), s.group
+    n_sp = x.ndim - 2
+    acc = np.float64 if x.dtype == np.float64 else np.float32
+    osp = out.shape[2:]
+    c, m, taps = x.shape[1], w.shape[0], w.shape[2:]
+    lo, hi = s.pads[:n_sp], s.pads[n_sp:]
+    padded = np.zeros((c,) + tuple(d + a + b for d, a, b in zip(x.shape[2:], lo, hi)), acc)
+    interior = (slice(None),) + tuple(slice(a, a + d) for a, d in zip(lo, x.shape[2:]))
+    plain = not any(s.pads)  # read the image where it is
+
+    def tap_view(src: np.ndarray, tap: tuple[int, ...]) -> np.ndarray:
+        return src[(slice(None),) + tuple(slice(k * d, k * d + st * (o - 1) + 1, st)
+                                          for k, d, st, o in zip(tap, s.dilations, s.strides, osp))]
+
+    def converted(i: int, shape: tuple) -> tuple[np.ndarray, list]:
+        """Input i reshaped and in ``acc``: a view when it can be, else a buffer refreshed per run."""
+        a = ins[i]
+        if a.dtype == acc:
+            v = a.reshape(shape)
+            if np.shares_memory(v, a):
+                return v, []
+        if i in constant:
+            return a.astype(acc).reshape(shape), []
+        buf = np.empty(shape, acc)
+        return buf, [(np.copyto, (buf.reshape(a.shape), a))]
+
+    setup: list[tuple[Callable, tuple]] = []
+    bias = None
+    if s.bias is not None:
+        bias, more = converted(s.bias, (m,) + (1,) * n_sp)
+        setup += more
+    depthwise = g == c == m and w.shape[1] == 1
+    all_taps = list(np.ndindex(*taps))
+    if depthwise:
+        wt, more = converted(s.w, (m, math.prod(taps)))
+        setup += more
+        wcols = [wt[:, t].reshape((m,) + (1,) * n_sp) for t in range(len(all_taps))]
+    else:
+        k = w.shape[1] * math.prod(taps)
+        wmat, more = converted(s.w, (g, m // g, k))
+        setup += more
+        pixels = math.prod(osp)
+        unit = all(t == 1 for t in taps) and all(st == 1 for st in s.strides) and not any(s.pads)
+        cols = None if unit and x.dtype == acc and x.flags.c_contiguous else np.empty((c,) + tuple(taps) + tuple(osp), acc)
+
+    leaves = _leaves(s.outputs)
+    direct = s.outputs == (leaves.get(("arg", n_in)),) and out.dtype == acc and not any(
+        np.may_share_memory(out, a) for a in ins)
+    product = None if direct else np.empty((1, m) + tuple(osp), acc)
+    calls = list(setup)
+    for b in range(x.shape[0]):
+        p = out[b:b + 1] if direct else product
+        img = x[b]
+        if plain:
+            src = img
+        else:
+            src = padded
+            calls.append((np.copyto, (padded[interior], img)))
+        if depthwise:
+            pv, tmp = p[0], np.empty(p.shape[1:], acc)
+            for t, tap in enumerate(all_taps):
+                if t == 0:
+                    calls.append((_mul_into, (tap_view(src, tap), wcols[t], pv)))
+                else:
+                    calls.append((_mul_add, (tap_view(src, tap), wcols[t], pv, tmp)))
+        else:
+            if cols is None:
+                rhs = src.reshape(g, k, pixels)
+            else:
+                for tap in all_taps:
+                    calls.append((np.copyto, (cols[(slice(None),) + tap], tap_view(src, tap))))
+                rhs = cols.reshape(g, k, pixels)
+            calls.append((_matmul, (wmat, rhs, p.reshape(g, m // g, pixels))))
+        if bias is not None:
+            calls.append((np.add, (p[0], bias, p[0])))
+        if not direct:
+            block = (slice(b, b + 1),) + (slice(None),) * (out.ndim - 1)
+            epi_ins = [take(a, block, aligned(a.ndim, out.ndim)) if a.ndim <= out.ndim else a for a in ins] + [p]
+            calls += _rows(s.outputs, (), (), epi_ins, [o[block] for o in outs], fixed=0).calls
+    src_text = f"conv {x.shape} * {w.shape} group={g} ({'depthwise' if depthwise else 'im2col GEMM'})"
+    return ChunkedKernel(src_text, calls)
+
+
+def _mul_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    np.multiply(a, b, out=out)
+
+
+def _mul_add(a: np.ndarray, b: np.ndarray, out: np.ndarray, tmp: np.ndarray) -> None:
+    np.multiply(a, b, out=tmp)
+    out += tmp

@@ -15,7 +15,7 @@ from scipy import special
 from rlx.errors import BindingError, DTypeError, ShapeError
 from rlx.ir.dtypes import DType
 from rlx.ir.registry import AttrSpec, OpDef, register
-from rlx.ir.shapes import (Dim, broadcast_shapes, dim, dim_add, dim_div, dim_sub, fmt_shape,
+from rlx.ir.shapes import (Dim, broadcast_shapes, dim, dim_add, dim_div, dim_floordiv, dim_sub, fmt_shape,
                            is_static, normalize_axis, numel, shape as canonical)
 
 A = AttrSpec
@@ -758,7 +758,8 @@ _op("arange", [], _arange_shape, lambda d, a: [a["dtype"]], _arange_ref, _no_flo
 
 
 # ---------------------------------------------------------------------------- convolution, pooling
-# Layout NC + spatial (ONNX, PyTorch). Spatial dims must be static; batch may be symbolic.
+# Layout NC + spatial (ONNX, PyTorch). Any dim may be symbolic: a strided window's output size
+# is then a floor division (``rlx.ir.shapes.dim_floordiv``).
 # ``pads`` lists the begin pads of every spatial axis, then the end pads (ONNX's order).
 def _window_params(rank: int, a, kernel) -> tuple[list[int], list[int], list[int], list[int]]:
     n = len(kernel)
@@ -779,9 +780,12 @@ def _window_params(rank: int, a, kernel) -> tuple[list[int], list[int], list[int
 def _window_out(spatial, kernel, strides, dil, lo, hi, ceil_mode=False) -> tuple[int, ...]:
     out = []
     for i, d in enumerate(spatial):
-        if not is_static(d):
-            raise ShapeError(f"spatial dim {d} must be static")
         ext = dil[i] * (kernel[i] - 1) + 1
+        if not is_static(d):
+            if ceil_mode:
+                raise ShapeError(f"ceil_mode needs static spatial dims, got {d}")
+            out.append(dim_add(dim_floordiv(dim_add(d, lo[i] + hi[i] - ext), strides[i]), 1))
+            continue
         span = d + lo[i] + hi[i] - ext
         if span < 0:
             raise ShapeError(f"window {ext} is larger than the padded input {d + lo[i] + hi[i]}")

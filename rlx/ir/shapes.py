@@ -3,7 +3,10 @@
 A dim is an ``int`` or a string. A string is a polynomial over symbols with integer
 coefficients ("B", "B*S", "S+1"): it is kept in one canonical spelling so that two dims
 are equal exactly when their strings are equal, which is what shape inference, the
-e-graph and the rule guards compare.
+e-graph and the rule guards compare. A floor division by a positive constant that is not
+exact (a strided convolution's output size) is an *atom* of the polynomial, spelled
+``((H+1)//2)``: what divides exactly is taken out first, so the atom's numerator has
+coefficients in [0, c) and one value has one spelling along one computation.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ _Poly = dict[tuple[str, ...], int]  # monomial (sorted symbols) -> coefficient
 MAX_DIM_CHARS = 1024
 MAX_DIM_TERMS = 256
 MAX_COEFFICIENT = 2**63 - 1
-_ALLOWED = "only + - * and exact // are allowed"
+_ALLOWED = "only + - * and // (exact, or by a positive constant) are allowed"
 
 
 def _short(d: Dim) -> str:
@@ -77,6 +80,8 @@ def _poly_expr(tree: ast.AST, src: str) -> _Poly:
                 values.append(_pmul(a, b, src))
             else:
                 q = _pdiv(a, b)
+                if q is None and list(b) == [()] and b[()] > 0:
+                    q = _floor_div(a, b[()], src)
                 if q is None:
                     raise ShapeError(f"invalid symbolic dim {_short(src)}: {_ALLOWED}")
                 values.append(q)
@@ -131,6 +136,32 @@ def _pdiv(a: _Poly, b: _Poly) -> _Poly | None:
     return out
 
 
+def _floor_div(a: _Poly, c: int, src: Dim) -> _Poly:
+    """floor(a / c): the exact part of every coefficient comes out (a polynomial is integer
+    valued); the remainders, when not a lone constant below c, form one atom."""
+    out: _Poly = {}
+    rest: _Poly = {}
+    for m, k in a.items():
+        q, r = divmod(k, c)
+        if q:
+            out[m] = q
+        if r:
+            rest[m] = r
+    if rest and list(rest) != [()]:
+        out = _padd(out, {(f"(({_dim_of(rest)})//{c})",): 1}, src)
+    return out
+
+
+def _is_atom(name: str) -> bool:
+    return name.startswith("(")
+
+
+def _atom_parts(name: str) -> tuple[str, int]:
+    """``((N)//c)`` -> (N, c): the outer division is the last ``)//`` (nested atoms are inside N)."""
+    k = name.rindex(")//")
+    return name[2:k], int(name[k + 3:-1])
+
+
 def _dim_of(p: _Poly) -> Dim:
     if not p:
         return 0
@@ -171,8 +202,17 @@ def symbols(s: Iterable[Dim]) -> set[str]:
     for d in s:
         if isinstance(d, str):
             for m in _poly_of(d):
-                out.update(m)
+                for name in m:
+                    out.update(symbols([_atom_parts(name)[0]]) if _is_atom(name) else (name,))
     return out
+
+
+def dim_floordiv(a: Dim, c: int) -> Dim:
+    """floor(a / c) for a positive int c; symbolic when it does not divide exactly."""
+    if isinstance(a, int):
+        return a // c
+    q = _pdiv(_poly_of(a), {(): c})
+    return _dim_of(q if q is not None else _floor_div(_poly_of(a), c, f"({a}) // {c}"))
 
 
 def dim_add(a: Dim, b: Dim) -> Dim:
@@ -261,19 +301,29 @@ class DimBinding(Mapping[str, int]):
         """The concrete value of a dim; BindingError names the unbound symbols."""
         if isinstance(d, int):
             return d
-        total = 0
-        for m, c in _poly_of(d).items():
-            missing = [s for s in m if s not in self._values]
-            if missing:
-                raise BindingError(f"{where + ': ' if where else ''}symbol"
-                                   f"{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-                                   f"in dim {d!r} not bound (bound: {self!r})")
-            term = c
-            for s in m:
-                term *= self._values[s]
-            total += term
+        missing = sorted(s for s in symbols([d]) if s not in self._values)
+        if missing:
+            raise BindingError(f"{where + ': ' if where else ''}symbol"
+                               f"{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                               f"in dim {d!r} not bound (bound: {self!r})")
+        total = self._resolve_any(d)
         if total < 0:
             raise BindingError(f"{where + ': ' if where else ''}dim {d!r} is {total} under {self!r}")
+        return total
+
+    def _resolve_any(self, d: Dim) -> int:
+        """A dim's value, negative allowed (an atom's numerator, such as H-1, may be)."""
+        if isinstance(d, int):
+            return d
+        total = 0
+        for m, c in _poly_of(d).items():
+            for s in m:
+                if _is_atom(s):
+                    num, k = _atom_parts(s)
+                    c *= self._resolve_any(num) // k
+                else:
+                    c *= self._values[s]
+            total += c
         return total
 
     def resolve_shape(self, s: Shape, where: str = "") -> tuple[int, ...]:

@@ -5,7 +5,8 @@ A region is pointwise; an elementwise op is its scalar body; ``sdpa`` is attenti
 other op with a definition (a registry composite such as softmax or rms_norm, or a fused op
 declared in a rule file) is instantiated over its input types and read node by node:
 elementwise ops become expression nodes, last-axis reductions become row reductions,
-matmuls of inputs become GEMMs, ``softmax(q·kᵀ …)·v`` becomes attention, and ops with
+matmuls of inputs become GEMMs, a convolution of inputs a convolution with an epilogue,
+``softmax(q·kᵀ …)·v`` becomes attention, and ops with
 definitions of their own are read through. What fits none of the skeletons has no kernel:
 it runs (and is priced) as its definition, and ``why_not`` says why.
 """
@@ -23,7 +24,7 @@ from rlx.ir.graph import Graph, Node, Value
 from rlx.ir.registry import REGISTRY, TensorType
 from rlx.ir.shapes import normalize_axis
 from rlx.kernels.scalar import HALF, finish
-from rlx.kernels.skeletons import Attention, Gemm, Kernel, Pointwise, RowReduce
+from rlx.kernels.skeletons import Attention, Conv, Gemm, Kernel, Pointwise, RowReduce
 from rlx.rules.definitions import applies, decl_of
 from rlx.rules.fused import body_graph
 
@@ -77,6 +78,11 @@ def _lower(op: str, in_types: tuple[TensorType, ...], attrs: dict[str, Any], hal
         return Kernel(Pointwise((finish(body, dts, (), half),)), in_types, out_types)
     if op == "sdpa":
         return Kernel(_sdpa(in_types, attrs, half), in_types, out_types)
+    if op == "conv":
+        n = len(in_types)
+        cdts = dts + (out_types[0].dtype,)
+        return Kernel(_conv(0, 1, 2 if n > 2 else None, attrs, len(in_types[0].shape) - 2,
+                            (finish(arg(n), cdts, (), half, frozenset({n})),)), in_types, out_types)
     decl = decl_of(opdef)
     if decl is None or not applies(opdef, attrs):
         raise NoFit(f"{op} has no definition for these attributes")
@@ -98,6 +104,12 @@ def _sdpa(in_types: tuple[TensorType, ...], attrs: dict, half: bool) -> Attentio
         score = score + arg(4)
     dts = (in_types[0].dtype,) + tuple(t.dtype for t in in_types)
     return Attention(0, 1, 2, finish(score, dts, (), half, frozenset({0})), bool(attrs["causal"]))
+
+
+def _conv(x: int, w: int, bias: int | None, attrs: dict, n: int, outputs: tuple[Expr, ...]) -> Conv:
+    """A Conv skeleton with every window attribute spelled out (None means the default)."""
+    return Conv(x, w, bias, tuple(attrs["strides"] or (1,) * n), tuple(attrs["pads"] or (0,) * (2 * n)),
+                tuple(attrs.get("dilations") or (1,) * n), int(attrs["group"]), outputs)
 
 
 def _unrounded(e: Expr) -> Expr:
@@ -202,6 +214,7 @@ class _Reader:
         self.n_inputs = n_inputs
         self.reductions: list[tuple[str, Expr, DType]] = []
         self.gemms: list[tuple[int, int, DType]] = []
+        self.convs: list[tuple[tuple[int, ...], dict, int, DType]] = []  # (inputs, attrs, spatial rank, dtype)
 
     def read(self, g: Graph, outs: Sequence[Value], inputs: Sequence[Expr]) -> list[Expr]:
         rep: dict[Value, Expr] = {}
@@ -233,6 +246,12 @@ class _Reader:
                     raise NoFit("a matmul's right operand is not a matrix")
                 self.gemms.append((a.value, b.value, n.outputs[0].dtype))
                 rep[n.value()] = arg(self.n_inputs + len(self.gemms) - 1)
+            elif n.op == "conv":
+                if any(a.op != "arg" or a.value >= self.n_inputs for a in args):
+                    raise NoFit("a convolution operand is computed in the body")
+                self.convs.append((tuple(a.value for a in args), dict(n.attrs), n.inputs[0].rank - 2,
+                                   n.outputs[0].dtype))
+                rep[n.value()] = arg(self.n_inputs)
             else:
                 sub = decl_of(n.opdef)
                 if sub is None or not applies(n.opdef, n.attrs):
@@ -250,8 +269,13 @@ def _fit(g: Graph, outs: list[Value], in_types, out_types, half: bool):
     if len({t.shape for t in out_types}) != 1:
         raise NoFit("its results differ in shape")
     dts = tuple(t.dtype for t in in_types)
-    if reader.gemms and reader.reductions:
-        raise NoFit("it both multiplies matrices and reduces rows")
+    if len(reader.convs) + bool(reader.gemms) + bool(reader.reductions) > 1:
+        raise NoFit("it mixes convolutions, matrix products and row reductions")
+    if reader.convs:
+        (ins, attrs, rank, dt), = reader.convs
+        cdts = dts + (dt,)
+        return _conv(ins[0], ins[1], ins[2] if len(ins) > 2 else None, attrs, rank,
+                     tuple(finish(e, cdts, (), half, frozenset({n})) for e in exprs))
     if reader.gemms:
         gdts = dts + tuple(d for _, _, d in reader.gemms)
         products = frozenset(range(n, len(gdts)))

@@ -1,6 +1,6 @@
 """Kernel skeletons: the few loop structures every kernel is, parameterized by expressions.
 
-Each backend prints these four and the primitives of ``rlx.kernels.scalar``; an op's kernel
+Each backend prints these five and the primitives of ``rlx.kernels.scalar``; an op's kernel
 is a skeleton instance derived from its definition (``rlx.kernels.lower``). All expressions
 are typed and over primitives: ``arg(i)`` is kernel input ``i``; in a row reduction
 ``red(j)`` is the j-th per-row result; in a GEMM ``arg(n_inputs + j)`` is the j-th product.
@@ -56,7 +56,24 @@ class Attention:
     name = "attention"
 
 
-Skeleton = Union[Pointwise, RowReduce, Gemm, Attention]
+@dataclass(frozen=True)
+class Conv:
+    """Input ``x`` (N, C, *spatial) convolved with input ``w`` (M, C/group, *kernel) as a GEMM
+    over its windows (im2col; a depthwise one tap by tap), plus input ``bias`` (M,) per output
+    channel when given, accumulated in f32; each output is an epilogue expression of the
+    inputs and the convolution (its ``arg(n_inputs)``), broadcast over (N, M, *out)."""
+    x: int
+    w: int
+    bias: int | None
+    strides: tuple[int, ...]
+    pads: tuple[int, ...]
+    dilations: tuple[int, ...]
+    group: int
+    outputs: tuple[Expr, ...]
+    name = "convolution + epilogue"
+
+
+Skeleton = Union[Pointwise, RowReduce, Gemm, Attention, Conv]
 
 
 @dataclass(frozen=True)
@@ -71,4 +88,4 @@ class Kernel:
         return self.skeleton.name
 
 
-__all__ = ["Pointwise", "RowReduce", "Gemm", "Attention", "Skeleton", "Kernel"]
+__all__ = ["Pointwise", "RowReduce", "Gemm", "Attention", "Conv", "Skeleton", "Kernel"]

@@ -126,6 +126,13 @@ def _is_index(decl: FusedDecl, i: int) -> bool:
     return any(walk(e) for _, e in decl.bindings) or any(walk(e) for e in decl.results)
 
 
+def _spec(a) -> AttrSpec:
+    """``strides: ints = none`` is an optional attribute (None passes through, as to conv's)."""
+    if a.kind != "op" and a.has_default and a.default == "none":
+        return AttrSpec(a.name, a.kind, None, optional=True)
+    return AttrSpec(a.name, a.kind, a.default if a.has_default else REQUIRED)
+
+
 def opdef_for(decl: FusedDecl) -> OpDef:
     """The registry entry of a fused declaration."""
     types = _types(decl)
@@ -136,8 +143,7 @@ def opdef_for(decl: FusedDecl) -> OpDef:
     def dtype(dtypes, attrs):
         return [t.dtype for t in types([TensorType((), d) for d in dtypes], attrs)]
 
-    specs = tuple(AttrSpec(a.name, "op" if a.kind == "op" else a.kind,
-                           a.default if a.has_default else REQUIRED) for a in decl.attrs)
+    specs = tuple(_spec(a) for a in decl.attrs)
     return OpDef(name=decl.name, inputs=decl.inputs, shape=shape, dtype=dtype, reference=_reference(decl),
                  flops=_flops(decl), attrs=specs, category="fused", doc=decl.doc or f"fused op {decl.name}",
                  definition=decl, types=types)

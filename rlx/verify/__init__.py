@@ -129,6 +129,7 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
     specs = _attr_specs(rule.lhs)
     variants = _variants(rule, widen=False)
     wanted = _guard_sizes(rule)  # sizes the guards ask for (dim(x, -1) == 8)
+    ranks = _guard_ranks(rule)   # ranks the guards ask for (rank(b) == 1)
     found: list[Instance] = []
     for attempt in range(attempts):
         if len(found) >= n:
@@ -146,8 +147,8 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
         base, pool = int(rng.integers(1, 5)), rng.choice(DIMS, size=2, replace=False)
         if wanted and rng.random() < 0.5:
             pool[int(rng.integers(0, 2))] = int(rng.choice(wanted))
-        shapes = {v: tuple(int(rng.choice(pool)) for _ in range(base if rng.random() < 0.7 else int(rng.integers(0, 5))))
-                  for v in inputs}
+        shapes = {v: tuple(int(rng.choice(pool)) for _ in range(
+            ranks.get(v, base if rng.random() < 0.7 else int(rng.integers(0, 5))))) for v in inputs}
         for k, spec in specs.items():  # reshape targets that fit the drawn shapes half the time
             if k not in subst and spec != "scalar" and spec.kind == "dims" and shapes and rng.random() < 0.5:
                 attrs[k] = _fitting_target(list(shapes.values())[int(rng.integers(0, len(shapes)))], rng)
@@ -175,6 +176,17 @@ def _holds(guard, tensors, attrs) -> bool:
         return evaluate(guard, tensors, attrs) is True
     except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError, RlxError):
         return False
+
+
+def _guard_ranks(rule: Rule) -> dict[str, int]:
+    """Inputs whose rank a guard fixes (``rank(b) == 1``): drawn at that rank."""
+    out = {}
+    for g in rule.guards:
+        if g.kind == "compare" and g.op == "==":
+            for a, b in ((g.a, g.b), (g.b, g.a)):
+                if isinstance(a, GFunc) and a.fn == "rank" and isinstance(b, GLit) and type(b.value) is int:
+                    out[a.var] = b.value
+    return out
 
 
 def _guard_sizes(rule: Rule) -> list[int]:
