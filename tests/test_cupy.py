@@ -1,0 +1,246 @@
+"""The CuPy executor on an NVIDIA GPU: every op and fused op, every model builder and the
+exported ONNX models compiled for ``cuda`` match the float64 reference; CUDA graph replay
+gives the first run's outputs; a second process hits the kernel cache; symbolic sizes
+re-specialize. Skipped, with the reason, where CuPy or a GPU is missing (CI).
+
+Tolerances (relative to the reference's largest magnitude, ``rlx.pipeline.TOLERANCE``):
+f32 1e-4 (exact f32 GEMMs), f32 with TF32 GEMMs 5e-3, f16 2e-2, bf16 6e-2."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rlx
+from rlx.errors import RlxError
+from rlx.exec.base import get_executor
+from rlx.exec.cupy_exec import CupyExecutor, CupyProgram
+from rlx.ir import interpret, random_arrays
+from rlx.pipeline import TOLERANCE, max_error
+from rlx.plan import plan
+from rlx.rules import load
+
+REASON = CupyExecutor().available()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=f"needs CuPy and a GPU: {REASON}")]
+RULES = load()
+TF32_TOL = 5e-3
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _check(got: dict, want: dict, dtypes: dict, where: str, tf32: bool = False) -> None:
+    assert got.keys() == want.keys(), where
+    for name, ref in want.items():
+        dt = dtypes[name]
+        if dt in TOLERANCE:
+            err, tol = max_error(got[name], ref, dt)
+            if tf32 and dt == "f32":
+                tol = max(tol, TF32_TOL * tol / TOLERANCE["f32"])
+            assert err <= tol, (where, name, dt, err, tol)
+        else:
+            np.testing.assert_array_equal(got[name], ref.astype(got[name].dtype), err_msg=where)
+
+
+# ---------------------------------------------------------------------------- every op
+def _op_cases():
+    from test_kernels import _dtypes, _ops
+    out = []
+    for op in _ops():
+        for dt in _dtypes(op):
+            out.append((op, dt, 1))
+            if dt == "f32":
+                out.append((op, dt, 2))
+    return out
+
+
+@pytest.mark.parametrize("op,dtype,seed", _op_cases())
+def test_every_op_matches_the_reference_on_the_gpu(op, dtype, seed):
+    """Each registry op and shipped fused op through the GPU executor (its generated kernel,
+    native kernel or reference) against the float64 interpreter."""
+    from test_kernels import _case
+    rng = np.random.default_rng(1000 * seed + sum(map(ord, op + dtype)))
+    try:
+        g, arrays = _case(op, rng, dtype)
+    except RlxError as e:  # an op added to the registry before tests/test_kernels.py builds it
+        pytest.skip(f"tests/test_kernels.py builds no valid {op} case yet: {e}")
+    ins = {n.name: arrays[n.name] for n in g.inputs}
+    program = get_executor("cupy").prepare(plan(g), {})
+    got = program.run(ins)
+    want = interpret(g, ins)
+    _check(got, want, {k: str(v.dtype) for k, v in g.outputs}, f"{op} {dtype}\n{g.to_text()}")
+    again = program.run(ins)  # graph replay
+    for k in got:
+        np.testing.assert_array_equal(again[k], got[k], err_msg=f"{op}: replay differs from the first run")
+
+
+def test_ops_run_on_the_device_not_the_host():
+    """The ops models are made of run as kernels: nothing falls back to the host."""
+    from test_kernels import _case
+    device_ops = ["matmul", "transpose", "reshape", "expand", "slice", "concat", "split", "sum", "mean", "max",
+                  "softmax", "layer_norm", "rms_norm", "gather", "rotary", "sdpa", "sdpa_nan_zero", "region",
+                  "matmul_bias_act", "matmul_residual", "swiglu", "add_rms_norm", "gelu", "silu", "add", "cast"]
+    for op in device_ops:
+        for dtype in ("f32", "f16", "bf16"):
+            g, arrays = _case(op, np.random.default_rng(7), dtype)
+            program = get_executor("cupy").prepare(plan(g), {})
+            program.run({n.name: arrays[n.name] for n in g.inputs})
+            assert not program.host_steps, (op, dtype, program.host_steps)
+            kinds = {k for k in program.dispatch.values()}
+            assert kinds <= {"native", "generated", "view"}, (op, dtype, program.dispatch)
+
+
+# ---------------------------------------------------------------------------- models
+MODELS = [
+    ("mlp", lambda dt: rlx.models.mlp(layers=3, d_in=64, d_hidden=256, batch="B", dtype=dt), {"B": 24}),
+    ("mlp-relu", lambda dt: rlx.models.mlp(layers=2, d_in=32, d_hidden=64, activation="relu", dtype=dt), {}),
+    ("llama", lambda dt: rlx.models.llama(layers=2, d_model=128, n_heads=4, seq="S", batch="B", dtype=dt),
+     {"B": 2, "S": 24}),
+    ("llama-vocab", lambda dt: rlx.models.llama(layers=1, d_model=64, n_heads=2, seq=16, vocab=100, dtype=dt), {}),
+    ("bert", lambda dt: rlx.models.bert(layers=2, d_model=128, n_heads=4, seq=32, batch=2, dtype=dt), {}),
+    ("bert-direct", lambda dt: rlx.models.bert(layers=1, d_model=64, n_heads=2, seq=8, vocab=30, policy="direct",
+                                               dtype=dt), {}),
+    ("llama-decode", lambda dt: rlx.models.llama_decode(layers=2, d_model=128, n_heads=4, cache="T", batch=1,
+                                                        dtype=dt), {"T": 40}),
+]
+
+
+def _model_case(build, dtype, binding, seed=11):
+    g = build(dtype)
+    a = random_arrays(g, binding, seed=seed)
+    return g, {n.name: a[n.name] for n in g.inputs}, {n.name: a[n.name] for n in g.params}
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
+@pytest.mark.parametrize("name,build,binding", MODELS, ids=[m[0] for m in MODELS])
+def test_every_model_builder_matches_the_reference(name, build, binding, dtype):
+    g, ins, ps = _model_case(build, dtype, binding)
+    r = rlx.compile(g, target="cuda", rules=RULES)
+    got = r.run(ins, ps)
+    want = interpret(g, ins, ps)
+    _check(got, want, {k: str(v.dtype) for k, v in g.outputs}, f"{name} {dtype}")
+    program = r.executor_for(ins)
+    assert isinstance(program, CupyProgram)
+    assert not program.host_steps, program.host_steps
+    replay = r.run(ins)  # the first run captured the graphs; this one replays them
+    assert program.graphs is not None
+    for k in got:
+        np.testing.assert_array_equal(replay[k], got[k])
+
+
+@pytest.mark.parametrize("name,build,binding", [m for m in MODELS if m[0] in ("llama", "bert", "mlp")],
+                         ids=["mlp", "llama", "bert"])
+def test_tf32_models_match_at_the_tf32_tolerance(name, build, binding, monkeypatch):
+    monkeypatch.setenv("RLX_CUDA_TF32", "1")
+    g, ins, ps = _model_case(build, "f32", binding)
+    r = rlx.compile(g, target="cuda", rules=RULES)
+    got = r.run(ins, ps)
+    assert r.executor_for(ins).tf32
+    _check(got, interpret(g, ins, ps), {k: str(v.dtype) for k, v in g.outputs}, f"{name} tf32", tf32=True)
+
+
+def test_symbolic_sizes_re_specialize_with_one_graph_set_each():
+    g = rlx.models.llama(layers=1, d_model=64, n_heads=4, seq="S", batch="B")
+    r = rlx.compile(g, target="cuda", rules=RULES)
+    programs = []
+    ps = {n.name: v for n in g.params for v in [random_arrays(g, {"B": 1, "S": 8}, seed=9)[n.name]]}
+    r.bind(ps)
+    for i, binding in enumerate(({"B": 1, "S": 8}, {"B": 3, "S": 20}, {"B": 1, "S": 8})):
+        a = random_arrays(g, binding, seed=i)
+        ins = {n.name: a[n.name] for n in g.inputs}
+        got = r.run(ins)
+        _check(got, interpret(g, ins, ps), {k: str(v.dtype) for k, v in g.outputs}, str(binding))
+        programs.append(r.executor_for(ins))
+        assert programs[-1].lir.planned and programs[-1].graphs is not None
+    assert programs[0] is programs[2] and programs[0] is not programs[1]
+    assert programs[0].memory.data.ptr != programs[1].memory.data.ptr
+
+
+def test_graph_replay_equals_the_first_run_and_eager_runs():
+    g = rlx.models.llama(layers=2, d_model=128, n_heads=4, seq=32, batch=2, dtype="f16")
+    r = rlx.compile(g, target="cuda", rules=RULES)
+    a = random_arrays(g, seed=3)
+    ins, ps = {n.name: a[n.name] for n in g.inputs}, {n.name: a[n.name] for n in g.params}
+    first = r.run(ins, ps)
+    program = r.executor_for(ins)
+    assert program.graphs is not None and any(kind == "graph" for kind, _ in program.graphs)
+    for _ in range(3):
+        again = r.run(ins)
+        for k in first:
+            np.testing.assert_array_equal(again[k], first[k])
+    ins2 = {k: (v * 0.5).astype(v.dtype) for k, v in ins.items()}
+    replayed = r.run(ins2)  # new inputs through the same graphs
+    eager = CupyProgram(program.lir, ps, graphs=False).run(ins2)
+    for k in first:
+        np.testing.assert_array_equal(replayed[k], eager[k])
+        assert not np.array_equal(replayed[k], first[k])
+
+
+def test_params_are_uploaded_once_and_values_are_views_of_one_allocation():
+    g = rlx.models.mlp(layers=2, d_in=32, d_hidden=64, batch=8)
+    r = rlx.compile(g, target="cuda", rules=RULES)
+    a = random_arrays(g, seed=5)
+    ins, ps = {n.name: a[n.name] for n in g.inputs}, {n.name: a[n.name] for n in g.params}
+    r.run(ins, ps)
+    program = r.executor_for(ins)
+    base = program.memory.data.mem
+    assert all(v.data.mem is base for v in program.arrays.values())
+    for name in ps:
+        np.testing.assert_array_equal(program.read(name), ps[name])
+    profile = program.profile(ins)
+    assert len(profile) == len(program.body) and all(t.seconds >= 0 for t in profile)
+
+
+# ---------------------------------------------------------------------------- ONNX
+@pytest.mark.parametrize("name", ["mlp", "llama", "bert"])
+def test_exported_onnx_models_match_the_reference(name, tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from onnx_models import export
+    from rlx.frontends.onnx import load as load_onnx
+    path = str(tmp_path / f"{name}.onnx")
+    export(name, path, layers=2, seq=8)
+    g = load_onnx(path)
+    r = rlx.compile(g, target="cuda", rules=RULES)
+    binding = {"B": 2, "S": 8}
+    a = random_arrays(g, binding, seed=2)
+    ins, ps = {n.name: a[n.name] for n in g.inputs}, {n.name: a[n.name] for n in g.params}
+    got = r.run(ins, ps)
+    _check(got, interpret(g, ins, ps), {k: str(v.dtype) for k, v in g.outputs}, f"onnx {name}")
+
+
+# ---------------------------------------------------------------------------- kernel cache
+_CHILD = """
+import json, sys, time
+import numpy as np
+import rlx
+from rlx.ir import random_arrays
+from rlx.rules import load
+g = rlx.models.llama(layers=1, d_model=64, n_heads=4, seq=16, dtype="f16")
+r = rlx.compile(g, target="cuda", rules=load())
+a = random_arrays(g, seed=1)
+t = time.perf_counter()
+out = r.run({n.name: a[n.name] for n in g.inputs}, {n.name: a[n.name] for n in g.params})
+print(json.dumps({"seconds": time.perf_counter() - t,
+                  "sum": float(sum(np.abs(v.astype(np.float64)).sum() for v in out.values()))}))
+"""
+
+
+def test_a_second_process_hits_the_kernel_cache(tmp_path):
+    cache = tmp_path / "kernels"
+    env = {**os.environ, "CUPY_CACHE_DIR": str(cache), "PYTHONPATH": os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+
+    def child() -> dict:
+        res = subprocess.run([sys.executable, "-c", _CHILD], env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    first = child()
+    files = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
+    assert files, "the first process wrote no compiled kernels"
+    second = child()
+    after = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
+    assert after == files, "the second process compiled again"
+    assert second["sum"] == first["sum"]
