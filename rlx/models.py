@@ -81,4 +81,56 @@ def bert(layers: int = 2, d_model: int = 256, n_heads: int = 4, d_ff: int | None
     return _finish(m, policy, hir)
 
 
-__all__ = ["mlp", "llama", "bert"]
+def llama_decode(layers: int = 2, d_model: int = 256, n_heads: int = 4, d_ff: int | None = None,
+                 cache: Dim = "T", batch: Dim = 1, dtype: str | DType = "f32",
+                 policy: Policy = "fusable") -> Graph:
+    """One decode step of the ``llama`` stack: one new token per sequence attends over a KV
+    cache of ``cache`` earlier positions (symbolic by default).
+
+    Inputs: the new token's hidden state ``x`` (batch, 1, d_model), its rotary tables
+    ``rope_cos``/``rope_sin`` (1, head_dim/2), and per layer i the caches ``k_cache{i}`` and
+    ``v_cache{i}`` (batch, n_heads, cache, head_dim). Outputs: ``y`` (batch, 1, d_model) and
+    the updated caches ``k{i}``/``v{i}`` (batch, n_heads, cache + 1, head_dim). The new token
+    sees every cached position (no mask is needed for one query)."""
+    import math
+
+    from rlx.ir.hir import _Lowering
+    if d_model % n_heads:
+        raise RlxError(f"llama_decode: d_model {d_model} is not divisible by n_heads {n_heads}")
+    d_ff = d_ff or _llama_d_ff(d_model)
+    dh = d_model // n_heads
+    low = _Lowering(Module(f"llama{layers}_decode"), policy)
+    g = low.g
+    x = g.input("x", (batch, 1, d_model), dtype)
+    cos, sin = g.input("rope_cos", (1, dh // 2), dtype), g.input("rope_sin", (1, dh // 2), dtype)
+    caches = [(g.input(f"k_cache{i}", (batch, n_heads, cache, dh), dtype),
+               g.input(f"v_cache{i}", (batch, n_heads, cache, dh), dtype)) for i in range(layers)]
+    h, updated = x, {}
+    for i, (k_cache, v_cache) in enumerate(caches):
+        with g.scope(f"layer{i}"):
+            with g.scope("attn"):
+                n = low.norm("rms_norm", h, 1e-6, "norm")
+
+                def heads(proj: str):
+                    y = low.dense(n, d_model, False, scope=proj)
+                    return g.transpose(g.reshape(y, (batch, 1, n_heads, dh)), (0, 2, 1, 3))
+
+                q, k, v = heads("q_proj"), heads("k_proj"), heads("v_proj")
+                q, k = low.rotary(q, cos, sin), low.rotary(k, cos, sin)
+                kc, vc = g.concat(k_cache, k, axis=2), g.concat(v_cache, v, axis=2)
+                scale = 1.0 / math.sqrt(dh)
+                if low.direct:
+                    o = g.sdpa(q, kc, vc, scale=scale)
+                else:
+                    scores = g.mul(g.matmul(q, g.transpose(kc, (0, 1, 3, 2))), scale)
+                    o = g.matmul(g.softmax(scores, axis=-1), vc)
+                o = g.reshape(g.transpose(o, (0, 2, 1, 3)), (batch, 1, d_model))
+                h = g.add(h, low.dense(o, d_model, False, scope="o_proj"))
+            with g.scope("ffn"):
+                h = g.add(h, low.gated_ffn(low.norm("rms_norm", h, 1e-6, "norm"), d_ff, "silu"))
+        updated[f"k{i}"], updated[f"v{i}"] = kc, vc
+    g.output(y=h, **updated)
+    return g
+
+
+__all__ = ["mlp", "llama", "bert", "llama_decode"]

@@ -112,6 +112,10 @@ def check_claims(executor: str, claimed: frozenset[str] | None) -> None:
 
 def _load_builtin() -> None:
     from rlx.exec import numpy_exec  # noqa: F401  (registers itself)
+    try:  # imports CuPy only when a program is made: a machine without it still lists it
+        from rlx.exec import cupy_exec  # noqa: F401  (registers itself)
+    except ImportError:
+        pass
     from rlx.exec import vulkan_exec  # noqa: F401  (registers itself; imports wgpu only when used)
 
 
