@@ -280,7 +280,8 @@ def _targets(args: argparse.Namespace, console: Console) -> int:
 def _calibrate(args: argparse.Namespace, console: Console) -> int:
     with console.status(escape(f"measuring with target {args.target}'s executor ...")):
         m = calibrate(args.target, args.out, quick=args.quick)
-    console.print(f"f32 matmul {m['peak_f32'] / 1e9:.1f} GFLOP/s, f64 {m['peak_f64'] / 1e9:.1f} GFLOP/s, "
+    peaks = ", ".join(f"{k[5:]} {v / 1e9:.1f} GFLOP/s" for k, v in m.items() if k.startswith("peak_"))
+    console.print(f"matmul {peaks}, "
                   f"copy {m['bandwidth'] / 1e9:.1f} GB/s, launch {m['launch'] * 1e6:.2f} us, "
                   f"view {m['view'] * 1e6:.2f} us")
     console.print(f"wrote {args.out}", markup=False)

@@ -308,3 +308,13 @@ def test_no_vulkan_adapter_is_a_clear_error_naming_what_was_found(monkeypatch):
     monkeypatch.setattr(wgpu.gpu, "enumerate_adapters_sync", lambda: [Fake()])
     adapter, reason = vulkan_exec._find_adapter()
     assert adapter is None and "no Vulkan adapter" in reason and "SwiftShader Device (OpenGL)" in reason
+
+
+def test_calibrate_measures_the_vulkan_shaders(tmp_path, capsys):
+    from rlx.cli import main
+    path = tmp_path / "my-vulkan.toml"
+    assert main(["calibrate", "--target", "vulkan", "--out", str(path), "--quick"]) == 0
+    t = load_target(path)
+    assert t.executor == "vulkan" and t.name == "my-vulkan"
+    assert t.cost.peak_flops["f32"] > 1e7 and t.cost.bandwidth > 1e7 and t.cost.launch_overhead > 0
+    assert t.alignment == load_target("vulkan").alignment

@@ -374,6 +374,58 @@ class VulkanProgram(NumpyProgram):
         return self.arrays[value].copy()
 
 
+# ---------------------------------------------------------------------------- calibration
+def measure(n: int = 1024, copy_mib: int = 64, repeats: int = 7) -> dict[str, float]:
+    """This executor's peaks as its shaders achieve them (what its cost model should price):
+    the tiled GEMM of an n x n product (f32, and f16 with shader-f16), a pointwise kernel
+    over ``copy_mib`` MiB (bytes read + written), and the cost of one more dispatch in a
+    run. Kernel times come from ``profile`` (one submission per step, waited for). A view
+    is no dispatch at all: 0."""
+    import statistics
+
+    from rlx.ir.graph import Graph
+    from rlx.plan import plan
+
+    def program(g: Graph) -> VulkanProgram:
+        return VulkanProgram(plan(g, alignment=256), {})
+
+    def kernel_seconds(g: Graph, feeds: dict) -> float:
+        p = program(g)
+        p.run(feeds)
+        return statistics.median(p.profile(feeds)[0].seconds for _ in range(repeats))
+
+    rng = np.random.default_rng(0)
+    out: dict[str, float] = {}
+    for dt in ("f32", "f16") if context()["f16"] else ("f32",):
+        g = Graph("peak")
+        g.output(y=g.matmul(g.input("a", (n, n), dt), g.input("b", (n, n), dt)))
+        a = rng.standard_normal((n, n)).astype(DType(dt).np)
+        out[f"peak_{dt}"] = 2.0 * n ** 3 / kernel_seconds(g, {"a": a, "b": a})
+    size = copy_mib * 2 ** 20 // 4
+    g = Graph("copy")
+    g.output(y=g.op("neg", g.input("x", (size,), "f32")))
+    out["bandwidth"] = 8.0 * size / kernel_seconds(g, {"x": np.ones(size, np.float32)})
+
+    def chain(k: int) -> float:
+        g = Graph("chain")
+        x = g.input("x", (1,), "f32")
+        for _ in range(k):
+            x = g.op("neg", x)
+        g.output(y=x)
+        p = program(g)
+        feeds = {"x": np.ones(1, np.float32)}
+        p.run(feeds)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            p.run(feeds)
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+    out["launch"] = max(0.0, (chain(201) - chain(1)) / 200)
+    out["view"] = 0.0
+    return out
+
+
 def _up(n: int) -> int:
     return -(-n // 4) * 4
 
@@ -405,4 +457,4 @@ class VulkanExecutor:
 
 register_executor(NAME, VulkanExecutor)
 
-__all__ = ["VulkanExecutor", "VulkanProgram", "context"]
+__all__ = ["VulkanExecutor", "VulkanProgram", "context", "measure"]

@@ -1,8 +1,9 @@
 """Measure a machine's peaks with a target's executor and write a target file.
 
 Peak FLOP/s: a square matmul; bandwidth: a large copy (bytes read + written); launch
-overhead: the smallest op. Medians of repeated timings. Only the NumPy executor exists so
-far; CuPy and Vulkan calibration come with their executors.
+overhead: the smallest op. Medians of repeated timings. NumPy measures here; the Vulkan
+executor measures its own shaders (``rlx.exec.vulkan_exec.measure``, imported only when
+asked for); CuPy calibration comes with its executor.
 """
 from __future__ import annotations
 
@@ -57,14 +58,18 @@ def measure_numpy(n: int = 1024, copy_mib: int = 256, repeats: int = 7) -> dict[
 def calibrate(target: str | Path | Target, out: str | Path, quick: bool = False) -> dict[str, float]:
     """Measure with ``target``'s executor and write a target file like it to ``out``."""
     base = load_target(target)
-    if base.executor != "numpy":
+    if base.executor == "numpy":
+        m = measure_numpy(n=256 if quick else 1024, copy_mib=16 if quick else 256, repeats=3 if quick else 7)
+    elif base.executor == "vulkan":
+        from rlx.exec.vulkan_exec import measure  # the executor measures its own shaders
+        m = measure(n=256 if quick else 1024, copy_mib=16 if quick else 64, repeats=3 if quick else 7)
+    else:
         raise TargetError(f"calibrating executor {base.executor!r} (target {base.name!r}) is not available yet: "
                           "it comes with that executor")
-    m = measure_numpy(n=256 if quick else 1024, copy_mib=16 if quick else 256, repeats=3 if quick else 7)
     peaks = dict(base.cost.peak_flops)
     ratio = m["peak_f32"] / peaks["f32"]
     peaks = {k: v * ratio for k, v in peaks.items()}  # dtypes not measured keep their ratio to f32
-    peaks.update(f32=m["peak_f32"], f64=m["peak_f64"])
+    peaks.update({k[5:]: v for k, v in m.items() if k.startswith("peak_")})
     name = Path(out).stem
     write_target(out, name=name, executor=base.executor, alignment=base.alignment, peak_flops=peaks,
                  bandwidth=m["bandwidth"], launch=m["launch"], view=m["view"], claim=list(base.claim_spec),
