@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no Vulkan device: {
 RULES = load()
 SHADER = {"native", "generated", "view"}
 # Ops with no shader: they run on the host between submissions (vulkan_exec's docstring).
-HOST_OPS = {"conv", "max_pool", "avg_pool", "cumsum", "argmax", "argmin", "arange", "gather_elements", "gather_nd"}
+HOST_OPS = {"max_pool", "avg_pool", "cumsum", "argmax", "argmin", "arange", "gather_elements", "gather_nd"}
 SHADER_DTYPES = {"f32", "f16", "i32", "bool"}
 
 
@@ -236,16 +236,32 @@ def test_read_and_profile_go_through_the_device():
 
 def test_what_no_shader_covers_runs_on_the_host_and_says_so():
     rng = np.random.default_rng(0)
-    g = Graph("conv_relu")
-    x, w = g.input("x", (1, 2, 6, 6), "f32"), g.input("w", (3, 2, 3, 3), "f32")
-    g.output(y=g.op("relu", g.op("conv", x, w)))
-    arrays = {"x": data(rng, (1, 2, 6, 6), "f32"), "w": data(rng, (3, 2, 3, 3), "f32")}
+    g = Graph("cumsum_relu")
+    x = g.input("x", (3, 7), "f32")
+    g.output(y=g.op("relu", g.op("cumsum", g.op("exp", x), axis=1)))
+    arrays = {"x": data(rng, (3, 7), "f32")}
     program = check(g, arrays)
-    conv = next(n for n in g.nodes if n.op == "conv")
-    assert program.dispatch[conv.name] == "reference" and program.host_reasons[conv.name]
+    cumsum = next(n for n in g.nodes if n.op == "cumsum")
+    assert program.dispatch[cumsum.name] == "reference" and program.host_reasons[cumsum.name]
     queue = _count_submits(program)
     program.run(arrays)
     assert queue.submits == 2  # the host step splits the run
+
+
+def test_a_convolution_with_its_epilogue_is_one_shader():
+    rng = np.random.default_rng(1)
+    g = Graph("conv_relu")
+    x, w, b = g.input("x", (2, 4, 9, 7), "f32"), g.input("w", (6, 2, 3, 2), "f32"), g.input("b", (6,), "f32")
+    g.output(y=g.op("relu", g.op("conv", x, w, b, strides=(2, 1), pads=(1, 0, 1, 1), dilations=(1, 2), group=2)))
+    arrays = {"x": data(rng, (2, 4, 9, 7), "f32"), "w": data(rng, (6, 2, 3, 2), "f32"), "b": data(rng, (6,), "f32")}
+    check(g, arrays)
+    r = rlx.compile(g, target="vulkan", rules=RULES)
+    got, want = r.run(arrays), interpret(g, arrays)
+    err, tol = max_error(got["y"], want["y"], "f32")
+    assert err <= tol
+    program = r.executor_for(arrays)
+    body = [s for s in program.lir.steps if s.phase == "body"]
+    assert len(body) == 1 and program.dispatch[body[0].node] == "generated", r.graph.op_counts()
 
 
 def test_attention_zeroes_fully_masked_rows_as_its_definition_says():
@@ -318,3 +334,24 @@ def test_calibrate_measures_the_vulkan_shaders(tmp_path, capsys):
     assert t.executor == "vulkan" and t.name == "my-vulkan"
     assert t.cost.peak_flops["f32"] > 1e7 and t.cost.bandwidth > 1e7 and t.cost.launch_overhead > 0
     assert t.alignment == load_target("vulkan").alignment
+
+
+def test_regions_larger_than_one_binding_are_split_across_buffers(monkeypatch):
+    """An adapter binds at most max_storage_buffer_binding_size bytes at once (128 MiB on
+    lavapipe, less than a 1B model's params): a region past it is several device buffers."""
+    ctx = vulkan_exec.context()
+    monkeypatch.setitem(ctx, "limits", {**dict(ctx["limits"]), "max-storage-buffer-binding-size": 64 * 1024})
+    g = rlx.models.llama(layers=2, d_model=64, n_heads=4, seq=16)  # 100+ KiB of params
+    r = rlx.compile(g, target="vulkan", rules=RULES)
+    a = random_arrays(g, seed=8)
+    ins, ps = {n.name: a[n.name] for n in g.inputs}, {n.name: a[n.name] for n in g.params}
+    got, want = r.run(ins, ps), interpret(g, ins, ps)
+    program = r.executor_for(ins)
+    assert sum(1 for c in program.chunks if c.startswith("param")) > 1
+    for k in want:
+        err, tol = max_error(got[k], want[k], "f32")
+        assert err <= tol
+    too_big = Graph("big")
+    too_big.output(y=too_big.op("exp", too_big.input("x", (128, 1024), "f32")))
+    with pytest.raises(ExecutorError, match="exceeds what adapter"):
+        vulkan_exec.VulkanExecutor().prepare(plan(too_big, alignment=256), {})

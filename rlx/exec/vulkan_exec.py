@@ -1,19 +1,21 @@
 """The Vulkan executor: an LIR run as WGSL compute shaders through wgpu (on CPU machines,
 Mesa's lavapipe).
 
-The four regions of the plan (input, param, output, arena) are four storage buffers on the
-device, allocated once; params are uploaded once at bind. Each body step is one dispatch of
+The four regions of the plan (input, param, output, arena) are storage buffers on the device,
+allocated once (a region larger than the adapter binds at once is split into several, each
+plan buffer in one); params are uploaded once at bind. Each body step is one dispatch of
 a shader printed by ``wgsl_print`` (a native kernel for matmul, reductions, gathers and data
-movement; else the skeleton the kernel layer derives from the op's definition), its
+movement; else the skeleton the kernel layer derives from the op's definition, convolutions
+included), its
 operands' offsets in a per-step record of one uniform buffer (aligned to the device's
 ``min_uniform_buffer_offset_alignment``). Pipelines are cached per shader source, which is
 the step's signature (shapes, strides, dtypes, regions), so repeated layers share them. A
 run writes the inputs, encodes every dispatch into one compute pass of one command buffer,
 copies the outputs to a mapped staging buffer and submits once; readback is that copy.
 
-A step no shader covers (convolutions, pooling, cumsum, arg-reductions, gathers other than
-``gather``, dtypes WGSL lacks such as i64 or f64) runs on the host between submissions: its
-inputs are read back, its NumPy kernel runs, its outputs are written back. That costs a
+A step no shader covers (pooling, cumsum, arg-reductions, gathers other than ``gather``,
+dtypes WGSL lacks such as i64 or f64) runs on the host between submissions: its inputs are
+read back, its NumPy kernel runs, its outputs are written back. That costs a
 submission, a device round trip and the operands' bytes each way per such step; its
 dispatch is "reference" (or "definition" for a fused op) and ``host_reasons`` says why.
 The prologue (constant folding) runs once on the host at bind, as on NumPy.
@@ -110,20 +112,12 @@ class VulkanProgram(NumpyProgram):
             raise ExecutorError(f"the vulkan executor needs buffers aligned to 4 bytes (target says {lir.alignment})")
         super().__init__(lir, params)  # mirror, params, prologue (host, once); body steps below
         self.host_reasons: dict[str, str] = {}
-        sizes = {r: _up(max(lir.region_bytes(r), 16)) for r in REGIONS}
-        cap = min(ctx["limits"]["max-storage-buffer-binding-size"], ctx["limits"]["max-buffer-size"])
-        for r, n in sizes.items():
-            if n > cap:
-                raise ExecutorError(f"the {r} region needs {n} bytes; adapter {ctx['name']} binds at most {cap}")
-        usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
-        self.buffers = {r: dev.create_buffer(size=sizes[r], usage=usage, label=f"rlx {r}") for r in REGIONS}
-        self._upload(0, self.regions["param"].size, "param")  # params and folded constants, once
+        self._allocate()
+        self._upload_region("param")  # params and folded constants, once
         for step in lir.steps:
             if step.phase == "prologue":
                 for name in step.outputs:
-                    region, start, n = self._span(name)
-                    if region != "param":
-                        self._upload(start, n, region)
+                    self._upload_value(name)
         if not ctx["f16"] and any(DType(v.dtype) == DType.f16 for v in lir.values.values()):
             raise ExecutorError(f"this program computes in f16 but adapter {ctx['name']} lacks shader-f16")
         # body: a shader per step where one prints, else the host
@@ -141,7 +135,7 @@ class VulkanProgram(NumpyProgram):
             self.dispatch[step.node] = kind
         self._build(plans)
         self._out_spans = [self._span(s.inputs[0]) for s in lir.steps if s.phase == "epilogue"]
-        total = sum(n for _, _, n in self._out_spans) or 4
+        total = sum(sp[2] for sp in self._out_spans) or 4
         self.staging = dev.create_buffer(size=total, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
 
     def _step(self, step: Step) -> tuple[str, Callable[[], None] | None]:
@@ -166,11 +160,44 @@ class VulkanProgram(NumpyProgram):
             raise W.Unsupported(f"value {name!r} is not aligned to its element size")
         return W.Operand(self._region(lay), dt, tuple(lay.shape), tuple(lay.strides), slot, 0, index_only)
 
+    def _allocate(self) -> None:
+        """Device buffers for the regions: one per region, or several where a region is larger
+        than the adapter binds at once (each plan buffer lies in one of them: a *chunk*)."""
+        import wgpu
+        ctx, lir = self.ctx, self.lir
+        cap = min(ctx["limits"]["max-storage-buffer-binding-size"], ctx["limits"]["max-buffer-size"])
+        cap -= cap % max(256, lir.alignment)
+        usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC
+        self.buffers: dict[str, Any] = {}
+        self.chunks: dict[str, tuple[str, int, int]] = {}   # chunk -> (region, start, bytes)
+        self.chunk_of: dict[int, str] = {}                  # plan buffer id -> chunk
+        for r in REGIONS:
+            spans: list[list] = []
+            for b in sorted((b for b in lir.buffers if b.region == r), key=lambda b: b.offset):
+                end = b.offset + _up(b.nbytes)
+                if end - b.offset > cap:
+                    raise ExecutorError(f"a {r} buffer of {b.nbytes} bytes exceeds what adapter {ctx['name']} "
+                                        f"binds at once ({cap} bytes)")
+                if spans and end - spans[-1][0] <= cap:
+                    spans[-1][1] = max(spans[-1][1], end)
+                    spans[-1][2].append(b.id)
+                else:
+                    spans.append([b.offset, end, [b.id]])
+            for i, (start, end, ids) in enumerate(spans or [[0, 16, []]]):
+                name = f"{r}{i}"
+                size = _up(max(end - start, 16))
+                self.buffers[name] = ctx["device"].create_buffer(size=size, usage=usage, label=f"rlx {name}")
+                self.chunks[name] = (r, start, size)
+                for bid in ids:
+                    self.chunk_of[bid] = name
+
     def _region(self, lay: ValueLayout) -> str:
-        return self.lir.buffers[lay.buffer].region
+        """The chunk (device buffer) a value lives in."""
+        return self.chunk_of[lay.buffer]
 
     def _byte(self, lay: ValueLayout) -> int:
-        return self.lir.buffers[lay.buffer].offset + lay.byte_offset
+        """A value's byte offset in its chunk."""
+        return self.lir.buffers[lay.buffer].offset - self.chunks[self._region(lay)][1] + lay.byte_offset
 
     def _shader(self, step: Step) -> tuple[str, tuple[W.Shader, list[int]]]:
         op, attrs = step.op, step.attrs
@@ -263,43 +290,55 @@ class VulkanProgram(NumpyProgram):
 
     # ------------------------------------------------------------------------ transfers
     def _span(self, name: str) -> tuple[str, int, int]:
-        """(region, start, bytes) covering a value, widened to 4-byte words."""
+        """(chunk, start in it, bytes) covering a value, widened to 4-byte words."""
         lay = self.lir.values[name]
         item = DType(lay.dtype).itemsize
         extent = (sum((d - 1) * s for d, s in zip(lay.shape, lay.strides)) + 1) * item if all(lay.shape) else 0
         start = self._byte(lay)
         lo = start - start % 4
-        return self._region(lay), lo, _up(start + extent) - lo
+        chunk = self._region(lay)
+        return chunk, lo, min(_up(start + extent), self.chunks[chunk][2]) - lo
 
-    def _upload(self, start: int, nbytes: int, region: str) -> None:
-        nbytes = min(_up(nbytes), self.regions[region].size - start)
-        if nbytes > 0:
-            data = self.regions[region][start:start + nbytes]
-            if data.size % 4:
-                data = np.concatenate([data, np.zeros(4 - data.size % 4, np.uint8)])
-            self.ctx["device"].queue.write_buffer(self.buffers[region], start, data)
+    def _mirror(self, chunk: str, start: int, n: int) -> np.ndarray:
+        """The host bytes of ``chunk[start:start + n]`` (short where the region ends first)."""
+        region, base, _ = self.chunks[chunk]
+        return self.regions[region][base + start:base + start + n]
+
+    def _write(self, chunk: str, start: int, n: int) -> None:
+        data = self._mirror(chunk, start, n)
+        if data.size % 4:
+            data = np.concatenate([data, np.zeros(4 - data.size % 4, np.uint8)])
+        if data.size:
+            self.ctx["device"].queue.write_buffer(self.buffers[chunk], start, data)
+
+    def _upload_region(self, region: str) -> None:
+        for chunk, (r, _, size) in self.chunks.items():
+            if r == region:
+                self._write(chunk, 0, size)
+
+    def _upload_value(self, name: str) -> None:
+        self._write(*self._span(name))
 
     def _download(self, name: str) -> None:
-        region, start, n = self._span(name)
-        n = min(n, _up(self.regions[region].size) - start)
-        data = np.frombuffer(self.ctx["device"].queue.read_buffer(self.buffers[region], start, n), np.uint8)
-        m = min(n, self.regions[region].size - start)
-        self.regions[region][start:start + m] = data[:m]
+        chunk, start, n = self._span(name)
+        if n > 0:
+            data = np.frombuffer(self.ctx["device"].queue.read_buffer(self.buffers[chunk], start, n), np.uint8)
+            dst = self._mirror(chunk, start, n)
+            dst[:] = data[:dst.size]
 
     def _host(self, step: Step, fn: Callable[[], None]) -> None:
         for name in set(step.inputs):
-            if self._region(self.lir.values[name]) in ("arena", "output"):
+            if self.chunks[self._region(self.lir.values[name])][0] in ("arena", "output"):
                 self._download(name)
         with np.errstate(all="ignore"):
             fn()
         for name in step.outputs:
-            region, start, n = self._span(name)
-            self._upload(start, n, region)
+            self._upload_value(name)
 
     # ------------------------------------------------------------------------ runs
     def _bind_inputs(self, inputs: Mapping[str, Any]) -> None:
         super()._bind_inputs(inputs)  # checks, into the mirror
-        self._upload(0, self.regions["input"].size, "input")
+        self._upload_region("input")
 
     def _encode(self, dispatches, encoder=None):
         dev = self.ctx["device"]
@@ -316,9 +355,9 @@ class VulkanProgram(NumpyProgram):
         """Copy the outputs to staging in ``enc``, submit, map and read them."""
         import wgpu
         at = 0
-        for region, start, n in self._out_spans:
+        for chunk, start, n in self._out_spans:
             if n:
-                enc.copy_buffer_to_buffer(self.buffers[region], start, self.staging, at, n)
+                enc.copy_buffer_to_buffer(self.buffers[chunk], start, self.staging, at, n)
             at += n
         self.ctx["device"].queue.submit([enc.finish()])
         self.staging.map_sync(wgpu.MapMode.READ)
@@ -327,9 +366,9 @@ class VulkanProgram(NumpyProgram):
         finally:
             self.staging.unmap()
         at = 0
-        for region, start, n in self._out_spans:
-            m = min(n, self.regions[region].size - start)
-            self.regions[region][start:start + m] = data[at:at + m]
+        for chunk, start, n in self._out_spans:
+            dst = self._mirror(chunk, start, n)
+            dst[:] = data[at:at + dst.size]
             at += n
         return self._outputs()
 
@@ -359,7 +398,7 @@ class VulkanProgram(NumpyProgram):
                 t = time.perf_counter()
                 if isinstance(seg, list):
                     dev.queue.submit([self._encode([item]).finish()])
-                    dev.queue.read_buffer(self.buffers["arena"], 0, 4)  # waits for the queue
+                    dev.queue.read_buffer(self.buffers["arena0"], 0, 4)  # waits for the queue
                 else:
                     self._host(*item)
                 out.append(StepTiming(step.index, step.node, step.op, self.dispatch[step.node],

@@ -29,7 +29,7 @@ import numpy as np
 
 from rlx.ir.dtypes import DType
 from rlx.ir.expr import Expr, nodes
-from rlx.kernels.skeletons import Attention, Gemm, Kernel, Pointwise, RowReduce
+from rlx.kernels.skeletons import Attention, Conv, Gemm, Kernel, Pointwise, RowReduce
 
 WG = 256          # invocations per workgroup of pointwise kernels
 ROW_WG = 64       # per row of a row reduction, a reduction, an attention query
@@ -358,6 +358,8 @@ def print_kernel(kernel: Kernel, ins: Sequence[Operand], outs: Sequence[Operand]
         return gemm(ins, outs, s.gemms, s.outputs)
     if isinstance(s, Attention):
         return attention(ins, outs, s)
+    if isinstance(s, Conv):
+        return conv(ins, outs, s)
     raise Unsupported(f"no WGSL printer for skeleton {type(s).__name__}")
 
 
@@ -609,6 +611,50 @@ def attention(ins: Sequence[Operand], outs: Sequence[Operand], s: Attention) -> 
     b.lines.append(f"  if (c < {dv}) {{ {b.store(o, addr(o, [*ridx, 'c']), convert('acc[u]', DType.f32, o.dtype))} }}")
     b.lines.append("}")
     return b.finish((ROW_WG, 1), grid, uses_f16([*ins, *outs]))
+
+
+def conv(ins: Sequence[Operand], outs: Sequence[Operand], s: Conv) -> Shader:
+    """Direct convolution: one invocation per output element (n, m, *out) sums its window
+    over the group's channels and the kernel taps (zero outside the padded input) in f32,
+    adds the bias, then applies the epilogue."""
+    x, w, o = ins[s.x], ins[s.w], outs[0]
+    nsp = len(x.shape) - 2
+    cg, kernel = w.shape[1], w.shape[2:]
+    m_per_group = w.shape[0] // s.group
+    lo = s.pads[:nsp]
+
+    def body(b: Builder, idx: list[str]) -> None:
+        n_, m_, sp = idx[0], idx[1], idx[2:]
+        b.lines += ["var acc = 0.0;", f"let cbase = ({m_} / {m_per_group}) * {cg};"]
+        taps = math.prod(kernel)
+        b.lines.append(f"for (var c = 0; c < {cg}; c++) {{")
+        b.lines.append(f"  for (var t = 0; t < {taps}; t++) {{")
+        kidx, pos, ok = [], [], []
+        for d in range(nsp):
+            inner = math.prod(kernel[d + 1:])
+            kv = f"k{d}"
+            b.lines.append(f"    let {kv} = (t / {inner}) % {kernel[d]};")
+            p = f"p{d}"
+            b.lines.append(f"    let {p} = {sp[d]} * {s.strides[d]} - {lo[d]} + {kv} * {s.dilations[d]};")
+            kidx.append(kv)
+            pos.append(p)
+            ok.append(f"{p} >= 0 && {p} < {x.shape[2 + d]}")
+        b.lines.append(f"    if ({' && '.join(ok) or 'true'}) {{")
+        xv = convert(b.load(x, addr(x, [n_, "(cbase + c)", *pos])), x.dtype, DType.f32)
+        wv = convert(b.load(w, addr(w, [m_, "c", *kidx])), w.dtype, DType.f32)
+        b.lines += [f"      acc = fma({xv}, {wv}, acc);", "    }", "  }", "}"]
+        if s.bias is not None:
+            bias = ins[s.bias]
+            b.lines.append(f"acc = acc + {convert(b.load(bias, addr(bias, [m_])), bias.dtype, DType.f32)};")
+        body_lines: list[str] = []
+        leaf = _leaf_loader(b, ins, idx, {}, body_lines, lambda e: "acc")
+        for out, e in zip(outs, s.outputs):
+            _store_root(b, out, addr(out, idx), b.expr(e, leaf, body_lines), e, body_lines)
+        b.lines += body_lines
+
+    if any(out.shape != o.shape for out in outs):
+        raise Unsupported("convolution outputs of different shapes")
+    return indexed(ins, outs, o.shape, body)
 
 
 # ---------------------------------------------------------------------------- native kernels
