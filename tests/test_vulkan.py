@@ -24,8 +24,9 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no Vulkan device: {
 
 RULES = load()
 SHADER = {"native", "generated", "view"}
-# Ops with no shader: they run on the host between submissions (vulkan_exec's docstring).
-HOST_OPS = {"max_pool", "avg_pool", "cumsum", "argmax", "argmin", "arange", "gather_elements", "gather_nd"}
+# Ops with no shader: they run on the host between submissions (vulkan_exec's docstring);
+# arange depends on nothing, so it is folded at bind.
+HOST_OPS = {"arange", "gather_elements", "gather_nd", "resize"}
 SHADER_DTYPES = {"f32", "f16", "i32", "bool"}
 
 
@@ -66,7 +67,8 @@ def test_every_claimed_op_matches_the_reference_on_vulkan(op, seed, pick):
     program = check(g, arrays)
     node = next(n for n in g.nodes if n.opdef.category != "source")
     values = [*node.inputs, *node.outputs]
-    shader_types = all(str(v.dtype) in SHADER_DTYPES or (op == "gather" and v is node.inputs[1]) for v in values)
+    index = {"gather": node.inputs[1:], "argmax": node.outputs, "argmin": node.outputs}.get(op, [])
+    shader_types = all(str(v.dtype) in SHADER_DTYPES or any(v is i for i in index) for v in values)
     fits = kernel_for(op, [v.type for v in node.inputs], node.attrs) is not None
     kind = program.dispatch[node.name]
     if op not in HOST_OPS and shader_types and (fits or op in vulkan_exec.NATIVE):
@@ -236,16 +238,26 @@ def test_read_and_profile_go_through_the_device():
 
 def test_what_no_shader_covers_runs_on_the_host_and_says_so():
     rng = np.random.default_rng(0)
-    g = Graph("cumsum_relu")
-    x = g.input("x", (3, 7), "f32")
-    g.output(y=g.op("relu", g.op("cumsum", g.op("exp", x), axis=1)))
-    arrays = {"x": data(rng, (3, 7), "f32")}
+    g = Graph("gather_elements_relu")
+    x, i = g.input("x", (3, 7), "f32"), g.input("i", (3, 5), "i64")
+    g.output(y=g.op("relu", g.op("gather_elements", g.op("exp", x), i, axis=1)))
+    arrays = {"x": data(rng, (3, 7), "f32"), "i": rng.integers(-7, 7, size=(3, 5))}
     program = check(g, arrays)
-    cumsum = next(n for n in g.nodes if n.op == "cumsum")
-    assert program.dispatch[cumsum.name] == "reference" and program.host_reasons[cumsum.name]
+    host = next(n for n in g.nodes if n.op == "gather_elements")
+    assert program.dispatch[host.name] == "reference" and program.host_reasons[host.name]
     queue = _count_submits(program)
     program.run(arrays)
     assert queue.submits == 2  # the host step splits the run
+
+
+@pytest.mark.parametrize("dtype", ["i32", "i64"])
+def test_gather_reads_i32_and_i64_indices(dtype):
+    rng = np.random.default_rng(2)
+    g = Graph("embed")
+    g.output(y=g.gather(g.input("t", (11, 6), "f32"), g.input("i", (2, 5), dtype)))
+    arrays = {"t": data(rng, (11, 6), "f32"), "i": rng.integers(-11, 11, size=(2, 5)).astype(DType(dtype).np)}
+    program = check(g, arrays)
+    assert set(program.dispatch.values()) == {"native"}
 
 
 def test_a_convolution_with_its_epilogue_is_one_shader():

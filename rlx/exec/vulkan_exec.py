@@ -13,8 +13,8 @@ the step's signature (shapes, strides, dtypes, regions), so repeated layers shar
 run writes the inputs, encodes every dispatch into one compute pass of one command buffer,
 copies the outputs to a mapped staging buffer and submits once; readback is that copy.
 
-A step no shader covers (pooling, cumsum, arg-reductions, gathers other than ``gather``,
-dtypes WGSL lacks such as i64 or f64) runs on the host between submissions: its inputs are
+A step no shader covers (``gather_elements`` and ``gather_nd``, whose index checks are the
+host's, ``resize``, dtypes WGSL lacks such as i64 values or f64) runs on the host between submissions: its inputs are
 read back, its NumPy kernel runs, its outputs are written back. That costs a
 submission, a device round trip and the operands' bytes each way per such step; its
 dispatch is "reference" (or "definition" for a fused op) and ``host_reasons`` says why.
@@ -43,7 +43,8 @@ NAME = "vulkan"
 REGIONS = ("input", "param", "output", "arena")
 PREFERENCE = ("DiscreteGPU", "IntegratedGPU", "VirtualGPU", "CPU", "Unknown")
 NATIVE = ("matmul", "transpose", "reshape", "expand", "slice", "concat", "split", "sum", "mean", "max", "gather",
-          "causal_mask", "trilu", "rotary")
+          "causal_mask", "trilu", "rotary", "cumsum", "argmax", "argmin", "max_pool", "avg_pool")
+INDEX_OUT = ("argmax", "argmin")  # i64 results that are indices: stored as two words of an i32
 
 _LOCK = threading.Lock()
 _CONTEXT: dict[str, Any] = {}
@@ -148,7 +149,8 @@ class VulkanProgram(NumpyProgram):
     def _operand(self, name: str, slot: int, index_only: bool = False) -> W.Operand:
         lay = self.lir.values[name]
         dt = DType(lay.dtype)
-        if dt == DType.i64 and index_only:
+        index_only = index_only and dt == DType.i64
+        if index_only:
             unit = 8
         elif dt in W.STORED:
             unit = 1 if dt == DType.bool else dt.itemsize
@@ -203,7 +205,7 @@ class VulkanProgram(NumpyProgram):
         op, attrs = step.op, step.attrs
         gather_ids = {1} if op == "gather" else set()
         ins = [self._operand(n, i, i in gather_ids) for i, n in enumerate(step.inputs)]
-        outs = [self._operand(n, len(ins) + i) for i, n in enumerate(step.outputs)]
+        outs = [self._operand(n, len(ins) + i, op in INDEX_OUT) for i, n in enumerate(step.outputs)]
         if any(math.prod(o.shape) == 0 for o in [*ins, *outs]):
             raise W.Unsupported("an empty tensor")
         if op in NATIVE:
@@ -255,6 +257,17 @@ class VulkanProgram(NumpyProgram):
             return W.trilu(ins[0], outs[0], bool(a["upper"]), int(a["k"]))
         if op == "rotary":
             return W.rotary(*ins, outs[0])
+        if op == "cumsum":
+            return W.cumsum(ins[0], outs[0], a["axis"], bool(a["exclusive"]), bool(a["reverse"]))
+        if op in INDEX_OUT:
+            if ins[0].shape[a["axis"] % len(ins[0].shape)] >= 2 ** 31:
+                raise W.Unsupported("an axis past i32 indices")
+            return W.arg_extreme(ins[0], outs[0], a["axis"], op == "argmax", bool(a["select_last_index"]))
+        if op in ("max_pool", "avg_pool"):
+            n = len(a["kernel"])
+            return W.pool(ins[0], outs[0], op[:3], a["kernel"], a["strides"] or (1,) * n,
+                          a.get("dilations") or (1,) * n, a["pads"] or (0,) * (2 * n),
+                          bool(a.get("count_include_pad", False)))
         raise W.Unsupported(f"no native kernel for {op}")
 
     def _build(self, plans: list[tuple[Step, Any]]) -> None:

@@ -261,11 +261,15 @@ class Builder:
 
     def store(self, o: Operand, addr: str, value: str) -> str:
         at = f"u32({self.base(o)} + {addr})"
+        if o.index_only:  # an i64 index: the i32 value and its sign extension
+            w = self.buf(o.region, "u32")
+            return (f"{{ let p = {at} * 2u; let v = {value}; {w}[p] = bitcast<u32>(v); "
+                    f"{w}[p + 1u] = select(0u, 0xffffffffu, v < 0); }}")
         if o.dtype == DType.bool:
             w = self.buf(o.region, "atomic")
             return (f"{{ let p = {at}; let s = (p % 4u) * 8u; atomicAnd(&{w}[p / 4u], ~(0xffu << s)); "
                     f"atomicOr(&{w}[p / 4u], select(0u, 1u, {value}) << s); }}")
-        if o.dtype not in STORED or o.index_only:
+        if o.dtype not in STORED:
             raise Unsupported(f"{o.dtype} storage")
         return f"{self.buf(o.region, STORED[o.dtype])}[{at}] = {value};"
 
@@ -805,6 +809,88 @@ def rotary(x: Operand, cos: Operand, sin: Operand, out: Operand) -> Shader:
     return indexed([x, cos, sin], [out], out.shape, body)
 
 
+def cumsum(x: Operand, out: Operand, axis: int, exclusive: bool, reverse: bool) -> Shader:
+    """A running sum: each element sums its prefix (or suffix) along ``axis``, in f32 for
+    floats."""
+    axis %= len(x.shape)
+    n = x.shape[axis]
+    acc_t = DType.f32 if x.dtype.is_float else x.dtype
+
+    def body(b: Builder, idx: list[str]) -> None:
+        i = idx[axis]
+        lo, hi = (f"{i} + {int(exclusive)}", f"{n}") if reverse else ("0", f"{i} + {int(not exclusive)}")
+        src = list(idx)
+        src[axis] = "j"
+        b.lines += [f"var acc = {literal(0, acc_t)};", f"for (var j = {lo}; j < {hi}; j++) {{",
+                    f"  acc = acc + {convert(b.load(x, addr(x, src)), x.dtype, acc_t)};", "}"]
+        b.lines.append(b.store(out, addr(out, idx), convert("acc", acc_t, out.dtype)))
+    return indexed([x], [out], out.shape, body)
+
+
+def arg_extreme(x: Operand, out: Operand, axis: int, largest: bool, last: bool) -> Shader:
+    """argmax/argmin along ``axis``: the first (or last) index of the extreme; a NaN wins,
+    as in NumPy. The i64 result is stored as its two words."""
+    rank = len(x.shape)
+    axis %= rank
+    n = x.shape[axis]
+    keep = len(out.shape) == rank
+
+    def body(b: Builder, idx: list[str]) -> None:
+        src = list(idx) if keep else idx[:axis] + ["0"] + idx[axis:]
+        src[axis] = "j"
+        first = list(src)
+        first[axis] = "0"
+        f = x.dtype.is_float
+        t = DType.f32 if f else x.dtype
+        if f:
+            b.helper("rlx_isnan")
+        load = lambda ix: convert(b.load(x, addr(x, ix)), x.dtype, t)  # noqa: E731
+        cmp = ">" if largest else "<"
+        better = f"(v {cmp} best)" + (" || (rlx_isnan(v) && !rlx_isnan(best))" if f else "")
+        b.lines += [f"var best = {load(first)};", "var bi = 0;", f"for (var j = 1; j < {n}; j++) {{",
+                    f"  let v = {load(src)};",
+                    f"  if ({better}{' || v == best' if last else ''}) {{ best = v; bi = j; }}", "}"]
+        b.lines.append(b.store(out, addr(out, idx), "bi"))
+    return indexed([x], [out], out.shape, body)
+
+
+def pool(x: Operand, out: Operand, kind: str, kernel: Sequence[int], strides: Sequence[int],
+         dilations: Sequence[int], pads: Sequence[int], count_include_pad: bool) -> Shader:
+    """max or average pooling: one invocation per output element loops over its window;
+    padding never wins a max and counts toward an average only with ``count_include_pad``."""
+    nsp = len(kernel)
+    lo, hi = pads[:nsp], pads[nsp:]
+    f = x.dtype.is_float
+    t = DType.f32 if f else x.dtype
+
+    def body(b: Builder, idx: list[str]) -> None:
+        taps = math.prod(kernel)
+        low = literal(-math.inf, t) if f else literal(-2**31, t)
+        b.lines += ["var acc = " + (low if kind == "max" else "0.0") + ";", "var count = 0;",
+                    f"for (var t = 0; t < {taps}; t++) {{"]
+        pos, inside, padded = [], [], []
+        for d in range(nsp):
+            p = f"p{d}"
+            b.lines.append(f"  let {p} = {idx[2 + d]} * {strides[d]} - {lo[d]} + "
+                           f"((t / {math.prod(kernel[d + 1:])}) % {kernel[d]}) * {dilations[d]};")
+            pos.append(p)
+            inside.append(f"{p} >= 0 && {p} < {x.shape[2 + d]}")
+            padded.append(f"{p} < {x.shape[2 + d] + hi[d]}")
+        v = convert(b.load(x, addr(x, [idx[0], idx[1], *pos])), x.dtype, t)
+        if kind == "max":
+            if f:
+                b.helper("rlx_max")
+            comb = f"rlx_max(acc, {v})" if f else f"max(acc, {v})"
+            b.lines += [f"  if ({' && '.join(inside)}) {{ acc = {comb}; }}", "}"]
+        else:
+            b.lines.append(f"  if ({' && '.join(inside)}) {{ acc = acc + {v}; }}")
+            counted = " && ".join(padded) if count_include_pad else " && ".join(inside)
+            b.lines += [f"  if ({counted}) {{ count = count + 1; }}", "}",
+                        "acc = acc / f32(max(count, 1));"]
+        b.lines.append(b.store(out, addr(out, idx), convert("acc", t, out.dtype)))
+    return indexed([x], [out], out.shape, body)
+
+
 __all__ = ["Operand", "Shader", "Unsupported", "printable", "print_kernel", "pointwise", "row_reduce", "gemm",
-           "attention", "reduce", "copy", "concat", "split", "gather", "causal_mask", "trilu", "rotary", "literal",
+           "attention", "reduce", "copy", "concat", "split", "gather", "causal_mask", "trilu", "rotary", "cumsum", "arg_extreme", "pool", "literal",
            "HELPERS"]
