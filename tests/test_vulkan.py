@@ -295,13 +295,22 @@ def test_attention_zeroes_fully_masked_rows_as_its_definition_says():
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (65, 17, 130), (3, 200, 7)])
-def test_tiled_gemm_edges(m, k, n):
-    """Sizes that are not multiples of the 64x64 tile or the depth step."""
+@pytest.mark.parametrize("schedule", ["tiled", "registers"])
+def test_gemm_schedules_at_tile_edges(m, k, n, schedule, monkeypatch):
+    """Both GEMM schedules (workgroup-memory tiles for GPUs, register blocks for CPU drivers)
+    on sizes that are not multiples of the 64x64 tile or the depth step, batched too."""
+    monkeypatch.setitem(vulkan_exec.context(), "gemm", schedule)
     rng = np.random.default_rng(m * k * n)
     g = Graph("mm")
     g.output(y=g.matmul_bias_act(g.input("x", (2, m, k), "f32"), g.input("w", (k, n), "f32"),
                                  g.input("b", (n,), "f32"), act="gelu"))
     check(g, {"x": data(rng, (2, m, k), "f32"), "w": data(rng, (k, n), "f32"), "b": data(rng, (n,), "f32")})
+    g = Graph("bmm")  # a batched product with a broadcast left operand and a transposed right one
+    a, bt = g.input("a", (1, 3, m, k), "f32"), g.input("bt", (2, 1, n, k), "f32")
+    g.output(y=g.matmul(a, g.transpose(bt, (0, 1, 3, 2))))
+    program = check(g, {"a": data(rng, (1, 3, m, k), "f32"), "bt": data(rng, (2, 1, n, k), "f32")})
+    (source,) = program.sources.values()
+    assert ("var<workgroup> As" in source) == (schedule == "tiled")
 
 
 # ---------------------------------------------------------------------------- users' fused ops

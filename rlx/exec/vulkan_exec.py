@@ -84,7 +84,9 @@ def context() -> dict[str, Any]:
                                         "max-storage-buffers-per-shader-stage", "max-compute-workgroup-storage-size")}
             f16 = "shader-f16" in adapter.features
             device = adapter.request_device_sync(required_features=["shader-f16"] if f16 else [], required_limits=want)
-            _CONTEXT.update(adapter=adapter, device=device, f16=f16, limits=device.limits, pipelines={},
+            # workgroup-memory tiles for GPUs; on a CPU driver (lavapipe) registers win 3-4x
+            gemm = "registers" if adapter.info.get("adapter_type") == "CPU" else "tiled"
+            _CONTEXT.update(adapter=adapter, device=device, f16=f16, limits=device.limits, pipelines={}, gemm=gemm,
                             name=f"{adapter.info.get('device')} ({adapter.info.get('backend_type')}, "
                                  f"{adapter.info.get('adapter_type')})")
         return _CONTEXT
@@ -215,7 +217,7 @@ class VulkanProgram(NumpyProgram):
             kernel = kernel_for(op, types, attrs)
             if kernel is None:
                 raise W.Unsupported(f"{op}: no skeleton fits here")
-            kind, shader = "generated", W.print_kernel(kernel, ins, outs)
+            kind, shader = "generated", W.print_kernel(kernel, ins, outs, self.ctx["gemm"])
         if len(shader.bindings) > self.ctx["limits"]["max-storage-buffers-per-shader-stage"]:
             raise W.Unsupported(f"{len(shader.bindings)} storage bindings exceed the adapter's limit")
         units = [self._byte(self.lir.values[n]) // _unit(o) for n, o in zip([*step.inputs, *step.outputs], [*ins, *outs])]
@@ -228,7 +230,7 @@ class VulkanProgram(NumpyProgram):
             from rlx.ir.expr import Expr
             prod = Expr("arg", value=2, dtype=DType.f32)
             e = prod if dt == DType.f32 else Expr("cast", (prod,), attrs=(("dtype", dt),), dtype=dt)
-            return W.gemm(ins, outs, ((0, 1),), (e,))
+            return W.gemm(ins, outs, ((0, 1),), (e,), self.ctx["gemm"])
         if op in ("sum", "mean", "max"):
             axes = a["axes"] if a["axes"] is not None else tuple(range(len(ins[0].shape)))
             return W.reduce(ins[0], outs[0], op, axes)

@@ -250,7 +250,11 @@ class Builder:
 
     def load(self, o: Operand, addr: str) -> str:
         """An expression reading element ``addr`` of ``o`` as its register type."""
-        at = f"({self.base(o)} + {addr})"
+        return self.load_at(o, f"{self.base(o)} + {addr}")
+
+    def load_at(self, o: Operand, absolute: str) -> str:
+        """``load`` at an address that already includes the operand's base."""
+        at = f"({absolute})"
         if o.index_only:
             return f"bitcast<i32>({self.buf(o.region, 'u32')}[u32({at}) * 2u])"
         if o.dtype == DType.bool:
@@ -351,7 +355,8 @@ def _leaf_loader(b: Builder, ins: Sequence[Operand], idx: Sequence[str], cache: 
 
 
 # ---------------------------------------------------------------------------- skeletons
-def print_kernel(kernel: Kernel, ins: Sequence[Operand], outs: Sequence[Operand]) -> Shader:
+def print_kernel(kernel: Kernel, ins: Sequence[Operand], outs: Sequence[Operand],
+                 gemm_schedule: str = "tiled") -> Shader:
     """The shader of a skeleton instance over these operands (slots: inputs, then outputs)."""
     s = kernel.skeleton
     if isinstance(s, Pointwise):
@@ -359,7 +364,7 @@ def print_kernel(kernel: Kernel, ins: Sequence[Operand], outs: Sequence[Operand]
     if isinstance(s, RowReduce):
         return row_reduce(ins, outs, s)
     if isinstance(s, Gemm):
-        return gemm(ins, outs, s.gemms, s.outputs)
+        return gemm(ins, outs, s.gemms, s.outputs, gemm_schedule)
     if isinstance(s, Attention):
         return attention(ins, outs, s)
     if isinstance(s, Conv):
@@ -459,9 +464,13 @@ def _collapsible(a: Operand) -> bool:
 
 
 def gemm(ins: Sequence[Operand], outs: Sequence[Operand], gemms: Sequence[tuple[int, int]],
-         exprs: Sequence[Expr]) -> Shader:
-    """Products ``ins[a] @ ins[b]`` tiled in workgroup memory; then each output is its
-    epilogue expression of the inputs and the products (``arg(len(ins) + j)``)."""
+         exprs: Sequence[Expr], schedule: str = "tiled") -> Shader:
+    """Products ``ins[a] @ ins[b]``, then each output is its epilogue expression of the
+    inputs and the products (``arg(len(ins) + j)``). Two schedules of 64x64 output tiles:
+    ``tiled`` stages A and B through workgroup memory (16x16 invocations, 4x4 each: for
+    GPUs); ``registers`` has each of 8x8 invocations read its 8 rows and 8 columns straight
+    from the buffers into an 8x8 block of accumulators (for CPU drivers such as lavapipe,
+    where workgroup memory is ordinary memory and every barrier a context switch)."""
     n_in = len(ins)
     for a, bb in gemms:
         if len(ins[a].shape) < 2 or len(ins[bb].shape) < 2:
@@ -482,29 +491,54 @@ def gemm(ins: Sequence[Operand], outs: Sequence[Operand], gemms: Sequence[tuple[
     if grid[1] > MAX_GROUPS or grid[2] > MAX_GROUPS:
         raise Unsupported("a GEMM too large for one dispatch")
     b = Builder(n_in + len(outs))
-    b.shared += [f"var<workgroup> As: array<f32, {TILE * TK}>;", f"var<workgroup> Bs: array<f32, {TK * TILE}>;"]
     b.lines += ["let tx = i32(lid.x);", "let ty = i32(lid.y);",
                 f"let row0 = i32(wid.y) * {TILE};", f"let col0 = i32(wid.x) * {TILE};", "let z = i32(wid.z);"]
     bidx = unravel(b, "z", batch, "bz")
-    per = TILE // 16
+
+    def batch_of(t: Operand) -> str:
+        return "" if rows_mode else " + " + addr(replace(t, shape=t.shape[:-2], strides=t.strides[:-2]), bidx)
+
+    if schedule == "tiled":
+        per, wg = TILE // 16, 16
+        b.shared += [f"var<workgroup> As: array<f32, {TILE * TK}>;", f"var<workgroup> Bs: array<f32, {TK * TILE}>;"]
+        rows = [f"(row0 + ty + {16 * i})" for i in range(per)]
+        cols = [f"(col0 + tx + {16 * q})" for q in range(per)]
+    elif schedule == "registers":
+        per, wg = TILE // 8, 8
+        rows = [f"(row0 + ty * {per} + {i})" for i in range(per)]
+        cols = [f"(col0 + tx * {per} + {q})" for q in range(per)]
+    else:
+        raise ValueError(f"unknown GEMM schedule {schedule!r}")
     for j, (ai, bi) in enumerate(gemms):
         a, bm = ins[ai], ins[bi]
         k = a.shape[-1]
-        a_batch = "" if rows_mode else addr(replace(a, shape=a.shape[:-2], strides=a.strides[:-2]), bidx)
-        b_batch = "" if rows_mode else addr(replace(bm, shape=bm.shape[:-2], strides=bm.strides[:-2]), bidx)
-        for i in range(per):
+        if schedule == "registers":  # scalar accumulators (an array spills on llvmpipe)
+            b.lines += [f"var s{j}_{t} = 0.0;" for t in range(per * per)]
+            # each row's and column's start hoisted out of the loop; past the edge, the last one
+            for name, idxs, lim, stride, op_ in (("x", rows, m - 1, a.strides[-2], a),
+                                                 ("y", cols, n - 1, bm.strides[-1], bm)):
+                for i, r in enumerate(idxs):
+                    b.lines.append(f"let p{name}{j}_{i} = {b.base(op_)} + min({r}, {lim}) * {stride}{batch_of(op_)};")
+            b.lines.append(f"for (var k = 0; k < {k}; k++) {{")
+            ka, kb = f"k * {a.strides[-1]}", f"k * {bm.strides[-2]}"
+            for i in range(per):
+                b.lines.append(f"  let x{i} = {convert(b.load_at(a, f'px{j}_{i} + {ka}'), a.dtype, DType.f32)};")
             for q in range(per):
-                b.lines.append(f"var acc{j}_{i}_{q} = 0.0;")
+                b.lines.append(f"  let y{q} = {convert(b.load_at(bm, f'py{j}_{q} + {kb}'), bm.dtype, DType.f32)};")
+            b.lines += [f"  s{j}_{i * per + q} = fma(x{i}, y{q}, s{j}_{i * per + q});"
+                        for i in range(per) for q in range(per)]
+            b.lines.append("}")
+            b.lines.append(f"var acc{j} = array<f32, {per * per}>({', '.join(f's{j}_{t}' for t in range(per * per))});")
+            continue
+        b.lines.append(f"var acc{j}: array<f32, {per * per}>;")
         b.lines.append(f"for (var k0 = 0; k0 < {k}; k0 += {TK}) {{")
         for q in range(TILE * TK // 256):
             e = f"(li + {256 * q})"
             ga = f"{e} / {TK}"
-            at = f"(row0 + {ga}) * {a.strides[-2]} + (k0 + {e} % {TK}) * {a.strides[-1]}" + \
-                 (f" + {a_batch}" if a_batch else "")
+            at = f"(row0 + {ga}) * {a.strides[-2]} + (k0 + {e} % {TK}) * {a.strides[-1]}{batch_of(a)}"
             b.lines.append(f"  if (row0 + {ga} < {m} && k0 + {e} % {TK} < {k}) {{ As[{e}] = "
                            f"{convert(b.load(a, at), a.dtype, DType.f32)}; }} else {{ As[{e}] = 0.0; }}")
-            bt = f"(k0 + {e} / {TILE}) * {bm.strides[-2]} + (col0 + {e} % {TILE}) * {bm.strides[-1]}" + \
-                 (f" + {b_batch}" if b_batch else "")
+            bt = f"(k0 + {e} / {TILE}) * {bm.strides[-2]} + (col0 + {e} % {TILE}) * {bm.strides[-1]}{batch_of(bm)}"
             b.lines.append(f"  if (k0 + {e} / {TILE} < {k} && col0 + {e} % {TILE} < {n}) {{ Bs[{e}] = "
                            f"{convert(b.load(bm, bt), bm.dtype, DType.f32)}; }} else {{ Bs[{e}] = 0.0; }}")
         b.lines.append("  workgroupBarrier();")
@@ -514,27 +548,28 @@ def gemm(ins: Sequence[Operand], outs: Sequence[Operand], gemms: Sequence[tuple[
         for q in range(per):
             b.lines.append(f"    let y{q} = Bs[kk * {TILE} + tx + {16 * q}];")
             for i in range(per):
-                b.lines.append(f"    acc{j}_{i}_{q} = fma(x{i}, y{q}, acc{j}_{i}_{q});")
+                b.lines.append(f"    acc{j}[{i * per + q}] = fma(x{i}, y{q}, acc{j}[{i * per + q}]);")
         b.lines += ["  }", "  workgroupBarrier();", "}"]
-    for i in range(per):
-        for q in range(per):
-            body: list[str] = []
-            r, c = f"(row0 + ty + {16 * i})", f"(col0 + tx + {16 * q})"
-            if rows_mode:
-                lin = b.fresh("lin")
-                body.append(f"let {lin} = {r};")
-                saved, b.lines = b.lines, body
-                idx = unravel(b, lin, pshape[:-1], "e") + [c]
-                b.lines = saved
-            else:
-                idx = [*bidx, r, c]
-            prods = {n_in + j: f"acc{j}_{i}_{q}" for j in range(len(gemms))}
-            leaf = _leaf_loader(b, ins, idx, {}, body, lambda x: prods[x.value])
-            for o, e in zip(outs, exprs):
-                _store_root(b, o, addr(o, idx), b.expr(e, leaf, body), e, body)
-            b.lines.append(f"if ({r} < {m} && {c} < {n}) {{")
-            b.lines += ["  " + ln for ln in body] + ["}"]
-    return b.finish((16, 16), grid, uses_f16([*ins, *outs]))
+    # the epilogue, once per element of the invocation's block
+    step = 16 if schedule == "tiled" else 1
+    base_r = "row0 + ty" if schedule == "tiled" else f"row0 + ty * {per}"
+    base_c = "col0 + tx" if schedule == "tiled" else f"col0 + tx * {per}"
+    b.lines.append(f"for (var t = 0; t < {per * per}; t++) {{")
+    body: list[str] = [f"let r = {base_r} + (t / {per}) * {step};", f"let c = {base_c} + (t % {per}) * {step};"]
+    if rows_mode:
+        saved, b.lines = b.lines, body
+        idx = unravel(b, "r", pshape[:-1], "e") + ["c"]
+        b.lines = saved
+    else:
+        idx = [*bidx, "r", "c"]
+    prods = {n_in + j: f"acc{j}[t]" for j in range(len(gemms))}
+    inner: list[str] = []
+    leaf = _leaf_loader(b, ins, idx, {}, inner, lambda x: prods[x.value])
+    for o, e in zip(outs, exprs):
+        _store_root(b, o, addr(o, idx), b.expr(e, leaf, inner), e, inner)
+    body += [f"if (r < {m} && c < {n}) {{"] + ["  " + ln for ln in inner] + ["}"]
+    b.lines += ["  " + ln for ln in body] + ["}"]
+    return b.finish((wg, wg), grid, uses_f16([*ins, *outs]))
 
 
 def attention(ins: Sequence[Operand], outs: Sequence[Operand], s: Attention) -> Shader:
