@@ -155,6 +155,23 @@ def _case(op, rng, dtype):
         y = g.op("conv", inp("x", (b, 2 * grp, s + 2, d)), inp("w", (n, 2, 3, 2)) if grp == 1 else
                  inp("w", (2 * n, 2, 3, 2)), *([inp("bias", (n * grp,))] if r(0, 2) else []),
                  strides=(r(1, 3), 1), pads=(1, 0, r(0, 2), 1), group=grp)
+    elif op in ("conv_bias_act", "conv_residual_act"):
+        grp = r(1, 3) if r(0, 2) else 2 * n  # grouped, or depthwise
+        cin, cout = (2 * grp, n * grp) if grp <= 2 else (grp, grp)
+        x, w = inp("x", (b, cin, s + 2, d + 1)), inp("w", (cout, cin // grp, 3, 2))
+        stride, lo, dil = r(1, 3), r(0, 2), r(1, 3)
+        win = dict(strides=(stride, 1), pads=(lo, 0, 1, 1), dilations=(dil, 1), group=grp)
+        act = str(rng.choice(["none", "relu", "hard_swish", "silu"]))
+        extra = []
+        if op == "conv_residual_act":
+            oh = (s + 2 + lo + 1 - 2 * dil - 1) // stride + 1
+            extra = [inp("res", (b, cout, oh, d + 1))]  # kernel width 2, pads 0 and 1: width kept
+        y = g.op(op, x, w, inp("bias", (cout,)), *extra, act=act, **win)
+    elif op == "resize":
+        mode = str(rng.choice(["nearest", "linear", "cubic"]))
+        coords = str(rng.choice(["half_pixel", "align_corners", "asymmetric", "pytorch_half_pixel"]))
+        y = g.op(op, inp("x", (b, n, s, d)), sizes=(b, n, r(1, 2 * s + 1), r(1, 2 * d + 1)), mode=mode,
+                 coordinates=coords, exclude_outside=bool(r(0, 2)))
     elif op in ("max_pool", "avg_pool"):
         y = g.op(op, inp("x", (b, n, s + 2, d)), kernel=(r(1, 4), 2), strides=(r(1, 3), r(1, 3)),
                  pads=(1, 0, 1, 1), ceil_mode=bool(r(0, 2)))

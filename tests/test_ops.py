@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from rlx.errors import BindingError, DTypeError, ShapeError
-from rlx.ir import REGISTRY, DType, Graph, interpret
+from rlx.ir import REGISTRY, DimBinding, DType, Graph, interpret
 from rlx.ir.expr import arg
 
 SYMS = {"B": 3, "S": 5}
@@ -248,8 +248,47 @@ def test_pools_against_loops():
                                                            for i in range(5)]) / 9)
     with pytest.raises(ShapeError, match="do not fit group=3"):
         g.op("conv", xi, g.input("w", (3, 1, 1, 1), "f64"), group=3)
-    with pytest.raises(ShapeError, match="must be static"):
-        g.op("max_pool", g.input("s", (1, 2, "H", 4), "f64"), kernel=(2, 2))
+    with pytest.raises(ShapeError, match="ceil_mode needs static spatial dims"):
+        g.op("max_pool", g.input("s", (1, 2, "H", 4), "f64"), kernel=(2, 2), ceil_mode=True)
+
+
+@pytest.mark.parametrize("h", [7, 8, 31])
+def test_strided_windows_over_symbolic_dims_resolve_to_the_static_sizes(h):
+    """A strided window's output over a symbolic dim is a floor division: the same size the
+    static shape rule gives, for odd and even inputs, through a chain (a ResNet stem)."""
+    def stem(d):
+        g = Graph()
+        x = g.input("x", (1, 2, d, d), "f64")
+        y = g.op("conv", x, g.input("w", (3, 2, 7, 7), "f64"), strides=(2, 2), pads=(3, 3, 3, 3))
+        return g.op("max_pool", y, kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1))
+    symbolic, static = stem("H").shape, stem(h).shape
+    assert "//" in symbolic[2]
+    assert DimBinding(H=h).resolve_shape(symbolic) == static
+
+
+def test_resize_matches_its_definitions():
+    """Nearest upsampling by 2 repeats; linear with align_corners hits the corners and the
+    midpoints; asymmetric nearest downsampling takes every other sample; cubic of a linear
+    ramp away from the edges is the ramp (Keys' kernel with a = -0.5 reproduces linear functions)."""
+    x = np.arange(12, dtype=np.float64).reshape(1, 1, 3, 4)
+    g = Graph()
+    xi = g.input("x", (1, 1, "H", 4), "f64")
+    g.output(n=g.op("resize", xi, sizes=(1, 1, "2*H", 8), scales=(1.0, 1.0, 2.0, 2.0), mode="nearest",
+                    coordinates="asymmetric", nearest_mode="floor"),
+             l=g.op("resize", xi, sizes=(1, 1, "2*H", 7), mode="linear", coordinates="align_corners"),
+             d=g.op("resize", g.input("z", (1, 1, 4, 8), "f64"), sizes=(1, 1, 2, 4), scales=(1.0, 1.0, 0.5, 0.5),
+                    mode="nearest", coordinates="asymmetric"),
+             c=g.op("resize", g.input("r", (1, 1, 1, 16), "f64"), sizes=(1, 1, 1, 32), mode="cubic",
+                    cubic_coeff_a=-0.5))
+    z = np.arange(32.0).reshape(1, 1, 4, 8)
+    ramp = np.arange(16.0).reshape(1, 1, 1, 16)
+    got = interpret(g, {"x": x, "z": z, "r": ramp})
+    np.testing.assert_array_equal(got["n"], x.repeat(2, axis=2).repeat(2, axis=3))
+    assert got["l"].shape == (1, 1, 6, 7)
+    np.testing.assert_allclose(got["l"][0, 0, 0], np.linspace(0, 3, 7))
+    np.testing.assert_allclose(got["l"][0, 0, :, 0], np.linspace(0, 8, 6))
+    np.testing.assert_array_equal(got["d"], z[:, :, ::2, ::2])
+    np.testing.assert_allclose(got["c"][0, 0, 0, 4:-4], (np.arange(32.0)[4:-4] + 0.5) / 2 - 0.5, atol=1e-12)
 
 
 def test_binary_dtype_mismatch_names_node_and_dtypes():
@@ -570,7 +609,7 @@ TESTED = (set(UNARY) | set(BINARY) | set(COMPARE) | {
     "slice", "concat", "split", "sum", "mean", "max", "softmax", "layer_norm", "rms_norm",
     "gather", "rotary", "causal_mask", "trilu", "sdpa", "isnan", "isinf", "logical_not", "logical_and",
     "logical_or", "logical_xor", "cumsum", "gather_elements", "argmax", "argmin", "arange", "conv", "max_pool",
-    "avg_pool", "gather_nd"})
+    "avg_pool", "gather_nd", "resize"})
 
 
 def test_every_registry_op_is_tested_here():
@@ -631,6 +670,9 @@ COST_CASES = {
              (2 * 12 * 18 + 12, 128 + 216 + 12 + 48)),
     **{op: (lambda g, op=op: g.op(op, g.input("x", (1, 2, 4, 4)), kernel=(2, 2), strides=(2, 2)), (8 * 4, 128 + 32))
        for op in ("max_pool", "avg_pool")},
+    # (1, 2, 4, 4) -> (1, 2, 8, 8): 128 outputs, 4 taps each for linear over 2 spatial axes
+    "resize": (lambda g: g.op("resize", g.input("x", (1, 2, 4, 4)), sizes=(1, 2, 8, 8), mode="linear"),
+               (128 * 4, 128 + 512)),
     **{op: (lambda g, op=op: g.op(op, g.input("a", _X), g.input("b", _X)), (6, 24 + 24 + 6)) for op in COMPARE},
     "cast": (lambda g: g.cast(g.input("x", _X), "f16"), (0, 24 + 12)),
     "where": (lambda g: g.where(g.input("c", _X, "bool"), g.input("a", _X), g.input("b", _X)), (6, 6 + 24 + 24 + 24)),

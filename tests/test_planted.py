@@ -27,7 +27,8 @@ NEGATED = {"==": "!=", "!=": "==", "<": ">=", ">=": "<", ">": "<=", "<=": ">"}
 # apart is sound, but the prover cannot show it.
 BEYOND_AXIOMS = {"transpose_transpose", "reshape_reshape", "batched_swap_via_3d", "scale_through_transpose",
                  "split_heads_then_swap", "gelu_erf_mul", "attention", "attention_causal", "attention_masked",
-                 "attention_masked_heads", "attention_prescaled", "attention_prescaled_masked"}
+                 "attention_masked_heads", "attention_prescaled", "attention_prescaled_masked",
+                 "conv_batch_norm_fold", "conv_batch_norm_fold_nobias"}
 
 
 def _rewrite(e, fn):

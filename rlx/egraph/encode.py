@@ -47,7 +47,7 @@ def decode_attr(spec: AttrSpec, value: Any) -> Any:
         return None
     if spec.kind == "bool":
         return value == "true"
-    if spec.kind in ("ints", "dims"):
+    if spec.kind in ("ints", "floats", "dims"):
         return tuple(json.loads(value))
     if spec.kind == "int":
         return int(value)

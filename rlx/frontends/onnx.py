@@ -1230,6 +1230,68 @@ def _trilu(imp, ins, at, n):
     return imp.emit("trilu", ins[:1], upper=bool(at.get("upper", 1)), k=(k or [0])[0])
 
 
+@handles("Resize", "Upsample")
+def _resize(imp, ins, at, n):
+    """Sizes or scales (known at import) for all axes or those ``axes`` names; ``stretch``
+    only (keep_aspect_ratio_policy), no antialias, no tf_crop_and_resize."""
+    x = ins[0]
+    shape = _shape(x)
+    text = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in at.items()}
+    if text.get("antialias", 0):
+        raise OnnxImportError("Resize with antialias is not supported")
+    coords = text.get("coordinate_transformation_mode", "half_pixel" if imp.current == "Resize" else "asymmetric")
+    if coords == "tf_crop_and_resize":
+        raise OnnxImportError("Resize with coordinate_transformation_mode=tf_crop_and_resize is not supported")
+    policy = text.get("keep_aspect_ratio_policy", "stretch")
+    if policy not in ("stretch", "not_larger", "not_smaller"):
+        raise OnnxImportError(f"Resize keep_aspect_ratio_policy={policy!r}: expected stretch, not_larger or not_smaller")
+    axes = [normalize_axis(a, len(shape)) for a in text.get("axes", range(len(shape)))]
+    scale_at = 1 if imp.current == "Upsample" else 2
+    scales = sizes = None
+    if len(ins) > scale_at and ins[scale_at] is not None and imp.known(ins[scale_at], "Resize scales").value.size:
+        scales = [float(v) for v in imp.known(ins[scale_at], "Resize scales").value.reshape(-1)]
+    if imp.current == "Upsample" and scales is None:
+        scales = [float(v) for v in at.get("scales", [])]
+    if len(ins) > 3 and ins[3] is not None:
+        sizes = _ints(imp, ins, 3, "Resize sizes")
+    if (scales is None) == (sizes is None) or len(scales or sizes) != len(axes):
+        raise OnnxImportError(f"Resize needs scales or sizes (one of them) for each of the axes {axes}")
+    if sizes is not None and policy != "stretch":  # one scale for every axis named, sizes rounded
+        if not all(is_static(shape[a]) for a in axes):
+            raise OnnxImportError(f"Resize keep_aspect_ratio_policy={policy} needs static dims, got {shape}")
+        pick = min if policy == "not_larger" else max
+        one = pick(size / shape[a] for size, a in zip(sizes, axes))
+        scales, sizes = [one] * len(axes), None
+        rounded = {a: int(math.floor(shape[a] * one + 0.5)) for a in axes}
+    else:
+        rounded = {}
+    full_scales: list[float] | None = [1.0] * len(shape)
+    out = list(shape)
+    for i, axis in enumerate(axes):
+        d = shape[axis]
+        if sizes is not None:
+            out[axis] = sizes[i]
+            if is_static(d):
+                full_scales[axis] = sizes[i] / d
+            elif sizes[i] != d:
+                full_scales = None  # a symbolic dim: the ratio is taken when the sizes are known
+            continue
+        scale = scales[i]
+        full_scales[axis] = scale
+        if is_static(d):
+            out[axis] = rounded.get(axis, int(math.floor(d * scale)))
+        elif float(scale).is_integer():
+            out[axis] = dim_mul(d, int(scale))
+        else:
+            raise OnnxImportError(f"Resize of the symbolic dim {d} by the non-integer scale {scale}")
+    mode = text.get("mode", "nearest")
+    return imp.emit("resize", [x], sizes=tuple(out), scales=None if full_scales is None else tuple(full_scales),
+                    mode={"bilinear": "linear", "trilinear": "linear", "bicubic": "cubic"}.get(mode, mode),
+                    coordinates=coords, nearest_mode=text.get("nearest_mode", "round_prefer_floor"),
+                    cubic_coeff_a=float(at.get("cubic_coeff_a", -0.75)),
+                    exclude_outside=bool(at.get("exclude_outside", 0)))
+
+
 # ---------------------------------------------------------------------------- entry point
 def load(model: str | Path | Any, name: str | None = None, known: Mapping[str, Any] | None = None) -> Graph:
     """An ONNX model (a path or a ``ModelProto``) as a MIR graph.

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import special
 
-from rlx.errors import BindingError, DTypeError, ShapeError
+from rlx.errors import AttrError, BindingError, DTypeError, ShapeError
 from rlx.ir.dtypes import DType
 from rlx.ir.registry import AttrSpec, OpDef, register
 from rlx.ir.shapes import (Dim, broadcast_shapes, dim, dim_add, dim_div, dim_floordiv, dim_sub, fmt_shape,
@@ -813,9 +813,9 @@ def _windows(x: np.ndarray, kernel, strides, dil, lo, hi, out, fill) -> np.ndarr
 def _conv_shape(shapes, a):
     x, w = shapes[:2]
     kernel = tuple(w[2:])
-    strides, dil, lo, hi = _window_params(len(x), a, kernel)
     if len(w) != len(x) or not all(is_static(d) for d in w):
         raise ShapeError(f"weight {fmt_shape(w)} must be static, (M, C/group, *kernel) of rank {len(x)}")
+    strides, dil, lo, hi = _window_params(len(x), a, kernel)
     g = a["group"]
     if g < 1 or not is_static(x[1]) or x[1] % g or w[0] % g or x[1] // g != w[1]:
         raise ShapeError(f"input channels {x[1]} and weight {fmt_shape(w)} do not fit group={g}")
@@ -899,6 +899,97 @@ for _name, _ref, _extra in (("max_pool", _max_pool_ref, ()),
         A("kernel", "ints"), A("strides", "ints", None, optional=True), A("pads", "ints", None, optional=True),
         A("dilations", "ints", None, optional=True), A("ceil_mode", "bool", False), *_extra,
         doc=f"N-d {_name[:3]} pooling of x (N, C, *spatial) over windows of ``kernel``.")
+
+
+# ---------------------------------------------------------------------------- resize
+RESIZE_MODES = ("nearest", "linear", "cubic")
+RESIZE_COORDS = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
+                 "tf_half_pixel_for_nn")
+NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def _resize_shape(shapes, a):
+    x, out = shapes[0], tuple(a["sizes"])
+    if len(out) != len(x) or a["scales"] is not None and len(a["scales"]) != len(x):
+        raise ShapeError(f"sizes {list(out)} and scales {a['scales']} must give every axis of {fmt_shape(x)}")
+    if a["scales"] is not None and min(a["scales"]) <= 0:
+        raise ShapeError(f"scales {list(a['scales'])} must be positive")
+    for name, value, allowed in (("mode", a["mode"], RESIZE_MODES), ("coordinates", a["coordinates"], RESIZE_COORDS),
+                                 ("nearest_mode", a["nearest_mode"], NEAREST_MODES)):
+        if value not in allowed:
+            raise AttrError(f"resize {name} {value!r}: expected one of {', '.join(allowed)}")
+    return [out]
+
+
+def _resize_source(n_in: int, n_out: int, scale: float, a) -> np.ndarray:
+    """Where each output index samples the input axis (ONNX's coordinate transformations)."""
+    o = np.arange(n_out, dtype=np.float64)
+    mode = a["coordinates"]
+    if mode == "asymmetric":
+        return o / scale
+    if mode == "align_corners":  # the resized length is the unrounded n_in * scale
+        return o * (n_in - 1) / (n_in * scale - 1) if n_out > 1 else np.zeros(n_out)
+    if mode == "tf_half_pixel_for_nn":
+        return (o + 0.5) / scale
+    if mode == "pytorch_half_pixel" and n_out == 1:
+        return np.zeros(n_out)
+    x = (o + 0.5) / scale - 0.5
+    if mode == "half_pixel_symmetric":
+        x += n_in / 2 * (1 - n_out / (scale * n_in))
+    return x
+
+
+def _cubic(d: np.ndarray, a: float) -> np.ndarray:
+    """Keys' cubic convolution kernel with coefficient a (ONNX's cubic_coeff_a)."""
+    d = np.abs(d)
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return np.where(d < 1, near, np.where(d < 2, far, 0.0))
+
+
+def resize_matrix(n_in: int, n_out: int, scale: float, a) -> np.ndarray:
+    """The (n_out, n_in) interpolation matrix of one axis: samples beyond the edge take the
+    edge value (for cubic with ``exclude_outside`` they get no weight instead)."""
+    x = _resize_source(n_in, n_out, scale, a)
+    m = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    if a["mode"] == "nearest":
+        pick = {"round_prefer_floor": np.ceil(x - 0.5), "round_prefer_ceil": np.floor(x + 0.5),
+                "floor": np.floor(x), "ceil": np.ceil(x)}[a["nearest_mode"]]
+        m[rows, np.clip(pick, 0, n_in - 1).astype(np.int64)] = 1.0
+        return m
+    base = np.floor(x)
+    offsets = (0, 1) if a["mode"] == "linear" else (-1, 0, 1, 2)
+    for off in offsets:
+        idx = base + off
+        w = 1 - np.abs(x - idx) if a["mode"] == "linear" else _cubic(x - idx, a["cubic_coeff_a"])
+        inside = (idx >= 0) & (idx <= n_in - 1)
+        if a["mode"] == "cubic" and a["exclude_outside"]:
+            w = np.where(inside, w, 0.0)
+        np.add.at(m, (rows, np.clip(idx, 0, n_in - 1).astype(np.int64)), w)
+    if a["mode"] == "cubic" and a["exclude_outside"]:
+        m /= m.sum(axis=1, keepdims=True)
+    return m
+
+
+def _resize_ref(ins, a):
+    x = ins[0]
+    y = x.astype(np.float64)
+    for axis, (n_in, n_out) in enumerate(zip(x.shape, a["sizes"])):  # dims resolved by the caller
+        scale = a["scales"][axis] if a["scales"] is not None else n_out / n_in
+        if n_in == n_out and scale == 1.0:
+            continue
+        y = np.moveaxis(np.tensordot(resize_matrix(n_in, n_out, scale, a), y, axes=(1, axis)), 0, axis)
+    return np.rint(y).astype(x.dtype) if x.dtype.kind in "iu" else y.astype(x.dtype)  # bf16 is kind 'V'
+
+
+_op("resize", ["x"], _resize_shape, _numeric_dtype, _resize_ref,
+    lambda i, o, a: float(_size(o[0]) * {"nearest": 0, "linear": 2, "cubic": 4}[a["mode"]] ** max(1, len(o[0]) - 2)),
+    A("sizes", "dims"), A("scales", "floats", None, optional=True), A("mode", "str", "nearest"),
+    A("coordinates", "str", "half_pixel"), A("nearest_mode", "str", "round_prefer_floor"),
+    A("cubic_coeff_a", "float", -0.75), A("exclude_outside", "bool", False),
+    doc="ONNX Resize (nearest, linear, cubic) to ``sizes``: each axis sampled through its coordinate "
+        "transformation with ``scales`` (None: output size / input size).")
 
 
 def _gather_nd_shape(shapes, a):

@@ -22,7 +22,7 @@ from rlx.ir.dtypes import DType, as_dtype
 from rlx.ir.shapes import Shape
 
 REQUIRED = object()
-ATTR_KINDS = ("int", "float", "bool", "str", "ints", "dims", "dtype", "tensor", "op", "expr")
+ATTR_KINDS = ("int", "float", "bool", "str", "ints", "floats", "dims", "dtype", "tensor", "op", "expr")
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,12 @@ class AttrSpec:
             if isinstance(value, (list, tuple)) and all(
                     isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
                 return tuple(int(v) for v in value)
+            raise bad
+        if k == "floats":
+            if isinstance(value, (list, tuple)) and all(
+                    isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                    and math.isfinite(v) for v in value):
+                return tuple(float(v) for v in value)
             raise bad
         if k == "dims":
             if isinstance(value, (list, tuple)) and all(

@@ -130,6 +130,7 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
     variants = _variants(rule, widen=False)
     wanted = _guard_sizes(rule)  # sizes the guards ask for (dim(x, -1) == 8)
     ranks = _guard_ranks(rule)   # ranks the guards ask for (rank(b) == 1)
+    coupled = [(v, e) for v, e in _coupled(rule.lhs, inputs) if v not in ranks]
     found: list[Instance] = []
     for attempt in range(attempts):
         if len(found) >= n:
@@ -145,6 +146,8 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
                     attrs[gd.a.name] = attrs[gd.b.name]
         # Correlated draws make matching shapes likely: one base rank, two dim sizes per attempt.
         base, pool = int(rng.integers(1, 5)), rng.choice(DIMS, size=2, replace=False)
+        if ranks and rng.random() < 0.5:  # the others likely share a rank a guard fixes (a conv's x and w)
+            base = int(rng.choice(list(ranks.values())))
         if wanted and rng.random() < 0.5:
             pool[int(rng.integers(0, 2))] = int(rng.choice(wanted))
         shapes = {v: tuple(int(rng.choice(pool)) for _ in range(
@@ -152,6 +155,14 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
         for k, spec in specs.items():  # reshape targets that fit the drawn shapes half the time
             if k not in subst and spec != "scalar" and spec.kind == "dims" and shapes and rng.random() < 0.5:
                 attrs[k] = _fitting_target(list(shapes.values())[int(rng.integers(0, len(shapes)))], rng)
+        for v, sibling in coupled:  # a residual or a mask: half the time, its partner's shape
+            if rng.random() < 0.5:
+                try:
+                    _, out, _ = _build(sibling, {k: shapes[k] for k in _inputs(sibling)}, attrs,
+                                       {k: x for k, x in subst.items() if isinstance(x, str)}, "sibling")
+                    shapes[v] = tuple(out.shape)
+                except (RlxError, KeyError, IndexError, ValueError, TypeError, AttributeError):
+                    pass
         binding: dict[str, int] = {}
         if attempt % 2 and shapes:  # half the instances name one dim symbolically
             sizes = [d for s in shapes.values() for d in s if d > 1]
@@ -176,6 +187,25 @@ def _holds(guard, tensors, attrs) -> bool:
         return evaluate(guard, tensors, attrs) is True
     except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError, RlxError):
         return False
+
+
+def _coupled(e: Expr, inputs: list[str]) -> list[tuple[str, Expr]]:
+    """Inputs that are an operand of an elementwise op beside a computed operand (a residual
+    added to a convolution): drawing them at that operand's shape makes instances likely."""
+    out: list[tuple[str, Expr]] = []
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Bind):
+            stack.append(x.expr)
+        elif isinstance(x, Call):
+            if x.op in REGISTRY and REGISTRY.get(x.op).elementwise and len(x.args) == 2:
+                for a, b in (x.args, x.args[::-1]):
+                    if isinstance(a, Var) and a.name in inputs and isinstance(b, (Call, Bind)) \
+                            and a.name not in _inputs(b):
+                        out.append((a.name, b.expr if isinstance(b, Bind) else b))
+            stack.extend(x.args)
+    return out
 
 
 def _guard_ranks(rule: Rule) -> dict[str, int]:
