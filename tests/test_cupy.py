@@ -44,14 +44,21 @@ def _check(got: dict, want: dict, dtypes: dict, where: str, tf32: bool = False) 
 
 
 # ---------------------------------------------------------------------------- every op
+# observed on the lent H200 (cuBLAS 13): capturing this 5x12x3 f16 GEMM (odd leading dimensions)
+# invalidates the stream capture; the program then runs eagerly and graph_error says why
+CAPTURE_XFAIL = {("matmul", "f16", 1)}
+
+
 def _op_cases():
     from test_kernels import _dtypes, _ops
     out = []
     for op in _ops():
         for dt in _dtypes(op):
-            out.append((op, dt, 1))
-            if dt == "f32":
-                out.append((op, dt, 2))
+            for seed in ((1, 2) if dt == "f32" else (1,)):
+                mark = [pytest.mark.xfail(strict=True, reason="cuBLAS invalidates the graph capture of a 5x12x3 "
+                                          "f16 GEMM; the program falls back to eager runs")] \
+                    if (op, dt, seed) in CAPTURE_XFAIL else []
+                out.append(pytest.param(op, dt, seed, marks=mark))
     return out
 
 
@@ -70,6 +77,7 @@ def test_every_op_matches_the_reference_on_the_gpu(op, dtype, seed):
     got = program.run(ins)
     want = interpret(g, ins)
     _check(got, want, {k: str(v.dtype) for k, v in g.outputs}, f"{op} {dtype}\n{g.to_text()}")
+    assert program.graph_error is None, program.graph_error
     again = program.run(ins)  # graph replay
     for k in got:
         np.testing.assert_array_equal(again[k], got[k], err_msg=f"{op}: replay differs from the first run")
@@ -89,6 +97,38 @@ def test_ops_run_on_the_device_not_the_host():
             assert not program.host_steps, (op, dtype, program.host_steps)
             kinds = {k for k in program.dispatch.values()}
             assert kinds <= {"native", "generated", "view"}, (op, dtype, program.dispatch)
+
+
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+@pytest.mark.parametrize("kind,sq,sk,d,dv", [("causal", 100, 100, 64, 64), ("plain", 70, 130, 128, 64),
+                                             ("mask", 64, 200, 128, 128), ("masked-rows", 96, 80, 32, 48),
+                                             ("causal", 160, 200, 128, 128)])
+def test_flash_attention_matches_the_reference(kind, sq, sk, d, dv, dtype):
+    """The generated tensor-core kernel (enough query rows, f16/bf16): causal, additive masks
+    broadcast over batch and heads, fully masked rows (NaN, as the reference's softmax),
+    ragged tiles, head dims 32 to 128."""
+    from rlx.ir import DType, Graph
+    rng = np.random.default_rng(sq * sk + d)
+    g = Graph("attn")
+    b, h = 2, 3
+    npd = DType(dtype).np
+    arrays = {"q": rng.standard_normal((b, h, sq, d)), "k": rng.standard_normal((b, h, sk, d)),
+              "v": rng.standard_normal((b, h, sk, dv))}
+    q, k, v = (g.input(n, arrays[n].shape, dtype) for n in "qkv")
+    if kind in ("mask", "masked-rows"):
+        m = rng.standard_normal((b, 1, sq, sk))
+        if kind == "masked-rows":
+            m[:, :, ::7, :] = -np.inf
+        arrays["m"] = m
+        y = g.sdpa(q, k, v, g.input("m", m.shape, dtype), scale=0.2)
+    else:
+        y = g.sdpa(q, k, v, causal=kind == "causal")
+    g.output(y=y)
+    ins = {n: a.astype(npd) for n, a in arrays.items()}
+    program = get_executor("cupy").prepare(plan(g), {})
+    got = program.run(ins)
+    assert "mma.sync" in program.module_source
+    _check(got, interpret(g, ins), {"y": dtype}, f"flash {kind} {dtype}")
 
 
 # ---------------------------------------------------------------------------- models

@@ -39,6 +39,7 @@ THREADS = 256          # threads of a pointwise block
 MAX_ROW_THREADS = 1024
 
 PRELUDE = r"""
+#define RLX_INF __int_as_float(0x7f800000)
 __device__ __forceinline__ float rlx_h2f(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
 __device__ __forceinline__ unsigned short rlx_f2h(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
 __device__ __forceinline__ float rlx_b2f(unsigned short b) { return __uint_as_float(((unsigned int)b) << 16); }
@@ -297,7 +298,7 @@ class Source:
     """One printed kernel: its name (a hash of its text), its text and launch shape."""
     name: str
     text: str
-    grid: int
+    grid: int | tuple[int, ...]
     block: int
 
 
@@ -308,9 +309,38 @@ def _finish_source(body_fn: Callable[[str], str], grid: int, block: int) -> Sour
 
 
 # ---------------------------------------------------------------------------- pointwise
+VEC_TYPE = {2: "unsigned short", 4: "unsigned int", 8: "uint2", 16: "uint4"}
+
+
+def _vector_width(shp, sts, dtypes, aligns) -> int:
+    """Elements per thread for 16-byte accesses: the largest V (8, 4 or 2) dividing the
+    innermost axis such that every operand walking it contiguously is aligned to V
+    elements (pointer and every other stride) in at most 16 bytes."""
+    if not shp:
+        return 1
+    for v in (8, 4, 2):
+        if shp[-1] % v:
+            continue
+        ok = True
+        for st, dt, al in zip(sts, dtypes, aligns):
+            if st[-1] != 1:
+                continue
+            nbytes = v * dt.itemsize
+            if nbytes not in VEC_TYPE or al % nbytes or any(x % v for x in st[:-1]):
+                ok = False
+                break
+        if ok and any(st[-1] == 1 for st in sts):
+            return v
+    return 1
+
+
 def pointwise(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[Operand],
-              shape: Sequence[int], restrict: bool = True, sms: int = 132) -> Source:
-    """Each output ``outputs[k]`` (over ``arg(i)`` = ``ins[i]``) at every point of ``shape``."""
+              shape: Sequence[int], restrict: bool = True, sms: int = 132,
+              align: Sequence[int] | None = None) -> Source:
+    """Each output ``outputs[k]`` (over ``arg(i)`` = ``ins[i]``) at every point of ``shape``.
+    With ``align`` (the byte alignment of each input's then each output's pointer), a
+    thread takes V consecutive elements of the innermost axis and moves contiguous operands
+    in 16-byte vectors."""
     used = sorted({x.value for e in outputs for x in nodes(e) if x.op == "arg"})
     for i in used:
         if ins[i] is None:
@@ -321,21 +351,59 @@ def pointwise(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
     in_st = dict(zip(used, sts[:len(used)]))
     out_st = sts[len(used):]
     n = math.prod(shp)
-    em = Emitter(lambda x: _load(ins[x.value], f"a{x.value}[off{x.value}]", x.dtype))
+    aligns = ([align[i] for i in used] + list(align[len(ins):])) if align is not None else [1] * len(sts)
+    vec = _vector_width(shp, sts, [ins[i].dtype for i in used] + [o.dtype for o in outs], aligns)
     lines = _decompose("i", shp, "d", idx)
     lines += [f"const {idx} off{i} = {_offset(in_st[i], 'd', 'i', shp)};" for i in used]
-    names = [em.value(e) for e in outputs]
-    lines += em.lines
-    for k, (e, nm) in enumerate(zip(outputs, names)):
-        lines.append(f"o{k}[{_offset(out_st[k], 'd', 'i', shp)}] = {convert(nm, e.dtype, outs[k].dtype)};")
-    grid = max(1, min(-(-n // THREADS), sms * 16))
+    lines += [f"const {idx} offo{k} = {_offset(out_st[k], 'd', 'i', shp)};" for k in range(len(outs))]
+    if vec == 1:
+        em = Emitter(lambda x: _load(ins[x.value], f"a{x.value}[off{x.value}]", x.dtype))
+        names = [em.value(e) for e in outputs]
+        lines += em.lines
+        for k, (e, nm) in enumerate(zip(outputs, names)):
+            lines.append(f"o{k}[offo{k}] = {convert(nm, e.dtype, outs[k].dtype)};")
+    else:
+        contig = {i for i in used if in_st[i][-1] == 1}
+        out_contig = {k for k in range(len(outs)) if out_st[k][-1] == 1}
+        for i in sorted(contig):
+            vt = VEC_TYPE[vec * ins[i].dtype.itemsize]
+            lines.append(f"__align__(16) {CTYPE[ins[i].dtype]} a{i}v[{vec}];")
+            lines.append(f"*({vt}*)a{i}v = *(const {vt}*)(a{i} + off{i});")
+        for k in sorted(out_contig):
+            lines.append(f"__align__(16) {CTYPE[outs[k].dtype]} o{k}v[{vec}];")
+
+        def leaf(x: Expr) -> str:
+            i = x.value
+            if i in contig:
+                return _load(ins[i], f"a{i}v[j]", x.dtype)
+            step = in_st[i][-1]
+            return _load(ins[i], f"a{i}[off{i}{f' + j * {step}' if step else ''}]", x.dtype)
+        em = Emitter(leaf)
+        names = [em.value(e) for e in outputs]
+        lines.append("#pragma unroll")
+        lines.append(f"for (int j = 0; j < {vec}; ++j) {{")
+        lines += ["  " + ln for ln in em.lines]
+        for k, (e, nm) in enumerate(zip(outputs, names)):
+            val = convert(nm, e.dtype, outs[k].dtype)
+            if k in out_contig:
+                lines.append(f"  o{k}v[j] = {val};")
+            else:
+                step = out_st[k][-1]
+                lines.append(f"  o{k}[offo{k}{f' + j * {step}' if step else ''}] = {val};")
+        lines.append("}")
+        for k in sorted(out_contig):
+            vt = VEC_TYPE[vec * outs[k].dtype.itemsize]
+            lines.append(f"*({vt}*)(o{k} + offo{k}) = *({vt}*)o{k}v;")
+    groups = n // vec
+    grid = max(1, min(-(-groups // THREADS), sms * 16))
     used_ins = [ins[i] if i in used else None for i in range(len(ins))]
     body = "\n    ".join(lines)
 
     def text(name: str) -> str:
         return (f'extern "C" __global__ void __launch_bounds__({THREADS}) {name}({_params(used_ins, outs, restrict)}) {{\n'
-                f"  for ({idx} i = ({idx})blockIdx.x * blockDim.x + threadIdx.x; i < ({idx}){n}; "
-                f"i += ({idx})gridDim.x * blockDim.x) {{\n    {body}\n  }}\n}}\n")
+                f"  for ({idx} g = ({idx})blockIdx.x * blockDim.x + threadIdx.x; g < ({idx}){groups}; "
+                f"g += ({idx})gridDim.x * blockDim.x) {{\n    const {idx} i = g{f' * {vec}' if vec > 1 else ''};\n"
+                f"    {body}\n  }}\n}}\n")
     return _finish_source(text, grid, THREADS)
 
 
@@ -493,6 +561,207 @@ def gather(data: Operand, data_shape: Sequence[int], axis: int, ids: Operand, id
     return _finish_source(text, grid, THREADS)
 
 
+# ---------------------------------------------------------------------------- flash attention
+FLASH_PRELUDE = {
+    DType.f16: ("f16", "cvt.rn.f16x2.f32"),
+    DType.bf16: ("bf16", "cvt.rn.bf16x2.f32"),
+}
+
+
+@dataclass(frozen=True)
+class AttnOperand:
+    """An attention operand: storage dtype, strides over the batch axes, and over its two
+    matrix axes (rows, columns)."""
+    dtype: DType
+    batch: tuple[int, ...]
+    row: int
+    col: int
+
+
+def flash_attention(score: Expr, q: AttnOperand, k: AttnOperand, v: AttnOperand, out: AttnOperand,
+                    masks: dict[int, AttnOperand], batch: Sequence[int], sq: int, sk: int, d: int, dv: int,
+                    causal: bool) -> Source:
+    """softmax(score(q·kᵀ, masks))·v in one kernel on the tensor cores (mma.sync m16n8k16,
+    f16 or bf16 operands, f32 accumulation), flash style: a block of 4 warps takes 64 query
+    rows of one batch index; tiles of 32 keys of K and V stream through shared memory two
+    stages deep (cp.async; V read transposed by ldmatrix), the
+    scores stay in registers (score expression, causal mask, online softmax) and are reused
+    as the A operand of P·V. ``score``'s ``arg(0)`` is the product (f32), ``arg(1 + i)``
+    the mask ``masks[i]`` indexed by (batch, query, key). Needs d and dv multiples of 16 up
+    to 128 and 16-byte aligned rows of k and v (the executor checks)."""
+    dt = q.dtype
+    if dt not in FLASH_PRELUDE or k.dtype != dt or v.dtype != dt or d % 16 or dv % 16 or d > 128 or dv > 128:
+        raise RlxError("flash attention needs f16/bf16 q, k, v with head dims multiples of 16 up to 128")
+    suffix, pack = FLASH_PRELUDE[dt]
+    nb = len(batch)
+    lines = [f"long long rest = blockIdx.x;"]
+    for j in range(nb - 1, -1, -1):
+        lines.append(f"const long long b{j} = rest % {batch[j]}; rest /= {batch[j]};")
+
+    def boff(op: AttnOperand) -> str:
+        return " + ".join([f"b{j} * {s}LL" for j, s in enumerate(op.batch) if s] or ["0LL"])
+    lines += [f"const long long qoff = {boff(q)}, koff = {boff(k)}, voff = {boff(v)}, ooff = {boff(out)};"]
+    lines += [f"const long long mo{i} = {boff(m)};" for i, m in sorted(masks.items())]
+
+    def leaf(x: Expr) -> str:
+        if x.value == 0:
+            return "x"
+        i = x.value - 1
+        m = masks[i]
+        return _load(Operand(m.dtype, ()), f"m{i}[mo{i} + (long long)row * {m.row} + (long long)col * {m.col}]",
+                     x.dtype)
+    em = Emitter(leaf, prefix="t")
+    root = em.value(score)
+    score_code = "\n        ".join(em.lines)
+    score_val = convert(root, score.dtype, DType.f32)
+    mparams = "".join(f", const {CTYPE[m.dtype]}* __restrict__ m{i}" for i, m in sorted(masks.items()))
+    margs = "".join(f", m{i}, mo{i}" for i in sorted(masks))
+    mfn_params = "".join(f", const {CTYPE[m.dtype]}* __restrict__ m{i}, long long mo{i}" for i, m in sorted(masks.items()))
+    n_tiles = f"min({-(-sk // 32)}, 2 * (int)blockIdx.y + 2)" if causal else f"{-(-sk // 32)}"
+    head = "\n  ".join(lines)
+    ot = out.dtype
+
+    def store(val: str) -> str:
+        return convert(val, DType.f32, ot)
+
+    def text(name: str) -> str:
+        return f"""
+__device__ __forceinline__ void {name}_mma(float* c, const unsigned int* a, unsigned int b0, unsigned int b1) {{
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.{suffix}.{suffix}.f32 {{%0,%1,%2,%3}}, {{%4,%5,%6,%7}}, {{%8,%9}}, {{%0,%1,%2,%3}};"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}}
+__device__ __forceinline__ unsigned int {name}_pack(float lo, float hi) {{
+  unsigned int r; asm("{pack} %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r;
+}}
+__device__ __forceinline__ float {name}_score(float x, int row, int col{mfn_params}) {{
+        {score_code}
+        return {score_val};
+}}
+extern "C" __global__ void __launch_bounds__(128) {name}(const unsigned short* __restrict__ q,
+    const unsigned short* __restrict__ k, const unsigned short* __restrict__ v{mparams}, {CTYPE[ot]}* __restrict__ o) {{
+  __shared__ __align__(16) unsigned short ks[2][32][{d} + 8];
+  __shared__ __align__(16) unsigned short vs[2][32][{dv} + 8];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  {head}
+  const int r_lo = blockIdx.y * 64 + warp * 16 + (lane >> 2), r_hi = r_lo + 8;
+  const int n_tiles = {n_tiles};
+  // K and V tiles of 32 keys through shared memory, two stages deep (cp.async, zero-filled past the end)
+  auto load = [&](int stage, int t) {{
+    const int k0 = t * 32;
+    for (int ch = tid; ch < 32 * {d // 8}; ch += 128) {{
+      const int r = ch / {d // 8}, c = (ch % {d // 8}) * 8;
+      const bool in = k0 + r < {sk};
+      const unsigned short* src = k + koff + (long long)(in ? k0 + r : 0) * {k.row} + c;
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"((unsigned)__cvta_generic_to_shared(&ks[stage][r][c])), "l"(src), "r"(in ? 16 : 0));
+    }}
+    for (int ch = tid; ch < 32 * {dv // 8}; ch += 128) {{
+      const int r = ch / {dv // 8}, c = (ch % {dv // 8}) * 8;
+      const bool in = k0 + r < {sk};
+      const unsigned short* src = v + voff + (long long)(in ? k0 + r : 0) * {v.row} + c;
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"((unsigned)__cvta_generic_to_shared(&vs[stage][r][c])), "l"(src), "r"(in ? 16 : 0));
+    }}
+    asm volatile("cp.async.commit_group;");
+  }};
+  if (n_tiles > 0) load(0, 0);
+  unsigned int qa[{d // 16}][4];
+#pragma unroll
+  for (int kk = 0; kk < {d // 16}; ++kk) {{
+    const int c = kk * 16 + (lane & 3) * 2;
+    qa[kk][0] = r_lo < {sq} ? *(const unsigned int*)(q + qoff + (long long)r_lo * {q.row} + c) : 0u;
+    qa[kk][1] = r_hi < {sq} ? *(const unsigned int*)(q + qoff + (long long)r_hi * {q.row} + c) : 0u;
+    qa[kk][2] = r_lo < {sq} ? *(const unsigned int*)(q + qoff + (long long)r_lo * {q.row} + c + 8) : 0u;
+    qa[kk][3] = r_hi < {sq} ? *(const unsigned int*)(q + qoff + (long long)r_hi * {q.row} + c + 8) : 0u;
+  }}
+  float acc[{dv // 8}][4];
+#pragma unroll
+  for (int n = 0; n < {dv // 8}; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+  float m_lo = -RLX_INF, m_hi = -RLX_INF, l_lo = 0.0f, l_hi = 0.0f;
+  for (int t = 0; t < n_tiles; ++t) {{
+    const int k0 = t * 32, st = t & 1;
+    if (t + 1 < n_tiles) load((t + 1) & 1, t + 1); else asm volatile("cp.async.commit_group;");
+    asm volatile("cp.async.wait_group 1;");
+    __syncthreads();
+    float s[4][4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {{
+      s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < {d // 16}; ++kk) {{
+        const int n = j * 8 + (lane >> 2), c = kk * 16 + (lane & 3) * 2;
+        {name}_mma(s[j], qa[kk], *(const unsigned int*)&ks[st][n][c], *(const unsigned int*)&ks[st][n][c + 8]);
+      }}
+    }}
+    float mx_lo = -RLX_INF, mx_hi = -RLX_INF;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {{
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {{
+        const int row = e < 2 ? r_lo : r_hi;
+        const int col = k0 + j * 8 + (lane & 3) * 2 + (e & 1);
+        float x = s[j][e];
+        x = (row < {sq} && col < {sk}{" && col <= row" if causal else ""}) ? {name}_score(x, row, col{margs}) : -RLX_INF;
+        s[j][e] = x;
+        if (e < 2) mx_lo = rlx_max(mx_lo, x); else mx_hi = rlx_max(mx_hi, x);
+      }}
+    }}
+    mx_lo = rlx_max(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 1));
+    mx_lo = rlx_max(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, 2));
+    mx_hi = rlx_max(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 1));
+    mx_hi = rlx_max(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, 2));
+    const float mn_lo = rlx_max(m_lo, mx_lo), mn_hi = rlx_max(m_hi, mx_hi);
+    const float ref_lo = mn_lo == -RLX_INF ? 0.0f : mn_lo, ref_hi = mn_hi == -RLX_INF ? 0.0f : mn_hi;
+    const float al_lo = expf(m_lo - ref_lo), al_hi = expf(m_hi - ref_hi);
+    m_lo = mn_lo; m_hi = mn_hi;
+    l_lo *= al_lo; l_hi *= al_hi;
+#pragma unroll
+    for (int n = 0; n < {dv // 8}; ++n) {{ acc[n][0] *= al_lo; acc[n][1] *= al_lo; acc[n][2] *= al_hi; acc[n][3] *= al_hi; }}
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {{
+      s[j][0] = expf(s[j][0] - ref_lo); s[j][1] = expf(s[j][1] - ref_lo);
+      s[j][2] = expf(s[j][2] - ref_hi); s[j][3] = expf(s[j][3] - ref_hi);
+      l_lo += s[j][0] + s[j][1]; l_hi += s[j][2] + s[j][3];
+    }}
+#pragma unroll
+    for (int kk = 0; kk < 2; ++kk) {{
+      unsigned int pa[4];
+      pa[0] = {name}_pack(s[2 * kk][0], s[2 * kk][1]);
+      pa[1] = {name}_pack(s[2 * kk][2], s[2 * kk][3]);
+      pa[2] = {name}_pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      pa[3] = {name}_pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+      for (int n = 0; n < {dv // 8}; ++n) {{
+        unsigned int b0, b1;
+        const unsigned addr = (unsigned)__cvta_generic_to_shared(&vs[st][kk * 16 + (lane & 15)][n * 8]);
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {{%0, %1}}, [%2];" : "=r"(b0), "=r"(b1) : "r"(addr));
+        {name}_mma(acc[n], pa, b0, b1);
+      }}
+    }}
+    __syncthreads();
+  }}
+  l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
+  l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
+  l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 1);
+  l_hi += __shfl_xor_sync(0xffffffffu, l_hi, 2);
+  const float inv_lo = 1.0f / l_lo, inv_hi = 1.0f / l_hi;
+#pragma unroll
+  for (int n = 0; n < {dv // 8}; ++n) {{
+    const int c = n * 8 + (lane & 3) * 2;
+    if (r_lo < {sq}) {{
+      o[ooff + (long long)r_lo * {out.row} + c] = {store("acc[n][0] * inv_lo")};
+      o[ooff + (long long)r_lo * {out.row} + c + 1] = {store("acc[n][1] * inv_lo")};
+    }}
+    if (r_hi < {sq}) {{
+      o[ooff + (long long)r_hi * {out.row} + c] = {store("acc[n][2] * inv_hi")};
+      o[ooff + (long long)r_hi * {out.row} + c + 1] = {store("acc[n][3] * inv_hi")};
+    }}
+  }}
+}}
+"""
+    src = _finish_source(text, 0, 128)
+    return Source(src.name, src.text, (math.prod(batch), -(-sq // 64)), 128)
+
+
 def module(sources: Sequence[Source]) -> str:
     """One NVRTC translation unit holding ``sources`` (deduplicated by name)."""
     seen: dict[str, str] = {}
@@ -501,5 +770,5 @@ def module(sources: Sequence[Source]) -> str:
     return PRELUDE + "\n".join(seen.values())
 
 
-__all__ = ["Operand", "RowOperand", "Source", "pointwise", "rows", "gather", "module", "collapse", "printable",
+__all__ = ["Operand", "RowOperand", "AttnOperand", "flash_attention", "Source", "pointwise", "rows", "gather", "module", "collapse", "printable",
            "c_const", "convert", "print_op", "Emitter", "CTYPE"]

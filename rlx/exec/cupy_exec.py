@@ -141,7 +141,8 @@ class _Call:
     def __call__(self) -> None:
         if self.fn is None:
             self.fn = self.program._function(self.source.name)
-        self.fn((self.source.grid,), (self.source.block,), self.args)
+        grid = self.source.grid
+        self.fn(grid if isinstance(grid, tuple) else (grid,), (self.source.block,), self.args)
 
 
 class _StepRun:
@@ -176,6 +177,7 @@ class CupyProgram:
         self._scratch: list[Any] = []
         self._keep: list[Any] = []
         self.graphs: list[tuple[str, Any]] | None = None
+        self.graph_error: str | None = None
         self.host_steps: list[str] = []
         self._packed: dict[tuple, Any] = {}
         # one allocation: input, param, output and arena regions at aligned offsets
@@ -383,11 +385,20 @@ class CupyProgram:
         def flush() -> None:
             if group:
                 self.stream.begin_capture(mode) if mode is not None else self.stream.begin_capture()
-                try:
-                    for r in group:
+                error, at = None, None
+                for r in group:
+                    try:
                         r()
-                finally:
+                    except Exception as e:
+                        error, at = e, r.step
+                        break
+                try:
                     graph = self.stream.end_capture()
+                except Exception as e:
+                    error = error or e
+                if error is not None:
+                    where = f" at step {at.index} ({at.op}, node {at.node!r})" if at is not None else ""
+                    raise RlxError(f"CUDA graph capture failed{where}: {type(error).__name__}: {error}") from error
                 parts.append(("graph", graph))
                 group.clear()
         for r in self.body:
@@ -411,7 +422,12 @@ class CupyProgram:
                 # body is captured: later runs replay it
                 for r in self.body:
                     r()
-                self.graphs = self._capture()
+                try:
+                    self.graphs = self._capture()
+                except RlxError as e:  # runs eagerly from now on; the reason is kept
+                    self.graph_error = str(e)
+                    self.graphs_enabled = False
+                    self.stream.synchronize()
                 return
             for kind, part in self.graphs:
                 if kind == "graph":
@@ -494,8 +510,13 @@ def copy_call(prog: CupyProgram, src, dst) -> _Call:
     src_b = src if src.shape == shape else prog.cp.broadcast_to(src, shape)
     source = cp_print.pointwise([e], [cp_print.Operand(dt, aligned_strides(src_b, shape))],
                                 [cp_print.Operand(dt, _elem_strides(dst))], shape,
-                                restrict=not overlaps([src], [dst]), sms=prog.sms)
+                                restrict=not overlaps([src], [dst]), sms=prog.sms, align=aligns([src, dst]))
     return prog.kernel(source, [src, dst])
+
+
+def aligns(arrays) -> list[int]:
+    """The byte alignment of each array's pointer (1 for a missing one)."""
+    return [min(256, (a.data.ptr & -a.data.ptr) or 256) if a is not None else 1 for a in arrays]
 
 
 def _storage_dtype(np_dtype) -> DType:
@@ -714,7 +735,8 @@ def _rotary(prog, ins, outs, in_dt, out_dt, attrs):
     opers = [cp_print.Operand(d, aligned_strides(a, shape)) for a, d in zip((x1, x2, cos, sin), in_dt[:1] * 2 + in_dt[1:])]
     source = cp_print.pointwise([lo, hi], opers, [cp_print.Operand(out_dt[0], _elem_strides(o1)),
                                                   cp_print.Operand(out_dt[0], _elem_strides(o2))],
-                                shape, restrict=not overlaps([x], [o]), sms=prog.sms)
+                                shape, restrict=not overlaps([x], [o]), sms=prog.sms,
+                                align=aligns([x1, x2, cos, sin, o1, o2]))
     return [prog.kernel(source, [x1, x2, cos, sin, o1, o2])]
 
 
@@ -732,7 +754,7 @@ def build(prog: CupyProgram, s, ins, outs, in_dt, out_dt, constant: frozenset[in
             return None
         source = cp_print.pointwise(s.outputs, [cp_print.Operand(d, aligned_strides(a, shape)) for a, d in zip(ins, in_dt)],
                                     [cp_print.Operand(d, _elem_strides(o)) for o, d in zip(outs, out_dt)], shape,
-                                    restrict=not overlaps(ins, outs), sms=prog.sms)
+                                    restrict=not overlaps(ins, outs), sms=prog.sms, align=aligns(list(ins) + list(outs)))
         return [prog.kernel(source, _used(s.outputs, ins) + list(outs))]
     if isinstance(s, RowReduce):
         shape = outs[0].shape
@@ -817,7 +839,8 @@ def _gemm_epilogue(prog, s: Gemm, ins, outs, in_dt, out_dt, constant):
                  for j in range(len(s.gemms))]
     arrays = list(ins) + [prods.get(j) for j in range(len(s.gemms))]
     source = cp_print.pointwise(s.outputs, operands, [cp_print.Operand(d, _elem_strides(o)) for o, d in zip(outs, out_dt)],
-                                shape, restrict=not overlaps(ins, outs), sms=prog.sms)
+                                shape, restrict=not overlaps(ins, outs), sms=prog.sms,
+                                align=aligns(arrays + list(outs)))
     used = sorted({x.value for e in s.outputs for x in nodes(e) if x.op == "arg"})
     calls.append(prog.kernel(source, [arrays[i] for i in used] + list(outs)))
     return calls
@@ -832,6 +855,9 @@ def _attention(prog, s: Attention, ins, outs, in_dt, out_dt):
     o = outs[0]
     sq, sk = q.shape[-2], k.shape[-2]
     batch = tuple(np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2]))
+    flash = _flash(prog, s, ins, outs, in_dt, out_dt, batch)
+    if flash is not None:
+        return flash
     score_shape = batch + (sq, sk)
     pdt = in_dt[s.v]
     n_scores = math.prod(score_shape)
@@ -867,6 +893,46 @@ def _attention(prog, s: Attention, ins, outs, in_dt, out_dt):
                            [cp_print.RowOperand(pdt, _elem_strides(P)[:-1], _elem_strides(P)[-1:])],
                            score_shape[:-1], score_shape[-1:], causal=sq if s.causal else None, sms=prog.sms)
     return g1 + [prog.kernel(source, [arrays[i] for i in used] + [P])] + g2
+
+
+FLASH_MIN_QUERIES = 32  # below, the products on cuBLAS spread the keys over more of the chip (decode)
+
+
+def _flash(prog, s: Attention, ins, outs, in_dt, out_dt, batch):
+    """The flash kernel where it applies: f16/bf16 q, k, v, head dims multiples of 16 up to
+    128, unit-stride rows, 16-byte aligned K and V rows, no map of the probabilities, enough
+    query rows; else None."""
+    if os.environ.get("RLX_CUDA_FLASH", "1") in ("0", "no", "false"):
+        return None
+    q, k, v, o = ins[s.q], ins[s.k], ins[s.v], outs[0]
+    dt = in_dt[s.q]
+    if s.probs is not None or dt not in (DType.f16, DType.bf16) or in_dt[s.k] != dt or in_dt[s.v] != dt:
+        return None
+    d, dv, sq, sk = q.shape[-1], v.shape[-1], q.shape[-2], k.shape[-2]
+    if d % 16 or dv % 16 or d > 128 or dv > 128 or sq < FLASH_MIN_QUERIES or k.shape[-1] != d:
+        return None
+    for x in (q, k, v, o):
+        if x.shape[-1] > 1 and x.strides[-1] != x.itemsize:
+            return None
+    for x in (k, v):
+        if x.data.ptr % 16 or (x.shape[-2] > 1 and x.strides[-2] % 16):
+            return None
+    if q.data.ptr % 4 or q.strides[-2] % 4:
+        return None
+
+    def operand(x, dtype):
+        return cp_print.AttnOperand(dtype, _batch_strides(x, batch), x.strides[-2] // x.itemsize if x.shape[-2] > 1
+                                    else 0, x.strides[-1] // x.itemsize if x.shape[-1] > 1 else 0)
+    score_shape = batch + (sq, sk)
+    masks = {}
+    used = sorted({x.value for x in nodes(s.score) if x.op == "arg" and x.value >= 1})
+    for i in used:
+        m = ins[i - 1]
+        st = aligned_strides(m, score_shape)
+        masks[i - 1] = cp_print.AttnOperand(in_dt[i - 1], st[:-2], st[-2], st[-1])
+    source = cp_print.flash_attention(s.score, operand(q, dt), operand(k, dt), operand(v, dt),
+                                      operand(o, out_dt[0]), masks, batch, sq, sk, d, dv, s.causal)
+    return [prog.kernel(source, [q, k, v] + [ins[i] for i in sorted(masks)] + [o])]
 
 
 # ---------------------------------------------------------------------------- executor
