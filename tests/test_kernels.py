@@ -188,6 +188,11 @@ def _case(op, rng, dtype):
         arrays["m"] = np.where(rng.random((b, 1, s, sk)) < 0.3, -np.inf, 0.0).astype(DType(dtype).np)
         y = g.op(op, inp("q", (b, h, s, d)), inp("k", (b, h, sk, d)), inp("v", (b, h, sk, n)),
                  g.input("m", (b, 1, s, sk), dtype), scale=0.3)
+    elif op == "sdpa_bool_mask":
+        h, sk = r(1, 3), r(2, 9)
+        arrays["m"] = rng.random((1, 1, s, sk)) < 0.3
+        y = g.op(op, inp("q", (b, h, s, d)), inp("k", (b, h, sk, d)), inp("v", (b, h, sk, n)),
+                 g.input("m", (1, 1, s, sk), "bool"), scale=0.3, fill=float(rng.choice([-np.inf, -1e4])))
     elif op == "region":
         y = g.region(inp("a", (s, d)), inp("c", (d,)), body=(arg(0).exp() * arg(1) + 1.0).tanh())
     elif op == "matmul_bias_act":

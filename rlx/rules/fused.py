@@ -106,24 +106,42 @@ def _flops(decl: FusedDecl):
         try:
             g, _ = _body_graph(decl, types, _freeze(attrs))
         except RlxError:
-            types = tuple(TensorType(tuple(s), DType.i64 if _is_index(decl, i) else DType.f32)
+            types = tuple(TensorType(tuple(s), _position_dtype(decl, i))
                           for i, s in enumerate(in_shapes))
             g, _ = _body_graph(decl, types, _freeze(attrs))
         return sum(n.cost()[0] for n in g.nodes if n.op != "input")
     return flops
 
 
-def _is_index(decl: FusedDecl, i: int) -> bool:
-    """Whether input i feeds an index position (gather indices) in the body."""
+# Operand positions whose dtype is fixed whatever the data's: (op, operand index) -> dtype.
+_POSITION_DTYPES = {("gather", 1): DType.i64, ("gather_elements", 1): DType.i64, ("gather_nd", 1): DType.i64,
+                    ("where", 0): DType.bool, ("logical_not", 0): DType.bool, ("logical_and", 0): DType.bool,
+                    ("logical_and", 1): DType.bool, ("logical_or", 0): DType.bool, ("logical_or", 1): DType.bool,
+                    ("logical_xor", 0): DType.bool, ("logical_xor", 1): DType.bool}
+
+
+def _position_dtype(decl: FusedDecl, i: int) -> DType:
+    """The dtype input i must have where the body uses it as an index or a condition (i64,
+    bool), else f32: what FLOPs counting, which knows shapes only, types the body with."""
     name = decl.inputs[i]
 
-    def walk(e) -> bool:
-        if isinstance(e, Call):
-            if e.op == "gather" and len(e.args) > 1 and isinstance(e.args[1], Var) and e.args[1].name == name:
-                return True
-            return any(walk(a) for a in e.args)
-        return isinstance(e, Bind) and walk(e.expr)
-    return any(walk(e) for _, e in decl.bindings) or any(walk(e) for e in decl.results)
+    def walk(e) -> DType | None:
+        if isinstance(e, Bind):
+            return walk(e.expr)
+        if not isinstance(e, Call):
+            return None
+        for j, a in enumerate(e.args):
+            if isinstance(a, Var) and a.name == name and (e.op, j) in _POSITION_DTYPES:
+                return _POSITION_DTYPES[e.op, j]
+            found = walk(a)
+            if found is not None:
+                return found
+        return None
+    for e in [e for _, e in decl.bindings] + list(decl.results):
+        found = walk(e)
+        if found is not None:
+            return found
+    return DType.f32
 
 
 def _spec(a) -> AttrSpec:

@@ -116,9 +116,11 @@ def _fitting_target(s: tuple, rng) -> tuple:
 
 
 def _build(rule_side: Expr, shapes: dict[str, tuple], attrs: dict[str, Any], subst: dict[str, str],
-           name: str, dtype: str = "f32") -> tuple[Graph, Value | tuple, dict[str, Value]]:
+           name: str, dtype: str = "f32", fixed: dict[str, str] | None = None
+           ) -> tuple[Graph, Value | tuple, dict[str, Value]]:
+    """One side as a graph over inputs of ``dtype``, or the dtype a guard fixes (``fixed``)."""
     g = Graph(name)
-    env: dict[str, Value] = {v: g.input(v, s, dtype) for v, s in shapes.items()}
+    env: dict[str, Value] = {v: g.input(v, s, (fixed or {}).get(v, dtype)) for v, s in shapes.items()}
     out = emit(rule_side, g, env, {**attrs, **subst}, subst)
     return g, out, env
 
@@ -131,6 +133,7 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
     wanted = _guard_sizes(rule)  # sizes the guards ask for (dim(x, -1) == 8)
     ranks = _guard_ranks(rule)   # ranks the guards ask for (rank(b) == 1)
     coupled = [(v, e) for v, e in _coupled(rule.lhs, inputs) if v not in ranks]
+    fixed = _guard_dtypes(rule)
     found: list[Instance] = []
     for attempt in range(attempts):
         if len(found) >= n:
@@ -159,7 +162,8 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
             if rng.random() < 0.5:
                 try:
                     _, out, _ = _build(sibling, {k: shapes[k] for k in _inputs(sibling)}, attrs,
-                                       {k: x for k, x in subst.items() if isinstance(x, str)}, "sibling")
+                                       {k: x for k, x in subst.items() if isinstance(x, str)}, "sibling",
+                                       fixed=fixed)
                     shapes[v] = tuple(out.shape)
                 except (RlxError, KeyError, IndexError, ValueError, TypeError, AttributeError):
                     pass
@@ -172,7 +176,7 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
                 binding = {"S": pick}
         try:
             g, out, env = _build(rule.lhs, shapes, attrs, {k: v for k, v in subst.items() if isinstance(v, str)},
-                                 "lhs")
+                                 "lhs", fixed=fixed)
         except (RlxError, KeyError, IndexError, ValueError, TypeError):
             continue
         tensors = {k: v.type for k, v in env.items()}
@@ -205,6 +209,17 @@ def _coupled(e: Expr, inputs: list[str]) -> list[tuple[str, Expr]]:
                             and a.name not in _inputs(b):
                         out.append((a.name, b.expr if isinstance(b, Bind) else b))
             stack.extend(x.args)
+    return out
+
+
+def _guard_dtypes(rule: Rule) -> dict[str, str]:
+    """Inputs whose dtype a guard fixes (``dtype(m) == "bool"``): built with that dtype."""
+    out = {}
+    for g in rule.guards:
+        if g.kind == "compare" and g.op == "==":
+            for a, b in ((g.a, g.b), (g.b, g.a)):
+                if isinstance(a, GFunc) and a.fn == "dtype" and isinstance(b, GLit) and isinstance(b.value, str):
+                    out[a.var] = b.value
     return out
 
 
@@ -321,13 +336,14 @@ def _check_instance(rule: Rule, inst: Instance, seed: int, index: int, dtype: st
         return Counterexample(inst.shapes, inst.attrs, seed, err, rel, output, dict(inst.binding), dtype, index)
 
     subst = {k: v for k, v in inst.attrs.items() if isinstance(v, str)}
+    fixed = _guard_dtypes(rule)
     try:
-        gl, lout, lenv = _build(rule.lhs, inst.shapes, inst.attrs, subst, "lhs", dtype)
+        gl, lout, lenv = _build(rule.lhs, inst.shapes, inst.attrs, subst, "lhs", dtype, fixed)
     except RlxError:
         return [], 0.0, 0.0  # the pattern needs another dtype (a float-only op on this one, say)
     try:
         gr, rout, _ = _build(rule.rhs, {v: inst.shapes[v] for v in _inputs(rule.lhs)}, inst.attrs, subst, "rhs",
-                             dtype)
+                             dtype, fixed)
     except RlxError as e:  # the right side is not even defined where the left matched
         return [fail(f"right side rejects this instance: {e}")], 0.0, 0.0
     pairs = _rhs_outputs(rule, lout, lenv, rout)
@@ -338,9 +354,12 @@ def _check_instance(rule: Rule, inst: Instance, seed: int, index: int, dtype: st
     shapes = {v: tuple(inst.binding.get(d, d) for d in s) for v, s in inst.shapes.items()}
     data = {}
     for v, s in shapes.items():
+        if fixed.get(v) == "bool":
+            data[v] = data_rng.random(s) < 0.5
+            continue
         x = data_rng.standard_normal(s)
         x[np.abs(x) < 1e-3] = 0.5  # never zeros
-        data[v] = x.astype(DType(dtype).np)
+        data[v] = x.astype(DType(fixed.get(v, dtype)).np)
     out, max_abs, max_rel = _compare(gl, gr, pairs, data, inst, rtol, fail, "")
     # every other instance again with whole rows of one input at -inf (a fully masked row,
     # an overflowed activation): a rule must agree on non-finite values too
@@ -573,7 +592,7 @@ def _neighbours(rule: Rule, instances: list[Instance], limit: int = 400) -> list
                     shapes = {**inst.shapes, v: shape[:ax] + (new,) + shape[ax + 1:]}
                     subst = {k: x for k, x in inst.attrs.items() if isinstance(x, str)}
                     try:
-                        _, _, env = _build(rule.lhs, shapes, inst.attrs, subst, "lhs")
+                        _, _, env = _build(rule.lhs, shapes, inst.attrs, subst, "lhs", fixed=_guard_dtypes(rule))
                     except (RlxError, KeyError, IndexError, ValueError, TypeError):
                         continue
                     tensors = {k: x.type for k, x in env.items()}
@@ -589,7 +608,8 @@ def _rhs_undefined(rule: Rule, instances: list[Instance]) -> str:
     for inst in instances + _neighbours(rule, instances):
         subst = {k: v for k, v in inst.attrs.items() if isinstance(v, str)}
         try:
-            _build(rule.rhs, {v: inst.shapes[v] for v in _inputs(rule.lhs)}, inst.attrs, subst, "rhs")
+            _build(rule.rhs, {v: inst.shapes[v] for v in _inputs(rule.lhs)}, inst.attrs, subst, "rhs",
+                   fixed=_guard_dtypes(rule))
         except RlxError as e:
             return f"shapes {inst.shapes}, attributes {inst.attrs}: {e}"
     return ""
