@@ -276,7 +276,10 @@ def test_a_convolution_with_its_epilogue_is_one_shader():
     assert len(body) == 1 and program.dispatch[body[0].node] == "generated", r.graph.op_counts()
 
 
-def test_attention_zeroes_fully_masked_rows_as_its_definition_says():
+@pytest.mark.parametrize("schedule", ["tiled", "registers"])
+def test_attention_zeroes_fully_masked_rows_as_its_definition_says(schedule, monkeypatch):
+    """Both attention schedules (a workgroup per query row, or an invocation per row)."""
+    monkeypatch.setitem(vulkan_exec.context(), "schedule", schedule)
     rng = np.random.default_rng(4)
     b, h, s, sk, d = 2, 3, 5, 70, 8  # more keys than a workgroup: the online softmax merges blocks
     g = Graph("nan_zero")
@@ -292,6 +295,16 @@ def test_attention_zeroes_fully_masked_rows_as_its_definition_says():
     assert set(program.dispatch.values()) == {"generated"}
     out = program.run(arrays)["y"]
     assert np.all(out[0, :, 1, :] == 0) and np.isfinite(out).all()
+    g = Graph("causal")  # causal, more keys than queries, a fully masked row gives NaN in plain sdpa
+    q, k, v = (g.input(n, (2, x, d), "f32") for n, x in (("q", s), ("k", sk), ("v", sk)))
+    m = g.input("m", (s, sk), "f32")
+    g.output(y=g.sdpa(q, k, v, m, causal=True))
+    arrays = {n: data(rng, (2, x, d), "f32") for n, x in (("q", s), ("k", sk), ("v", sk))}
+    arrays["m"] = np.where(rng.random((s, sk)) < 0.2, -np.inf, 0.0).astype(np.float32)
+    arrays["m"][:, 0] = 0.0  # every causal row sees key 0 ...
+    arrays["m"][2, :] = -np.inf  # ... but row 2
+    out = check(g, arrays).run(arrays)["y"]
+    assert np.isnan(out[:, 2]).all() and np.isfinite(np.delete(out, 2, axis=1)).all()
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (65, 17, 130), (3, 200, 7)])
@@ -299,7 +312,7 @@ def test_attention_zeroes_fully_masked_rows_as_its_definition_says():
 def test_gemm_schedules_at_tile_edges(m, k, n, schedule, monkeypatch):
     """Both GEMM schedules (workgroup-memory tiles for GPUs, register blocks for CPU drivers)
     on sizes that are not multiples of the 64x64 tile or the depth step, batched too."""
-    monkeypatch.setitem(vulkan_exec.context(), "gemm", schedule)
+    monkeypatch.setitem(vulkan_exec.context(), "schedule", schedule)
     rng = np.random.default_rng(m * k * n)
     g = Graph("mm")
     g.output(y=g.matmul_bias_act(g.input("x", (2, m, k), "f32"), g.input("w", (k, n), "f32"),

@@ -35,6 +35,7 @@ from rlx.exec import wgsl_print as W
 from rlx.exec.base import ExecutorError, StepTiming, register_executor
 from rlx.exec.numpy_exec import NumpyProgram
 from rlx.ir.dtypes import DType
+from rlx.ir.expr import Expr
 from rlx.ir.lir import LIR, Step, ValueLayout
 from rlx.ir.registry import REGISTRY, OpDef, TensorType
 from rlx.kernels.lower import kernel_for
@@ -84,21 +85,25 @@ def context() -> dict[str, Any]:
                                         "max-storage-buffers-per-shader-stage", "max-compute-workgroup-storage-size")}
             f16 = "shader-f16" in adapter.features
             device = adapter.request_device_sync(required_features=["shader-f16"] if f16 else [], required_limits=want)
-            # workgroup-memory tiles for GPUs; on a CPU driver (lavapipe) registers win 3-4x
-            gemm = "registers" if adapter.info.get("adapter_type") == "CPU" else "tiled"
-            _CONTEXT.update(adapter=adapter, device=device, f16=f16, limits=device.limits, pipelines={}, gemm=gemm,
+            # workgroup-memory tiles for GPUs; on a CPU driver (lavapipe), where workgroup memory
+            # is plain memory and barriers are context switches, register blocks win 3-4x
+            schedule = "registers" if adapter.info.get("adapter_type") == "CPU" else "tiled"
+            _CONTEXT.update(adapter=adapter, device=device, f16=f16, limits=device.limits, pipelines={},
+                            schedule=schedule,
                             name=f"{adapter.info.get('device')} ({adapter.info.get('backend_type')}, "
                                  f"{adapter.info.get('adapter_type')})")
         return _CONTEXT
 
 
 def _pipeline(ctx: dict, source: str):
+    """The compute pipeline of a shader source, built once per process (its signature)."""
     cache = ctx["pipelines"]
-    if source not in cache:
-        module = ctx["device"].create_shader_module(code=source)
-        cache[source] = ctx["device"].create_compute_pipeline(layout="auto",
-                                                             compute={"module": module, "entry_point": "main"})
-    return cache[source]
+    with _LOCK:
+        if source not in cache:
+            module = ctx["device"].create_shader_module(code=source)
+            cache[source] = ctx["device"].create_compute_pipeline(layout="auto",
+                                                                 compute={"module": module, "entry_point": "main"})
+        return cache[source]
 
 
 # ---------------------------------------------------------------------------- program
@@ -113,6 +118,8 @@ class VulkanProgram(NumpyProgram):
         dev = ctx["device"]
         if lir.alignment % 4:
             raise ExecutorError(f"the vulkan executor needs buffers aligned to 4 bytes (target says {lir.alignment})")
+        if not ctx["f16"] and any(DType(v.dtype) == DType.f16 for v in lir.values.values()):
+            raise ExecutorError(f"this program computes in f16 but adapter {ctx['name']} lacks shader-f16")
         super().__init__(lir, params)  # mirror, params, prologue (host, once); body steps below
         self.host_reasons: dict[str, str] = {}
         self._allocate()
@@ -121,8 +128,6 @@ class VulkanProgram(NumpyProgram):
             if step.phase == "prologue":
                 for name in step.outputs:
                     self._upload_value(name)
-        if not ctx["f16"] and any(DType(v.dtype) == DType.f16 for v in lir.values.values()):
-            raise ExecutorError(f"this program computes in f16 but adapter {ctx['name']} lacks shader-f16")
         # body: a shader per step where one prints, else the host
         plans: list[tuple[Step, Any]] = []
         for step, _ in self.steps:
@@ -217,7 +222,7 @@ class VulkanProgram(NumpyProgram):
             kernel = kernel_for(op, types, attrs)
             if kernel is None:
                 raise W.Unsupported(f"{op}: no skeleton fits here")
-            kind, shader = "generated", W.print_kernel(kernel, ins, outs, self.ctx["gemm"])
+            kind, shader = "generated", W.print_kernel(kernel, ins, outs, self.ctx["schedule"])
         if len(shader.bindings) > self.ctx["limits"]["max-storage-buffers-per-shader-stage"]:
             raise W.Unsupported(f"{len(shader.bindings)} storage bindings exceed the adapter's limit")
         units = [self._byte(self.lir.values[n]) // _unit(o) for n, o in zip([*step.inputs, *step.outputs], [*ins, *outs])]
@@ -227,10 +232,9 @@ class VulkanProgram(NumpyProgram):
         op, a = step.op, step.attrs
         if op == "matmul":
             dt = outs[0].dtype
-            from rlx.ir.expr import Expr
             prod = Expr("arg", value=2, dtype=DType.f32)
             e = prod if dt == DType.f32 else Expr("cast", (prod,), attrs=(("dtype", dt),), dtype=dt)
-            return W.gemm(ins, outs, ((0, 1),), (e,), self.ctx["gemm"])
+            return W.gemm(ins, outs, ((0, 1),), (e,), self.ctx["schedule"])
         if op in ("sum", "mean", "max"):
             axes = a["axes"] if a["axes"] is not None else tuple(range(len(ins[0].shape)))
             return W.reduce(ins[0], outs[0], op, axes)
@@ -282,7 +286,6 @@ class VulkanProgram(NumpyProgram):
         table = np.zeros(max(1, len(gpu)) * align // 4, np.uint32)
         self.uniform = dev.create_buffer(size=table.nbytes, usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST)
         self.segments: list[list[tuple] | tuple[Step, Callable]] = []
-        self.pipelines = 0
         k = 0
         for step, plan in plans:
             if callable(plan):

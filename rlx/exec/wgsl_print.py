@@ -356,17 +356,19 @@ def _leaf_loader(b: Builder, ins: Sequence[Operand], idx: Sequence[str], cache: 
 
 # ---------------------------------------------------------------------------- skeletons
 def print_kernel(kernel: Kernel, ins: Sequence[Operand], outs: Sequence[Operand],
-                 gemm_schedule: str = "tiled") -> Shader:
-    """The shader of a skeleton instance over these operands (slots: inputs, then outputs)."""
+                 schedule: str = "tiled") -> Shader:
+    """The shader of a skeleton instance over these operands (slots: inputs, then outputs).
+    ``schedule`` is "tiled" (workgroup memory: GPUs) or "registers" (no workgroup memory
+    in GEMMs and attention: CPU drivers such as lavapipe)."""
     s = kernel.skeleton
     if isinstance(s, Pointwise):
         return pointwise(ins, outs, s.outputs)
     if isinstance(s, RowReduce):
         return row_reduce(ins, outs, s)
     if isinstance(s, Gemm):
-        return gemm(ins, outs, s.gemms, s.outputs, gemm_schedule)
+        return gemm(ins, outs, s.gemms, s.outputs, schedule)
     if isinstance(s, Attention):
-        return attention(ins, outs, s)
+        return attention(ins, outs, s) if schedule == "tiled" else attention_rows(ins, outs, s)
     if isinstance(s, Conv):
         return conv(ins, outs, s)
     raise Unsupported(f"no WGSL printer for skeleton {type(s).__name__}")
@@ -696,6 +698,58 @@ def conv(ins: Sequence[Operand], outs: Sequence[Operand], s: Conv) -> Shader:
     return indexed(ins, outs, o.shape, body)
 
 
+def attention_rows(ins: Sequence[Operand], outs: Sequence[Operand], s: Attention) -> Shader:
+    """Attention with one invocation per query row and no workgroup memory (for CPU
+    drivers, which vectorize across invocations and pay for every barrier): a pass for the
+    row's max and sum, then probabilities times values into a private accumulator. Causal
+    rows stop at their diagonal; masked keys are skipped unless the whole row is masked
+    (then the probabilities are NaN, as the definition says, before ``probs`` maps them)."""
+    q, k, v, o = ins[s.q], ins[s.k], ins[s.v], outs[0]
+    d, sk, dv = q.shape[-1], k.shape[-2], v.shape[-1]
+    ninf = literal(-math.inf, DType.f32)
+
+    def body(b: Builder, ridx: list[str]) -> None:
+        bidx, iq = ridx[:-1], ridx[-1]
+
+        def at(t: Operand, i2: str, i1: str) -> str:
+            head = replace(t, shape=t.shape[:-2], strides=t.strides[:-2])
+            return " + ".join((addr(head, bidx), f"({i2}) * {t.strides[-2]}", f"({i1}) * {t.strides[-1]}"))
+
+        f32 = lambda t, i2, i1: convert(b.load(t, at(t, i2, i1)), t.dtype, DType.f32)  # noqa: E731
+        b.lines += [f"var qv: array<f32, {d}>;", f"for (var c = 0; c < {d}; c++) {{ qv[c] = {f32(q, iq, 'c')}; }}",
+                    f"let jend = {f'min({sk}, {iq} + 1)' if s.causal else sk};"]
+
+        def score(out: list[str]) -> str:
+            out += ["var dot = 0.0;", f"for (var c = 0; c < {d}; c++) {{ dot = fma(qv[c], {f32(k, 'j', 'c')}, dot); }}"]
+
+            def leaf(x: Expr) -> str:
+                if x.value == 0:
+                    return "dot"
+                t = ins[x.value - 1]
+                return convert(b.load(t, addr(t, [*bidx, iq, "j"])), t.dtype, x.dtype)
+            return convert(b.expr(s.score, leaf, out), s.score.dtype, DType.f32)
+
+        body1: list[str] = []
+        sv = score(body1)
+        body1 += [f"let sj = {sv};", "if (sj > mx) { l = l * exp(mx - sj) + 1.0; mx = sj; }",
+                  f"else if (sj > {ninf}) {{ l = l + exp(sj - mx); }}"]
+        b.lines += [f"var mx = {ninf};", "var l = 0.0;", "for (var j = 0; j < jend; j++) {"]
+        b.lines += ["  " + ln for ln in body1] + ["}"]
+        body2: list[str] = []
+        sv = score(body2)
+        body2 += [f"let sj = {sv};", f"if (sj == {ninf} && mx > {ninf}) {{ continue; }}",
+                  "var pr = exp(sj - mx) / l;"]
+        if s.probs is not None:
+            pv = b.expr(s.probs, lambda x: "pr", body2)
+            body2.append(f"pr = {convert(pv, s.probs.dtype, DType.f32)};")
+        body2.append(f"for (var c = 0; c < {dv}; c++) {{ acc[c] = fma(pr, {f32(v, 'j', 'c')}, acc[c]); }}")
+        b.lines += [f"var acc: array<f32, {dv}>;", "for (var j = 0; j < jend; j++) {"]
+        b.lines += ["  " + ln for ln in body2] + ["}"]
+        b.lines.append(f"for (var c = 0; c < {dv}; c++) {{ "
+                       f"{b.store(o, addr(o, [*ridx, 'c']), convert('acc[c]', DType.f32, o.dtype))} }}")
+    return indexed(ins, outs, o.shape[:-1], body)
+
+
 # ---------------------------------------------------------------------------- native kernels
 def reduce(x: Operand, out: Operand, kind: str, axes: Sequence[int]) -> Shader:
     """sum, mean or max over any ``axes``: one workgroup per output element."""
@@ -927,5 +981,5 @@ def pool(x: Operand, out: Operand, kind: str, kernel: Sequence[int], strides: Se
 
 
 __all__ = ["Operand", "Shader", "Unsupported", "printable", "print_kernel", "pointwise", "row_reduce", "gemm",
-           "attention", "reduce", "copy", "concat", "split", "gather", "causal_mask", "trilu", "rotary", "cumsum", "arg_extreme", "pool", "literal",
+           "attention", "attention_rows", "reduce", "copy", "concat", "split", "gather", "causal_mask", "trilu", "rotary", "cumsum", "arg_extreme", "pool", "literal",
            "HELPERS"]
