@@ -5,7 +5,8 @@ shaders on the same CPU cores: the ratio then measures the WGSL kernels against 
 on equal hardware, not a GPU.
 
 Both programs get the same weights and inputs; the Vulkan output is checked against the
-NumPy one before timing. Medians of --repeats runs in one process, with min and max; the
+NumPy one before timing. Medians of --repeats runs in one process, with min and max, the
+two executors alternating run by run (this machine is shared: its load moves); the
 ratio is NumPy time / Vulkan time (above 1: Vulkan is faster). One profiled Vulkan run
 splits the time by kind of step (GEMM + epilogue, attention, row reductions, pointwise,
 data movement) with the GFLOP/s each achieved (each step is then its own submission, so
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -27,7 +29,6 @@ from rich.table import Table
 
 import rlx
 from rlx.exec import vulkan_exec
-from rlx.extract.calibrate import sample_seconds as timed
 from rlx.ir import random_arrays
 from rlx.ir.registry import TensorType
 from rlx.kernels.lower import kernel_for
@@ -73,6 +74,19 @@ def breakdown(program, inputs) -> dict[str, dict[str, float]]:
     return dict(out)
 
 
+def interleaved(a, b, repeats: int) -> tuple[list[float], list[float]]:
+    """Wall times of ``a`` and ``b`` run alternately (after a warm-up of each), so both see
+    the same load on a shared machine."""
+    a(), b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, out in ((a, ta), (b, tb)):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return ta, tb
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
@@ -92,8 +106,7 @@ def main() -> None:
         want, got = cpu.run(ins, ps), vk.run(ins, ps)
         key = next(iter(want))
         err = float(np.max(np.abs(got[key] - want[key])))
-        t_vk = timed(lambda: vk.run(ins), args.repeats)
-        t_np = timed(lambda: cpu.run(ins), args.repeats)
+        t_vk, t_np = interleaved(lambda: vk.run(ins), lambda: cpu.run(ins), args.repeats)
         program = vk.executor_for(ins)
         rows.append({"model": name, "device": device, "nodes_compiled": len(vk.graph.nodes),
                      "steps": sum(1 for s in program.lir.steps if s.phase == "body"),
