@@ -44,8 +44,8 @@ def _check(got: dict, want: dict, dtypes: dict, where: str, tf32: bool = False) 
 
 
 # ---------------------------------------------------------------------------- every op
-# observed on the lent H200 (cuBLAS 13): capturing this 5x12x3 f16 GEMM (odd leading dimensions)
-# invalidates the stream capture; the program then runs eagerly and graph_error says why
+# seen on the lent H200 (cuBLAS 13) in 2 of 4 runs: capturing this 5x12x3 f16 GEMM (odd leading
+# dimensions) invalidated the stream capture; the program then runs eagerly and graph_error says why
 CAPTURE_XFAIL = {("matmul", "f16", 1)}
 
 
@@ -55,8 +55,8 @@ def _op_cases():
     for op in _ops():
         for dt in _dtypes(op):
             for seed in ((1, 2) if dt == "f32" else (1,)):
-                mark = [pytest.mark.xfail(strict=True, reason="cuBLAS invalidates the graph capture of a 5x12x3 "
-                                          "f16 GEMM; the program falls back to eager runs")] \
+                mark = [pytest.mark.xfail(strict=False, reason="intermittent: cuBLAS may invalidate the graph "
+                                          "capture of a 5x12x3 f16 GEMM; the program falls back to eager runs")] \
                     if (op, dt, seed) in CAPTURE_XFAIL else []
                 out.append(pytest.param(op, dt, seed, marks=mark))
     return out

@@ -441,13 +441,15 @@ def row_threads(length: int) -> int:
 
 def rows(reductions: Sequence[tuple[str, Expr]], outputs: Sequence[Expr], ins: Sequence[RowOperand | None],
          outs: Sequence[RowOperand], outer: Sequence[int], inner: Sequence[int], row_outputs: bool = False,
-         restrict: bool = True, causal: int | None = None, sms: int = 132) -> Source:
+         restrict: bool = True, causal: int | None = None, sms: int = 132,
+         align: Sequence[int] | None = None) -> Source:
     """One block per row of ``inner`` elements (the rows are indexed by ``outer``): the
     reductions in order (``red(j)`` reads the j-th; sum, mean or max), then the outputs,
     per element of the row, or once per row when ``row_outputs``. With ``causal`` (the
-    number of query rows, the last outer axis), element c of row r is masked to -inf in
-    the expressions' ``arg(-1)`` (bool) is c > r % causal (top-left causal: the key is
-    after the query)."""
+    number of query rows, the last outer axis), the expressions' ``arg(-1)`` (bool) is
+    c > r % causal (top-left causal: the key is after the query). With ``align`` (byte
+    alignment of each input's then each output's pointer), a thread takes V consecutive
+    elements of the row per step and moves contiguous operands in 16-byte vectors."""
     used = sorted({x.value for e in list(outputs) + [e for _, e in reductions] for x in nodes(e)
                    if x.op == "arg" and x.value >= 0})
     oshape, osts = collapse(outer, [ins[i].outer for i in used] + [o.outer for o in outs])
@@ -458,15 +460,25 @@ def rows(reductions: Sequence[tuple[str, Expr]], outputs: Sequence[Expr], ins: S
     in_o = dict(zip(used, osts[:len(used)]))
     in_i = dict(zip(used, ists[:len(used)]))
     out_o, out_i = osts[len(used):], ists[len(used):]
-    threads = row_threads(length)
+    vec = 1
+    if align is not None and not row_outputs and ishape:
+        aligns = [align[i] for i in used] + list(align[len(ins):])
+        vec = _vector_width(tuple(oshape) + tuple(ishape), [tuple(a) + tuple(b) for a, b in zip(osts, ists)],
+                            [ins[i].dtype for i in used] + [o.dtype for o in outs], aligns)
+    elif align is not None and ishape:  # per-row outputs: vectors for the inputs only
+        vec = _vector_width(tuple(oshape) + tuple(ishape), [tuple(a) + tuple(b) for a, b in
+                                                            zip(osts[:len(used)], ists[:len(used)])],
+                            [ins[i].dtype for i in used], [align[i] for i in used])
+    threads = row_threads(length) if vec == 1 else row_threads_vec(length, vec)
     lines = _decompose("row", oshape, "r", idx)
     lines += [f"const {idx} ro{i} = {_offset(in_o[i], 'r', 'row', oshape)};" for i in used]
     if causal is not None:
         lines.append(f"const {idx} qi = row % {causal};")
     red_names: dict[int, str] = {}
+    contig = {i for i in used if in_i[i] and in_i[i][-1] == 1} if vec > 1 else set()
 
-    def element_pass(roots: Sequence[Expr], tag: str) -> tuple[list[str], list[str]]:
-        """Per-element code of ``roots`` (offsets of the inputs it reads first)."""
+    def element_pass(roots: Sequence[Expr], tag: str) -> tuple[list[str], list[str], list[str]]:
+        """(code before the per-element loop, code per element, names of the roots)."""
         reads: set[int] = set()
 
         def leaf(x: Expr) -> str:
@@ -475,23 +487,43 @@ def rows(reductions: Sequence[tuple[str, Expr]], outputs: Sequence[Expr], ins: S
             if x.value < 0:
                 if causal is None:
                     raise RlxError("CUDA printer: the causal leaf outside an attention kernel")
-                return "(c > qi)"
-            reads.add(x.value)
-            return _load(ins[x.value], f"a{x.value}[ro{x.value} + co{x.value}]", x.dtype)
+                return "((c + j) > qi)" if vec > 1 else "(c > qi)"
+            i = x.value
+            reads.add(i)
+            if i in contig:
+                return _load(ins[i], f"a{i}v[j]", x.dtype)
+            step = in_i[i][-1] if in_i[i] else 0
+            extra = f" + j * {step}" if vec > 1 and step else ""
+            return _load(ins[i], f"a{i}[ro{i} + co{i}{extra}]", x.dtype)
         em = Emitter(leaf, prefix=f"{tag}_")
         names = [em.value(e) for e in roots]
         pre = _decompose("c", ishape, "c", idx)
         pre += [f"const {idx} co{i} = {_offset(in_i[i], 'c', 'c', ishape)};" for i in sorted(reads)]
-        return pre + em.lines, names
+        for i in sorted(reads & contig):
+            vt = VEC_TYPE[vec * ins[i].dtype.itemsize]
+            pre.append(f"__align__(16) {CTYPE[ins[i].dtype]} a{i}v[{vec}];")
+            pre.append(f"*({vt}*)a{i}v = *(const {vt}*)(a{i} + ro{i} + co{i});")
+        return pre, em.lines, names
+
+    def loop(pre: list[str], per: list[str], post_each: list[str], post: list[str]) -> list[str]:
+        out = [f"for ({idx} c = threadIdx.x{f' * {vec}' if vec > 1 else ''}; c < ({idx}){length}; "
+               f"c += {threads * vec}) {{"]
+        out += ["  " + ln for ln in pre]
+        if vec > 1:
+            out += ["  #pragma unroll", f"  for (int j = 0; j < {vec}; ++j) {{"]
+            out += ["    " + ln for ln in per + post_each] + ["  }"]
+        else:
+            out += ["  " + ln for ln in per + post_each]
+        out += ["  " + ln for ln in post] + ["}"]
+        return out
 
     for j, (kind, e) in enumerate(reductions):
         acc = _acc(e.dtype)
         act = CTYPE[acc]
-        code, (nm,) = element_pass([e], f"e{j}")
+        pre, per, (nm,) = element_pass([e], f"e{j}")
         op = f"acc{j} = rlx_max<{act}>(acc{j}, ({act}){nm});" if kind == "max" else f"acc{j} += ({act}){nm};"
         lines.append(f"{act} acc{j} = {_identity(kind, acc)};")
-        lines.append(f"for ({idx} c = threadIdx.x; c < ({idx}){length}; c += {threads}) {{")
-        lines += ["  " + ln for ln in code] + [f"  {op}", "}"]
+        lines += loop(pre, per, [op], [])
         lines.append(f"acc{j} = rlx_block_reduce<{act}, {'true' if kind == 'max' else 'false'}>"
                      f"(acc{j}, {_identity(kind, acc)}, ({act}*)rlx_sh);")
         val = f"acc{j}"
@@ -509,13 +541,22 @@ def rows(reductions: Sequence[tuple[str, Expr]], outputs: Sequence[Expr], ins: S
                   for k, (e, nm) in enumerate(zip(outputs, names))]
         lines.append("}")
     else:
-        code, names = element_pass(outputs, "y")
-        lines.append(f"for ({idx} c = threadIdx.x; c < ({idx}){length}; c += {threads}) {{")
-        lines += ["  " + ln for ln in code]
+        pre, per, names = element_pass(outputs, "y")
+        out_contig = {k for k in range(len(outs)) if vec > 1 and out_i[k] and out_i[k][-1] == 1}
+        stores, post = [], []
         for k, (e, nm) in enumerate(zip(outputs, names)):
+            val = convert(nm, e.dtype, outs[k].dtype)
             off = f"{_offset(out_o[k], 'r', 'row', oshape)} + {_offset(out_i[k], 'c', 'c', ishape)}"
-            lines.append(f"  o{k}[{off}] = {convert(nm, e.dtype, outs[k].dtype)};")
-        lines.append("}")
+            if k in out_contig:
+                pre.append(f"__align__(16) {CTYPE[outs[k].dtype]} o{k}v[{vec}];")
+                stores.append(f"o{k}v[j] = {val};")
+                vt = VEC_TYPE[vec * outs[k].dtype.itemsize]
+                post.append(f"*({vt}*)(o{k} + {off}) = *({vt}*)o{k}v;")
+            else:
+                step = out_i[k][-1] if out_i[k] else 0
+                extra = f" + j * {step}" if vec > 1 and step else ""
+                stores.append(f"o{k}[{off}{extra}] = {val};")
+        lines += loop(pre, per, stores, post)
         if reductions:
             lines.append("__syncthreads();")  # the next row's first reduction reuses rlx_sh
     used_ins = [ins[i] if i in used else None for i in range(len(ins))]
@@ -529,6 +570,14 @@ def rows(reductions: Sequence[tuple[str, Expr]], outputs: Sequence[Expr], ins: S
                 f"  for ({idx} row = blockIdx.x; row < ({idx}){n_rows}; row += gridDim.x) {{\n"
                 f"    {body}\n  }}\n}}\n")
     return _finish_source(text, grid, threads)
+
+
+def row_threads_vec(length: int, vec: int) -> int:
+    """Threads of a row block moving ``vec`` elements a step: about two steps per thread."""
+    t = 32
+    while t < MAX_ROW_THREADS and t * vec * 2 < length:
+        t *= 2
+    return t
 
 
 # ---------------------------------------------------------------------------- gather

@@ -684,7 +684,7 @@ def _reduce(kind: str):
                                                     tuple(xs[d] for d in keep), tuple(xs[d] for d in axes))],
                                [cp_print.RowOperand(out_dt[0], o_outer, (0,) * len(axes))],
                                tuple(x.shape[d] for d in keep), tuple(x.shape[d] for d in axes),
-                               row_outputs=True, sms=prog.sms)
+                               row_outputs=True, sms=prog.sms, align=aligns([x, o]))
         return [prog.kernel(source, [x, o])]
     return native
 
@@ -763,7 +763,7 @@ def build(prog: CupyProgram, s, ins, outs, in_dt, out_dt, constant: frozenset[in
         exprs = list(s.outputs) + [e for _, e in s.reductions]
         source = cp_print.rows(s.reductions, s.outputs, [_row_operand(a, d, shape) for a, d in zip(ins, in_dt)],
                                [_row_operand(o, d, shape) for o, d in zip(outs, out_dt)], shape[:-1], shape[-1:],
-                               restrict=not overlaps(ins, outs), sms=prog.sms)
+                               restrict=not overlaps(ins, outs), sms=prog.sms, align=aligns(list(ins) + list(outs)))
         return [prog.kernel(source, _used(exprs, ins) + list(outs))]
     if isinstance(s, Gemm):
         return _gemm_epilogue(prog, s, ins, outs, in_dt, out_dt, constant)
@@ -891,7 +891,8 @@ def _attention(prog, s: Attention, ins, outs, in_dt, out_dt):
     arrays = [S] + list(ins)
     source = cp_print.rows((("max", score), ("sum", ex)), (p,), operands,
                            [cp_print.RowOperand(pdt, _elem_strides(P)[:-1], _elem_strides(P)[-1:])],
-                           score_shape[:-1], score_shape[-1:], causal=sq if s.causal else None, sms=prog.sms)
+                           score_shape[:-1], score_shape[-1:], causal=sq if s.causal else None, sms=prog.sms,
+                           align=aligns([S] + list(ins) + [P]))
     return g1 + [prog.kernel(source, [arrays[i] for i in used] + [P])] + g2
 
 
