@@ -24,7 +24,12 @@ from rlx.plan import plan
 from rlx.rules import load
 
 REASON = CupyExecutor().available()
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=f"needs CuPy and a GPU: {REASON}")]
+
+
+def gpu(test):
+    """A test that runs on the GPU: marked, and skipped with the reason where there is none."""
+    return pytest.mark.gpu(pytest.mark.skipif(REASON is not None, reason=f"needs CuPy and a GPU: {REASON}")(test))
+
 RULES = load()
 TF32_TOL = 5e-3
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +67,7 @@ def _op_cases():
     return out
 
 
+@gpu
 @pytest.mark.parametrize("op,dtype,seed", _op_cases())
 def test_every_op_matches_the_reference_on_the_gpu(op, dtype, seed):
     """Each registry op and shipped fused op through the GPU executor (its generated kernel,
@@ -83,6 +89,7 @@ def test_every_op_matches_the_reference_on_the_gpu(op, dtype, seed):
         np.testing.assert_array_equal(again[k], got[k], err_msg=f"{op}: replay differs from the first run")
 
 
+@gpu
 def test_ops_run_on_the_device_not_the_host():
     """The ops models are made of run as kernels: nothing falls back to the host."""
     from test_kernels import _case
@@ -99,6 +106,7 @@ def test_ops_run_on_the_device_not_the_host():
             assert kinds <= {"native", "generated", "view"}, (op, dtype, program.dispatch)
 
 
+@gpu
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])
 @pytest.mark.parametrize("kind,sq,sk,d,dv", [("causal", 100, 100, 64, 64), ("plain", 70, 130, 128, 64),
                                              ("mask", 64, 200, 128, 128), ("masked-rows", 96, 80, 32, 48),
@@ -152,6 +160,7 @@ def _model_case(build, dtype, binding, seed=11):
     return g, {n.name: a[n.name] for n in g.inputs}, {n.name: a[n.name] for n in g.params}
 
 
+@gpu
 @pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
 @pytest.mark.parametrize("name,build,binding", MODELS, ids=[m[0] for m in MODELS])
 def test_every_model_builder_matches_the_reference(name, build, binding, dtype):
@@ -169,6 +178,7 @@ def test_every_model_builder_matches_the_reference(name, build, binding, dtype):
         np.testing.assert_array_equal(replay[k], got[k])
 
 
+@gpu
 @pytest.mark.parametrize("name,build,binding", [m for m in MODELS if m[0] in ("llama", "bert", "mlp")],
                          ids=["mlp", "llama", "bert"])
 def test_tf32_models_match_at_the_tf32_tolerance(name, build, binding, monkeypatch):
@@ -180,6 +190,7 @@ def test_tf32_models_match_at_the_tf32_tolerance(name, build, binding, monkeypat
     _check(got, interpret(g, ins, ps), {k: str(v.dtype) for k, v in g.outputs}, f"{name} tf32", tf32=True)
 
 
+@gpu
 def test_symbolic_sizes_re_specialize_with_one_graph_set_each():
     g = rlx.models.llama(layers=1, d_model=64, n_heads=4, seq="S", batch="B")
     r = rlx.compile(g, target="cuda", rules=RULES)
@@ -197,6 +208,7 @@ def test_symbolic_sizes_re_specialize_with_one_graph_set_each():
     assert programs[0].memory.data.ptr != programs[1].memory.data.ptr
 
 
+@gpu
 def test_graph_replay_equals_the_first_run_and_eager_runs():
     g = rlx.models.llama(layers=2, d_model=128, n_heads=4, seq=32, batch=2, dtype="f16")
     r = rlx.compile(g, target="cuda", rules=RULES)
@@ -217,6 +229,7 @@ def test_graph_replay_equals_the_first_run_and_eager_runs():
         assert not np.array_equal(replayed[k], first[k])
 
 
+@gpu
 def test_params_are_uploaded_once_and_values_are_views_of_one_allocation():
     g = rlx.models.mlp(layers=2, d_in=32, d_hidden=64, batch=8)
     r = rlx.compile(g, target="cuda", rules=RULES)
@@ -233,6 +246,7 @@ def test_params_are_uploaded_once_and_values_are_views_of_one_allocation():
 
 
 # ---------------------------------------------------------------------------- ONNX
+@gpu
 @pytest.mark.parametrize("name", ["mlp", "llama", "bert"])
 def test_exported_onnx_models_match_the_reference(name, tmp_path):
     pytest.importorskip("torch")
@@ -267,6 +281,7 @@ print(json.dumps({"seconds": time.perf_counter() - t,
 """
 
 
+@gpu
 def test_a_second_process_hits_the_kernel_cache(tmp_path):
     cache = tmp_path / "kernels"
     env = {**os.environ, "CUPY_CACHE_DIR": str(cache), "PYTHONPATH": os.pathsep.join(
@@ -284,3 +299,132 @@ def test_a_second_process_hits_the_kernel_cache(tmp_path):
     after = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()}
     assert after == files, "the second process compiled again"
     assert second["sum"] == first["sum"]
+
+
+# ---------------------------------------------------------------------------- the printer (no GPU)
+def _nvrtc():
+    """NVRTC through ctypes where the library is on this machine (it needs no GPU), else None."""
+    import ctypes
+    import ctypes.util
+    import glob
+    import site
+    names = [ctypes.util.find_library("nvrtc")] + sorted(
+        p for d in site.getsitepackages() + [site.getusersitepackages()]
+        for p in glob.glob(f"{d}/nvidia/cu*/lib/libnvrtc.so*") + glob.glob(f"{d}/nvidia/cuda_nvrtc/lib/libnvrtc.so*"))
+    for name in filter(None, names):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
+
+
+def _compiles(lib, text: str) -> tuple[int, str]:
+    import ctypes
+    prog = ctypes.c_void_p()
+    assert lib.nvrtcCreateProgram(ctypes.byref(prog), text.encode(), b"rlx.cu", 0, None, None) == 0
+    opts = (ctypes.c_char_p * 2)(b"--gpu-architecture=compute_90", b"-std=c++17")
+    status = lib.nvrtcCompileProgram(prog, 2, opts)
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    return status, log.value.decode(errors="replace")
+
+
+def _contiguous(shape):
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(0 if d == 1 else acc)
+        acc *= d
+    return tuple(reversed(out))
+
+
+def test_every_op_kernel_prints_and_compiles():
+    """Every op's kernel (each skeleton this printer takes, every dtype its tests use) prints;
+    where NVRTC is installed, the module of all of them compiles for sm_90."""
+    from test_kernels import _case, _dtypes, _ops
+    from rlx.exec import cuda_print as P
+    from rlx.kernels.lower import kernel_for
+    from rlx.kernels.skeletons import Gemm, Pointwise, RowReduce
+    sources = []
+    for op in _ops():
+        for dt in _dtypes(op):
+            try:
+                g, _ = _case(op, np.random.default_rng(1), dt)
+            except RlxError:
+                continue
+            node = next(n for n in g.nodes if n.opdef.category != "source")
+            k = kernel_for(node.op, [v.type for v in node.inputs], node.attrs)
+            if k is None:
+                continue
+            out = tuple(k.out_types[0].shape)
+            st = [(0,) * (len(out) - len(t.shape)) + _contiguous(t.shape) for t in k.in_types]
+            al = [256] * (len(k.in_types) + len(k.out_types))
+            s = k.skeleton
+            if isinstance(s, Pointwise):
+                sources.append(P.pointwise(s.outputs, [P.Operand(t.dtype, x) for t, x in zip(k.in_types, st)],
+                                           [P.Operand(t.dtype, _contiguous(out)) for t in k.out_types], out, align=al))
+            elif isinstance(s, RowReduce):
+                sources.append(P.rows(s.reductions, s.outputs,
+                                      [P.RowOperand(t.dtype, x[:-1], x[-1:]) for t, x in zip(k.in_types, st)],
+                                      [P.RowOperand(t.dtype, _contiguous(out)[:-1], _contiguous(out)[-1:])
+                                       for t in k.out_types], out[:-1], out[-1:], align=al))
+            elif isinstance(s, Gemm):
+                prods = [P.Operand(k.in_types[a].dtype, _contiguous(out)) for a, _ in s.gemms]
+                sources.append(P.pointwise(s.outputs, [P.Operand(t.dtype, x) for t, x in zip(k.in_types, st)] + prods,
+                                           [P.Operand(t.dtype, _contiguous(out)) for t in k.out_types], out,
+                                           align=al + [256] * len(prods)))
+    assert len(sources) > 100
+    lib = _nvrtc()
+    if lib is None:
+        pytest.skip("NVRTC is not installed here: printed only")
+    status, log = _compiles(lib, P.module(sources))
+    assert status == 0, log[-3000:]
+
+
+def test_collapse_and_vector_width():
+    from rlx.exec.cuda_print import _vector_width, collapse
+    from rlx.ir import DType
+    assert collapse((4, 8, 64), [(512, 64, 1), (0, 0, 1)]) == ((32, 64), [(64, 1), (0, 1)])
+    assert collapse((4, 1, 8), [(8, 8, 1)]) == ((32,), [(1,)])
+    assert collapse((2, 3), [(1, 2)]) == ((2, 3), [(1, 2)])  # a transposed operand keeps both axes
+    f16, f32 = DType.f16, DType.f32
+    assert _vector_width((64, 4096), [(4096, 1), (0, 1)], [f16, f16], [256, 256]) == 8
+    assert _vector_width((64, 4096), [(4096, 1), (0, 1)], [f32, f16], [256, 256]) == 4
+    assert _vector_width((64, 4096), [(4096, 1)], [f16], [2]) == 1           # a misaligned pointer
+    assert _vector_width((64, 12), [(12, 1)], [f16], [256]) == 4             # 12 is not a multiple of 8
+    assert _vector_width((64, 4096), [(4100, 1)], [f16], [256]) == 4         # rows 8 bytes apart
+
+
+def test_literals_are_exact():
+    from rlx.exec.cuda_print import c_const
+    from rlx.ir import DType
+    assert np.float32(float(c_const(0.1, DType.f32)[:-1])) == np.float32(0.1)
+    assert float(c_const(0.1, DType.f64)) == 0.1
+    assert c_const(float("inf"), DType.f32) == "__int_as_float(2139095040)"
+    assert "__longlong_as_double" in c_const(float("nan"), DType.f64)
+    assert c_const(-3, DType.i64) == "((long long)-3LL)" and c_const(True, DType.bool) == "true"
+
+
+def test_flash_attention_prints_for_half_types_only():
+    from rlx.exec import cuda_print as P
+    from rlx.ir import DType
+    from rlx.ir.registry import TensorType
+    from rlx.kernels.lower import kernel_for
+    f16 = DType.f16
+    q = TensorType((2, 4, 100, 64), f16)
+    k = kernel_for("sdpa", [q, q, q, TensorType((100, 100), f16)], {"causal": False, "scale": 0.125})
+    A = P.AttnOperand
+    ops = [A(f16, (25600, 6400), 64, 1)] * 4
+    src = P.flash_attention(k.skeleton.score, *ops, {3: A(f16, (0, 0), 100, 1)}, (2, 4), 100, 100, 64, 64, False)
+    assert src.grid == (8, 2) and src.block == 128 and "mma.sync.aligned.m16n8k16" in src.text
+    assert "m3[mo3 + (long long)row * 100" in src.text  # the mask read at (query, key) inside the kernel
+    with pytest.raises(RlxError, match="f16/bf16"):
+        P.flash_attention(k.skeleton.score, *[A(DType.f32, (25600, 6400), 64, 1)] * 4, {}, (2, 4), 100, 100, 64, 64,
+                          False)
+    lib = _nvrtc()
+    if lib is not None:
+        status, log = _compiles(lib, P.module([src]))
+        assert status == 0, log[-3000:]

@@ -180,6 +180,7 @@ class CupyProgram:
         self.graph_error: str | None = None
         self.host_steps: list[str] = []
         self._packed: dict[tuple, Any] = {}
+        self._after_prologue: list[Callable[[], None]] = []
         # one allocation: input, param, output and arena regions at aligned offsets
         align = max(256, lir.alignment)
         self.region_offset: dict[str, int] = {}
@@ -215,6 +216,8 @@ class CupyProgram:
             self._compile()
             for run in prologue:
                 run()
+            for fn in self._after_prologue:  # e.g. packing weights that constant folding made
+                fn()
         self.stream.synchronize()
         self._indices = [(n.name, n.inputs[1].name, self.arrays[n.inputs[0].name].shape[n.attrs["axis"]])
                          for n in lir.source.nodes if n.op == "gather" and n.inputs[1].node.op == "input"]
@@ -666,8 +669,12 @@ def _reduce(kind: str):
         axes = attrs["axes"]
         axes = tuple(range(rank)) if axes is None else tuple(sorted(a % rank for a in axes))
         keep = [d for d in range(rank) if d not in axes]
-        if not axes or not keep and rank == 0:
-            return [copy_call(prog, x.reshape(o.shape) if x.size == o.size else x, o)]
+        if not axes:  # nothing reduced: a copy (through a view of the output in the input's shape)
+            if in_dt[0] != out_dt[0]:
+                return None
+            if x.shape == o.shape:
+                return [copy_call(prog, x, o)]
+            return [copy_call(prog, x, o.reshape(x.shape))] if o.flags.c_contiguous else None
         if kind == "sum":
             acc = cp_print._acc(out_dt[0])
         elif kind == "mean":
@@ -803,8 +810,9 @@ def _gemm_epilogue(prog, s: Gemm, ins, outs, in_dt, out_dt, constant):
             and len(set(pdt.values())) == 1):
         key = tuple(w.data.ptr for w in ws)
         packed = prog._packed.get(key)
-        if packed is None:
-            packed = prog._packed[key] = cp.concatenate(ws, axis=-1)
+        if packed is None:  # filled once the params (and what the prologue folds) are in place
+            packed = prog._packed[key] = cp.empty(ws[0].shape[:-1] + (ws[0].shape[-1] * len(ws),), dtype=ws[0].dtype)
+            prog._after_prologue.append(lambda ws=ws, packed=packed: cp.concatenate(ws, axis=-1, out=packed))
         a = ins[next(iter(lefts))]
         wide_shape = a.shape[:-1] + (packed.shape[-1],)
         dt = pdt[products[0]]
