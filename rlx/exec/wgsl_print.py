@@ -35,6 +35,7 @@ WG = 256          # invocations per workgroup of pointwise kernels
 ROW_WG = 64       # per row of a row reduction, a reduction, an attention query
 TILE, TK = 64, 16  # GEMM output tile (per workgroup of 16x16, 4x4 each) and depth step
 MAX_GROUPS = 65535
+MAX_SWEEP = 1024  # workgroups of an elementwise dispatch; past it each invocation loops
 
 STORED = {DType.f32: "f32", DType.f16: "f16", DType.i32: "i32", DType.u32: "u32", DType.bool: "u32"}
 REGISTER = {DType.f32: "f32", DType.f16: "f16", DType.i32: "i32", DType.u32: "u32", DType.bool: "bool"}
@@ -378,18 +379,30 @@ def _store_root(b: Builder, o: Operand, at: str, v: str, e: Expr, lines: list[st
     lines.append(b.store(o, at, convert(v, e.dtype, o.dtype)))
 
 
+def _elements(b: Builder, total: int) -> tuple[int, int, int]:
+    """Open a loop over this invocation's elements (``lin``): a workgroup covers WG
+    consecutive elements per iteration and at most ``MAX_SWEEP`` workgroups are launched, so
+    large tensors take several sweeps (a dispatched workgroup costs a CPU driver far more
+    than a loop iteration). The caller closes the loop."""
+    needed = -(-total // WG)
+    per = -(-needed // MAX_SWEEP)
+    grid = groups(-(-needed // per))
+    b.lines.append(f"for (var sweep = 0; sweep < {per}; sweep++) {{")
+    b.lines.append(f"let lin = ({group_id(grid)} * {per} + sweep) * {WG} + li;")
+    b.lines.append(f"if (lin >= {total}) {{ break; }}")
+    return grid
+
+
 def pointwise(ins: Sequence[Operand], outs: Sequence[Operand], exprs: Sequence[Expr]) -> Shader:
     shape = outs[0].shape
-    total = math.prod(shape)
-    grid = groups(-(-total // WG))
     b = Builder(len(ins) + len(outs))
-    b.lines.append(f"let lin = {group_id(grid)} * {WG} + li;")
-    b.lines.append(f"if (lin >= {total}) {{ return; }}")
+    grid = _elements(b, math.prod(shape))
     idx = unravel(b, "lin", shape, "i")
     cache: dict = {}
     leaf = _leaf_loader(b, ins, idx, cache, b.lines)
     for o, e in zip(outs, exprs):
         _store_root(b, o, addr(o, idx), b.expr(e, leaf), e, b.lines)
+    b.lines.append("}")
     return b.finish((WG, 1), grid, uses_f16([*ins, *outs]))
 
 
@@ -792,13 +805,12 @@ def reduce(x: Operand, out: Operand, kind: str, axes: Sequence[int]) -> Shader:
 
 def indexed(ins: Sequence[Operand], outs: Sequence[Operand], shape: tuple[int, ...],
             body: Callable[[Builder, list[str]], None]) -> Shader:
-    """One invocation per element of ``shape``; ``body(builder, index)`` emits the lines."""
-    total = math.prod(shape)
-    grid = groups(-(-total // WG))
+    """An invocation per element of ``shape`` (in sweeps, see ``_elements``);
+    ``body(builder, index)`` emits the lines."""
     b = Builder(len(ins) + len(outs))
-    b.lines.append(f"let lin = {group_id(grid)} * {WG} + li;")
-    b.lines.append(f"if (lin >= {total}) {{ return; }}")
+    grid = _elements(b, math.prod(shape))
     body(b, unravel(b, "lin", shape, "i"))
+    b.lines.append("}")
     return b.finish((WG, 1), grid, uses_f16([*ins, *outs]))
 
 
