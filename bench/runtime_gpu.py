@@ -43,7 +43,6 @@ ROWS = {
     "bert-base-f16-b8": ("bert", dict(layers=12, d_model=768, n_heads=12, d_ff=3072, seq=128, batch=8, dtype="f16")),
     "decode-f16-b1": ("decode", dict(LLAMA, cache=1024, batch=1, dtype="f16")),
 }
-TORCH_DT = {"f16": "float16", "bf16": "bfloat16", "f32": "float32"}
 
 
 def build(kind: str, cfg: dict):
@@ -218,7 +217,6 @@ def run_row(name: str, kind: str, cfg: dict, peers: list[str], repeats: int, cei
     row = {"row": name, "dtype": dtype, "tf32": tf32, "compile_s": compile_s, "first_run_s": first_s,
            "nodes": len(graph.nodes), "nodes_compiled": len(result.graph.nodes),
            "fused": dict(result.report.fused), **ms("rlx_ms", t_rlx)}
-    tdt = getattr(torch, TORCH_DT[dtype])
     tin = {k: torch.from_numpy(np.ascontiguousarray(v)).cuda() for k, v in ins.items()}
     fwd = torch_forward(kind, cfg, ps, torch)
     names = list(out)
@@ -236,7 +234,6 @@ def run_row(name: str, kind: str, cfg: dict, peers: list[str], repeats: int, cei
             t = event_times(lambda: fn(tin), repeats, torch)
         row.update({**ms(f"{peer}_ms", t), f"{peer}_rel_err_vs_rlx": err, f"{peer}_first_call_s": warm_s})
         console.print(f"  {name} {peer}: {row[f'{peer}_ms']:.3f} ms (rel err vs rlx {err:.1e}, first call {warm_s:.1f} s)")
-    del tdt
     row.update(kernel_fractions(program, program.lir, ceil, dtype))
     console.print(f"  {name} rlx: {row['rlx_ms']:.3f} ms; elementwise at "
                   f"{(row['elementwise_bandwidth_fraction'] or 0):.0%} of copy bandwidth, GEMMs at "

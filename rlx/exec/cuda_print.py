@@ -643,7 +643,7 @@ def flash_attention(score: Expr, q: AttnOperand, k: AttnOperand, v: AttnOperand,
         raise RlxError("flash attention needs f16/bf16 q, k, v with head dims multiples of 16 up to 128")
     suffix, pack = FLASH_PRELUDE[dt]
     nb = len(batch)
-    lines = [f"long long rest = blockIdx.x;"]
+    lines = ["long long rest = blockIdx.x;"]
     for j in range(nb - 1, -1, -1):
         lines.append(f"const long long b{j} = rest % {batch[j]}; rest /= {batch[j]};")
 

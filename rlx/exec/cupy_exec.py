@@ -557,7 +557,6 @@ def gemm_calls(prog: CupyProgram, a, b, c, adt: DType, bdt: DType, cdt: DType) -
         return None
     if DType.f64 in (adt, bdt, cdt) and not adt == bdt == cdt == DType.f64:
         return None
-    cp = prog.cp
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
     if c.ndim < 2 or c.strides[-1] != c.itemsize:
         return None
