@@ -71,10 +71,10 @@ def test_every_claimed_op_matches_the_reference_on_vulkan(op, seed, pick):
     shader_types = all(str(v.dtype) in SHADER_DTYPES or any(v is i for i in index) for v in values)
     fits = kernel_for(op, [v.type for v in node.inputs], node.attrs) is not None
     kind = program.dispatch[node.name]
-    if op not in HOST_OPS and shader_types and (fits or op in vulkan_exec.NATIVE):
-        # a native kernel where one is registered, else the skeleton; a view needs neither
-        assert kind in (("native", "view") if op in vulkan_exec.NATIVE else ("generated",)), \
-            (op, program.dispatch, program.host_reasons)
+    native = op in vulkan_exec.NATIVE or op in vulkan_exec.SECOND and not fits
+    if op not in HOST_OPS and shader_types and (fits or native):
+        # a native shader where one is registered, else the skeleton; a view needs neither
+        assert kind in (("native", "view") if native else ("generated",)), (op, program.dispatch, program.host_reasons)
     else:
         assert kind in ("reference", "definition"), (op, program.dispatch)
         step = next(s for s in program.lir.steps if s.node == node.name)

@@ -45,6 +45,7 @@ REGIONS = ("input", "param", "output", "arena")
 PREFERENCE = ("DiscreteGPU", "IntegratedGPU", "VirtualGPU", "CPU", "Unknown")
 NATIVE = ("matmul", "transpose", "reshape", "expand", "slice", "concat", "split", "sum", "mean", "max", "gather",
           "causal_mask", "trilu", "rotary", "cumsum", "argmax", "argmin", "max_pool", "avg_pool")
+SECOND = ("softmax",)  # native shaders where the op's definition fits no skeleton (another axis)
 INDEX_OUT = ("argmax", "argmin")  # i64 results that are indices: stored as two words of an i32
 
 _LOCK = threading.Lock()
@@ -215,14 +216,14 @@ class VulkanProgram(NumpyProgram):
         outs = [self._operand(n, len(ins) + i, op in INDEX_OUT) for i, n in enumerate(step.outputs)]
         if any(math.prod(o.shape) == 0 for o in [*ins, *outs]):
             raise W.Unsupported("an empty tensor")
-        if op in NATIVE:
+        types = [TensorType(self.lir.values[n].shape, DType(self.lir.values[n].dtype)) for n in step.inputs]
+        kernel = None if op in NATIVE else kernel_for(op, types, attrs)
+        if kernel is not None:
+            kind, shader = "generated", W.print_kernel(kernel, ins, outs, self.ctx["schedule"])
+        elif op in NATIVE or op in SECOND:
             kind, shader = "native", self._native(step, ins, outs)
         else:
-            types = [TensorType(self.lir.values[n].shape, DType(self.lir.values[n].dtype)) for n in step.inputs]
-            kernel = kernel_for(op, types, attrs)
-            if kernel is None:
-                raise W.Unsupported(f"{op}: no skeleton fits here")
-            kind, shader = "generated", W.print_kernel(kernel, ins, outs, self.ctx["schedule"])
+            raise W.Unsupported(f"{op}: no skeleton fits here and no native shader")
         if len(shader.bindings) > self.ctx["limits"]["max-storage-buffers-per-shader-stage"]:
             raise W.Unsupported(f"{len(shader.bindings)} storage bindings exceed the adapter's limit")
         units = [self._byte(self.lir.values[n]) // _unit(o) for n, o in zip([*step.inputs, *step.outputs], [*ins, *outs])]
@@ -263,6 +264,8 @@ class VulkanProgram(NumpyProgram):
             return W.trilu(ins[0], outs[0], bool(a["upper"]), int(a["k"]))
         if op == "rotary":
             return W.rotary(*ins, outs[0])
+        if op == "softmax":
+            return W.softmax_axis(ins[0], outs[0], a["axis"])
         if op == "cumsum":
             return W.cumsum(ins[0], outs[0], a["axis"], bool(a["exclusive"]), bool(a["reverse"]))
         if op in INDEX_OUT:

@@ -928,6 +928,26 @@ def cumsum(x: Operand, out: Operand, axis: int, exclusive: bool, reverse: bool) 
     return indexed([x], [out], out.shape, body)
 
 
+def softmax_axis(x: Operand, out: Operand, axis: int) -> Shader:
+    """Softmax along any axis (the last one is a row-reduction skeleton): an invocation per
+    line along ``axis`` makes three passes over it (max, sum, write), in f32."""
+    rank = len(x.shape)
+    axis %= rank
+    n = x.shape[axis]
+    lines = x.shape[:axis] + x.shape[axis + 1:]
+    b_ = DType.f32
+
+    def body(b: Builder, idx: list[str]) -> None:
+        b.helper("rlx_max")
+        src = idx[:axis] + ["j"] + idx[axis:]
+        v = convert(b.load(x, addr(x, src)), x.dtype, b_)
+        b.lines += [f"var mx = {literal(-math.inf, b_)};", f"for (var j = 0; j < {n}; j++) {{ mx = rlx_max(mx, {v}); }}",
+                    "var sm = 0.0;", f"for (var j = 0; j < {n}; j++) {{ sm = sm + exp({v} - mx); }}",
+                    f"for (var j = 0; j < {n}; j++) {{ "
+                    f"{b.store(out, addr(out, src), convert(f'(exp({v} - mx) / sm)', b_, out.dtype))} }}"]
+    return indexed([x], [out], lines, body)
+
+
 def arg_extreme(x: Operand, out: Operand, axis: int, largest: bool, last: bool) -> Shader:
     """argmax/argmin along ``axis``: the first (or last) index of the extreme; a NaN wins,
     as in NumPy. The i64 result is stored as its two words."""
@@ -993,5 +1013,5 @@ def pool(x: Operand, out: Operand, kind: str, kernel: Sequence[int], strides: Se
 
 
 __all__ = ["Operand", "Shader", "Unsupported", "printable", "print_kernel", "pointwise", "row_reduce", "gemm",
-           "attention", "attention_rows", "reduce", "copy", "concat", "split", "gather", "causal_mask", "trilu", "rotary", "cumsum", "arg_extreme", "pool", "literal",
+           "attention", "attention_rows", "reduce", "copy", "concat", "split", "gather", "causal_mask", "trilu", "rotary", "cumsum", "softmax_axis", "arg_extreme", "pool", "literal",
            "HELPERS"]
