@@ -26,7 +26,7 @@ RULES = load()
 SHADER = {"native", "generated", "view"}
 # Ops with no shader: they run on the host between submissions (vulkan_exec's docstring);
 # arange depends on nothing, so it is folded at bind.
-HOST_OPS = {"arange", "gather_elements", "gather_nd", "resize"}
+HOST_OPS = {"arange", "resize"}
 SHADER_DTYPES = {"f32", "f16", "i32", "bool"}
 
 
@@ -67,7 +67,8 @@ def test_every_claimed_op_matches_the_reference_on_vulkan(op, seed, pick):
     program = check(g, arrays)
     node = next(n for n in g.nodes if n.opdef.category != "source")
     values = [*node.inputs, *node.outputs]
-    index = {"gather": node.inputs[1:], "argmax": node.outputs, "argmin": node.outputs}.get(op, [])
+    index = {"gather": node.inputs[1:], "gather_elements": node.inputs[1:], "gather_nd": node.inputs[1:],
+             "argmax": node.outputs, "argmin": node.outputs}.get(op, [])  # i64 indices: the i32 low word
     shader_types = all(str(v.dtype) in SHADER_DTYPES or any(v is i for i in index) for v in values)
     fits = kernel_for(op, [v.type for v in node.inputs], node.attrs) is not None
     kind = program.dispatch[node.name]
@@ -238,17 +239,32 @@ def test_read_and_profile_go_through_the_device():
 
 
 def test_what_no_shader_covers_runs_on_the_host_and_says_so():
+    """gather_elements of indices computed on the device: only the host checks their range."""
     rng = np.random.default_rng(0)
-    g = Graph("gather_elements_relu")
-    x, i = g.input("x", (3, 7), "f32"), g.input("i", (3, 5), "i64")
-    g.output(y=g.op("relu", g.op("gather_elements", g.op("exp", x), i, axis=1)))
-    arrays = {"x": data(rng, (3, 7), "f32"), "i": rng.integers(-7, 7, size=(3, 5))}
+    g = Graph("computed_indices")
+    x, i = g.input("x", (3, 7), "f32"), g.input("i", (3, 5), "i32")
+    g.output(y=g.op("relu", g.op("gather_elements", g.op("exp", x), g.op("neg", i), axis=1)))
+    arrays = {"x": data(rng, (3, 7), "f32"), "i": rng.integers(-6, 7, size=(3, 5)).astype(np.int32)}
     program = check(g, arrays)
     host = next(n for n in g.nodes if n.op == "gather_elements")
-    assert program.dispatch[host.name] == "reference" and program.host_reasons[host.name]
+    assert program.dispatch[host.name] == "reference" and "computed on the device" in program.host_reasons[host.name]
     queue = _count_submits(program)
     program.run(arrays)
     assert queue.submits == 2  # the host step splits the run
+
+
+def test_gathers_of_input_indices_are_shaders_and_check_their_range():
+    rng = np.random.default_rng(3)
+    g = Graph("gathers")
+    x, i, j = g.input("x", (4, 6, 5), "f32"), g.input("i", (4, 6, 3), "i64"), g.input("j", (2, 2), "i64")
+    g.output(a=g.op("gather_elements", x, i, axis=-1), b=g.op("gather_nd", x, j))
+    arrays = {"x": data(rng, (4, 6, 5), "f32"), "i": rng.integers(-5, 5, size=(4, 6, 3)),
+              "j": np.stack([rng.integers(-4, 4, size=2), rng.integers(-6, 6, size=2)], axis=1)}
+    program = check(g, arrays)
+    assert set(program.dispatch.values()) == {"native"}
+    bad = dict(arrays, i=np.full((4, 6, 3), 5))
+    with pytest.raises(rlx.RlxError, match="gather_elements .* out of range"):
+        program.run(bad)
 
 
 @pytest.mark.parametrize("dtype", ["i32", "i64"])

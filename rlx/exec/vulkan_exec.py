@@ -13,11 +13,12 @@ the step's signature (shapes, strides, dtypes, regions), so repeated layers shar
 run writes the inputs, encodes every dispatch into one compute pass of one command buffer,
 copies the outputs to a mapped staging buffer and submits once; readback is that copy.
 
-A step no shader covers (``gather_elements`` and ``gather_nd``, whose index checks are the
-host's, ``resize``, dtypes WGSL lacks such as i64 values or f64) runs on the host between submissions: its inputs are
-read back, its NumPy kernel runs, its outputs are written back. That costs a
-submission, a device round trip and the operands' bytes each way per such step; its
-dispatch is "reference" (or "definition" for a fused op) and ``host_reasons`` says why.
+A step no shader covers (``resize``; ``gather_elements`` and ``gather_nd`` of indices computed
+on the device, whose range only the host checks; dtypes WGSL lacks such as i64 values or
+f64) runs on the host between submissions: its inputs are read back, its NumPy kernel runs,
+its outputs are written back. That costs a submission, a device round trip and the operands'
+bytes each way per such step; its dispatch is "reference" (or "definition" for a fused op)
+and ``host_reasons`` says why.
 The prologue (constant folding) runs once on the host at bind, as on NumPy.
 """
 from __future__ import annotations
@@ -44,7 +45,9 @@ NAME = "vulkan"
 REGIONS = ("input", "param", "output", "arena")
 PREFERENCE = ("DiscreteGPU", "IntegratedGPU", "VirtualGPU", "CPU", "Unknown")
 NATIVE = ("matmul", "transpose", "reshape", "expand", "slice", "concat", "split", "sum", "mean", "max", "gather",
-          "causal_mask", "trilu", "rotary", "cumsum", "argmax", "argmin", "max_pool", "avg_pool")
+          "gather_elements", "gather_nd", "causal_mask", "trilu", "rotary", "cumsum", "argmax", "argmin", "max_pool", "avg_pool")
+INDEXED = {"gather": 1, "gather_elements": 1, "gather_nd": 1}  # op -> its index operand
+CHECKED = ("gather_elements", "gather_nd")  # their indices are range-checked on the host first
 SECOND = ("softmax",)  # native shaders where the op's definition fits no skeleton (another axis)
 INDEX_OUT = ("argmax", "argmin")  # i64 results that are indices: stored as two words of an i32
 
@@ -123,6 +126,7 @@ class VulkanProgram(NumpyProgram):
             raise ExecutorError(f"this program computes in f16 but adapter {ctx['name']} lacks shader-f16")
         super().__init__(lir, params)  # mirror, params, prologue (host, once); body steps below
         self.host_reasons: dict[str, str] = {}
+        self._checks: list[tuple[Step, str]] = []  # index range checks: (step, region of indices)
         self._allocate()
         self._upload_region("param")  # params and folded constants, once
         for step in lir.steps:
@@ -143,6 +147,9 @@ class VulkanProgram(NumpyProgram):
                 plans.append((step, shader))
             self.dispatch[step.node] = kind
         self._build(plans)
+        for step, region in self._checks:
+            if region == "param":
+                self._check_indices(step)
         self._out_spans = [self._span(s.inputs[0]) for s in lir.steps if s.phase == "epilogue"]
         total = sum(sp[2] for sp in self._out_spans) or 4
         self.staging = dev.create_buffer(size=total, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
@@ -211,8 +218,7 @@ class VulkanProgram(NumpyProgram):
 
     def _shader(self, step: Step) -> tuple[str, tuple[W.Shader, list[int]]]:
         op, attrs = step.op, step.attrs
-        gather_ids = {1} if op == "gather" else set()
-        ins = [self._operand(n, i, i in gather_ids) for i, n in enumerate(step.inputs)]
+        ins = [self._operand(n, i, INDEXED.get(op) == i) for i, n in enumerate(step.inputs)]
         outs = [self._operand(n, len(ins) + i, op in INDEX_OUT) for i, n in enumerate(step.outputs)]
         if any(math.prod(o.shape) == 0 for o in [*ins, *outs]):
             raise W.Unsupported("an empty tensor")
@@ -254,10 +260,19 @@ class VulkanProgram(NumpyProgram):
             return W.concat(ins, outs[0], a["axis"])
         if op == "split":
             return W.split(ins[0], outs, a["axis"])
+        if op in INDEXED and ins[1].dtype not in (DType.i32, DType.i64):
+            raise W.Unsupported(f"{ins[1].dtype} indices")
+        if op in CHECKED:  # out of range is an error on NumPy: check where the host sees them
+            region = self.chunks[ins[1].region][0]
+            if region not in ("input", "param"):
+                raise W.Unsupported("its indices are computed on the device (the host checks their range)")
+            self._checks.append((step, region))
         if op == "gather":
-            if ins[1].dtype not in (DType.i32, DType.i64):
-                raise W.Unsupported(f"{ins[1].dtype} indices")
             return W.gather(ins[0], ins[1], outs[0], a["axis"])
+        if op == "gather_elements":
+            return W.gather_elements(ins[0], ins[1], outs[0], a["axis"])
+        if op == "gather_nd":
+            return W.gather_nd(ins[0], ins[1], outs[0], a["batch_dims"])
         if op == "causal_mask":
             return W.causal_mask(ins[0], outs[0])
         if op == "trilu":
@@ -359,7 +374,25 @@ class VulkanProgram(NumpyProgram):
     # ------------------------------------------------------------------------ runs
     def _bind_inputs(self, inputs: Mapping[str, Any]) -> None:
         super()._bind_inputs(inputs)  # checks, into the mirror
+        for step, region in self._checks:
+            if region == "input":
+                self._check_indices(step)
         self._upload_region("input")
+
+    def _check_indices(self, step: Step) -> None:
+        """Out-of-range indices of a gather_elements/gather_nd are an error, as on NumPy (a
+        shader would read another value)."""
+        data, ids = (self.arrays[n] for n in step.inputs)
+        if step.op == "gather_elements":
+            bounds = np.array([data.shape[step.attrs["axis"] % data.ndim]])
+            vals = ids.reshape(-1, 1)
+        else:
+            first, k = step.attrs["batch_dims"], ids.shape[-1]
+            bounds = np.array(data.shape[first:first + k])
+            vals = ids.reshape(-1, k)
+        if vals.size and (np.any(vals < -bounds) or np.any(vals >= bounds)):
+            raise BindingError(f"{step.op} {step.node!r}: indices {vals.min()} to {vals.max()} are out of range "
+                               f"for dims {tuple(int(d) for d in bounds)}")
 
     def _encode(self, dispatches, encoder=None):
         dev = self.ctx["device"]

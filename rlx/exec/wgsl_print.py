@@ -874,6 +874,40 @@ def gather(data: Operand, ids: Operand, out: Operand, axis: int) -> Shader:
     return indexed([data, ids], [out], out.shape, body)
 
 
+def gather_elements(data: Operand, ids: Operand, out: Operand, axis: int) -> Shader:
+    """``out[i] = data[i with i[axis] = ids[i]]`` (negative indices count from the end)."""
+    axis %= len(data.shape)
+    size = data.shape[axis]
+
+    def body(b: Builder, idx: list[str]) -> None:
+        g = b.fresh("g")
+        b.lines.append(f"let {g}r = {b.load(ids, addr(ids, idx))};")
+        b.lines.append(f"let {g} = select({g}r, {g}r + {size}, {g}r < 0);")
+        src = list(idx)
+        src[axis] = g
+        b.lines.append(b.store(out, addr(out, idx), b.load(data, addr(data, src))))
+    return indexed([data, ids], [out], out.shape, body)
+
+
+def gather_nd(data: Operand, ids: Operand, out: Operand, batch_dims: int) -> Shader:
+    """Slices of ``data`` at the index tuples in the last axis of ``ids`` (ONNX GatherND)."""
+    k = ids.shape[-1]
+    lead = len(ids.shape) - 1
+
+    def body(b: Builder, idx: list[str]) -> None:
+        tuple_at, trailing = idx[:lead], idx[lead:]
+        comps = []
+        for c in range(k):
+            g = b.fresh("g")
+            dim = data.shape[batch_dims + c]
+            b.lines.append(f"let {g}r = {b.load(ids, addr(ids, [*tuple_at, str(c)]))};")
+            b.lines.append(f"let {g} = select({g}r, {g}r + {dim}, {g}r < 0);")
+            comps.append(g)
+        src = tuple_at[:batch_dims] + comps + trailing
+        b.lines.append(b.store(out, addr(out, idx), b.load(data, addr(data, src))))
+    return indexed([data, ids], [out], out.shape, body)
+
+
 def causal_mask(x: Operand, out: Operand) -> Shader:
     def body(b: Builder, idx: list[str]) -> None:
         v = b.fresh("x")
@@ -1013,5 +1047,5 @@ def pool(x: Operand, out: Operand, kind: str, kernel: Sequence[int], strides: Se
 
 
 __all__ = ["Operand", "Shader", "Unsupported", "printable", "print_kernel", "pointwise", "row_reduce", "gemm",
-           "attention", "attention_rows", "reduce", "copy", "concat", "split", "gather", "causal_mask", "trilu", "rotary", "cumsum", "softmax_axis", "arg_extreme", "pool", "literal",
+           "attention", "attention_rows", "reduce", "copy", "concat", "split", "gather", "gather_elements", "gather_nd", "causal_mask", "trilu", "rotary", "cumsum", "softmax_axis", "arg_extreme", "pool", "literal",
            "HELPERS"]
