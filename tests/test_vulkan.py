@@ -406,3 +406,26 @@ def test_regions_larger_than_one_binding_are_split_across_buffers(monkeypatch):
     too_big.output(y=too_big.op("exp", too_big.input("x", (128, 1024), "f32")))
     with pytest.raises(ExecutorError, match="exceeds what adapter"):
         vulkan_exec.VulkanExecutor().prepare(plan(too_big, alignment=256), {})
+
+
+def test_threads_run_their_own_programs_on_one_device():
+    """A compiled program runs from several threads at once (a program per thread, one
+    device and pipeline cache between them)."""
+    from concurrent.futures import ThreadPoolExecutor
+    g = rlx.models.bert(layers=1, d_model=32, n_heads=2, seq=8)
+    r = rlx.compile(g, target="vulkan", rules=RULES)
+    a = random_arrays(g, seed=9)
+    ps = {n.name: a[n.name] for n in g.params}
+    r.bind(ps)
+    feeds = [{n.name: a[n.name] * (1 + k) for n in g.inputs} for k in range(4)]
+
+    def go(k):
+        return [r.run(feeds[k]) for _ in range(3)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(go, range(4)))
+    for k, runs in enumerate(results):
+        want = interpret(g, feeds[k], ps)
+        for out in runs:
+            for name in want:
+                err, tol = max_error(out[name], want[name], "f32")
+                assert err <= tol
