@@ -25,7 +25,7 @@ EXPECTED = {  # fused ops each export must show (the dynamo exporter's attention
     ("gpt2", "dynamo"): {"sdpa_nan_zero", "gelu_tanh", "matmul_bias_act"},
     ("bert", "dynamo"): {"sdpa_nan_zero", "matmul_bias_act"},
     ("llama", "dynamo"): {"sdpa_nan_zero", "swiglu", "rms_norm", "add_rms_norm"},
-    ("bert", "torchscript"): {"matmul_bias_act"},
+    ("bert", "torchscript"): {"sdpa", "matmul_bias_act"},
 }
 SIZES = ((1, 5), (3, 11), (2, 32))
 
@@ -42,6 +42,7 @@ def test_hf_model_imports_and_matches_onnxruntime(name, exporter, tmp_path):
     result = rlx.compile(graph, target="cpu")
     missing = EXPECTED[name, exporter] - set(result.report.fused)
     assert not missing, f"{name} ({exporter}): {sorted(missing)} did not fuse; fused {result.report.fused}"
+    assert not result.report.missed, result.report.missed
     rng = np.random.default_rng()
     for batch, seq in SIZES:
         feeds = {n.name: rng.integers(0, VOCAB, (batch, seq)) for n in graph.inputs}

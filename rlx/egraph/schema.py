@@ -83,7 +83,7 @@ BODY_RULES = """
 def type_rules() -> str:
     """Types of classes that rules create, where they follow from an operand's: an
     elementwise op on one tensor (and scalars) has that tensor's rank and dims, and its dtype
-    unless it is a cast. Guards read these, so a rule can match on another rule's result
+    unless it is a cast; on two tensors, what both agree on (a dim where both have it). Guards read these, so a rule can match on another rule's result
     (the scaled k that scale_through_transpose makes, say)."""
     out = ["(ruleset types)"]
     for op in REGISTRY:
@@ -92,13 +92,25 @@ def type_rules() -> str:
         c = ctor(op.name)
         if len(op.inputs) == 1:
             heads = [f"(= e ({' '.join([c, 'x'] + [f'_a{i}' for i in range(len(op.attrs))])}))"]
-        else:  # a binary op with a scalar on either side
+        else:  # a binary op with a scalar on either side, or two tensors that agree
             heads = [f"(= e ({c} x s)) (= s (O_scalar k))", f"(= e ({c} s x)) (= s (O_scalar k))"]
+            pair = f"(= e ({c} x y))"
+            out.append(f"(rule ({pair} (= r (ty-rank x)) (= r (ty-rank y))) ((set (ty-rank e) r)) :ruleset types)")
+            out.append(f"(rule ({pair} (= d (ty-dim x i)) (= d (ty-dim y i))) ((set (ty-dim e i) d)) :ruleset types)")
+            if _keeps_dtype(op):
+                out.append(f"(rule ({pair} (= t (ty-dtype x)) (= t (ty-dtype y))) ((set (ty-dtype e) t)) "
+                           ":ruleset types)")
         for head in heads:
             out.append(f"(rule ({head} (= r (ty-rank x))) ((set (ty-rank e) r)) :ruleset types)")
             out.append(f"(rule ({head} (= d (ty-dim x i))) ((set (ty-dim e i) d)) :ruleset types)")
             if _keeps_dtype(op):
                 out.append(f"(rule ({head} (= t (ty-dtype x))) ((set (ty-dtype e) t)) :ruleset types)")
+    # a transpose keeps its operand's rank and dtype (its dims move: guards on dims of a
+    # transposed class need the class typed at load); the attention rules match on k
+    # transposed by split_heads_then_swap
+    head = f"(= e ({ctor('transpose')} x _p))"
+    out.append(f"(rule ({head} (= r (ty-rank x))) ((set (ty-rank e) r)) :ruleset types)")
+    out.append(f"(rule ({head} (= t (ty-dtype x))) ((set (ty-dtype e) t)) :ruleset types)")
     return "\n".join(out)
 
 

@@ -134,6 +134,7 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
     ranks = _guard_ranks(rule)   # ranks the guards ask for (rank(b) == 1)
     coupled = [(v, e) for v, e in _coupled(rule.lhs, inputs) if v not in ranks]
     fixed = _guard_dtypes(rule)
+    leaves = _leaf_calls(rule.lhs, inputs)
     found: list[Instance] = []
     for attempt in range(attempts):
         if len(found) >= n:
@@ -143,6 +144,7 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
             attrs = {k: subst[k] if k in subst else _draw_attr(spec, rng) for k, spec in specs.items()}
         except LookupError:
             return found  # an attribute this sampler cannot draw
+        str_subst = {k: x for k, x in subst.items() if isinstance(x, str)}
         for gd in rule.guards:  # `a == b` between attribute variables: draw them equal
             if gd.kind == "compare" and gd.op == "==" and all(isinstance(x, GName) for x in (gd.a, gd.b)):
                 if gd.b.name in attrs and gd.a.name in attrs:
@@ -158,6 +160,16 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
         for k, spec in specs.items():  # reshape targets that fit the drawn shapes half the time
             if k not in subst and spec != "scalar" and spec.kind == "dims" and shapes and rng.random() < 0.5:
                 attrs[k] = _fitting_target(list(shapes.values())[int(rng.integers(0, len(shapes)))], rng)
+        for call in leaves:  # an op on inputs only (a conv's x, w, bias): redraw until its shape rule holds
+            args = [a.name for a in call.args if a.name not in ranks]
+            for _ in range(LEAF_TRIES):
+                try:
+                    _build(call, {k: shapes[k] for k in _inputs(call)}, attrs, str_subst, "leaf", fixed=fixed)
+                    break
+                except (RlxError, KeyError, IndexError, ValueError, TypeError, AttributeError):
+                    for a in args:
+                        rank = int(rng.integers(0, 5)) if rng.random() < 0.5 else len(shapes[a])
+                        shapes[a] = tuple(int(rng.choice(pool)) for _ in range(rank))
         for v, sibling in coupled:  # a residual or a mask: half the time, its partner's shape
             if rng.random() < 0.5:
                 try:
@@ -191,6 +203,25 @@ def _holds(guard, tensors, attrs) -> bool:
         return evaluate(guard, tensors, attrs) is True
     except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError, RlxError):
         return False
+
+
+LEAF_TRIES = 40
+
+
+def _leaf_calls(e: Expr, inputs: list[str]) -> list[Call]:
+    """Calls of registry ops whose operands are all inputs: their shapes can be drawn until
+    the op's own shape rule holds, before the whole pattern is tried."""
+    out: list[Call] = []
+    stack = [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Bind):
+            stack.append(x.expr)
+        elif isinstance(x, Call):
+            if x.op in REGISTRY and x.args and all(isinstance(a, Var) and a.name in inputs for a in x.args):
+                out.append(x)
+            stack.extend(x.args)
+    return out
 
 
 def _coupled(e: Expr, inputs: list[str]) -> list[tuple[str, Expr]]:
