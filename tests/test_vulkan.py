@@ -368,11 +368,9 @@ def test_a_user_fused_op_runs_as_one_generated_shader(name, user_rules):
 
 
 def test_no_vulkan_adapter_is_a_clear_error_naming_what_was_found(monkeypatch):
-    import wgpu
-
     class Fake:
         info = {"device": "SwiftShader Device", "backend_type": "OpenGL", "adapter_type": "CPU"}
-    monkeypatch.setattr(wgpu.gpu, "enumerate_adapters_sync", lambda: [Fake()])
+    monkeypatch.setattr(vulkan_exec, "_enumerate", lambda: [Fake()])
     adapter, reason = vulkan_exec._find_adapter()
     assert adapter is None and "no Vulkan adapter" in reason and "SwiftShader Device (OpenGL)" in reason
 

@@ -51,19 +51,30 @@ CHECKED = ("gather_elements", "gather_nd")  # their indices are range-checked on
 SECOND = ("softmax",)  # native shaders where the op's definition fits no skeleton (another axis)
 INDEX_OUT = ("argmax", "argmin")  # i64 results that are indices: stored as two words of an i32
 
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
 _CONTEXT: dict[str, Any] = {}
+_ADAPTERS: dict[str, list] = {}
 
 
 # ---------------------------------------------------------------------------- device
+def _enumerate() -> list:
+    """Every adapter wgpu finds, enumerated once and kept for the process: releasing an
+    adapter of another backend (OpenGL through EGL) from a worker thread aborts."""
+    with _LOCK:
+        if "adapters" not in _ADAPTERS:
+            import wgpu
+            _ADAPTERS["adapters"] = list(wgpu.gpu.enumerate_adapters_sync())
+        return _ADAPTERS["adapters"]
+
+
 def _find_adapter() -> tuple[Any, str | None]:
     """The preferred Vulkan adapter, or None and why there is none."""
     try:
-        import wgpu
+        import wgpu  # noqa: F401
     except ImportError:
         return None, "wgpu is not installed (pip install 'rlx[vulkan]')"
     try:
-        adapters = wgpu.gpu.enumerate_adapters_sync()
+        adapters = _enumerate()
     except Exception as e:  # a missing or broken loader surfaces here
         return None, f"wgpu found no adapter ({type(e).__name__}: {e})"
     vulkan = [a for a in adapters if a.info.get("backend_type") == "Vulkan"]
