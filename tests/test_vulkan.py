@@ -10,7 +10,7 @@ from scipy import special
 import rlx
 from rlx.exec import vulkan_exec, wgsl_print
 from rlx.exec.base import ExecutorError, check_claims
-from rlx.ir import REGISTRY, DType, Graph, interpret, random_arrays
+from rlx.ir import DType, Graph, interpret, random_arrays
 from rlx.kernels.lower import kernel_for
 from rlx.pipeline import TOLERANCE, max_error
 from rlx.plan import plan

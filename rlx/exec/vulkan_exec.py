@@ -23,6 +23,7 @@ The prologue (constant folding) runs once on the host at bind, as on NumPy.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import threading
 import time
@@ -69,9 +70,7 @@ def _enumerate() -> list:
 
 def _find_adapter() -> tuple[Any, str | None]:
     """The preferred Vulkan adapter, or None and why there is none."""
-    try:
-        import wgpu  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("wgpu") is None:
         return None, "wgpu is not installed (pip install 'rlx[vulkan]')"
     try:
         adapters = _enumerate()

@@ -589,8 +589,7 @@ def gemm(ins: Sequence[Operand], outs: Sequence[Operand], gemms: Sequence[tuple[
 
 def attention(ins: Sequence[Operand], outs: Sequence[Operand], s: Attention) -> Shader:
     q, k, v, o = ins[s.q], ins[s.k], ins[s.v], outs[0]
-    sq, d = q.shape[-2], q.shape[-1]
-    sk, dv = k.shape[-2], v.shape[-1]
+    d, sk, dv = q.shape[-1], k.shape[-2], v.shape[-1]
     rows = math.prod(o.shape[:-1])
     grid = groups(rows)
     b = Builder(len(ins) + len(outs))
@@ -969,16 +968,16 @@ def softmax_axis(x: Operand, out: Operand, axis: int) -> Shader:
     axis %= rank
     n = x.shape[axis]
     lines = x.shape[:axis] + x.shape[axis + 1:]
-    b_ = DType.f32
+    f32 = DType.f32
 
     def body(b: Builder, idx: list[str]) -> None:
         b.helper("rlx_max")
         src = idx[:axis] + ["j"] + idx[axis:]
-        v = convert(b.load(x, addr(x, src)), x.dtype, b_)
-        b.lines += [f"var mx = {literal(-math.inf, b_)};", f"for (var j = 0; j < {n}; j++) {{ mx = rlx_max(mx, {v}); }}",
+        v = convert(b.load(x, addr(x, src)), x.dtype, f32)
+        b.lines += [f"var mx = {literal(-math.inf, f32)};", f"for (var j = 0; j < {n}; j++) {{ mx = rlx_max(mx, {v}); }}",
                     "var sm = 0.0;", f"for (var j = 0; j < {n}; j++) {{ sm = sm + exp({v} - mx); }}",
                     f"for (var j = 0; j < {n}; j++) {{ "
-                    f"{b.store(out, addr(out, src), convert(f'(exp({v} - mx) / sm)', b_, out.dtype))} }}"]
+                    f"{b.store(out, addr(out, src), convert(f'(exp({v} - mx) / sm)', f32, out.dtype))} }}"]
     return indexed([x], [out], lines, body)
 
 
