@@ -4,8 +4,8 @@ Mesa's lavapipe).
 The four regions of the plan (input, param, output, arena) are storage buffers on the device,
 allocated once (a region larger than the adapter binds at once is split into several, each
 plan buffer in one); params are uploaded once at bind. Each body step is one dispatch of
-a shader printed by ``wgsl_print`` (a native kernel for matmul, reductions, gathers and data
-movement; else the skeleton the kernel layer derives from the op's definition, convolutions
+a shader printed by ``wgsl_print`` (a native kernel of ``wgsl_native`` for reductions,
+gathers and data movement, matmul as the GEMM skeleton; else the skeleton the kernel layer derives from the op's definition, convolutions
 included), its
 operands' offsets in a per-step record of one uniform buffer (aligned to the device's
 ``min_uniform_buffer_offset_alignment``). Pipelines are cached per shader source, which is
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from rlx.errors import BindingError
+from rlx.exec import wgsl_native as N
 from rlx.exec import wgsl_print as W
 from rlx.exec.base import ExecutorError, StepTiming, register_executor
 from rlx.exec.numpy_exec import NumpyProgram
@@ -254,7 +255,7 @@ class VulkanProgram(NumpyProgram):
             return W.gemm(ins, outs, ((0, 1),), (e,), self.ctx["schedule"])
         if op in ("sum", "mean", "max"):
             axes = a["axes"] if a["axes"] is not None else tuple(range(len(ins[0].shape)))
-            return W.reduce(ins[0], outs[0], op, axes)
+            return N.reduce(ins[0], outs[0], op, axes)
         if op in ("transpose", "expand", "slice"):
             opdef = REGISTRY.get(op)
             x = ins[0]
@@ -263,13 +264,13 @@ class VulkanProgram(NumpyProgram):
                 raise W.Unsupported(f"{op} with these attributes is not a strided read")
             off, strides = view
             src = W.Operand(x.region, x.dtype, outs[0].shape, tuple(strides), x.slot, off)
-            return W.copy(src, outs[0].shape, outs[0])
+            return N.copy(src, outs[0].shape, outs[0])
         if op == "reshape":
-            return W.copy(ins[0], ins[0].shape, outs[0])
+            return N.copy(ins[0], ins[0].shape, outs[0])
         if op == "concat":
-            return W.concat(ins, outs[0], a["axis"])
+            return N.concat(ins, outs[0], a["axis"])
         if op == "split":
-            return W.split(ins[0], outs, a["axis"])
+            return N.split(ins[0], outs, a["axis"])
         if op in INDEXED and ins[1].dtype not in (DType.i32, DType.i64):
             raise W.Unsupported(f"{ins[1].dtype} indices")
         if op in CHECKED:  # out of range is an error on NumPy: check where the host sees them
@@ -278,28 +279,28 @@ class VulkanProgram(NumpyProgram):
                 raise W.Unsupported("its indices are computed on the device (the host checks their range)")
             self._checks.append((step, region))
         if op == "gather":
-            return W.gather(ins[0], ins[1], outs[0], a["axis"])
+            return N.gather(ins[0], ins[1], outs[0], a["axis"])
         if op == "gather_elements":
-            return W.gather_elements(ins[0], ins[1], outs[0], a["axis"])
+            return N.gather_elements(ins[0], ins[1], outs[0], a["axis"])
         if op == "gather_nd":
-            return W.gather_nd(ins[0], ins[1], outs[0], a["batch_dims"])
+            return N.gather_nd(ins[0], ins[1], outs[0], a["batch_dims"])
         if op == "causal_mask":
-            return W.causal_mask(ins[0], outs[0])
+            return N.causal_mask(ins[0], outs[0])
         if op == "trilu":
-            return W.trilu(ins[0], outs[0], bool(a["upper"]), int(a["k"]))
+            return N.trilu(ins[0], outs[0], bool(a["upper"]), int(a["k"]))
         if op == "rotary":
-            return W.rotary(*ins, outs[0])
+            return N.rotary(*ins, outs[0])
         if op == "softmax":
-            return W.softmax_axis(ins[0], outs[0], a["axis"])
+            return N.softmax_axis(ins[0], outs[0], a["axis"])
         if op == "cumsum":
-            return W.cumsum(ins[0], outs[0], a["axis"], bool(a["exclusive"]), bool(a["reverse"]))
+            return N.cumsum(ins[0], outs[0], a["axis"], bool(a["exclusive"]), bool(a["reverse"]))
         if op in INDEX_OUT:
             if ins[0].shape[a["axis"] % len(ins[0].shape)] >= 2 ** 31:
                 raise W.Unsupported("an axis past i32 indices")
-            return W.arg_extreme(ins[0], outs[0], a["axis"], op == "argmax", bool(a["select_last_index"]))
+            return N.arg_extreme(ins[0], outs[0], a["axis"], op == "argmax", bool(a["select_last_index"]))
         if op in ("max_pool", "avg_pool"):
             n = len(a["kernel"])
-            return W.pool(ins[0], outs[0], op[:3], a["kernel"], a["strides"] or (1,) * n,
+            return N.pool(ins[0], outs[0], op[:3], a["kernel"], a["strides"] or (1,) * n,
                           a.get("dilations") or (1,) * n, a["pads"] or (0,) * (2 * n),
                           bool(a.get("count_include_pad", False)))
         raise W.Unsupported(f"no native kernel for {op}")
