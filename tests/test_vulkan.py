@@ -427,3 +427,30 @@ def test_threads_run_their_own_programs_on_one_device():
             for name in want:
                 err, tol = max_error(out[name], want[name], "f32")
                 assert err <= tol
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["llama", "bert"])
+def test_models_exported_from_pytorch_run_on_vulkan_and_match_onnxruntime(kind, tmp_path):
+    """Imported ONNX (symbolic batch and sequence) compiled for vulkan: every body step a
+    shader, outputs as ONNX Runtime's."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("torch")
+    from onnx_models import export
+    from rlx.frontends.onnx import load as load_onnx
+    path = str(tmp_path / f"{kind}.onnx")
+    export(kind, path, layers=1, seq=8)
+    g = load_onnx(path)
+    r = rlx.compile(g, target="vulkan", binding={"B": 2, "S": 8})
+    rng = np.random.default_rng(0)
+    feeds = {n.name: rng.standard_normal(tuple({"B": 2, "S": 8}.get(d, d) for d in n.outputs[0].shape))
+             .astype(n.outputs[0].dtype.np) for n in g.inputs}
+    got = r.run(feeds)
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
+    for a, b in zip(got.values(), want):
+        err, tol = max_error(a, b, "f32")
+        assert err <= tol
+    program = r.executor_for(feeds)
+    assert not program.host_reasons
+    body = {s.node for s in program.lir.steps if s.phase == "body"}
+    assert {program.dispatch[n] for n in body} <= SHADER
