@@ -223,16 +223,24 @@ def test_a_run_is_one_submission_params_stay_bound_and_layers_share_pipelines():
     assert len(set(p4.sources.values())) * 2 < len(p4.sources)
 
 
-def test_read_and_profile_go_through_the_device():
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_read_and_profile_go_through_the_device(timestamps, monkeypatch):
+    """profile times each step with timestamp queries in one submission where the adapter
+    has them (lavapipe does), else one waited submission per step."""
+    if timestamps and not vulkan_exec.context().get("timestamps"):
+        pytest.skip("the adapter has no timestamp queries")
+    monkeypatch.setitem(vulkan_exec.context(), "timestamps", timestamps)
     g = rlx.models.mlp(layers=2, d_in=16, d_hidden=32)
     r = rlx.compile(g, target="vulkan", rules=RULES)
     a = random_arrays(g, seed=2)
     ins, ps = {n.name: a[n.name] for n in g.inputs}, {n.name: a[n.name] for n in g.params}
     out = r.run(ins, ps)
     program = r.executor_for(ins)
+    queue = _count_submits(program)
     timings = program.profile(ins)
-    assert [t.node for t in timings] == [s.node for s in program.lir.steps if s.phase == "body"]
-    assert all(t.seconds > 0 and t.dispatch in SHADER for t in timings)
+    assert queue.submits == (1 if timestamps else len(timings) + 1)
+    assert [t.node for t in timings] == [s.node for s in program.lir.steps if s.phase == "body" and not s.view]
+    assert all(t.seconds >= 0 and t.dispatch in SHADER for t in timings) and sum(t.seconds for t in timings) > 0
     (name,) = out
     last = next(s for s in program.lir.steps if s.phase == "epilogue").inputs[0]
     np.testing.assert_array_equal(program.read(last), out[name])

@@ -99,11 +99,13 @@ def context() -> dict[str, Any]:
             want = {k: lim[k] for k in ("max-storage-buffer-binding-size", "max-buffer-size",
                                         "max-storage-buffers-per-shader-stage", "max-compute-workgroup-storage-size")}
             f16 = "shader-f16" in adapter.features
-            device = adapter.request_device_sync(required_features=["shader-f16"] if f16 else [], required_limits=want)
+            features = [f for f in ("shader-f16", "timestamp-query") if f in adapter.features]
+            device = adapter.request_device_sync(required_features=features, required_limits=want)
             # workgroup-memory tiles for GPUs; on a CPU driver (lavapipe), where workgroup memory
             # is plain memory and barriers are context switches, register blocks win 3-4x
             schedule = "registers" if adapter.info.get("adapter_type") == "CPU" else "tiled"
             _CONTEXT.update(adapter=adapter, device=device, f16=f16, limits=device.limits, pipelines={},
+                            timestamps="timestamp-query" in features,
                             schedule=schedule,
                             name=f"{adapter.info.get('device')} ({adapter.info.get('backend_type')}, "
                                  f"{adapter.info.get('adapter_type')})")
@@ -405,10 +407,10 @@ class VulkanProgram(NumpyProgram):
             raise BindingError(f"{step.op} {step.node!r}: indices {vals.min()} to {vals.max()} are out of range "
                                f"for dims {tuple(int(d) for d in bounds)}")
 
-    def _encode(self, dispatches, encoder=None):
+    def _encode(self, dispatches, encoder=None, timestamp_writes=None):
         dev = self.ctx["device"]
         enc = encoder or dev.create_command_encoder()
-        cp = enc.begin_compute_pass()
+        cp = enc.begin_compute_pass(timestamp_writes=timestamp_writes)
         for _, pipe, group, grid in dispatches:
             cp.set_pipeline(pipe)
             cp.set_bind_group(0, group)
@@ -452,24 +454,47 @@ class VulkanProgram(NumpyProgram):
         return self._finish(enc)
 
     def profile(self, inputs: Mapping[str, Any]) -> list[StepTiming]:
-        """Run once, each step its own submission waited for (so each time includes a
-        submission's overhead; the sum is more than a run)."""
+        """Run once, timing every step: with the adapter's timestamp queries, the device time
+        of each step's compute pass, in one submission (as a run); without them, each step
+        is its own submission, waited for (its time then includes that overhead). A host
+        step's time is its wall time, transfers included."""
+        import wgpu
         self._bind_inputs(inputs)
         dev = self.ctx["device"]
-        out = []
+        stamps = self.ctx.get("timestamps", False)
+        n = sum(len(seg) for seg in self.segments if isinstance(seg, list))
+        if stamps and n:
+            qs = dev.create_query_set(type="timestamp", count=2 * n)
+            resolved = dev.create_buffer(size=16 * n, usage=wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC)
+        seconds: dict[str, float] = {}
+        enc, k = dev.create_command_encoder(), 0
         for seg in self.segments:
-            for item in (seg if isinstance(seg, list) else [seg]):
-                step = item[0]
+            if not isinstance(seg, list):
+                dev.queue.submit([enc.finish()])
                 t = time.perf_counter()
-                if isinstance(seg, list):
+                self._host(*seg)
+                seconds[seg[0].node] = time.perf_counter() - t
+                enc = dev.create_command_encoder()
+                continue
+            for item in seg:
+                if not stamps:
+                    t = time.perf_counter()
                     dev.queue.submit([self._encode([item]).finish()])
                     dev.queue.read_buffer(self.buffers["arena0"], 0, 4)  # waits for the queue
-                else:
-                    self._host(*item)
-                out.append(StepTiming(step.index, step.node, step.op, self.dispatch[step.node],
-                                      time.perf_counter() - t))
-        self._finish(dev.create_command_encoder())
-        return out
+                    seconds[item[0].node] = time.perf_counter() - t
+                    continue
+                writes = {"query_set": qs, "beginning_of_pass_write_index": 2 * k, "end_of_pass_write_index": 2 * k + 1}
+                self._encode([item], enc, timestamp_writes=writes)
+                k += 1
+        if stamps and n:
+            enc.resolve_query_set(qs, 0, 2 * n, resolved, 0)
+        self._finish(enc)
+        if stamps and n:
+            ns = np.frombuffer(dev.queue.read_buffer(resolved), np.uint64).astype(np.int64).reshape(-1, 2)
+            gpu = [item[0].node for seg in self.segments if isinstance(seg, list) for item in seg]
+            seconds.update({node: max(0, int(b - a)) * 1e-9 for node, (a, b) in zip(gpu, ns)})
+        return [StepTiming(s.index, s.node, s.op, self.dispatch[s.node], seconds[s.node])
+                for s in self.lir.steps if s.node in seconds]
 
     def read(self, value: str) -> np.ndarray:
         if value not in self.lir.values:
