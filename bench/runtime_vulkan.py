@@ -9,8 +9,8 @@ NumPy one before timing. Medians of --repeats runs in one process, with min and 
 two executors alternating run by run (this machine is shared: its load moves); the
 ratio is NumPy time / Vulkan time (above 1: Vulkan is faster). One profiled Vulkan run
 splits the time by kind of step (GEMM + epilogue, attention, row reductions, pointwise,
-data movement) with the GFLOP/s each achieved (each step is then its own submission, so
-the sum exceeds a run). Writes bench/out/runtime_vulkan.json.
+data movement) with the GFLOP/s each achieved: device times from timestamp queries where the
+adapter has them, else each step its own waited submission (the sum then exceeds a run). Writes bench/out/runtime_vulkan.json.
 
     python bench/runtime_vulkan.py [--repeats 5] [--small]
 """
@@ -123,7 +123,8 @@ def main() -> None:
         table.add_row(r["model"], f"{r['steps']} ({r['pipelines']})", cell(r, "vulkan_ms"), cell(r, "numpy_ms"),
                       f"{r['numpy_ms'] / r['vulkan_ms']:.2f}x", f"{r['max_err_vs_numpy']:.1e}")
     console.print(table)
-    t2 = Table(title="one profiled Vulkan run by kind of step (each step its own submission)")
+    how = "timestamp queries" if vulkan_exec.context().get("timestamps") else "each step its own submission"
+    t2 = Table(title=f"one profiled Vulkan run by kind of step ({how})")
     for col in ("model", "kind", "steps", "ms", "GFLOP/s"):
         t2.add_column(col, justify="right")
     for r in rows:
