@@ -16,6 +16,12 @@ from rlx.rules.compile import NearMiss
 from rlx.rules.guards import describe, evaluate
 
 
+def _made(view: EGraphView, c: int, op: str) -> bool:
+    """Whether class ``c`` holds ``op`` (or one output of it): the rule fired there."""
+    return any(n.op == op or n.is_get and any(m.op == op for m in view.classes[n.children[0]])
+               for n in view.classes[c])
+
+
 def _inner(view: EGraphView, e: Expr, c: int, env: dict[str, Any]) -> list[int] | None:
     """Classes of the calls of pattern ``e`` matched at class ``c`` (root first), or None."""
     if isinstance(e, Var):
@@ -139,6 +145,11 @@ def explain(eg, view: EGraphView, near: list[NearMiss], ex: Extraction, cost: Co
                     rule.name, node, f"extra consumer: {class_name.get(p, f'e-class {p}')} also uses "
                     f"{class_name.get(c, f'e-class {c}')}; fusing would compute it twice",
                     "fuse only single-use intermediates"))
+            elif op in REGISTRY and not _made(view, root, op):
+                missed.append(MissedFusion(
+                    rule.name, node, f"matches here, but the e-graph never made {op}: a guard read a type "
+                    "the e-graph does not have for a class another rule created",
+                    "guard on the rule's inputs, or on classes whose types follow from their operands"))
             else:
                 missed.append(MissedFusion(rule.name, node, "not profitable under the cost model",
                                            "check the target's launch overhead and peaks"))

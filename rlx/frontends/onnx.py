@@ -1230,7 +1230,7 @@ def _trilu(imp, ins, at, n):
     return imp.emit("trilu", ins[:1], upper=bool(at.get("upper", 1)), k=(k or [0])[0])
 
 
-@handles("Resize", "Upsample")
+@handles("Resize")
 def _resize(imp, ins, at, n):
     """Sizes or scales (known at import) for all axes or those ``axes`` names; ``stretch``
     only (keep_aspect_ratio_policy), no antialias, no tf_crop_and_resize."""
@@ -1239,19 +1239,16 @@ def _resize(imp, ins, at, n):
     text = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in at.items()}
     if text.get("antialias", 0):
         raise OnnxImportError("Resize with antialias is not supported")
-    coords = text.get("coordinate_transformation_mode", "half_pixel" if imp.current == "Resize" else "asymmetric")
+    coords = text.get("coordinate_transformation_mode", "half_pixel")
     if coords == "tf_crop_and_resize":
         raise OnnxImportError("Resize with coordinate_transformation_mode=tf_crop_and_resize is not supported")
     policy = text.get("keep_aspect_ratio_policy", "stretch")
     if policy not in ("stretch", "not_larger", "not_smaller"):
         raise OnnxImportError(f"Resize keep_aspect_ratio_policy={policy!r}: expected stretch, not_larger or not_smaller")
     axes = [normalize_axis(a, len(shape)) for a in text.get("axes", range(len(shape)))]
-    scale_at = 1 if imp.current == "Upsample" else 2
     scales = sizes = None
-    if len(ins) > scale_at and ins[scale_at] is not None and imp.known(ins[scale_at], "Resize scales").value.size:
-        scales = [float(v) for v in imp.known(ins[scale_at], "Resize scales").value.reshape(-1)]
-    if imp.current == "Upsample" and scales is None:
-        scales = [float(v) for v in at.get("scales", [])]
+    if len(ins) > 2 and ins[2] is not None and imp.known(ins[2], "Resize scales").value.size:
+        scales = [float(v) for v in imp.known(ins[2], "Resize scales").value.reshape(-1)]
     if len(ins) > 3 and ins[3] is not None:
         sizes = _ints(imp, ins, 3, "Resize sizes")
     if (scales is None) == (sizes is None) or len(scales or sizes) != len(axes):
