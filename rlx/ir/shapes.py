@@ -11,6 +11,7 @@ coefficients in [0, c) and one value has one spelling along one computation.
 from __future__ import annotations
 
 import ast
+from functools import lru_cache
 from collections.abc import Iterable, Mapping
 from typing import Union
 
@@ -41,6 +42,13 @@ def _poly_of(d: Dim) -> _Poly:
         return _checked({(): d} if d else {}, d)
     if not isinstance(d, str):
         raise ShapeError(f"invalid dim {_short(d)}: expected an int or a symbol")
+    return dict(_parsed(d))  # a copy: callers may build on it
+
+
+@lru_cache(maxsize=16384)
+def _parsed(d: str) -> tuple[tuple[tuple[str, ...], int], ...]:
+    """A symbolic dim's polynomial, parsed once per spelling (shape inference, planning and
+    the cost model resolve the same few dims many times)."""
     if len(d) > MAX_DIM_CHARS:
         raise ShapeError(f"symbolic dim {_short(d)} is longer than {MAX_DIM_CHARS} characters "
                          "(MAX_DIM_CHARS)")
@@ -48,7 +56,7 @@ def _poly_of(d: Dim) -> _Poly:
         tree = ast.parse(d, mode="eval").body
     except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: NUL; the rest: deep nesting
         raise ShapeError(f"invalid symbolic dim {_short(d)}") from None
-    return _poly_expr(tree, d)
+    return tuple(_poly_expr(tree, d).items())
 
 
 def _poly_expr(tree: ast.AST, src: str) -> _Poly:
