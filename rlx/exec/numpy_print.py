@@ -518,8 +518,8 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
         cols = None if unit and x.dtype == acc and x.flags.c_contiguous else np.empty((c,) + tuple(taps) + tuple(osp), acc)
 
     leaves = _leaves(s.outputs)
-    direct = s.outputs == (leaves.get(("arg", n_in)),) and out.dtype == acc and not any(
-        np.may_share_memory(out, a) for a in ins)
+    direct = s.outputs == (leaves.get(("arg", n_in)),) and out.dtype == acc and out.flags.c_contiguous and not any(
+        np.may_share_memory(out, a) for a in ins)  # the product written in place: a reshape of out must be a view
     product = None if direct else np.empty((1, m) + tuple(osp), acc)
     calls = list(setup)
     for b in range(x.shape[0]):
