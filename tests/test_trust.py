@@ -160,6 +160,25 @@ SCALED_EXP = """
 """
 
 
+def test_a_rule_that_matches_but_never_fires_is_not_called_unprofitable(tmp_path):
+    """exp_of_flat's guard reads the rank of a reshape another rule created, which the
+    e-graph cannot type: it never fires. The report says so instead of blaming the cost model."""
+    write(tmp_path, "flat.rlx", """
+        ruleset fusion
+        rule flat_then_back "exp through a flat view":
+            exp(x) => exp(reshape(reshape(x; shape=[-1]); shape=[2, 3]))
+            where rank(x) == 2, dim(x, 0) == 2, dim(x, 1) == 3
+        rule exp_of_flat "exp of a flat vector, reshaped after":
+            exp(reshape(z; shape=[2, 3])) => reshape(exp(z); shape=[2, 3])
+            where rank(z) == 1 "z is not flat"
+    """)
+    g = Graph()
+    g.output(y=g.exp(g.input("x", (2, 3))))
+    r = rlx.compile(g, rules=[tmp_path])
+    assert [(m.rule, m.reason.split(":")[0]) for m in r.report.missed] == [
+        ("exp_of_flat", "matches here, but the e-graph never made reshape")]
+
+
 def test_a_near_miss_inside_a_region_is_still_reported(tmp_path):
     """With the shipped rules the chain becomes one region and the miss used to vanish."""
     write(tmp_path, "u.rlx", SCALED_EXP)
