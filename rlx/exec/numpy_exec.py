@@ -20,6 +20,7 @@ from rlx.exec.base import StepTiming, override, overrides, register_executor
 from rlx.exec.numpy_print import build, printable
 from rlx.ir.dtypes import DType
 from rlx.ir.interpret import check_input
+from rlx.ir.ops import window_params
 from rlx.ir.lir import LIR, Step, ValueLayout
 from rlx.ir.registry import REGISTRY, OpDef, TensorType
 from rlx.kernels.lower import kernel_for
@@ -193,3 +194,39 @@ def _reshape_copy(ins, outs, attrs) -> None:
 
 
 __all__ = ["NumpyExecutor", "NumpyProgram"]
+
+
+def _pool(ins, outs, attrs, is_max: bool) -> None:
+    """Window by window is a loop; tap by tap is a few passes: each tap of the kernel is one
+    strided view of the (padded) input, reduced into the output with maximum or add."""
+    x, out = ins[0], outs[0]
+    kernel = tuple(attrs["kernel"])
+    strides, dil, lo, hi = window_params(x.ndim, attrs, kernel)
+    spatial, osp = x.shape[2:], out.shape[2:]
+    ends = [(o - 1) * s + d * (k - 1) + 1 for o, s, d, k in zip(osp, strides, dil, kernel)]
+    size = [max(e, n + a + b) for e, n, a, b in zip(ends, spatial, lo, hi)]
+    src = x
+    if any(lo) or any(s != n for s, n in zip(size, spatial)):
+        fill = (np.iinfo(x.dtype).min if x.dtype.kind in "iu" else -np.inf) if is_max else 0
+        src = np.full(x.shape[:2] + tuple(size), fill, dtype=x.dtype)
+        src[(slice(None), slice(None)) + tuple(slice(a, a + n) for a, n in zip(lo, spatial))] = x
+    taps = list(np.ndindex(*kernel))
+    acc = out if is_max or out.dtype == np.float64 else np.empty(out.shape, np.float32)
+
+    def view(a: np.ndarray, tap: tuple[int, ...]) -> np.ndarray:
+        return a[(Ellipsis,) + tuple(slice(t * d, t * d + s * (o - 1) + 1, s)
+                                     for t, d, s, o in zip(tap, dil, strides, osp))]
+    np.copyto(acc, view(src, taps[0]), casting="unsafe")
+    for tap in taps[1:]:
+        (np.maximum if is_max else np.add)(acc, view(src, tap), out=acc, casting="unsafe")
+    if is_max:
+        return
+    inside = np.zeros(tuple(size))  # which padded positions count toward an average
+    inside[tuple(slice(0, n + a + b) if attrs["count_include_pad"] else slice(a, a + n)
+                 for n, a, b in zip(spatial, lo, hi))] = 1
+    count = sum(view(inside, tap) for tap in taps)
+    np.divide(acc, np.maximum(count, 1), out=out, casting="unsafe")
+
+
+override(NAME, "max_pool")(lambda ins, outs, attrs: _pool(ins, outs, attrs, True))
+override(NAME, "avg_pool")(lambda ins, outs, attrs: _pool(ins, outs, attrs, False))

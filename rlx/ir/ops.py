@@ -761,7 +761,7 @@ _op("arange", [], _arange_shape, lambda d, a: [a["dtype"]], _arange_ref, _no_flo
 # Layout NC + spatial (ONNX, PyTorch). Any dim may be symbolic: a strided window's output size
 # is then a floor division (``rlx.ir.shapes.dim_floordiv``).
 # ``pads`` lists the begin pads of every spatial axis, then the end pads (ONNX's order).
-def _window_params(rank: int, a, kernel) -> tuple[list[int], list[int], list[int], list[int]]:
+def window_params(rank: int, a, kernel) -> tuple[list[int], list[int], list[int], list[int]]:
     n = len(kernel)
     if n < 1 or rank != n + 2:
         raise ShapeError(f"expects (N, C, {max(n, 1)} or more spatial dims) with a kernel dim each, got rank {rank} "
@@ -815,7 +815,7 @@ def _conv_shape(shapes, a):
     kernel = tuple(w[2:])
     if len(w) != len(x) or not all(is_static(d) for d in w):
         raise ShapeError(f"weight {fmt_shape(w)} must be static, (M, C/group, *kernel) of rank {len(x)}")
-    strides, dil, lo, hi = _window_params(len(x), a, kernel)
+    strides, dil, lo, hi = window_params(len(x), a, kernel)
     g = a["group"]
     if g < 1 or not is_static(x[1]) or x[1] % g or w[0] % g or x[1] // g != w[1]:
         raise ShapeError(f"input channels {x[1]} and weight {fmt_shape(w)} do not fit group={g}")
@@ -828,7 +828,7 @@ def _conv_ref(ins, a):
     x, w = ins[:2]
     n, g = x.ndim - 2, a["group"]
     kernel = w.shape[2:]
-    strides, dil, lo, hi = _window_params(x.ndim, a, kernel)
+    strides, dil, lo, hi = window_params(x.ndim, a, kernel)
     out = _window_out(x.shape[2:], kernel, strides, dil, lo, hi)
     acc = np.float64 if x.dtype == np.float64 else np.float32  # einsum has no f16 accumulation, no bf16
     win = _windows(x.astype(acc, copy=False), kernel, strides, dil, lo, hi, out, 0)  # (N, C, *out, *k)
@@ -857,13 +857,13 @@ _op("conv", ["x", "w", "bias"], _conv_shape, _float_all_same, _conv_ref, _conv_f
 def _pool_shape(shapes, a):
     x = shapes[0]
     kernel = tuple(a["kernel"])
-    strides, dil, lo, hi = _window_params(len(x), a, kernel)
+    strides, dil, lo, hi = window_params(len(x), a, kernel)
     return [tuple(x[:2]) + _window_out(x[2:], kernel, strides, dil, lo, hi, a["ceil_mode"])]
 
 
 def _pool_geometry(x, a):
     kernel = tuple(a["kernel"])
-    strides, dil, lo, hi = _window_params(x.ndim, a, kernel)
+    strides, dil, lo, hi = window_params(x.ndim, a, kernel)
     return kernel, strides, dil, lo, hi, _window_out(x.shape[2:], kernel, strides, dil, lo, hi, a["ceil_mode"])
 
 
