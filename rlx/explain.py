@@ -16,6 +16,18 @@ from rlx.rules.compile import NearMiss
 from rlx.rules.guards import describe, evaluate
 
 
+def _cone(ex: Extraction, root: int, inputs: set[int]) -> set[int]:
+    """The classes the extracted program computes from ``inputs`` on the way to ``root``."""
+    out, todo = set(), [root]
+    while todo:
+        c = todo.pop()
+        if c in out or c in inputs or c not in ex.choice:
+            continue
+        out.add(c)
+        todo.extend(ex.choice[c].children)
+    return out
+
+
 def _made(view: EGraphView, c: int, op: str) -> bool:
     """Whether class ``c`` holds ``op`` (or one output of it): the rule fired there."""
     return any(n.op == op or n.is_get and any(m.op == op for m in view.classes[n.children[0]])
@@ -138,7 +150,11 @@ def explain(eg, view: EGraphView, near: list[NearMiss], ex: Extraction, cost: Co
                                             f"add {op} to the target's ops to use it"))
         else:
             inner = _inner(view, rule.lhs, root, env) or [root]
-            shared = [(c, p) for c in inner[1:] if c in ex.choice for p in consumers.get(c, []) if p not in inner]
+            # what the program computes between the match's inputs and its root (another form of the
+            # same computation, such as prescaled q and k) is not an extra consumer
+            cone = _cone(ex, root, {env[name] for name in tensors if name in env})
+            shared = [(c, p) for c in inner[1:] if c in ex.choice for p in consumers.get(c, [])
+                      if p not in inner and p not in cone]
             if shared:
                 c, p = shared[0]
                 missed.append(MissedFusion(
