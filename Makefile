@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) bench/extraction.py
 	$(PY) bench/memory_plan.py
 	$(PY) bench/runtime_cpu.py
+	$(PY) bench/models_cpu.py
 	$(PY) bench/runtime_vulkan.py
 
 clean:
