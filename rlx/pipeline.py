@@ -25,7 +25,7 @@ from rlx.extract.exact import extract_exact
 from rlx.extract.greedy import NoProgram, extract
 from rlx.extract.target import Target, load_target
 from rlx.extract.to_mir import to_mir
-from rlx.exec.base import Program, check_claims, get_executor
+from rlx.exec.base import Program, check_claims, get_executor, has_native
 from rlx.kernels.lower import kernel_for, why_not
 from rlx.rules.definitions import decl_of
 from rlx.rules.fused import body_graph
@@ -221,7 +221,8 @@ def _saturate(graph: Graph, tgt: Target, ruleset: RuleSet, limits, binding, deco
         if original.get(c) != n and not n.is_source and not _well_typed(n.op, ins, attrs, outs):
             return float("inf")  # a rule's right side whose shape rules fail here: never extracted
         if n.op != "region" and n.op in REGISTRY and REGISTRY.get(n.op).category == "fused" \
-                and why_not(n.op, ins, attrs) is not None:  # no kernel: it runs as its definition
+                and why_not(n.op, ins, attrs) is not None and not has_native(tgt.executor, n.op):
+            # no kernel: it runs as its definition
             body, _ = body_graph(decl_of(n.op), ins, attrs)
             return cost.body_cost(body, bind) if cost.claims(n.op) else float("inf")
         return cost.op_cost(n.op, attrs, ins, outs, bind)

@@ -296,6 +296,28 @@ def test_user_rule_file_declaring_a_fused_op_is_applied_and_reported(tmp_path):
     assert m.rule == "exp_scale" and "scale is not a vector" in m.reason
 
 
+def test_a_variadic_op_matches_on_the_left_with_exactly_its_operands(tmp_path):
+    """concat(a, b) on the left side matches a two-operand concat, each operand in place,
+    not a three-operand one (its operands are an e-graph vector)."""
+    (tmp_path / "cat.rlx").write_text(
+        'ruleset fusion\n'
+        'fused neg_cat(a, b) "concat of a negated and a plain half" { concat(neg(a), b; axis=-1) }\n'
+        'rule neg_cat: concat(neg(a), b; axis=-1) => neg_cat(a, b)\n')
+    g = Graph()
+    x, y, z, w = (g.input(n, (3, 4 if n != "y" else 2)) for n in "xyzw")
+    g.output(two=g.concat(g.neg(x), y, axis=-1), three=g.concat(g.neg(z), y, y, axis=-1),
+             swapped=g.concat(y, g.neg(w), axis=-1))
+    r = opt(g, rules=load([tmp_path]))
+    assert r.report.fused == {"neg_cat": 1}
+    assert r.report.rule("neg_cat").matches == 1
+    rng = np.random.default_rng(1)
+    arrays = {n: rng.standard_normal((3, 4)) for n in "xzw"} | {"y": np.ones((3, 2))}
+    want = interpret(g, arrays)
+    got = interpret(r.graph, arrays)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k])
+
+
 def test_identical_subterms_are_shared(tmp_path):
     (tmp_path / "none.rlx").write_text("rule neg_neg: neg(neg(x)) => x\n")
     g = Graph()

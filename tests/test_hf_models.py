@@ -24,7 +24,7 @@ from real_models import TEXT, VOCAB, export  # noqa: E402
 EXPECTED = {  # fused ops each export must show (the dynamo exporter's attention zeroes NaN rows)
     ("gpt2", "dynamo"): {"sdpa_nan_zero", "gelu_tanh", "matmul_bias_act"},
     ("bert", "dynamo"): {"sdpa_nan_zero", "matmul_bias_act"},
-    ("llama", "dynamo"): {"sdpa_nan_zero", "swiglu", "rms_norm", "add_rms_norm"},
+    ("llama", "dynamo"): {"sdpa_nan_zero", "swiglu", "rms_norm", "add_rms_norm", "rotary_half"},
     ("bert", "torchscript"): {"sdpa", "matmul_bias_act"},
 }
 SIZES = ((1, 5), (3, 11), (2, 32))

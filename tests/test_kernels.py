@@ -188,6 +188,12 @@ def _case(op, rng, dtype):
         arrays["m"] = np.where(rng.random((b, 1, s, sk)) < 0.3, -np.inf, 0.0).astype(DType(dtype).np)
         y = g.op(op, inp("q", (b, h, s, d)), inp("k", (b, h, sk, d)), inp("v", (b, h, sk, n)),
                  g.input("m", (b, 1, s, sk), dtype), scale=0.3)
+    elif op == "rotary_half":
+        dd = 2 * d
+        half = int(rng.choice([d, 1, dd - 1]))  # the usual split in half, and uneven ones
+        axis = int(rng.choice([-1, 3]))
+        y = g.op(op, inp("x", (b, n, s, dd)), inp("c", (1, 1, s, dd)), inp("s", (s, dd)),
+                 half=[half], end=[int(rng.choice([dd, 2**62]))], dim=[axis])
     elif op == "sdpa_bool_mask":
         h, sk = r(1, 3), r(2, 9)
         arrays["m"] = rng.random((1, 1, s, sk)) < 0.3

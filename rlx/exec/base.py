@@ -80,6 +80,13 @@ def overrides(executor: str) -> dict[str, Callable]:
     return _OVERRIDES.get(executor, {})
 
 
+def has_native(executor: str, op: str) -> bool:
+    """Whether ``executor`` has a hand-written kernel for ``op`` (a fused op with one runs as
+    one kernel even where no skeleton fits its definition, and is priced so)."""
+    _load_builtin()
+    return op in _OVERRIDES.get(executor, {})
+
+
 def get_executor(name: str) -> Executor:
     """The executor called ``name``; an error says why it cannot run here."""
     _load_builtin()
@@ -120,4 +127,4 @@ def _load_builtin() -> None:
 
 
 __all__ = ["Executor", "Program", "StepTiming", "ExecutorError", "DISPATCH", "get_executor", "register_executor",
-           "override", "overrides", "check_claims", "Step"]
+           "override", "overrides", "has_native", "check_claims", "Step"]

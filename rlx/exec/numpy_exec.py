@@ -230,3 +230,23 @@ def _pool(ins, outs, attrs, is_max: bool) -> None:
 
 override(NAME, "max_pool")(lambda ins, outs, attrs: _pool(ins, outs, attrs, True))
 override(NAME, "avg_pool")(lambda ins, outs, attrs: _pool(ins, outs, attrs, False))
+
+
+@override(NAME, "rotary_half")
+def _rotary_half(ins, outs, attrs) -> None:
+    """x·cos + concat(-x[h:], x[:h])·sin in place: x·cos, then each half corrected by the
+    other half times its sin (no negated copy, no concatenation). Another split than the
+    last axis runs the definition."""
+    x, c, s = ins
+    out = outs[0]
+    d = x.shape[-1]
+    h = attrs["half"][0] + (d if attrs["half"][0] < 0 else 0)
+    axes = attrs["dim"] if attrs["dim"] is not None else [0]  # slice's default: the first axis
+    if [a % x.ndim for a in axes] != [x.ndim - 1] or not 0 < h < d or attrs["end"][0] < d \
+            or np.may_share_memory(out, x):
+        np.copyto(out, REGISTRY.get("rotary_half").reference(ins, attrs), casting="unsafe")
+        return
+    np.multiply(x, c, out=out)
+    sb = np.broadcast_to(s, out.shape)
+    out[..., :d - h] -= x[..., h:] * sb[..., :d - h]
+    out[..., d - h:] += x[..., :h] * sb[..., d - h:]

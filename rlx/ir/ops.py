@@ -375,6 +375,8 @@ def _slice_params(rank, a):
         raise ShapeError("slice starts, ends, axes and steps differ in length")
     if any(s == 0 for s in steps):
         raise ShapeError("slice step 0")
+    if rank == 0 and axes:
+        raise ShapeError("slice of a 0-d tensor")
     return [(normalize_axis(ax, rank), s, e, st) for ax, s, e, st in zip(axes, starts, ends, steps)]
 
 

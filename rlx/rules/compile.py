@@ -91,10 +91,15 @@ class _Query:
         if op == "none":
             return self.term(e.args[0])
         opdef = REGISTRY.get(op)
-        if opdef.variadic:
-            raise RuleError(e.span, f"variadic op {op} cannot be matched on the left side")
-        args = [self.term(a) for a in e.args]
-        while len(args) < len(opdef.inputs):  # an omitted optional input is absent
+        if opdef.variadic:  # its operands are a vector: exactly this many, each matched in place
+            vec = self.fresh()
+            self.facts.append(f"(= {len(e.args)} (vec-length {vec}))")
+            for i, a in enumerate(e.args):
+                self.facts.append(f"(= {self.term(a)} (vec-get {vec} {i}))")
+            args = [vec]
+        else:
+            args = [self.term(a) for a in e.args]
+        while len(args) < len(opdef.inputs) and not opdef.variadic:  # an omitted optional input is absent
             t = self.fresh()
             self.facts.append(f"(= {t} (O_absent))")
             args.append(t)
