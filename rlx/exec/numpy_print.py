@@ -478,9 +478,9 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     osp = out.shape[2:]
     c, m, taps = x.shape[1], w.shape[0], w.shape[2:]
     lo, hi = s.pads[:n_sp], s.pads[n_sp:]
-    padded = np.zeros((c,) + tuple(d + a + b for d, a, b in zip(x.shape[2:], lo, hi)), acc)
+    plain = not any(s.pads)  # read the image where it is; else from a zero-bordered copy
+    padded = None if plain else np.zeros((c,) + tuple(d + a + b for d, a, b in zip(x.shape[2:], lo, hi)), acc)
     interior = (slice(None),) + tuple(slice(a, a + d) for a, d in zip(lo, x.shape[2:]))
-    plain = not any(s.pads)  # read the image where it is
 
     def tap_view(src: np.ndarray, tap: tuple[int, ...]) -> np.ndarray:
         return src[(slice(None),) + tuple(slice(k * d, k * d + st * (o - 1) + 1, st)
