@@ -136,8 +136,10 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
     fixed = _guard_dtypes(rule)
     leaves = _leaf_calls(rule.lhs, inputs)
     found: list[Instance] = []
+    builds = 0  # graphs built, leaf redraws included: bounded like the attempts
+    good: dict[int, dict[str, tuple]] = {}  # per leaf call, the last operand shapes its shape rule took
     for attempt in range(attempts):
-        if len(found) >= n:
+        if len(found) >= n or builds > 4 * attempts:
             break
         subst = variants[attempt % len(variants)]
         try:
@@ -160,11 +162,15 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
         for k, spec in specs.items():  # reshape targets that fit the drawn shapes half the time
             if k not in subst and spec != "scalar" and spec.kind == "dims" and shapes and rng.random() < 0.5:
                 attrs[k] = _fitting_target(list(shapes.values())[int(rng.integers(0, len(shapes)))], rng)
-        for call in leaves:  # an op on inputs only (a conv's x, w, bias): redraw until its shape rule holds
-            args = [a.name for a in call.args if a.name not in ranks]
+        for i, call in enumerate(leaves):  # an op on inputs only (a conv's x, w, bias): redraw until its
+            args = [a.name for a in call.args if a.name not in ranks]  # shape rule holds
+            if i in good and rng.random() < 0.7:  # most of the time, start from shapes that fitted
+                shapes.update(good[i])
             for _ in range(LEAF_TRIES):
+                builds += 1
                 try:
                     _build(call, {k: shapes[k] for k in _inputs(call)}, attrs, str_subst, "leaf", fixed=fixed)
+                    good[i] = {a: shapes[a] for a in args}
                     break
                 except (RlxError, KeyError, IndexError, ValueError, TypeError, AttributeError):
                     for a in args:
@@ -186,6 +192,7 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
                 pick = int(rng.choice(sizes))
                 shapes = {v: tuple("S" if d == pick else d for d in s) for v, s in shapes.items()}
                 binding = {"S": pick}
+        builds += 1
         try:
             g, out, env = _build(rule.lhs, shapes, attrs, {k: v for k, v in subst.items() if isinstance(v, str)},
                                  "lhs", fixed=fixed)
@@ -209,8 +216,9 @@ LEAF_TRIES = 40
 
 
 def _leaf_calls(e: Expr, inputs: list[str]) -> list[Call]:
-    """Calls of registry ops whose operands are all inputs: their shapes can be drawn until
-    the op's own shape rule holds, before the whole pattern is tried."""
+    """Calls of non-elementwise registry ops on two or more inputs (a conv, a matmul): their
+    shapes can be drawn until the op's own shape rule holds, before the whole pattern is tried
+    (broadcasting ones are left to the correlated draws)."""
     out: list[Call] = []
     stack = [e]
     while stack:
@@ -218,7 +226,8 @@ def _leaf_calls(e: Expr, inputs: list[str]) -> list[Call]:
         if isinstance(x, Bind):
             stack.append(x.expr)
         elif isinstance(x, Call):
-            if x.op in REGISTRY and x.args and all(isinstance(a, Var) and a.name in inputs for a in x.args):
+            if x.op in REGISTRY and not REGISTRY.get(x.op).elementwise and len(x.args) >= 2 \
+                    and all(isinstance(a, Var) and a.name in inputs for a in x.args):
                 out.append(x)
             stack.extend(x.args)
     return out
