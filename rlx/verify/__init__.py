@@ -212,7 +212,7 @@ def _holds(guard, tensors, attrs) -> bool:
         return False
 
 
-LEAF_TRIES = 40
+LEAF_TRIES = 10
 
 
 def _leaf_calls(e: Expr, inputs: list[str]) -> list[Call]:
