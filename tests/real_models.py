@@ -17,6 +17,7 @@ import types
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 VOCAB = 100
@@ -139,3 +140,16 @@ def export(name: str, path: str | Path, exporter: str = "dynamo", full: bool = F
                               dynamic_axes={"x": axes}, dynamo=False, opset_version=17,
                               do_constant_folding=exporter != "torchscript-bn")
     return module
+
+
+def assert_matches_onnxruntime(result, path, feeds: dict, what: str) -> None:
+    """The compiled model's outputs against ONNX Runtime's on ``feeds``, shape and value at f32
+    tolerance: max |rlx - ort| <= 1e-4 * max(1, max |ref|)."""
+    from rlx.frontends.onnx import run_onnxruntime
+    from rlx.pipeline import max_error
+    want = run_onnxruntime(path, feeds)
+    got = result.run(feeds)
+    for out, ref in want.items():
+        assert got[out].shape == ref.shape, f"{what}: {out} has shape {got[out].shape}, expected {ref.shape}"
+        err, tol = max_error(got[out], ref.astype(np.float64), "f32")
+        assert err <= tol, f"{what}: {out} off by {err:.3g} (tolerance {tol:.3g})"

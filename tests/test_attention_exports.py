@@ -15,8 +15,8 @@ pytest.importorskip("onnxruntime")
 F = torch.nn.functional
 
 import rlx  # noqa: E402
-from rlx.frontends.onnx import load, run_onnxruntime  # noqa: E402
-from rlx.pipeline import max_error  # noqa: E402
+from rlx.frontends.onnx import load  # noqa: E402
+from real_models import assert_matches_onnxruntime  # noqa: E402
 
 ATTENTION = {"sdpa", "sdpa_nan_zero", "sdpa_bool_mask"}
 
@@ -76,8 +76,4 @@ def test_attention_as_exported_fuses_and_matches_onnxruntime(kind, dynamo, tmp_p
         keep_np[:, 0] = True  # every query keeps one key: no fully masked row
         feeds = {"x": rng.standard_normal((batch, seq, 32)).astype(np.float32), "keep": keep_np}
         feeds = {n.name: feeds[n.name] for n in graph.inputs}
-        want = run_onnxruntime(path, feeds)
-        got = result.run(feeds)
-        for name, ref in want.items():
-            err, tol = max_error(got[name], ref.astype(np.float64), "f32")
-            assert err <= tol, f"{kind}, B={batch} S={seq}: {name} off by {err:.3g} (tolerance {tol:.3g})"
+        assert_matches_onnxruntime(result, path, feeds, f"{kind}, B={batch} S={seq}")

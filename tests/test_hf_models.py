@@ -17,9 +17,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 import rlx  # noqa: E402
-from rlx.frontends.onnx import load, run_onnxruntime  # noqa: E402
-from rlx.pipeline import max_error  # noqa: E402
-from real_models import TEXT, VOCAB, export  # noqa: E402
+from rlx.frontends.onnx import load  # noqa: E402
+from real_models import TEXT, VOCAB, assert_matches_onnxruntime, export  # noqa: E402
 
 EXPECTED = {  # fused ops each export must show (the dynamo exporter's attention zeroes NaN rows)
     ("gpt2", "dynamo"): {"sdpa_nan_zero", "gelu_tanh", "matmul_bias_act"},
@@ -46,9 +45,4 @@ def test_hf_model_imports_and_matches_onnxruntime(name, exporter, tmp_path):
     rng = np.random.default_rng()
     for batch, seq in SIZES:
         feeds = {n.name: rng.integers(0, VOCAB, (batch, seq)) for n in graph.inputs}
-        want = run_onnxruntime(path, feeds)
-        got = result.run(feeds)
-        for out, ref in want.items():
-            assert got[out].shape == ref.shape, out
-            err, tol = max_error(got[out], ref.astype(np.float64), "f32")
-            assert err <= tol, f"{name} ({exporter}), B={batch} S={seq}: {out} off by {err:.3g} (tolerance {tol:.3g})"
+        assert_matches_onnxruntime(result, path, feeds, f"{name} ({exporter}), B={batch} S={seq}")

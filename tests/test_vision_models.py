@@ -16,9 +16,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 import rlx  # noqa: E402
-from rlx.frontends.onnx import load, run_onnxruntime  # noqa: E402
-from rlx.pipeline import max_error  # noqa: E402
-from real_models import export, image_size  # noqa: E402
+from rlx.frontends.onnx import load  # noqa: E402
+from real_models import assert_matches_onnxruntime, export, image_size  # noqa: E402
 
 CONV = {"conv_bias_act", "conv_residual_act"}
 EXPECTED = {  # fused ops each export must show
@@ -53,9 +52,4 @@ def test_vision_model_imports_and_matches_onnxruntime(name, exporter, tmp_path):
     rng = np.random.default_rng()
     for batch, size in _sizes(name):
         feeds = {n.name: rng.standard_normal((batch, 3, size, size)).astype(np.float32) for n in graph.inputs}
-        want = run_onnxruntime(path, feeds)
-        got = result.run(feeds)
-        for out, ref in want.items():
-            assert got[out].shape == ref.shape, out
-            err, tol = max_error(got[out], ref.astype(np.float64), "f32")
-            assert err <= tol, f"{name} ({exporter}), B={batch} {size}x{size}: {out} off by {err:.3g} (tolerance {tol:.3g})"
+        assert_matches_onnxruntime(result, path, feeds, f"{name} ({exporter}), B={batch} {size}x{size}")

@@ -68,23 +68,29 @@ def _inputs(e: Expr) -> list[str]:
     return [v for v in out if v not in binds]
 
 
-def _attr_specs(e: Expr) -> dict[str, Any]:
-    """Attribute variables of a pattern and the spec (or 'scalar') each one feeds."""
-    out: dict[str, Any] = {}
+def _calls(e: Expr):
+    """Every call of a pattern, through its ``as`` bindings."""
     stack = [e]
     while stack:
         x = stack.pop()
         if isinstance(x, Bind):
             stack.append(x.expr)
-        elif isinstance(x, Call) and x.op == "scalar":
-            out[x.args[0].name] = "scalar"
         elif isinstance(x, Call):
-            if x.op in REGISTRY:
-                specs = {a.name: a for a in REGISTRY.get(x.op).attrs}
-                for k, v in x.kwargs:
-                    if isinstance(v, AttrRef):
-                        out.setdefault(v.name, specs[k])
+            yield x
             stack.extend(x.args)
+
+
+def _attr_specs(e: Expr) -> dict[str, Any]:
+    """Attribute variables of a pattern and the spec (or 'scalar') each one feeds."""
+    out: dict[str, Any] = {}
+    for x in _calls(e):
+        if x.op == "scalar":
+            out[x.args[0].name] = "scalar"
+        elif x.op in REGISTRY:
+            specs = {a.name: a for a in REGISTRY.get(x.op).attrs}
+            for k, v in x.kwargs:
+                if isinstance(v, AttrRef):
+                    out.setdefault(v.name, specs[k])
     return out
 
 
@@ -131,9 +137,9 @@ def draw_instances(rule: Rule, n: int, rng: np.random.Generator, attempts: int =
     specs = _attr_specs(rule.lhs)
     variants = _variants(rule, widen=False)
     wanted = _guard_sizes(rule)  # sizes the guards ask for (dim(x, -1) == 8)
-    ranks = _guard_ranks(rule)   # ranks the guards ask for (rank(b) == 1)
+    ranks = _guard_fixed(rule, "rank", int)   # ranks the guards ask for (rank(b) == 1)
     coupled = [(v, e) for v, e in _coupled(rule.lhs, inputs) if v not in ranks]
-    fixed = _guard_dtypes(rule)
+    fixed = _guard_fixed(rule, "dtype", str)
     leaves = _leaf_calls(rule.lhs, inputs)
     found: list[Instance] = []
     builds = 0  # graphs built, leaf redraws included: bounded like the attempts
@@ -219,57 +225,31 @@ def _leaf_calls(e: Expr, inputs: list[str]) -> list[Call]:
     """Calls of non-elementwise registry ops on two or more inputs (a conv, a matmul): their
     shapes can be drawn until the op's own shape rule holds, before the whole pattern is tried
     (broadcasting ones are left to the correlated draws)."""
-    out: list[Call] = []
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, Bind):
-            stack.append(x.expr)
-        elif isinstance(x, Call):
-            if x.op in REGISTRY and not REGISTRY.get(x.op).elementwise and len(x.args) >= 2 \
-                    and all(isinstance(a, Var) and a.name in inputs for a in x.args):
-                out.append(x)
-            stack.extend(x.args)
-    return out
+    return [x for x in _calls(e) if x.op in REGISTRY and not REGISTRY.get(x.op).elementwise and len(x.args) >= 2
+            and all(isinstance(a, Var) and a.name in inputs for a in x.args)]
 
 
 def _coupled(e: Expr, inputs: list[str]) -> list[tuple[str, Expr]]:
     """Inputs that are an operand of an elementwise op beside a computed operand (a residual
     added to a convolution): drawing them at that operand's shape makes instances likely."""
     out: list[tuple[str, Expr]] = []
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, Bind):
-            stack.append(x.expr)
-        elif isinstance(x, Call):
-            if x.op in REGISTRY and REGISTRY.get(x.op).elementwise and len(x.args) == 2:
-                for a, b in (x.args, x.args[::-1]):
-                    if isinstance(a, Var) and a.name in inputs and isinstance(b, (Call, Bind)) \
-                            and a.name not in _inputs(b):
-                        out.append((a.name, b.expr if isinstance(b, Bind) else b))
-            stack.extend(x.args)
+    for x in _calls(e):
+        if x.op in REGISTRY and REGISTRY.get(x.op).elementwise and len(x.args) == 2:
+            for a, b in (x.args, x.args[::-1]):
+                if isinstance(a, Var) and a.name in inputs and isinstance(b, (Call, Bind)) \
+                        and a.name not in _inputs(b):
+                    out.append((a.name, b.expr if isinstance(b, Bind) else b))
     return out
 
 
-def _guard_dtypes(rule: Rule) -> dict[str, str]:
-    """Inputs whose dtype a guard fixes (``dtype(m) == "bool"``): built with that dtype."""
+def _guard_fixed(rule: Rule, fn: str, kind: type) -> dict[str, Any]:
+    """Inputs whose ``fn`` (rank or dtype) a guard fixes to a literal (``rank(b) == 1``,
+    ``dtype(m) == "bool"``): drawn and built at that value."""
     out = {}
     for g in rule.guards:
         if g.kind == "compare" and g.op == "==":
             for a, b in ((g.a, g.b), (g.b, g.a)):
-                if isinstance(a, GFunc) and a.fn == "dtype" and isinstance(b, GLit) and isinstance(b.value, str):
-                    out[a.var] = b.value
-    return out
-
-
-def _guard_ranks(rule: Rule) -> dict[str, int]:
-    """Inputs whose rank a guard fixes (``rank(b) == 1``): drawn at that rank."""
-    out = {}
-    for g in rule.guards:
-        if g.kind == "compare" and g.op == "==":
-            for a, b in ((g.a, g.b), (g.b, g.a)):
-                if isinstance(a, GFunc) and a.fn == "rank" and isinstance(b, GLit) and type(b.value) is int:
+                if isinstance(a, GFunc) and a.fn == fn and isinstance(b, GLit) and type(b.value) is kind:
                     out[a.var] = b.value
     return out
 
@@ -376,7 +356,7 @@ def _check_instance(rule: Rule, inst: Instance, seed: int, index: int, dtype: st
         return Counterexample(inst.shapes, inst.attrs, seed, err, rel, output, dict(inst.binding), dtype, index)
 
     subst = {k: v for k, v in inst.attrs.items() if isinstance(v, str)}
-    fixed = _guard_dtypes(rule)
+    fixed = _guard_fixed(rule, "dtype", str)
     try:
         gl, lout, lenv = _build(rule.lhs, inst.shapes, inst.attrs, subst, "lhs", dtype, fixed)
     except RlxError:
@@ -632,7 +612,8 @@ def _neighbours(rule: Rule, instances: list[Instance], limit: int = 400) -> list
                     shapes = {**inst.shapes, v: shape[:ax] + (new,) + shape[ax + 1:]}
                     subst = {k: x for k, x in inst.attrs.items() if isinstance(x, str)}
                     try:
-                        _, _, env = _build(rule.lhs, shapes, inst.attrs, subst, "lhs", fixed=_guard_dtypes(rule))
+                        _, _, env = _build(rule.lhs, shapes, inst.attrs, subst, "lhs",
+                                           fixed=_guard_fixed(rule, "dtype", str))
                     except (RlxError, KeyError, IndexError, ValueError, TypeError):
                         continue
                     tensors = {k: x.type for k, x in env.items()}
@@ -649,7 +630,7 @@ def _rhs_undefined(rule: Rule, instances: list[Instance]) -> str:
         subst = {k: v for k, v in inst.attrs.items() if isinstance(v, str)}
         try:
             _build(rule.rhs, {v: inst.shapes[v] for v in _inputs(rule.lhs)}, inst.attrs, subst, "rhs",
-                   fixed=_guard_dtypes(rule))
+                   fixed=_guard_fixed(rule, "dtype", str))
         except RlxError as e:
             return f"shapes {inst.shapes}, attributes {inst.attrs}: {e}"
     return ""
