@@ -4,7 +4,7 @@ Measures rlx.compile with the shipped rules on rlx.models.llama(layers=L, d_mode
 n_heads=32, d_ff=11008) for L in 1, 8, 32, 128, 512: the time of each phase (rule setup,
 load, saturate, freeze, extract), the total, and the total without rule setup (load +
 saturate + freeze + extract, the part that depends on the model) per layer. Medians of
-repeated runs in one process, with min and max. Writes bench/out/compile_time.json.
+repeated runs in one process, with min and max. Writes bench/results/compile_time.json.
 
     python bench/compile_time.py [--layers 1 8 32] [--repeats 3]
 """
@@ -53,7 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, nargs="+", default=[1, 8, 32, 128, 512])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "compile_time.json"))
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "compile_time.json"))
     args = ap.parse_args()
     rules = load()
     rlx.compile(rlx.models.llama(layers=1, d_model=64, n_heads=2), rules=rules)  # warm caches

@@ -4,7 +4,7 @@ For each target and model size, the same saturated e-graph is extracted twice: b
 DAG-aware greedy extractor and by the ILP (HiGHS, time limit from --seconds). Prints the
 predicted cost of the input program, of each extraction, their ratio, the solver's status
 and gap, and the extraction times (medians of --repeats runs). Writes
-bench/out/extraction.json.
+bench/results/extraction.json.
 
     python bench/extraction.py [--layers 1 2 4 8] [--targets cpu cuda vulkan-basic] [--seconds 60]
 """
@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--targets", nargs="+", default=["cpu", "cuda", "vulkan-basic"])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "extraction.json"))
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "extraction.json"))
     args = ap.parse_args()
     rules = load()
     rows = []

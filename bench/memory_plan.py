@@ -4,7 +4,7 @@ For mlp, bert and llama graphs of several sizes, as built (unfused) and as compi
 cpu target, plans the LIR and prints: arena bytes, the liveness lower bound (max over
 schedule steps of the aligned bytes live at that step), arena / bound (goal <= 1.05), the
 bytes with no reuse and the saving, views, in-place steps and the planning time. Writes
-bench/out/memory_plan.json.
+bench/results/memory_plan.json.
 
     python bench/memory_plan.py
 """
@@ -57,7 +57,7 @@ def main() -> None:
     Console(width=180).print(table)
     worst = max(r["arena_over_bound"] for r in rows)
     print(f"worst arena/bound: {worst:.3f} (goal <= 1.05)")
-    out = Path(__file__).parent / "out" / "memory_plan.json"
+    out = Path(__file__).parent / "results" / "memory_plan.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "memory_plan", "machine": platform.platform(), "rows": rows}, indent=2))
     print(f"wrote {out}")

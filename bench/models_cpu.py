@@ -7,7 +7,7 @@ For each: export, import and compile times; rlx vs ONNX Runtime (CPU provider, 2
 all graph optimizations) in the same run on the same inputs, outputs checked against each
 other first; MIR node counts before and after; the fusions. Medians of --repeats with min
 and max; the ratio is onnxruntime / rlx (above 1: rlx is faster). Writes
-bench/out/models_cpu.json.
+bench/results/models_cpu.json.
 
     python bench/models_cpu.py [--repeats 7] [--models resnet50,vit]   (needs the test extra)
 """
@@ -98,7 +98,7 @@ def main() -> None:
     for r in rows:
         if r["max_err_vs_onnxruntime"] > r["tolerance"]:
             console.print(f"[red]{r['model']}: rlx and onnxruntime differ by {r['max_err_vs_onnxruntime']:.3g}")
-    out = Path(__file__).parent / "out" / "models_cpu.json"
+    out = Path(__file__).parent / "results" / "models_cpu.json"
     out.write_text(json.dumps({"benchmark": "models_cpu", "machine": platform.platform(),
                                "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2))
     print(f"wrote {out}")

@@ -7,7 +7,7 @@ PyTorch runs idiomatic eager modules (F.scaled_dot_product_attention, F.layer_no
 F.gelu, F.silu) with the same weights; its outputs are checked against rlx's before
 timing; so are ONNX Runtime's. Medians of --repeats runs in one process, with min and max;
 ratios are peer time / rlx time (above 1: rlx is faster). All use 2 threads. Writes
-bench/out/runtime_cpu.json.
+bench/results/runtime_cpu.json.
 
     python bench/runtime_cpu.py [--repeats 15] [--skip-onnx]   (needs the test extra: torch, onnxruntime)
 """
@@ -186,7 +186,7 @@ def main() -> None:
                        ", ".join(f"{k} {v}" for k, v in sorted(r["fused"].items())))
         console.print(t2)
     rows += exported
-    out = Path(__file__).parent / "out" / "runtime_cpu.json"
+    out = Path(__file__).parent / "results" / "runtime_cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "runtime_cpu", "machine": platform.platform(), "rows": rows}, indent=2))
     print(f"wrote {out}")

@@ -11,7 +11,7 @@ captured CUDA graphs with the inputs already on the device (as the peers do).
 Then, from one profiled rlx run per row (CUDA events around every step, no graph): the
 achieved fraction of the measured device copy bandwidth for the elementwise and row
 kernels (bytes each step must read and write once over its time) and of the measured
-cuBLAS throughput for the GEMM steps. Writes bench/out/runtime_gpu.json.
+cuBLAS throughput for the GEMM steps. Writes bench/results/runtime_gpu.json.
 
     python bench/runtime_gpu.py [--rows llama-f16-b1,...] [--peers eager,compile,autotune] [--repeats 20]
 """
@@ -249,7 +249,7 @@ def main() -> None:
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--peers", default="eager,compile,autotune")
     ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "out" / "runtime_gpu.json"))
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "runtime_gpu.json"))
     args = ap.parse_args()
     import torch
     console = Console(width=200)

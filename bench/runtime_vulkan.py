@@ -10,7 +10,7 @@ two executors alternating run by run (this machine is shared: its load moves); t
 ratio is NumPy time / Vulkan time (above 1: Vulkan is faster). One profiled Vulkan run
 splits the time by kind of step (GEMM + epilogue, attention, row reductions, pointwise,
 data movement) with the GFLOP/s each achieved: device times from timestamp queries where the
-adapter has them, else each step its own waited submission (the sum then exceeds a run). Writes bench/out/runtime_vulkan.json.
+adapter has them, else each step its own waited submission (the sum then exceeds a run). Writes bench/results/runtime_vulkan.json.
 
     python bench/runtime_vulkan.py [--repeats 5] [--small]
 """
@@ -131,7 +131,7 @@ def main() -> None:
         for kind, b in sorted(r["breakdown"].items(), key=lambda kv: -kv[1]["ms"]):
             t2.add_row(r["model"], kind, str(b["steps"]), f"{b['ms']:.1f}", f"{b['gflops_per_s']:.1f}")
     console.print(t2)
-    out = Path(__file__).parent / "out" / "runtime_vulkan.json"
+    out = Path(__file__).parent / "results" / "runtime_vulkan.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "runtime_vulkan", "machine": platform.platform(), "device": device,
                                "repeats": args.repeats, "rows": rows}, indent=2))

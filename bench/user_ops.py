@@ -6,7 +6,7 @@ The three user ops are declared in rule files written to a temporary directory
 gated GELU with the gate on the right); the shipped fused ops come from rlx's own rules.
 Each program is checked against the float64 reference first. Fused and unfused runs
 alternate; medians of --repeats with min and max; ratio = unfused / fused (above 1: the
-fused kernel is faster). Writes bench/out/user_ops.json.
+fused kernel is faster). Writes bench/results/user_ops.json.
 
     python bench/user_ops.py [--repeats 30]
 """
@@ -128,7 +128,7 @@ def main() -> None:
                       f"{r['steps_fused']} vs {r['steps_unfused']}", cell(r, "fused_ms", 2), cell(r, "unfused_ms", 2),
                       f"{r['unfused_ms'] / r['fused_ms']:.2f}x")
     Console(width=160).print(table)
-    out = Path(__file__).parent / "out" / "user_ops.json"
+    out = Path(__file__).parent / "results" / "user_ops.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": "user_ops", "machine": platform.platform(), "repeats": args.repeats,
                                "rows": rows}, indent=2))
