@@ -943,6 +943,96 @@ def _flash(prog, s: Attention, ins, outs, in_dt, out_dt, batch):
     return [prog.kernel(source, [q, k, v] + [ins[i] for i in sorted(masks)] + [o])]
 
 
+# ---------------------------------------------------------------------------- calibration
+def measure(n: int = 8192, copy_mib: int = 1024, repeats: int = 20) -> dict[str, float]:
+    """This executor's peaks as its own programs achieve them (what the ``cuda`` cost model
+    prices), each the median of ``repeats`` replays of a one-step program timed by CUDA
+    events on random data: an n x n x n cuBLAS GEMM per dtype (f16 and bf16 with f32
+    accumulation, f32 exact (``peak_f32``, the target's default), f32 on TF32 tensor cores
+    (``gemm_tf32``, reported only: a target has no TF32 dtype), f64); a printed pointwise
+    kernel over ``copy_mib`` MiB (bytes read + written); the cost of one more small kernel
+    in a replayed CUDA graph (a chain of 201 kernels on one element against a chain of 1,
+    per kernel); and of a view (a chain of 200 reshapes the planner aliases, between two
+    kernels, against one kernel, per view). Also reports ``memcpy`` (the copy engine's device-to-device
+    bytes read + written) for comparison. Raises ExecutorError without CuPy and a GPU."""
+    import statistics
+
+    from rlx.exec.base import ExecutorError
+    from rlx.ir.graph import Graph
+    from rlx.plan import plan
+
+    reason = CupyExecutor().available()
+    if reason is not None:
+        raise ExecutorError(f"executor 'cupy' is not available on this machine: {reason}")
+    cp = _cupy()
+    rng = np.random.default_rng(0)
+
+    def program(g: Graph, feeds: dict, tf32: bool = False) -> CupyProgram:
+        p = CupyProgram(plan(g, alignment=256), {}, tf32=tf32)
+        p.run(feeds)  # eager, then captured
+        p.run(feeds)  # a replay
+        if p.graph_error:
+            raise ExecutorError(f"calibration program {g.name!r} did not capture: {p.graph_error}")
+        return p
+
+    def replay_seconds(p: CupyProgram) -> float:
+        times = []
+        for _ in range(3):
+            p.launch()
+        for _ in range(repeats):
+            a, b = cp.cuda.Event(), cp.cuda.Event()
+            a.record(p.stream)
+            p.launch()
+            b.record(p.stream)
+            b.synchronize()
+            times.append(cp.cuda.get_elapsed_time(a, b) * 1e-3)
+        return statistics.median(times)
+
+    out: dict[str, float] = {}
+    for key, dt, tf32 in (("peak_f16", "f16", False), ("peak_bf16", "bf16", False), ("peak_f32", "f32", False),
+                          ("gemm_tf32", "f32", True), ("peak_f64", "f64", False)):
+        g = Graph("peak")
+        g.output(y=g.matmul(g.input("a", (n, n), dt), g.input("b", (n, n), dt)))
+        feeds = {k: rng.standard_normal((n, n), dtype=np.float32).astype(DType(dt).np) for k in "ab"}
+        p = program(g, feeds, tf32)
+        out[key] = 2.0 * n ** 3 / replay_seconds(p)
+        del p, feeds
+        cp.get_default_memory_pool().free_all_blocks()
+    size = copy_mib * 2 ** 20 // 4
+    g = Graph("copy")
+    g.output(y=g.op("neg", g.input("x", (size,), "f32")))
+    p = program(g, {"x": rng.standard_normal(size, dtype=np.float32)})
+    out["bandwidth"] = 8.0 * size / replay_seconds(p)
+    src = p.arrays[p.lir.steps[-1].inputs[0]]
+    dst = cp.empty_like(src)
+    with p.stream:
+        t = []
+        for _ in range(repeats + 3):
+            a, b = cp.cuda.Event(), cp.cuda.Event()
+            a.record(p.stream)
+            dst.data.copy_from_device_async(src.data, src.nbytes, p.stream)
+            b.record(p.stream)
+            b.synchronize()
+            t.append(cp.cuda.get_elapsed_time(a, b) * 1e-3)
+    out["memcpy"] = 2.0 * src.nbytes / statistics.median(t[3:])
+    del p, src, dst
+    cp.get_default_memory_pool().free_all_blocks()
+
+    def chain(k: int, views: int = 0) -> float:
+        g = Graph("chain")
+        x = g.op("neg", g.input("x", (4, 8), "f32"))
+        for _ in range(k - 1):
+            x = g.op("neg", x)
+        for i in range(views):
+            x = g.op("reshape", x, shape=(32,) if i % 2 == 0 else (4, 8))
+        g.output(y=g.op("neg", x) if views else x)
+        return replay_seconds(program(g, {"x": rng.standard_normal((4, 8), dtype=np.float32)}))
+    out["launch"] = max(0.0, (chain(201) - chain(1)) / 200)
+    out["view"] = max(0.0, (chain(1, 200) - chain(1, 0) - out["launch"]) / 200)
+    out["device"] = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"].decode()
+    return out
+
+
 # ---------------------------------------------------------------------------- executor
 class CupyExecutor:
     """NVIDIA GPUs through CuPy: NVRTC kernels, cuBLAS, CUDA graphs."""

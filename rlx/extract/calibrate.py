@@ -2,8 +2,9 @@
 
 Peak FLOP/s: a square matmul; bandwidth: a large copy (bytes read + written); launch
 overhead: the smallest op. Medians of repeated timings. NumPy measures here; the Vulkan
-executor measures its own shaders (``rlx.exec.vulkan_exec.measure``, imported only when
-asked for); CuPy calibration comes with its executor.
+executor measures its own shaders (``rlx.exec.vulkan_exec.measure``) and the CuPy executor
+its own cuBLAS GEMMs and printed kernels (``rlx.exec.cupy_exec.measure``), each imported
+only when asked for.
 """
 from __future__ import annotations
 
@@ -63,6 +64,9 @@ def calibrate(target: str | Path | Target, out: str | Path, quick: bool = False)
     elif base.executor == "vulkan":
         from rlx.exec.vulkan_exec import measure  # the executor measures its own shaders
         m = measure(n=256 if quick else 1024, copy_mib=16 if quick else 64, repeats=3 if quick else 7)
+    elif base.executor == "cupy":
+        from rlx.exec.cupy_exec import measure as measure_cupy  # cuBLAS and printed kernels, CUDA events
+        m = measure_cupy(n=2048 if quick else 8192, copy_mib=64 if quick else 1024, repeats=5 if quick else 20)
     else:
         raise TargetError(f"calibrating executor {base.executor!r} (target {base.name!r}) is not available yet: "
                           "it comes with that executor")
@@ -74,5 +78,6 @@ def calibrate(target: str | Path | Target, out: str | Path, quick: bool = False)
     write_target(out, name=name, executor=base.executor, alignment=base.alignment, peak_flops=peaks,
                  bandwidth=m["bandwidth"], launch=m["launch"], view=m["view"], claim=list(base.claim_spec),
                  exclude=list(base.exclude), max_inputs=base.cost.region_max_inputs, max_ops=base.cost.region_max_ops,
-                 note=f"written by `rlx calibrate --target {base.name}` on {time.strftime('%Y-%m-%d')}")
+                 note=f"written by `rlx calibrate --target {base.name}` on {time.strftime('%Y-%m-%d')}"
+                      + (f" on {m['device']}" if "device" in m else ""))
     return m
