@@ -277,7 +277,85 @@ def _targets(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _model_arg(spec: str):
+    """A model from the command line: a MIR .json or .onnx file, or a builder of
+    ``rlx.models`` with keyword arguments, ``llama:layers=4,d_model=1024,seq=128``."""
+    if spec.endswith((".json", ".onnx")) or Path(spec).exists():
+        return _load_model(spec)
+    name, _, rest = spec.partition(":")
+    builders = {"mlp": rlx.models.mlp, "llama": rlx.models.llama, "bert": rlx.models.bert,
+                "llama_decode": rlx.models.llama_decode}
+    if name not in builders:
+        raise RlxError(f"{spec!r} is neither a .json/.onnx file nor a model builder ({', '.join(builders)}) "
+                       "with arguments such as llama:layers=4,d_model=1024")
+    kw: dict = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or key not in inspect.signature(builders[name]).parameters:
+            raise RlxError(f"{name}: expected KEY=VALUE with KEY one of "
+                           f"{', '.join(inspect.signature(builders[name]).parameters)}, got {item!r}")
+        kw[key] = int(value) if value.lstrip("-").isdecimal() else value
+    return builders[name](**kw)
+
+
+@_with_rules
+def _calibrate_check(args: argparse.Namespace, console: Console, rules) -> int:
+    """Predicted vs measured, step by step, on the target's executor (``rlx.extract.fidelity``)."""
+    from rlx.extract.fidelity import check_model, toml_lines
+    if not args.model:
+        raise RlxError("calibrate --check needs a MODEL: a .json/.onnx file or e.g. llama:layers=4,d_model=1024")
+    _positive("repeats", args.repeats)
+    graph = _model_arg(args.model)
+    with console.status(escape(f"compiling {args.model} and profiling it on target {args.target} ...")):
+        f = check_model(graph, args.target, binding=_bindings(args.bind), repeats=args.repeats, rules=rules,
+                        name=args.model)
+    console.print(f"{args.model} on target {f.target} (executor {f.executor}, {f.device}): {len(f.steps)} steps, "
+                  f"predicted {f.predicted_total * 1e3:.3f} ms, measured {f.measured_total * 1e3:.3f} ms "
+                  f"(median of {args.repeats} profiled runs per step)", markup=False)
+    console.print(f"[bold]Spearman rank correlation[/]: {f.spearman:.3f} over steps, {f.spearman_ops:.3f} over op kinds")
+    if args.steps:
+        table = Table(title="per step")
+        for col in ("step", "op", "dispatch", "predicted us", "measured us", "measured / predicted"):
+            table.add_column(col, justify="left" if col in ("step", "op", "dispatch") else "right")
+        for s in f.steps:
+            table.add_row(escape(s.node), escape(s.op), s.dispatch, f"{s.predicted * 1e6:.1f}",
+                          f"{s.measured * 1e6:.1f}", f"{s.ratio:.2f}")
+        console.print(table)
+    table = Table(title="per op kind (sums over its steps)")
+    for col in ("op", "steps", "predicted ms", "measured ms", "measured / predicted"):
+        table.add_column(col, justify="left" if col == "op" else "right")
+    for op, r in f.by_op.items():
+        table.add_row(escape(op), str(r["steps"]), f"{r['predicted_ms']:.3f}", f"{r['measured_ms']:.3f}",
+                      f"{r['ratio']:.2f}")
+    console.print(table)
+    table = Table(title="worst-predicted steps (by factor)")
+    for col in ("step", "op", "dispatch", "priced as", "predicted us", "measured us", "measured / predicted"):
+        table.add_column(col, justify="left" if col in ("step", "op", "dispatch", "priced as") else "right")
+    for s in f.worst(args.top):
+        table.add_row(escape(s.node), escape(s.op), s.dispatch, s.priced, f"{s.predicted * 1e6:.1f}",
+                      f"{s.measured * 1e6:.1f}", f"{s.ratio:.2f}")
+    console.print(table)
+    sug = f.suggestions
+    if "change" in sug:
+        b, a = sug["before"], sug["after"]
+        console.print(f"[bold]what to change in the target file[/] (least squares on log(measured/predicted) over "
+                      f"{sug['steps_fitted']} steps): Spearman {b['spearman']:.3f} -> {a['spearman']:.3f}, median "
+                      f"|log10 error| {b['median_abs_log10_error']:.2f} -> {a['median_abs_log10_error']:.2f}")
+        console.print("\n".join(toml_lines(sug["change"], sug["current"])) or "nothing: every figure fits within 25%",
+                      markup=False, highlight=False)
+    else:
+        console.print(sug.get("note", ""), markup=False)
+    if args.json:
+        Path(args.json).write_text(json.dumps(f.to_dict(), indent=1, default=str))
+        console.print(f"wrote {args.json}", markup=False)
+    return 0
+
+
 def _calibrate(args: argparse.Namespace, console: Console) -> int:
+    if args.check:
+        return _calibrate_check(args, console)
+    if not args.out:
+        raise RlxError("calibrate needs --out (the target file to write), or --check MODEL")
     with console.status(escape(f"measuring with target {args.target}'s executor ...")):
         m = calibrate(args.target, args.out, quick=args.quick)
     peaks = ", ".join(f"{k[5:]} {v / 1e9:.1f} GFLOP/s" for k, v in m.items() if k.startswith("peak_"))
@@ -368,8 +446,20 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("targets", help="list the shipped targets with their key figures")
     cal = sub.add_parser("calibrate", help="measure this machine and write a target file")
     cal.add_argument("--target", default="cpu", help="the target whose executor measures (default cpu)")
-    cal.add_argument("--out", required=True, help="the target file to write")
+    cal.add_argument("--out", help="the target file to write")
     cal.add_argument("--quick", action="store_true", help="small sizes (seconds, noisier)")
+    cal.add_argument("--check", action="store_true", help="instead of measuring peaks: run MODEL step by step on "
+                     "the target's executor and compare each step's measured time with the cost model's")
+    cal.add_argument("model", nargs="?", help="with --check: a .json/.onnx file or a builder such as "
+                     "llama:layers=4,d_model=1024,n_heads=16,d_ff=2816,seq=128")
+    cal.add_argument("--repeats", type=int, default=5, help="with --check: profiled runs per step (median)")
+    cal.add_argument("--bind", nargs="*", default=[], metavar="SYMBOL=SIZE",
+                     help="with --check: sizes of symbolic dims (default 8 each)")
+    cal.add_argument("--steps", action="store_true", help="with --check: print every step")
+    cal.add_argument("--top", type=int, default=8, help="with --check: how many worst-predicted steps to list")
+    cal.add_argument("--json", help="with --check: write the comparison as JSON")
+    cal.add_argument("--rules", nargs="*", default=[], help="with --check: rule files added to the shipped rules")
+    cal.add_argument("--only-rules", action="store_true", help="with --check: use only the --rules given")
     args = parser.parse_args(argv)
     # pipes and logs get full tables; user text (paths, names) is never read as markup or emoji codes
     console = Console(width=None if sys.stdout.isatty() else 160, emoji=False)
