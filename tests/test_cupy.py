@@ -95,7 +95,8 @@ def test_ops_run_on_the_device_not_the_host():
     from test_kernels import _case
     device_ops = ["matmul", "transpose", "reshape", "expand", "slice", "concat", "split", "sum", "mean", "max",
                   "softmax", "layer_norm", "rms_norm", "gather", "rotary", "sdpa", "sdpa_nan_zero", "region",
-                  "matmul_bias_act", "matmul_residual", "swiglu", "add_rms_norm", "gelu", "silu", "add", "cast"]
+                  "matmul_bias_act", "matmul_residual", "swiglu", "add_rms_norm", "gelu", "silu", "add", "cast",
+                  "conv", "conv_bias_act", "conv_residual_act", "max_pool", "avg_pool"]
     for op in device_ops:
         for dtype in ("f32", "f16", "bf16"):
             g, arrays = _case(op, np.random.default_rng(7), dtype)
@@ -245,6 +246,89 @@ def test_params_are_uploaded_once_and_values_are_views_of_one_allocation():
     assert len(profile) == len(program.body) and all(t.seconds >= 0 for t in profile)
 
 
+# ---------------------------------------------------------------------------- convolutions
+CONVS = [  # (name, x shape, w shape, bias, attrs)
+    ("3x3 pad 1", (2, 8, 12, 10), (16, 8, 3, 3), True, dict(pads=(1, 1, 1, 1))),
+    ("7x7 stride 2", (1, 3, 33, 30), (12, 3, 7, 7), True, dict(strides=(2, 2), pads=(3, 3, 3, 3))),
+    ("1x1 in place", (3, 16, 7, 9), (24, 16, 1, 1), False, {}),
+    ("1x1 stride 2", (2, 16, 9, 9), (8, 16, 1, 1), True, dict(strides=(2, 2))),
+    ("dilated asymmetric pads", (2, 6, 11, 13), (4, 6, 3, 2), True, dict(pads=(2, 0, 1, 1), dilations=(2, 1))),
+    ("grouped GEMM", (2, 8, 9, 9), (12, 4, 3, 3), True, dict(pads=(1, 1, 1, 1), group=2)),
+    ("grouped thin", (2, 6, 9, 8), (9, 2, 2, 2), False, dict(group=3)),
+    ("depthwise 3x3", (2, 16, 10, 10), (16, 1, 3, 3), True, dict(pads=(1, 1, 1, 1), group=16)),
+    ("depthwise 5x5 stride 2", (1, 8, 15, 15), (8, 1, 5, 5), True, dict(strides=(2, 2), pads=(2, 2, 2, 2), group=8)),
+    ("1-d", (2, 4, 20), (6, 4, 3), True, dict(pads=(1, 1))),
+    ("3-d", (1, 3, 6, 7, 5), (4, 3, 2, 3, 2), True, dict(pads=(0, 1, 0, 1, 1, 1))),
+]
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
+@pytest.mark.parametrize("name,xs,ws,bias,attrs", CONVS, ids=[c[0] for c in CONVS])
+@pytest.mark.parametrize("op", ["conv", "conv_bias_act", "conv_residual_act"])
+def test_convolutions_run_as_generated_kernels_and_match_the_reference(op, name, xs, ws, bias, attrs, dtype):
+    """Each convolution shape (im2col + cuBLAS + epilogue, in place for 1x1, direct for
+    depthwise and thin groups) plain and as the shipped fused ops, one generated step on
+    the device, against the float64 reference; graph replay equals the first run."""
+    from rlx.ir import Graph
+    if op != "conv" and len(xs) != 4:
+        pytest.skip("the shipped conv fusions are 2-D")
+    rng = np.random.default_rng(len(name) + len(op))
+    g = Graph("conv")
+    x, w = g.input("x", xs, dtype), g.input("w", ws, dtype)
+    full = dict(strides=None, pads=None, dilations=None, group=1)
+    full.update(attrs)
+    if op == "conv":
+        args = [x, w] + ([g.input("b", (ws[0],), dtype)] if bias else [])
+        y = g.op("conv", *args, **full)
+    else:
+        extra = []
+        if op == "conv_residual_act":
+            probe = Graph("probe")
+            oshape = probe.op("conv", probe.input("x", xs), probe.input("w", ws), **full).shape
+            extra = [g.input("r", tuple(oshape), dtype)]
+        y = g.op(op, x, w, g.input("b", (ws[0],), dtype), *extra, act="relu" if op == "conv_bias_act" else "silu",
+                 **full)
+    g.output(y=y)
+    arrays = random_arrays(g, seed=int(rng.integers(1 << 30)))
+    ins = {n.name: arrays[n.name] for n in g.inputs}
+    program = get_executor("cupy").prepare(plan(g), {})
+    got = program.run(ins)
+    _check(got, interpret(g, ins), {"y": dtype}, f"{op} {name} {dtype}")
+    conv_steps = [s for s in program.lir.steps if s.op == op]
+    assert conv_steps and all(program.dispatch[s.node] == "generated" for s in conv_steps), program.dispatch
+    assert not program.host_steps and program.graph_error is None
+    again = program.run(ins)
+    np.testing.assert_array_equal(again["y"], got["y"])
+
+
+@gpu
+@pytest.mark.slow
+@pytest.mark.parametrize("name,exporter", [("resnet50", "torchscript-bn"), ("resnet50", "dynamo"),
+                                           ("mobilenet_v3", "dynamo")])
+def test_vision_models_compiled_for_cuda_match_onnxruntime(name, exporter, tmp_path):
+    """torchvision's ResNet-50 (batch norms folded into the weights at bind, on the device)
+    and MobileNetV3-Large exported to ONNX, compiled for cuda: every convolution a generated
+    step, the outputs as ONNX Runtime's at f32 tolerance, at two image sizes."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    from real_models import assert_matches_onnxruntime, export
+    from rlx.frontends.onnx import load as load_onnx
+    path = tmp_path / f"{name}.onnx"
+    export(name, path, exporter)
+    graph = load_onnx(path)
+    result = rlx.compile(graph, target="cuda", rules=RULES)
+    rng = np.random.default_rng(5)
+    for batch, size in ((1, 64), (2, 96)):
+        feeds = {n.name: rng.standard_normal((batch, 3, size, size)).astype(np.float32) for n in graph.inputs}
+        assert_matches_onnxruntime(result, str(path), feeds, f"{name} ({exporter}) on cuda, B={batch} {size}x{size}")
+        program = result.executor_for(feeds)
+        convs = [s for s in program.lir.steps if s.op.startswith("conv")]
+        assert convs and all(program.dispatch[s.node] == "generated" for s in convs), \
+            {s.op: program.dispatch[s.node] for s in convs}
+        assert not program.host_steps, program.host_steps
+
+
 # ---------------------------------------------------------------------------- ONNX
 @gpu
 @pytest.mark.parametrize("name", ["mlp", "llama", "bert"])
@@ -341,13 +425,56 @@ def _contiguous(shape):
     return tuple(reversed(out))
 
 
+def _conv_sources(k):
+    """The CUDA kernels of a Conv skeleton instance over contiguous operands: the direct
+    kernel with its epilogue, and the im2col kernel plus the epilogue over an f32 product."""
+    from rlx.exec import cuda_print as P
+    from rlx.ir import DType
+    from rlx.ir.expr import Expr
+    s = k.skeleton
+    out = tuple(k.out_types[0].shape)
+    x, w = k.in_types[s.x].shape, k.in_types[s.w].shape
+    n_in, nsp = len(k.in_types), len(x) - 2
+    acc = DType.f64 if k.in_types[s.x].dtype == DType.f64 else DType.f32
+
+    def own(i):
+        return P.Operand(k.in_types[i].dtype, tuple(_own(k.in_types[i].shape)))
+    opers = [own(i) if i in (s.x, s.w, s.bias) else
+             P.Operand(t.dtype, (0,) * (len(out) - len(t.shape)) + _contiguous(t.shape)) for i, t in enumerate(k.in_types)]
+    outs = [P.Operand(t.dtype, _contiguous(out)) for t in k.out_types]
+    direct = P.conv_direct(s.outputs, opers, outs, out, n_in, s.x, x, s.w, w, s.bias, s.strides, s.pads[:nsp],
+                           s.dilations, s.group, acc)
+    cols = P.im2col(own(s.x), x, w, out, s.strides, s.pads[:nsp], s.dilations)
+    conv = Expr("arg", value=n_in, dtype=acc)
+    if s.bias is not None:
+        conv = Expr("add", (conv, Expr("arg", value=s.bias, dtype=acc)), dtype=acc)
+    from rlx.ir.expr import fold
+    outputs = [fold(e, lambda q, args: conv if q.op == "arg" and q.value == n_in else
+                    Expr(q.op, tuple(args), q.value, q.attrs, q.dtype)) for e in s.outputs]
+    epi = [o if i not in (s.x, s.w) else None for i, o in enumerate(opers)]
+    if s.bias is not None:
+        epi[s.bias] = P.Operand(k.in_types[s.bias].dtype, (0, 1) + (0,) * nsp)
+    epi.append(P.Operand(acc, _contiguous(out)))
+    epilogue = P.pointwise(outputs, epi, outs, out, align=[256] * (len(epi) + len(outs)))
+    assert "acc +=" in direct.text and "o0[i] = (" in cols.text
+    return [direct, cols, epilogue]
+
+
+def _own(shape):
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return tuple(reversed(out))
+
+
 def test_every_op_kernel_prints_and_compiles():
     """Every op's kernel (each skeleton this printer takes, every dtype its tests use) prints;
     where NVRTC is installed, the module of all of them compiles for sm_90."""
     from test_kernels import _case, _dtypes, _ops
     from rlx.exec import cuda_print as P
     from rlx.kernels.lower import kernel_for
-    from rlx.kernels.skeletons import Gemm, Pointwise, RowReduce
+    from rlx.kernels.skeletons import Conv, Gemm, Pointwise, RowReduce
     sources = []
     for op in _ops():
         for dt in _dtypes(op):
@@ -356,6 +483,14 @@ def test_every_op_kernel_prints_and_compiles():
             except RlxError:
                 continue
             node = next(n for n in g.nodes if n.opdef.category != "source")
+            if node.op in ("max_pool", "avg_pool"):
+                from rlx.ir.ops import window_params
+                x, o = node.inputs[0].type, node.outputs[0]
+                st, dil, lo, hi = window_params(len(x.shape), node.attrs, node.attrs["kernel"])
+                sources.append(P.pool(node.op[:3], P.Operand(x.dtype, _own(x.shape)), x.shape,
+                                      P.Operand(o.dtype, _own(o.shape)), o.shape, node.attrs["kernel"], st, dil, lo, hi,
+                                      bool(node.attrs.get("count_include_pad", False))))
+                continue
             k = kernel_for(node.op, [v.type for v in node.inputs], node.attrs)
             if k is None:
                 continue
@@ -376,7 +511,10 @@ def test_every_op_kernel_prints_and_compiles():
                 sources.append(P.pointwise(s.outputs, [P.Operand(t.dtype, x) for t, x in zip(k.in_types, st)] + prods,
                                            [P.Operand(t.dtype, _contiguous(out)) for t in k.out_types], out,
                                            align=al + [256] * len(prods)))
+            elif isinstance(s, Conv):
+                sources += _conv_sources(k)
     assert len(sources) > 100
+    assert any("acc +=" in src.text for src in sources)  # the convolutions and pools printed too
     lib = _nvrtc()
     if lib is None:
         pytest.skip("NVRTC is not installed here: printed only")

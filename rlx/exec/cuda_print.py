@@ -15,7 +15,10 @@ stored. Reductions accumulate in f32 (f64 for f64).
 Printed skeletons: pointwise (grid-stride loop over the output), rows (one block per row:
 the row reductions in order, each a block-wide tree, then the outputs; also the native
 sum/mean/max over any axes), the softmax of attention scores (the middle of the attention
-skeleton, whose two products run on cuBLAS) and gather.
+skeleton, whose two products run on cuBLAS), a flash-attention kernel on the tensor cores,
+gather, and convolution: the windows as an im2col matrix (whose product with the weights
+runs on cuBLAS, the epilogue as a pointwise kernel) or, for depthwise and thin grouped
+convolutions, a direct kernel with its epilogue; max and average pooling.
 """
 from __future__ import annotations
 
@@ -610,6 +613,180 @@ def gather(data: Operand, data_shape: Sequence[int], axis: int, ids: Operand, id
     return _finish_source(text, grid, THREADS)
 
 
+# ---------------------------------------------------------------------------- convolution
+def _window_taps(x_shape: Sequence[int], w_shape: Sequence[int], out_shape: Sequence[int]):
+    nsp = len(x_shape) - 2
+    return nsp, tuple(w_shape[2:]), tuple(out_shape[2:]), tuple(x_shape[2:])
+
+
+def im2col(x: Operand, x_shape: Sequence[int], w_shape: Sequence[int], out_shape: Sequence[int],
+           strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int], sms: int = 132) -> Source:
+    """The windows of a convolution's input as a contiguous (N, C·taps, pixels) matrix per
+    image, in the input's dtype (zero outside the padded input): row ``c·taps + t`` of
+    image n holds channel c at tap t for every output pixel, so a group's rows are one
+    contiguous block of C/group·taps rows and its product with the group's weight matrix
+    (M/group, C/group·taps) is a GEMM. ``x.strides`` are the input's own element strides."""
+    nsp, kernel, osp, isp = _window_taps(x_shape, w_shape, out_shape)
+    n, c = x_shape[0], x_shape[1]
+    shape = [n, c, *kernel, *osp]
+    total = math.prod(shape)
+    span = sum((d - 1) * abs(st) for d, st in zip(x_shape, x.strides)) + 1
+    idx = "long long" if max(total, span) >= 2 ** 31 - 1 else "int"
+    lines = _decompose("i", shape, "d", idx)
+    ok, terms = [], [f"d0 * {x.strides[0]}", f"d1 * {x.strides[1]}"]
+    for d in range(nsp):
+        k, o = f"d{2 + d}", f"d{2 + nsp + d}"
+        lines.append(f"const {idx} p{d} = {o} * {strides[d]} - {pads[d]} + {k} * {dilations[d]};")
+        ok.append(f"p{d} >= 0 && p{d} < {isp[d]}")
+        terms.append(f"p{d} * {x.strides[2 + d]}")
+    zero = "(unsigned short)0" if x.dtype in HALF else f"({CTYPE[x.dtype]})0"
+    lines.append(f"o0[i] = ({' && '.join(ok) or 'true'}) ? a0[{' + '.join(terms)}] : {zero};")
+    body = "\n    ".join(lines)
+    grid = max(1, min(-(-total // THREADS), sms * 16))
+
+    def text(name: str) -> str:
+        return (f'extern "C" __global__ void __launch_bounds__({THREADS}) {name}('
+                f"const {CTYPE[x.dtype]}* __restrict__ a0, {CTYPE[x.dtype]}* __restrict__ o0) {{\n"
+                f"  for ({idx} i = ({idx})blockIdx.x * blockDim.x + threadIdx.x; i < ({idx}){total}; "
+                f"i += ({idx})gridDim.x * blockDim.x) {{\n    {body}\n  }}\n}}\n")
+    return _finish_source(text, grid, THREADS)
+
+
+def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[Operand],
+                out_shape: Sequence[int], conv: int, x: int, x_shape: Sequence[int], w: int, w_shape: Sequence[int],
+                bias: int | None, strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int],
+                group: int, acc: DType, sms: int = 132) -> Source:
+    """A convolution and its epilogue with one thread per output element (n, m, *pixel): the
+    sum over the group's C/group channels and the kernel taps (zero outside the padded
+    input) in ``acc``, plus the bias, then each output expression of the inputs and the
+    convolution (``arg(conv)``). For depthwise and thin grouped convolutions, where a GEMM
+    has too little depth to pay. ``ins[x]``, ``ins[w]`` and ``ins[bias]`` hold their own
+    element strides; every other input its strides over ``out_shape``."""
+    nsp, kernel, osp, isp = _window_taps(x_shape, w_shape, out_shape)
+    xs, ws = ins[x].strides, ins[w].strides
+    cg, mg = w_shape[1], w_shape[0] // group
+    total = math.prod(out_shape)
+    spans = [sum((d - 1) * abs(st) for d, st in zip(sh, o.strides)) + 1
+             for sh, o in ((x_shape, ins[x]), (w_shape, ins[w]))]
+    idx = "long long" if max([total] + spans) >= 2 ** 31 - 1 else "int"
+    used = sorted({e.value for o in outputs for e in nodes(o) if e.op == "arg" and e.value != conv}
+                  | {x, w} | ({bias} if bias is not None else set()))
+    lines = _decompose("i", out_shape, "d", idx)
+    lines.append(f"const {idx} cb = (d1 / {mg}) * {cg};")
+    lines.append(f"{CTYPE[acc]} acc = 0;")
+    lines.append(f"for (int c = 0; c < {cg}; ++c) {{")
+    xoff = f"d0 * {xs[0]} + (cb + c) * {xs[1]}"
+    woff = f"d1 * {ws[0]} + c * {ws[1]}"
+    depth = 1
+    for d in range(nsp):
+        pad = "  " * depth
+        lines.append(f"{pad}#pragma unroll")
+        lines.append(f"{pad}for (int k{d} = 0; k{d} < {kernel[d]}; ++k{d}) {{")
+        lines.append(f"{pad}  const {idx} p{d} = d{2 + d} * {strides[d]} - {pads[d]} + k{d} * {dilations[d]};")
+        lines.append(f"{pad}  if (p{d} < 0 || p{d} >= {isp[d]}) continue;")
+        xoff += f" + p{d} * {xs[2 + d]}"
+        woff += f" + k{d} * {ws[2 + d]}"
+        depth += 1
+    pad = "  " * depth
+    xv = convert(f"a{x}[{xoff}]", ins[x].dtype, acc)
+    wv = convert(f"a{w}[{woff}]", ins[w].dtype, acc)
+    lines.append(f"{pad}acc += {xv} * {wv};")
+    for d in range(depth - 1, -1, -1):
+        lines.append("  " * d + "}")
+    if bias is not None:
+        lines.append(f"acc += {convert(f'a{bias}[d1 * {ins[bias].strides[0]}]', ins[bias].dtype, acc)};")
+    epi = [i for i in used if i not in (x, w, bias)]
+    for i in epi:
+        lines.append(f"const {idx} off{i} = {_offset(ins[i].strides, 'd', 'i', out_shape)};")
+    for k, o in enumerate(outs):
+        lines.append(f"const {idx} offo{k} = {_offset(o.strides, 'd', 'i', out_shape)};")
+
+    def leaf(e: Expr) -> str:
+        if e.value == conv:
+            return convert("acc", acc, e.dtype) if e.dtype != acc else "acc"
+        return _load(ins[e.value], f"a{e.value}[off{e.value}]", e.dtype)
+    em = Emitter(leaf)
+    names = [em.value(e) for e in outputs]
+    lines += em.lines
+    for k, (e, nm) in enumerate(zip(outputs, names)):
+        lines.append(f"o{k}[offo{k}] = {convert(nm, e.dtype, outs[k].dtype)};")
+    body = "\n    ".join(lines)
+    grid = max(1, min(-(-total // THREADS), sms * 16))
+    params = _params([ins[i] if i in used else None for i in range(len(ins))], outs, True)
+
+    def text(name: str) -> str:
+        return (f'extern "C" __global__ void __launch_bounds__({THREADS}) {name}({params}) {{\n'
+                f"  for ({idx} i = ({idx})blockIdx.x * blockDim.x + threadIdx.x; i < ({idx}){total}; "
+                f"i += ({idx})gridDim.x * blockDim.x) {{\n    {body}\n  }}\n}}\n")
+    return _finish_source(text, grid, THREADS)
+
+
+def pool(kind: str, x: Operand, x_shape: Sequence[int], out: Operand, out_shape: Sequence[int],
+         kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int], lo: Sequence[int],
+         hi: Sequence[int], count_include_pad: bool, sms: int = 132) -> Source:
+    """Max or average pooling, one thread per output element (n, c, *pixel) over its window:
+    the max of the taps inside the input (the padding is the lowest value), or their sum in
+    f32 (f64 for f64) over the number of taps inside the input (inside input and pads with
+    ``count_include_pad``; at least 1). ``x.strides`` and ``out.strides`` are their own."""
+    nsp = len(x_shape) - 2
+    isp = x_shape[2:]
+    dt = x.dtype
+    total = math.prod(out_shape)
+    span = sum((d - 1) * abs(st) for d, st in zip(x_shape, x.strides)) + 1
+    idx = "long long" if max(total, span) >= 2 ** 31 - 1 else "int"
+    if kind == "max":
+        acc = DType.f32 if dt in HALF else dt
+        if dt.is_int:
+            low = int(np.iinfo(dt.np).min)
+            init = f"(({CTYPE[dt]})({low + 1}LL - 1))" if low else c_const(0, dt)
+        else:
+            init = c_const(-math.inf, acc)
+    else:
+        acc = DType.f64 if dt == DType.f64 else DType.f32
+        init = "0"
+    lines = _decompose("i", out_shape, "d", idx)
+    lines.append(f"{CTYPE[acc]} acc = {init};")
+    if kind == "avg":
+        lines.append("int count = 0;")
+    xoff = f"d0 * {x.strides[0]} + d1 * {x.strides[1]}"
+    depth = 0
+    for d in range(nsp):
+        pad = "  " * depth
+        lines.append(f"{pad}#pragma unroll")
+        lines.append(f"{pad}for (int k{d} = 0; k{d} < {kernel[d]}; ++k{d}) {{")
+        lines.append(f"{pad}  const {idx} p{d} = d{2 + d} * {strides[d]} - {lo[d]} + k{d} * {dilations[d]};")
+        if kind == "avg" and count_include_pad:
+            lines.append(f"{pad}  if (p{d} < -{lo[d]} || p{d} >= {isp[d] + hi[d]}) continue;")
+        else:
+            lines.append(f"{pad}  if (p{d} < 0 || p{d} >= {isp[d]}) continue;")
+        xoff += f" + p{d} * {x.strides[2 + d]}"
+        depth += 1
+    pad = "  " * depth
+    if kind == "avg" and count_include_pad:
+        inside = " && ".join(f"p{d} >= 0 && p{d} < {isp[d]}" for d in range(nsp))
+        lines.append(f"{pad}++count;")
+        lines.append(f"{pad}if ({inside}) acc += {convert(f'a0[{xoff}]', dt, acc)};")
+    elif kind == "avg":
+        lines.append(f"{pad}++count;")
+        lines.append(f"{pad}acc += {convert(f'a0[{xoff}]', dt, acc)};")
+    else:
+        lines.append(f"{pad}acc = rlx_max(acc, {convert(f'a0[{xoff}]', dt, acc)});")
+    for d in range(depth - 1, -1, -1):
+        lines.append("  " * d + "}")
+    value = f"acc / ({CTYPE[acc]})(count > 0 ? count : 1)" if kind == "avg" else "acc"
+    ooff = " + ".join(f"d{j} * {st}" for j, st in enumerate(out.strides) if st) or "0"
+    lines.append(f"o0[{ooff}] = {convert(f'({value})', acc, out.dtype)};")
+    body = "\n    ".join(lines)
+    grid = max(1, min(-(-total // THREADS), sms * 16))
+
+    def text(name: str) -> str:
+        return (f'extern "C" __global__ void __launch_bounds__({THREADS}) {name}('
+                f"const {CTYPE[dt]}* __restrict__ a0, {CTYPE[out.dtype]}* __restrict__ o0) {{\n"
+                f"  for ({idx} i = ({idx})blockIdx.x * blockDim.x + threadIdx.x; i < ({idx}){total}; "
+                f"i += ({idx})gridDim.x * blockDim.x) {{\n    {body}\n  }}\n}}\n")
+    return _finish_source(text, grid, THREADS)
+
+
 # ---------------------------------------------------------------------------- flash attention
 FLASH_PRELUDE = {
     DType.f16: ("f16", "cvt.rn.f16x2.f32"),
@@ -819,5 +996,6 @@ def module(sources: Sequence[Source]) -> str:
     return PRELUDE + "\n".join(seen.values())
 
 
-__all__ = ["Operand", "RowOperand", "AttnOperand", "flash_attention", "Source", "pointwise", "rows", "gather", "module", "collapse", "printable",
+__all__ = ["Operand", "RowOperand", "AttnOperand", "flash_attention", "Source", "pointwise", "rows", "gather", "im2col",
+           "conv_direct", "pool", "module", "collapse", "printable",
            "c_const", "convert", "print_op", "Emitter", "CTYPE"]

@@ -7,10 +7,11 @@ a run copies the inputs in, launches the body and copies the outputs out: those 
 only host transfers.
 
 A step runs, in order of preference: a native kernel of this executor (cuBLAS for matmul,
-printed kernels for reductions over any axes, gather, rotary, copies), the kernel the kernel
+printed kernels for reductions over any axes, gather, rotary, pooling, copies), the kernel the kernel
 layer derives from the op's definition, printed by ``cuda_print`` (regions, activations,
-norms, softmax, GEMM + epilogue with the products on cuBLAS, attention as two cuBLAS
-products around a printed softmax), a view op's copy (the reference applied to CuPy views
+norms, softmax, GEMM + epilogue with the products on cuBLAS, attention as a flash kernel or
+two cuBLAS products around a printed softmax, convolution as an im2col kernel, a cuBLAS
+GEMM and the epilogue, or one direct kernel for depthwise and thin ones), a view op's copy (the reference applied to CuPy views
 once, at bind: a strided copy at run time), else the op's reference (on CuPy arrays through
 NumPy's dispatch, or on the host where CuPy cannot run it). All printed kernels of a
 program are one NVRTC module, compiled once and kept in CuPy's on-disk kernel cache
@@ -39,7 +40,7 @@ from rlx.ir.interpret import check_input
 from rlx.ir.lir import LIR, Step
 from rlx.ir.registry import REGISTRY, OpDef, TensorType
 from rlx.kernels.lower import kernel_for
-from rlx.kernels.skeletons import Attention, Gemm, Pointwise, RowReduce
+from rlx.kernels.skeletons import Attention, Conv, Gemm, Pointwise, RowReduce
 
 NAME = "cupy"
 F32 = DType.f32
@@ -746,7 +747,22 @@ def _rotary(prog, ins, outs, in_dt, out_dt, attrs):
     return [prog.kernel(source, [x1, x2, cos, sin, o1, o2])]
 
 
-_NATIVE: dict[str, Callable] = {"matmul": _matmul, "sum": _reduce("sum"), "mean": _reduce("mean"),
+def _pool(kind: str):
+    def native(prog, ins, outs, in_dt, out_dt, attrs):
+        from rlx.ir.ops import window_params
+        x, o = ins[0], outs[0]
+        kernel = tuple(attrs["kernel"])
+        if in_dt[0] != out_dt[0] or in_dt[0] not in cp_print.CTYPE or in_dt[0] == DType.bool:
+            return None
+        strides, dil, lo, hi = window_params(x.ndim, attrs, kernel)
+        source = cp_print.pool(kind, cp_print.Operand(in_dt[0], _own_strides(x)), x.shape,
+                               cp_print.Operand(out_dt[0], _own_strides(o)), o.shape, kernel, strides, dil, lo, hi,
+                               bool(attrs.get("count_include_pad", False)), sms=prog.sms)
+        return [prog.kernel(source, [x, o])]
+    return native
+
+
+_NATIVE: dict[str, Callable] = {"max_pool": _pool("max"), "avg_pool": _pool("avg"), "matmul": _matmul, "sum": _reduce("sum"), "mean": _reduce("mean"),
                                 "max": _reduce("max"), "gather": _gather, "concat": _concat, "reshape": _reshape,
                                 "rotary": _rotary}
 
@@ -775,6 +791,8 @@ def build(prog: CupyProgram, s, ins, outs, in_dt, out_dt, constant: frozenset[in
         return _gemm_epilogue(prog, s, ins, outs, in_dt, out_dt, constant)
     if isinstance(s, Attention):
         return _attention(prog, s, ins, outs, in_dt, out_dt)
+    if isinstance(s, Conv):
+        return _conv(prog, s, ins, outs, in_dt, out_dt)
     return None
 
 
@@ -901,6 +919,100 @@ def _attention(prog, s: Attention, ins, outs, in_dt, out_dt):
                            score_shape[:-1], score_shape[-1:], causal=sq if s.causal else None, sms=prog.sms,
                            align=aligns([S] + list(ins) + [P]))
     return g1 + [prog.kernel(source, [arrays[i] for i in used] + [P])] + g2
+
+
+DIRECT_CONV_DEPTH = 16  # a convolution summing fewer products per output runs as one direct kernel
+
+
+def _conv(prog, s: Conv, ins, outs, in_dt, out_dt):
+    """A convolution and its epilogue: per image, the windows as an im2col matrix in the
+    input's dtype (a 1x1 unit-stride unpadded one reads the image in place), times the
+    weights (group, M/group, C/group·taps) on cuBLAS into an f32 (f64) product (one
+    strided-batched GEMM over the images, per group), then the bias and the epilogue as one
+    pointwise kernel. A depthwise one, or one summing fewer than ``DIRECT_CONV_DEPTH``
+    products per output, is one direct kernel with its epilogue."""
+    x, w, o = ins[s.x], ins[s.w], outs[0]
+    if any(q.shape != o.shape for q in outs) or x.ndim < 3:
+        return None
+    n_in, g = len(ins), s.group
+    nsp = x.ndim - 2
+    acc = DType.f64 if in_dt[s.x] == DType.f64 else F32
+    n, c, m = x.shape[0], x.shape[1], w.shape[0]
+    taps, osp = w.shape[2:], o.shape[2:]
+    depth = w.shape[1] * math.prod(taps)
+    shape = o.shape
+    epilogue_args = sorted({q.value for e in s.outputs for q in nodes(e) if q.op == "arg" and q.value != n_in})
+    if any(i in (s.x, s.w) for i in epilogue_args):
+        return None
+
+    def operand(i):
+        a = ins[i]
+        if i == s.bias:
+            return cp_print.Operand(in_dt[i], _own_strides(a))
+        if i in (s.x, s.w):
+            return cp_print.Operand(in_dt[i], _own_strides(a))
+        return cp_print.Operand(in_dt[i], aligned_strides(a, shape)) if i in epilogue_args else None
+    if depth < DIRECT_CONV_DEPTH or w.shape[1] == 1:
+        opers = [operand(i) for i in range(n_in)]
+        source = cp_print.conv_direct(s.outputs, opers, [cp_print.Operand(d, _elem_strides(q)) for q, d in zip(outs, out_dt)],
+                                      shape, n_in, s.x, x.shape, s.w, w.shape, s.bias, s.strides, s.pads[:nsp],
+                                      s.dilations, g, acc, sms=prog.sms)
+        used = sorted(set(epilogue_args) | {s.x, s.w} | ({s.bias} if s.bias is not None else set()))
+        return [prog.kernel(source, [ins[i] for i in used] + list(outs))]
+    if not w.flags.c_contiguous:
+        return None  # the weights are read in place (constant folding may write them after this build)
+    pixels = math.prod(osp)
+    calls: list = []
+    unit = all(t == 1 for t in taps) and all(st == 1 for st in s.strides) and not any(s.pads)
+    sizes = [n * c * math.prod(taps) * pixels * in_dt[s.x].itemsize, n * m * pixels * acc.itemsize]
+    if unit and x.flags.c_contiguous:
+        sizes[0] = 0
+    offs = prog.scratch(sizes)
+    prog._keep.append(prog._scratch[-1])
+    if sizes[0]:
+        cols = prog.scratch_array(offs[0], (n, c * math.prod(taps), pixels), in_dt[s.x])
+        src = cp_print.im2col(cp_print.Operand(in_dt[s.x], _own_strides(x)), x.shape, w.shape, o.shape, s.strides,
+                              s.pads[:nsp], s.dilations, sms=prog.sms)
+        calls.append(prog.kernel(src, [x, cols]))
+    else:
+        cols = x.reshape(n, c, pixels)
+    prod = prog.scratch_array(offs[1], (n, m, pixels), acc)
+    k = depth
+    if g == 1:
+        g_calls = gemm_calls(prog, w.reshape(m, k), cols, prod, in_dt[s.w], in_dt[s.x], acc)
+    else:
+        g_calls = gemm_calls(prog, w.reshape(g, m // g, k), cols.reshape(n, g, k, pixels),
+                             prod.reshape(n, g, m // g, pixels), in_dt[s.w], in_dt[s.x], acc)
+    if g_calls is None:
+        return None
+    calls += g_calls
+    # the epilogue: arg(n_in) is the convolution, bias included
+    conv = Expr("arg", value=n_in, dtype=acc)
+    if s.bias is not None:
+        conv = Expr("add", (conv, Expr("arg", value=s.bias, dtype=acc)), dtype=acc)
+    from rlx.ir.expr import fold
+    outputs = [fold(e, lambda q, args: conv if q.op == "arg" and q.value == n_in else
+                    Expr(q.op, tuple(args), q.value, q.attrs, q.dtype)) for e in s.outputs]
+    pview = prod.reshape((n, m) + tuple(osp))
+    arrays = list(ins) + [pview]
+    opers = [cp_print.Operand(in_dt[i], aligned_strides(ins[i], shape)) if i in epilogue_args else None
+             for i in range(n_in)]
+    if s.bias is not None:
+        bview = ins[s.bias].reshape((m,) + (1,) * nsp)
+        arrays[s.bias] = bview
+        opers[s.bias] = cp_print.Operand(in_dt[s.bias], aligned_strides(bview, shape))
+    opers.append(cp_print.Operand(acc, aligned_strides(pview, shape)))
+    source = cp_print.pointwise(outputs, opers, [cp_print.Operand(d, _elem_strides(q)) for q, d in zip(outs, out_dt)],
+                                shape, restrict=not overlaps(ins, outs), sms=prog.sms,
+                                align=aligns([a if op is not None else None for a, op in zip(arrays, opers)] + list(outs)))
+    used = sorted({q.value for e in outputs for q in nodes(e) if q.op == "arg"})
+    calls.append(prog.kernel(source, [arrays[i] for i in used] + list(outs)))
+    return calls
+
+
+def _own_strides(a) -> tuple[int, ...]:
+    """An array's element strides as they are (unit axes keep theirs)."""
+    return tuple(st // a.itemsize for st in a.strides)
 
 
 FLASH_MIN_QUERIES = 32  # below, the products on cuBLAS spread the keys over more of the chip (decode)
