@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean vulkan-driver
+.PHONY: demo test bench bench-gpu bench-report clean vulkan-driver
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,13 +31,26 @@ vulkan-driver:
 	  echo "could not install lavapipe: tests/test_vulkan.py will skip unless another Vulkan driver exists"; \
 	fi
 
-bench: $(STAMP)
-	$(PY) bench/compile_time.py
-	$(PY) bench/extraction.py
-	$(PY) bench/memory_plan.py
-	$(PY) bench/runtime_cpu.py
-	$(PY) bench/models_cpu.py
-	$(PY) bench/runtime_vulkan.py
+# The benchmark suites (bench/suite.py): each script writes JSON under bench/results/, then
+# bench/report.py regenerates bench/RESULTS.md and the plots from the JSON alone. `make bench`
+# is the CPU suite (20+ minutes); `make bench-gpu` the GPU suite, for the lent GPU, where there
+# is no venv: `make bench-gpu PY=python3` installs nothing and runs with that Python.
+# `make bench-report` regenerates RESULTS.md without running anything.
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_DEPS  := $(if $(filter command line environment,$(origin PY)),,$(BENCH_STAMP))
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_DEPS) vulkan-driver
+	$(PY) bench/suite.py cpu
+
+bench-gpu: $(BENCH_DEPS)
+	$(PY) bench/suite.py gpu
+
+bench-report: $(BENCH_DEPS)
+	$(PY) bench/report.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
