@@ -35,8 +35,10 @@ vulkan-driver:
 # bench/report.py regenerates bench/RESULTS.md and the plots from the JSON alone. `make bench`
 # is the CPU suite (20+ minutes); `make bench-gpu` the GPU suite, for the lent GPU, where there
 # is no venv: `make bench-gpu PY=python3` installs nothing and runs with that Python.
-# `make bench-report` regenerates RESULTS.md without running anything.
+# `make bench-report` regenerates RESULTS.md without running anything. ONLY=name,name runs
+# some of a suite's benchmarks (bench/suite.py --dry-run lists them), TIMEOUT=s bounds each.
 BENCH_STAMP := $(VENV)/.bench-installed
+SUITE_ARGS  = $(if $(ONLY),--only $(ONLY)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 BENCH_DEPS  := $(if $(filter command line environment,$(origin PY)),,$(BENCH_STAMP))
 
 $(BENCH_STAMP): $(STAMP)
@@ -44,10 +46,10 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_DEPS) vulkan-driver
-	$(PY) bench/suite.py cpu
+	$(PY) bench/suite.py cpu $(SUITE_ARGS)
 
 bench-gpu: $(BENCH_DEPS)
-	$(PY) bench/suite.py gpu
+	$(PY) bench/suite.py gpu $(SUITE_ARGS)
 
 bench-report: $(BENCH_DEPS)
 	$(PY) bench/report.py

@@ -212,8 +212,8 @@ def fit(costs: Sequence[StepCost], measured: Sequence[float], cost: CostModel) -
     ``[efficiency]`` factor per op kind with FLOPs (a grid over 1/1000 to 8). Steps priced
     as a definition (a sum of other ops) or as a view (a copy the planner could not alias)
     are left out. Returns the fitted
-    figures, the current ones, the entries worth changing (more than 25% off), and the
-    Spearman and median |log error| before and after."""
+    figures (each within 1000x of the file's), the current ones, the entries worth changing
+    (more than 25% off), and the Spearman and median |log error| before and after."""
     from scipy.optimize import least_squares
     pairs = [(c, m) for c, m in zip(costs, measured) if c.priced == "roofline" and m > 0]
     if len(pairs) < 3:
@@ -221,9 +221,9 @@ def fit(costs: Sequence[StepCost], measured: Sequence[float], cost: CostModel) -
     cs, ms = [p[0] for p in pairs], [p[1] for p in pairs]
     dtypes = sorted({c.dtype for c in cs if c.flops > 0 and c.dtype in cost.peak_flops})
     x0 = [math.log(cost.launch_overhead), math.log(cost.bandwidth)] + [math.log(cost.peak_flops[d]) for d in dtypes]
+    span = math.log(1000.0)  # each figure within 1000x of the file's: a fit past that is noise, not a machine
     res = least_squares(lambda x: _log_error(cs, ms, _with(cost, x, dtypes)), x0, loss="soft_l1", f_scale=0.5,
-                        bounds=([math.log(1e-9), math.log(1e6)] + [math.log(1e6)] * len(dtypes),
-                                [math.log(1.0), math.log(1e15)] + [math.log(1e18)] * len(dtypes)))
+                        bounds=([v - span for v in x0], [v + span for v in x0]))
     fitted = _with(cost, res.x, dtypes)
     efficiency = dict(fitted.efficiency)
     grid = [10 ** (-3 + 3.9 * i / 200) for i in range(201)]
@@ -274,6 +274,8 @@ def device_name(executor: str) -> str:
         if executor == "cupy":
             import cupy
             return cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except Exception:  # noqa: BLE001  (a label only)
         pass
     return platform.processor() or platform.machine()
