@@ -36,9 +36,10 @@ vulkan-driver:
 # is the CPU suite (20+ minutes); `make bench-gpu` the GPU suite, for the lent GPU, where there
 # is no venv: `make bench-gpu PY=python3` installs nothing and runs with that Python.
 # `make bench-report` regenerates RESULTS.md without running anything. ONLY=name,name runs
-# some of a suite's benchmarks (bench/suite.py --dry-run lists them), TIMEOUT=s bounds each.
+# some of a suite's benchmarks (bench/suite.py --dry-run lists them), TIMEOUT=s bounds each,
+# BUDGET=s the whole run (what is left when a script starts is its limit).
 BENCH_STAMP := $(VENV)/.bench-installed
-SUITE_ARGS  = $(if $(ONLY),--only $(ONLY)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
+SUITE_ARGS  = $(if $(ONLY),--only $(ONLY)) $(if $(TIMEOUT),--timeout $(TIMEOUT)) $(if $(BUDGET),--budget $(BUDGET))
 BENCH_DEPS  := $(if $(filter command line environment,$(origin PY)),,$(BENCH_STAMP))
 
 $(BENCH_STAMP): $(STAMP)

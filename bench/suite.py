@@ -10,7 +10,7 @@ results, with the failure noted beside them ("last_failure"); one that never ran
 file, and RESULTS.md says "not run". Then bench/report.py regenerates RESULTS.md and the
 plots from the JSON alone.
 
-    python bench/suite.py cpu|gpu [--only compile_time,fidelity] [--timeout 600] [--dry-run]
+    python bench/suite.py cpu|gpu [--only compile_time,fidelity] [--timeout 600] [--budget 540] [--dry-run]
 """
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,11 +43,11 @@ SUITES: dict[str, list[tuple[str, list[str], list[str]]]] = {
         ("runtime_vulkan", ["runtime_vulkan.py"], ["runtime_vulkan.json"]),
         ("fidelity", ["fidelity.py", "--targets", "cpu", "vulkan"], ["fidelity_cpu.json", "fidelity_vulkan.json"]),
     ],
-    "gpu": [
+    "gpu": [  # the quick ones first: the lent GPU's time is short
+        ("fidelity", ["fidelity.py", "--targets", "cuda", "vulkan"], ["fidelity_cuda.json", "fidelity_vulkan.json"]),
+        ("runtime_vulkan", ["runtime_vulkan.py"], ["runtime_vulkan.json"]),
         ("runtime_gpu", ["runtime_gpu.py", "--peers", os.environ.get("GPU_PEERS", "eager,compile")],
          ["runtime_gpu.json"]),
-        ("runtime_vulkan", ["runtime_vulkan.py"], ["runtime_vulkan.json"]),
-        ("fidelity", ["fidelity.py", "--targets", "cuda", "vulkan"], ["fidelity_cuda.json", "fidelity_vulkan.json"]),
     ],
 }
 
@@ -86,21 +88,33 @@ def run_one(suite: str, name: str, argv: list[str], files: list[str], timeout: f
     before = {f: (RESULTS / f).stat().st_mtime_ns if (RESULTS / f).exists() else None for f in files}
     started, t = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), time.perf_counter()
     tail: collections.deque[str] = collections.deque(maxlen=20)
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            start_new_session=True)  # its own process group: a timeout ends its workers too
+    killed = threading.Event()
+
+    def kill() -> None:
+        killed.set()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    timer = threading.Timer(timeout, kill) if timeout else None
+    if timer:
+        timer.start()
     try:
         assert proc.stdout is not None
-        deadline = time.monotonic() + timeout if timeout else None
         for line in proc.stdout:
             print(line, end="", flush=True)
             tail.append(line.rstrip())
-            if deadline and time.monotonic() > deadline:
-                proc.kill()
-                tail.append(f"killed after {timeout:.0f} s (--timeout)")
-                break
         rc = proc.wait()
     except KeyboardInterrupt:
-        proc.kill()
+        kill()
         raise
+    finally:
+        if timer:
+            timer.cancel()
+    if killed.is_set():
+        tail.append(f"killed after {timeout:.0f} s (its time limit)")
     wall = time.perf_counter() - t
     meta = {"suite": suite, "command": shown, "date": started, "wall_s": round(wall, 1), "returncode": rc,
             **machine()}
@@ -110,10 +124,13 @@ def run_one(suite: str, name: str, argv: list[str], files: list[str], timeout: f
     for f in files:
         made, target = RESULTS / f, dest / f
         fresh = made.exists() and made.stat().st_mtime_ns != before[f]
+        try:
+            data = json.loads(made.read_text()) if fresh else None
+        except json.JSONDecodeError:  # killed while writing it
+            fresh = False
         failure = {**meta, "error": "\n".join(tail)} if rc or not fresh else None
         ok &= failure is None
-        if fresh:  # this run's results (a run that failed half way keeps what it wrote, noted)
-            data = json.loads(made.read_text())
+        if fresh and data is not None:  # this run's results (a run that failed half way keeps what it wrote, noted)
             data["meta"] = meta
             if failure:
                 data["last_failure"] = failure
@@ -136,6 +153,8 @@ def main() -> int:
     ap.add_argument("suite", choices=sorted(SUITES))
     ap.add_argument("--only", help="comma-separated benchmark names")
     ap.add_argument("--timeout", type=float, help="seconds per script")
+    ap.add_argument("--budget", type=float, help="seconds for the whole suite: a script gets what is left "
+                    "(killed at the end of it, keeping what it wrote); scripts past it are skipped")
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
     ap.add_argument("--no-report", action="store_true", help="do not regenerate RESULTS.md")
     args = ap.parse_args()
@@ -147,7 +166,17 @@ def main() -> int:
         for name, argv, files in entries:
             print(f"{name}: python bench/{' '.join(argv)} -> {', '.join(str(destination(args.suite) / f) for f in files)}")
         return 0
-    failed = [name for name, argv, files in entries if not run_one(args.suite, name, argv, files, args.timeout)]
+    failed, skipped, start = [], [], time.monotonic()
+    for name, argv, files in entries:
+        left = args.budget - (time.monotonic() - start) if args.budget else None
+        if left is not None and left < 20:
+            skipped.append(name)
+            continue
+        limit = min(x for x in (args.timeout, left) if x is not None) if args.timeout or left else None
+        if not run_one(args.suite, name, argv, files, limit):
+            failed.append(name)
+    if skipped:
+        print(f"skipped (--budget {args.budget:.0f} s spent): {', '.join(skipped)}")
     if not args.no_report:
         sys.path.insert(0, str(BENCH))
         import report
