@@ -17,7 +17,8 @@ import numpy as np
 
 from rlx.errors import BindingError
 from rlx.exec.base import StepTiming, override, overrides, register_executor
-from rlx.exec.numpy_print import build, printable
+from rlx.exec.numpy_print import build, matmul_kernel, printable
+from rlx.exec.parallel import blas_single_threaded
 from rlx.ir.dtypes import DType
 from rlx.ir.interpret import check_input
 from rlx.ir.ops import window_params
@@ -83,6 +84,8 @@ class NumpyProgram:
         outs = [self.arrays[n] for n in step.outputs]
         attrs, op = step.attrs, step.op
         native = overrides(NAME).get(op)
+        if native is not None and getattr(native, "prepared", False):
+            return "native", native(ins, outs, attrs)
         if native is not None:
             return "native", lambda: native(ins, outs, attrs)
         types = [TensorType(self.lir.values[n].shape, DType(self.lir.values[n].dtype)) for n in step.inputs]
@@ -103,7 +106,7 @@ class NumpyProgram:
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run once; returns fresh arrays (the output region is reused by the next run)."""
         self._bind_inputs(inputs)
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), blas_single_threaded():
             for _, fn in self.steps:
                 fn()
         return self._outputs()
@@ -112,7 +115,7 @@ class NumpyProgram:
         """Run once, timing every step."""
         self._bind_inputs(inputs)
         out = []
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), blas_single_threaded():
             for step, fn in self.steps:
                 t = time.perf_counter()
                 fn()
@@ -160,9 +163,18 @@ register_executor(NAME, NumpyExecutor)
 
 
 # ---------------------------------------------------------------------------- native kernels
-@override(NAME, "matmul")
-def _matmul(ins, outs, attrs) -> None:
-    np.matmul(ins[0], ins[1], out=outs[0])
+def prepared(*ops: str) -> Callable[[Callable], Callable]:
+    """Register a native kernel that is built once per step: called with the step's arrays,
+    it returns the callable that runs the step."""
+    def deco(fn: Callable) -> Callable:
+        fn.prepared = True
+        return override(NAME, *ops)(fn)
+    return deco
+
+
+@prepared("matmul")
+def _matmul(ins, outs, attrs) -> Callable[[], None]:
+    return matmul_kernel(ins[0], ins[1], outs[0])
 
 
 def _reduce(fn):

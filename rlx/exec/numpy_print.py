@@ -18,12 +18,14 @@ from functools import lru_cache
 import numpy as np
 from scipy import special
 
+from rlx.exec.parallel import Call, pool, split, thread_count
 from rlx.ir.dtypes import DType
 from rlx.ir.expr import Expr, nodes
 from rlx.ir.ops import divide
 from rlx.kernels.skeletons import Attention, Conv, Gemm, Kernel, Pointwise, RowReduce
 
 CHUNK = 32768        # elements per temporary: a few of them fit in this machine's L2
+PAR_MIN = 65536      # elements below which a step runs on one thread
 GEMM_BLOCK = 1 << 20  # elements of a GEMM's product block (BLAS loses speed on thin blocks)
 SCORES = 1 << 18       # elements of an attention score block
 
@@ -254,15 +256,32 @@ def generated(params: list[str], lines: list[str], consts: dict) -> tuple[Callab
 
 
 class ChunkedKernel:
-    """A step as a list of calls (a generated chunk function, or a BLAS product of a block)."""
+    """A step as phases run in order; a phase is one list of calls per thread (disjoint
+    outputs, each list with its own scratch), run in parallel by the pool."""
 
-    def __init__(self, source: str, calls: list[tuple[Callable, tuple]]) -> None:
+    def __init__(self, source: str, phases: list[list[list[Call]]]) -> None:
         self.source = source
-        self.calls = calls
+        self.phases = [p for p in phases if any(p)]
+        self._pool = pool()
+
+    @property
+    def calls(self) -> list[Call]:
+        """Every call, in an order that is correct on one thread."""
+        return [c for phase in self.phases for calls in phase for c in calls]
 
     def __call__(self) -> None:
-        for fn, args in self.calls:
-            fn(*args)
+        for lists in self.phases:
+            self._pool.run(lists)
+
+
+def serial(source: str, calls: list[Call]) -> ChunkedKernel:
+    return ChunkedKernel(source, [[calls]])
+
+
+def threads_for(elements: int) -> int:
+    """How many threads a step of this many elements is worth (a hand-off costs about what
+    ``PAR_MIN`` elements of a ufunc do)."""
+    return max(1, min(thread_count(), elements // PAR_MIN))
 
 
 # ---------------------------------------------------------------------------- skeletons
@@ -297,24 +316,33 @@ def _matmul(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     np.matmul(x, w, out=out, dtype=out.dtype)
 
 
-def _pack(gemms, products: list[int], ins, constant: frozenset[int], leaves, n_in: int) -> np.ndarray | None:
-    """Products of one left operand with constant matrices of one shape are one GEMM with
-    the matrices side by side (one BLAS call, wider: SwiGLU's gate and up projections). The
-    packed matrix is made once, when the kernel is built (params do not change after)."""
-    if len(products) < 2 or len({gemms[j][0] for j in products}) != 1:
-        return None
-    ws = [ins[gemms[j][1]] for j in products]
-    dts = {leaves[("arg", n_in + j)].dtype for j in products}
-    if not all(gemms[j][1] in constant for j in products) or len({w.shape for w in ws}) != 1 or len(dts) != 1:
-        return None
-    return np.concatenate(ws, axis=-1)
+def _packable(gemms, products: list[int], constant: frozenset[int], leaves, n_in: int) -> bool:
+    """Products of one left operand with constant matrices are one GEMM with the matrices side
+    by side (one BLAS call, wider: SwiGLU's gate and up projections); the packed matrix is
+    made once, when the kernel is built (params do not change after)."""
+    return (len(products) >= 2 and len({gemms[j][0] for j in products}) == 1
+            and all(gemms[j][1] in constant for j in products)
+            and len({leaves[("arg", n_in + j)].dtype for j in products}) == 1)
+
+
+def gemm_blocks(shape: tuple[int, ...], threads: int, columns_ok: bool) -> list[tuple]:
+    """A GEMM output cut into blocks of whole rows (``GEMM_BLOCK`` elements at most: BLAS
+    loses speed on thin blocks), at least one per thread when there are rows enough; with
+    fewer rows than threads, into column ranges (when ``columns_ok``)."""
+    size = math.prod(shape)
+    blocks = plan_chunks(shape, 1, min(GEMM_BLOCK, max(shape[-1] if shape else 1, -(-size // threads))))
+    if len(blocks) < threads and columns_ok and shape and shape[-1] >= 2 * 64:
+        blocks = [b[:-1] + (slice(c.start, c.stop),) for b in blocks for c in split(shape[-1], threads)]
+    return blocks
 
 
 def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
           fixed: int, constant: frozenset[int] = frozenset()) -> ChunkedKernel:
-    """Pointwise, row reduction and GEMM + epilogue. A GEMM's products are computed per block
-    of rows (``GEMM_BLOCK`` elements: BLAS wants big blocks) into scratch; then, per chunk
-    of the block, the reductions in order and the outputs."""
+    """Pointwise, row reduction and GEMM + epilogue. The output is cut into blocks dealt to
+    the threads, each thread with its own scratch. A GEMM's block is rows (or columns) whose
+    products are computed into the thread's scratch, then the epilogue per chunk of the block
+    while it is in cache: the reductions in order, then the outputs. Without a GEMM a block
+    is one chunk."""
     rank, n_in = outs[0].ndim, len(ins)
     leaves = _leaves(list(outputs) + [e for _, e in reductions])
     args = sorted(i for (kind, i) in leaves if kind == "arg" and i < n_in)
@@ -322,11 +350,29 @@ def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray],
     aliased = any(np.may_share_memory(o, ins[i]) for o in outs for i in range(n_in))
     axes = {i: aligned(ins[i].ndim, rank) for i in range(n_in)}
     row_axes = {i: a[:-1] + [None] for i, a in axes.items()}
-    blocks = plan_chunks(outs[0].shape, 1, GEMM_BLOCK) if gemms else [tuple(slice(None) for _ in outs[0].shape)]
+    out_shape = outs[0].shape
+    if gemms:
+        macs = outs[0].size * max(ins[a].shape[-1] for a, _ in gemms)
+        threads = thread_count() if macs >= 1 << 21 else threads_for(outs[0].size)
+        full_width = all(ins[gemms[j][1]].shape[-1] == (out_shape[-1] if out_shape else 1) for j in products)
+        blocks = gemm_blocks(out_shape, threads, fixed == 0 and full_width)
+    else:
+        blocks = plan_chunks(out_shape, fixed, CHUNK)
+        threads = threads_for(outs[0].size)
+    groups = split(len(blocks), threads)
 
-    def product_shape(j: int, index) -> tuple:
-        a, b = gemms[j]
-        return take(ins[a], index, row_axes[a]).shape[:-1] + (ins[b].shape[-1],)
+    def columns(block) -> slice:
+        return block[-1] if block and gemms and block[-1] != slice(None) else slice(None)
+
+    def weight(j: int, block) -> np.ndarray:
+        b = ins[gemms[j][1]]
+        if b.ndim < 2:
+            return b
+        return take(b, block, aligned(b.ndim, rank)[:-2] + [None, None])[..., columns(block)]
+
+    def product_shape(j: int, block) -> tuple:
+        a = gemms[j][0]
+        return take(ins[a], block, row_axes[a]).shape[:-1] + (weight(j, block).shape[-1],)
 
     def leaf_shapes(block, index) -> dict[Expr, tuple]:
         shapes = {leaves[("arg", i)]: take(take(ins[i], block, axes[i]), index, axes[i]).shape for i in args}
@@ -369,41 +415,68 @@ def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray],
               + [f"o{k}" for k in range(len(outs))] + ["T"])
     fn, src, consts = generated(params, prog.lines, prog.consts)
 
-    # scratch, sized by the first (largest) block and chunk
-    packed = _pack(gemms, products, ins, constant, leaves, n_in)
-    prod_bufs = {j: np.empty(product_shape(j, first_block), leaves[("arg", n_in + j)].dtype.np) for j in products}
-    if packed is not None:  # one wide product; each P_j is a column block of it
-        wide = np.empty(product_shape(products[0], first_block)[:-1] + (packed.shape[-1],),
-                        leaves[("arg", n_in + products[0])].dtype.np)
-    red_bufs = [np.empty(prog.shape(leaf), leaf.dtype.np) for leaf, _ in red_leaves]
-    scratch = [np.empty(prog.shape(e), d) for e, d in prog.slots]
-    calls: list[tuple[Callable, tuple]] = []
-    for block in blocks:
-        ins_b = {i: take(ins[i], block, axes[i]) for i in args}
-        outs_b = [o[block] if o.ndim else o[...] for o in outs]  # o[()] of a 0-d array is a copy
-        prods_b = {}
-        if packed is not None:
-            a = gemms[products[0]][0]
-            x = take(ins[a], block, row_axes[a])
-            wide_b = fit(wide, x.shape[:-1] + (packed.shape[-1],))
-            calls.append((_matmul, (x, packed, wide_b)))
-            n = packed.shape[-1] // len(products)
-            prods_b = {j: wide_b[..., k * n:(k + 1) * n] for k, j in enumerate(products)}
-        for j in products if packed is None else ():
-            a, b = gemms[j]
-            prods_b[j] = fit(prod_bufs[j], product_shape(j, block))
-            calls.append((_matmul, (take(ins[a], block, row_axes[a]), ins[b], prods_b[j])))
-        for index in plan_chunks(outs_b[0].shape, fixed, CHUNK):
-            shapes = leaf_shapes(block, index)
-            for leaf, e in red_leaves:
-                shapes[leaf] = shape_in(shapes, e)[:-1] + (1,)
-            call = [take(ins_b[i], index, axes[i]) for i in args]
-            call += [take(prods_b[j], index, aligned(prods_b[j].ndim, rank)) for j in products]
-            call += [fit(buf, shapes[leaf]) for buf, (leaf, _) in zip(red_bufs, red_leaves)]
-            call += [o[index] if o.ndim else o for o in outs_b]
-            call.append(prog.slot_views(scratch, shapes))
-            calls.append((fn, tuple(call) + consts))
-    return ChunkedKernel(src, calls)
+    packed: dict[tuple, np.ndarray] = {}  # by column range: the side-by-side constant matrices
+    pack = _packable(gemms, products, constant, leaves, n_in)
+
+    def packed_for(block) -> np.ndarray:
+        c = columns(block)
+        key = (c.start, c.stop)
+        if key not in packed:
+            packed[key] = np.concatenate([weight(j, block) for j in products], axis=-1)
+        return packed[key]
+
+    lists: list[list[Call]] = []
+    for group in groups:  # each thread: its blocks, with its own scratch
+        mine = [blocks[b] for b in group]
+        big = max(mine, key=lambda b: outs[0][b].size)
+        prod_bufs = {j: np.empty(product_shape(j, big), leaves[("arg", n_in + j)].dtype.np) for j in products}
+        wide = (np.empty(product_shape(products[0], big)[:-1] + (packed_for(big).shape[-1],),
+                         leaves[("arg", n_in + products[0])].dtype.np) if pack else None)
+        big_shapes = leaf_shapes(big, plan_chunks(outs[0][big].shape, fixed, CHUNK)[0])
+        for leaf, e in red_leaves:
+            big_shapes[leaf] = shape_in(big_shapes, e)[:-1] + (1,)
+        red_bufs = [np.empty(shape_in(dict(big_shapes), e)[:-1] + (1,), leaf.dtype.np) for leaf, e in red_leaves]
+        scratch = [np.empty(shape_in(dict(big_shapes), e), d) for e, d in prog.slots]
+        calls: list[Call] = []
+        for block in mine:
+            ins_b = {i: take(ins[i], block, axes[i]) for i in args}
+            outs_b = [o[block] if o.ndim else o[...] for o in outs]  # o[()] of a 0-d array is a copy
+            prods_b = {}
+            if pack:
+                a = gemms[products[0]][0]
+                x, w = take(ins[a], block, row_axes[a]), packed_for(block)
+                wide_b = fit(wide, x.shape[:-1] + (w.shape[-1],))
+                calls.append((_matmul, (x, w, wide_b)))
+                n = w.shape[-1] // len(products)
+                prods_b = {j: wide_b[..., k * n:(k + 1) * n] for k, j in enumerate(products)}
+            for j in products if not pack else ():
+                a = gemms[j][0]
+                prods_b[j] = fit(prod_bufs[j], product_shape(j, block))
+                calls.append((_matmul, (take(ins[a], block, row_axes[a]), weight(j, block), prods_b[j])))
+            for index in plan_chunks(outs_b[0].shape, fixed, CHUNK):
+                shapes = leaf_shapes(block, index)
+                for leaf, e in red_leaves:
+                    shapes[leaf] = shape_in(shapes, e)[:-1] + (1,)
+                call = [take(ins_b[i], index, axes[i]) for i in args]
+                call += [take(prods_b[j], index, aligned(prods_b[j].ndim, rank)) for j in products]
+                call += [fit(buf, shapes[leaf]) for buf, (leaf, _) in zip(red_bufs, red_leaves)]
+                call += [o[index] if o.ndim else o for o in outs_b]
+                call.append(prog.slot_views(scratch, shapes))
+                calls.append((fn, tuple(call) + consts))
+        lists.append(calls)
+    return ChunkedKernel(src, [lists])
+
+
+def matmul_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> ChunkedKernel:
+    """``np.matmul(a, b, out=out)`` cut into blocks of rows (or columns) across the threads."""
+    if min(a.ndim, b.ndim) < 2 or out.size * a.shape[-1] < 1 << 21 or thread_count() == 1:
+        return serial("matmul", [(np.matmul, (a, b, out))])
+    rank = out.ndim
+    a_axes, b_axes = aligned(a.ndim, rank)[:-1] + [None], aligned(b.ndim, rank)[:-2] + [None, None]
+    blocks = gemm_blocks(out.shape, thread_count(), True)
+    lists = [[(np.matmul, (take(a, blocks[i], a_axes), take(b, blocks[i], b_axes)[..., blocks[i][-1]], out[blocks[i]]))
+              for i in group] for group in split(len(blocks), thread_count())]
+    return ChunkedKernel("matmul", [lists])
 
 
 def _attention(s: Attention, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]) -> ChunkedKernel:
@@ -413,7 +486,9 @@ def _attention(s: Attention, ins: Sequence[np.ndarray], outs: Sequence[np.ndarra
     rank = out.ndim
     q, k, v = ins[s.q], ins[s.k], ins[s.v]
     sk = k.shape[-2]
-    chunks = plan_chunks(out.shape, 1, max(out.shape[-1], SCORES * out.shape[-1] // max(1, sk)))
+    threads = thread_count() if out.size * sk >= 1 << 20 else 1
+    rows = min(SCORES // max(1, sk), -(-math.prod(out.shape[:-1]) // threads))  # query rows per block
+    chunks = plan_chunks(out.shape, 1, max(1, rows) * out.shape[-1])
     leaves = _leaves([s.score])
     score = leaves.get(("arg", 0))
     masks = sorted(i - 1 for (kind, i) in leaves if kind == "arg" and i > 0)
@@ -453,16 +528,19 @@ def _attention(s: Attention, ins: Sequence[np.ndarray], outs: Sequence[np.ndarra
     prog.lines.append(f"np.matmul(S, v, out=o, dtype={dt})")
     params = ["q", "k", "v"] + [f"m{i}" for i in masks] + ["S", "R", "CM", "o", "T"]
     fn, src, consts = generated(params, prog.lines, prog.consts)
-    sbuf, rbuf = np.empty(first_scores, acc), np.empty(first_scores[:-1] + (1,), acc)
-    scratch = [np.empty(prog.shape(e), d) for e, d in prog.slots]
-    calls = []
-    for index in chunks:
-        qc, kc, vc, ms, scores, shapes = parts(index)
-        row0 = index[rank - 2].start or 0
-        cm = np.triu(np.ones(scores[-2:], bool), k=row0 + 1) if s.causal else None
-        calls.append((fn, (qc, kc, vc, *ms, fit(sbuf, scores), fit(rbuf, scores[:-1] + (1,)), cm, out[index],
-                           prog.slot_views(scratch, shapes)) + consts))
-    return ChunkedKernel(src, calls)
+    lists: list[list[Call]] = []
+    for group in split(len(chunks), threads):  # each thread: its blocks of rows, its own scratch
+        sbuf, rbuf = np.empty(first_scores, acc), np.empty(first_scores[:-1] + (1,), acc)
+        scratch = [np.empty(prog.shape(e), d) for e, d in prog.slots]
+        calls: list[Call] = []
+        for index in (chunks[c] for c in group):
+            qc, kc, vc, ms, scores, shapes = parts(index)
+            row0 = index[rank - 2].start or 0
+            cm = np.triu(np.ones(scores[-2:], bool), k=row0 + 1) if s.causal else None
+            calls.append((fn, (qc, kc, vc, *ms, fit(sbuf, scores), fit(rbuf, scores[:-1] + (1,)), cm, out[index],
+                               prog.slot_views(scratch, shapes)) + consts))
+        lists.append(calls)
+    return ChunkedKernel(src, [lists])
 
 
 def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], constant: frozenset[int]) -> ChunkedKernel:
@@ -498,22 +576,21 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
         buf = np.empty(shape, acc)
         return buf, [(np.copyto, (buf.reshape(a.shape), a))]
 
-    setup: list[tuple[Callable, tuple]] = []
+    setup: list[Call] = []
     bias = None
     if s.bias is not None:
         bias, more = converted(s.bias, (m,) + (1,) * n_sp)
         setup += more
     depthwise = g == c == m and w.shape[1] == 1
     all_taps = list(np.ndindex(*taps))
+    pixels = math.prod(osp)
     if depthwise:
         wt, more = converted(s.w, (m, math.prod(taps)))
         setup += more
-        wcols = [wt[:, t].reshape((m,) + (1,) * n_sp) for t in range(len(all_taps))]
     else:
         k = w.shape[1] * math.prod(taps)
         wmat, more = converted(s.w, (g, m // g, k))
         setup += more
-        pixels = math.prod(osp)
         unit = all(t == 1 for t in taps) and all(st == 1 for st in s.strides) and not any(s.pads)
         cols = None if unit and x.dtype == acc and x.flags.c_contiguous else np.empty((c,) + tuple(taps) + tuple(osp), acc)
 
@@ -521,7 +598,12 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     direct = s.outputs == (leaves.get(("arg", n_in)),) and out.dtype == acc and out.flags.c_contiguous and not any(
         np.may_share_memory(out, a) for a in ins)  # the product written in place: a reshape of out must be a view
     product = None if direct else np.empty((1, m) + tuple(osp), acc)
-    calls = list(setup)
+    phases: list[list[list[Call]]] = [[setup]]
+
+    def by_channels(n: int, per_channel: int, calls_for: Callable[[slice], list[Call]]) -> list[list[Call]]:
+        """One call list per thread, each over its range of ``n`` channels."""
+        return [calls_for(slice(r.start, r.stop)) for r in split(n, threads_for(n * per_channel))]
+
     for b in range(x.shape[0]):
         p = out[b:b + 1] if direct else product
         img = x[b]
@@ -529,30 +611,45 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
             src = img
         else:
             src = padded
-            calls.append((np.copyto, (padded[interior], img)))
+            phases.append(by_channels(c, img[0].size, lambda r: [(np.copyto, (padded[interior][r], img[r]))]))
         if depthwise:
-            pv, tmp = p[0], np.empty(p.shape[1:], acc)
-            for t, tap in enumerate(all_taps):
-                if t == 0:
-                    calls.append((_mul_into, (tap_view(src, tap), wcols[t], pv)))
-                else:
-                    calls.append((_mul_add, (tap_view(src, tap), wcols[t], pv, tmp)))
+            phases.append(by_channels(m, pixels, lambda r: _depthwise(src, wt, p[0], r, all_taps, tap_view, bias)))
         else:
             if cols is None:
                 rhs = src.reshape(g, k, pixels)
             else:
-                for tap in all_taps:
-                    calls.append((np.copyto, (cols[(slice(None),) + tap], tap_view(src, tap))))
+                phases.append(by_channels(c, len(all_taps) * pixels, lambda r: [
+                    (np.copyto, (cols[(r,) + tap], tap_view(src[r], tap))) for tap in all_taps]))
                 rhs = cols.reshape(g, k, pixels)
-            calls.append((_matmul, (wmat, rhs, p.reshape(g, m // g, pixels))))
-        if bias is not None:
-            calls.append((np.add, (p[0], bias, p[0])))
+            phases += matmul_kernel(wmat, rhs, p.reshape(g, m // g, pixels)).phases
+            if bias is not None:
+                phases.append(by_channels(m, pixels, lambda r: [(np.add, (p[0][r], bias[r], p[0][r]))]))
         if not direct:
             block = (slice(b, b + 1),) + (slice(None),) * (out.ndim - 1)
             epi_ins = [take(a, block, aligned(a.ndim, out.ndim)) if a.ndim <= out.ndim else a for a in ins] + [p]
-            calls += _rows(s.outputs, (), (), epi_ins, [o[block] for o in outs], fixed=0).calls
+            phases += _rows(s.outputs, (), (), epi_ins, [o[block] for o in outs], fixed=0).phases
     src_text = f"conv {x.shape} * {w.shape} group={g} ({'depthwise' if depthwise else 'im2col GEMM'})"
-    return ChunkedKernel(src_text, calls)
+    return ChunkedKernel(src_text, phases)
+
+
+def _depthwise(src: np.ndarray, wt: np.ndarray, out: np.ndarray, channels: slice, taps: list[tuple[int, ...]],
+               tap_view: Callable, bias: np.ndarray | None) -> list[Call]:
+    """A depthwise convolution of a range of channels, tap by tap over blocks of channels
+    small enough that the block's accumulator stays in cache across the taps."""
+    pixels = math.prod(out.shape[1:])
+    step = max(1, CHUNK // max(1, pixels))
+    calls: list[Call] = []
+    tmp = np.empty((min(step, channels.stop - channels.start),) + out.shape[1:], out.dtype)
+    for lo in range(channels.start, channels.stop, step):
+        r = slice(lo, min(lo + step, channels.stop))
+        acc, t = out[r], tmp[:r.stop - r.start]
+        ws = [wt[r, i].reshape((-1,) + (1,) * (out.ndim - 1)) for i in range(len(taps))]
+        for i, tap in enumerate(taps):
+            view = tap_view(src[r], tap)
+            calls.append((_mul_into, (view, ws[i], acc)) if i == 0 else (_mul_add, (view, ws[i], acc, t)))
+        if bias is not None:
+            calls.append((np.add, (acc, bias[r], acc)))
+    return calls
 
 
 def _mul_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:

@@ -1,0 +1,139 @@
+"""Worker threads for the NumPy executor: every core runs part of each step.
+
+NumPy's ufuncs and BLAS release the GIL over their loops, so a step cut into one list of
+calls per core, with disjoint outputs and each list with its own scratch, runs in parallel
+from plain threads. BLAS is held at one thread while a program runs: its own threads would
+compete with ours for the cores (and on a busy machine its spinning workers collapse), so
+GEMMs are cut across our threads like everything else.
+
+``RLX_NUM_THREADS`` sets the number of threads (default: the cores this process may use).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+Call = tuple[Callable[..., object], tuple]
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def thread_count() -> int:
+    """How many lists a step is cut into."""
+    env = os.environ.get("RLX_NUM_THREADS", "")
+    return max(1, int(env)) if env.strip().isdigit() else _cores()
+
+
+def run_calls(calls: Sequence[Call]) -> None:
+    for fn, args in calls:
+        fn(*args)
+
+
+class Pool:
+    """``run(lists)`` runs the first list on the calling thread and the others on workers,
+    and returns when all are done. One caller at a time uses the workers: a second thread
+    that finds them busy runs its lists itself, in order (correct, only not parallel)."""
+
+    def __init__(self, workers: int) -> None:
+        self._inbox: list[queue.SimpleQueue] = []
+        self._done: queue.SimpleQueue = queue.SimpleQueue()
+        self._busy = threading.Lock()
+        for i in range(workers):
+            box: queue.SimpleQueue = queue.SimpleQueue()
+            threading.Thread(target=self._work, args=(box,), name=f"rlx-worker-{i}", daemon=True).start()
+            self._inbox.append(box)
+
+    @property
+    def size(self) -> int:
+        return len(self._inbox) + 1
+
+    def _work(self, box: queue.SimpleQueue) -> None:
+        while True:
+            calls = box.get()
+            try:
+                run_calls(calls)
+                self._done.put(None)
+            except BaseException as e:  # handed to the caller, which raises it
+                self._done.put(e)
+
+    def run(self, lists: Sequence[Sequence[Call]]) -> None:
+        if len(lists) == 1 or not self._inbox or not self._busy.acquire(blocking=False):
+            for calls in lists:
+                run_calls(calls)
+            return
+        try:
+            extra = list(lists[1:])
+            first = list(lists[0])
+            while len(extra) > len(self._inbox):  # more lists than workers: the caller takes the rest
+                first += extra.pop()
+            for box, calls in zip(self._inbox, extra):
+                box.put(calls)
+            error = None
+            try:
+                run_calls(first)
+            except BaseException as e:
+                error = e
+            for _ in extra:
+                got = self._done.get()
+                error = error or got
+            if error is not None:
+                raise error
+        finally:
+            self._busy.release()
+
+
+_POOL: Pool | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def pool() -> Pool:
+    """The process's pool (made on first use, with ``thread_count() - 1`` workers)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL.size != thread_count():
+            _POOL = Pool(thread_count() - 1)
+        return _POOL
+
+
+def split(n: int, parts: int) -> list[range]:
+    """``range(n)`` cut into at most ``parts`` contiguous, nearly equal, non-empty ranges."""
+    if n <= 0:
+        return []
+    parts = max(1, min(parts, n))
+    return [range(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
+
+
+@contextmanager
+def blas_single_threaded() -> Iterator[None]:
+    """BLAS at one thread inside (when we run more than one thread ourselves)."""
+    ctl = _blas_controllers()
+    if thread_count() == 1 or not ctl:
+        yield
+        return
+    before = [c.num_threads for c in ctl]
+    for c in ctl:
+        c.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for c, n in zip(ctl, before):
+            c.set_num_threads(n)
+
+
+_CONTROLLERS: list | None = None
+
+
+def _blas_controllers() -> list:
+    global _CONTROLLERS
+    if _CONTROLLERS is None:
+        from threadpoolctl import ThreadpoolController
+        _CONTROLLERS = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    return _CONTROLLERS
