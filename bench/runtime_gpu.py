@@ -13,7 +13,15 @@ achieved fraction of the measured device copy bandwidth for the elementwise and 
 kernels (bytes each step must read and write once over its time) and of the measured
 cuBLAS throughput for the GEMM steps. Writes bench/results/runtime_gpu.json.
 
+Every peer runs on every row. Each torch.compile peer starts from a reset of TorchDynamo and
+compiles with ``dynamic=False`` (the rows share the forward's code objects: without the reset,
+later rows recompiled under automatic dynamic shapes and, past Dynamo's cache limit, ran
+eagerly). With ``--deadline S``, a peer whose compile would likely end past S seconds from the
+start (judged from its compile time on earlier rows) is skipped and the row's JSON says so
+(``<peer>_skipped``), so the run ends, with its JSON, inside a time limit.
+
     python bench/runtime_gpu.py [--rows llama-f16-b1,...] [--peers eager,compile,autotune] [--repeats 20]
+                                [--deadline SECONDS]
 """
 from __future__ import annotations
 
@@ -189,7 +197,12 @@ def kernel_fractions(program, lir, ceil: dict, dtype: str) -> dict:
                        for op, v in sorted(per_op.items(), key=lambda kv: -kv[1][0])}}
 
 
-def run_row(name: str, kind: str, cfg: dict, peers: list[str], repeats: int, ceil: dict, torch, console) -> dict:
+START = time.perf_counter()
+GUESS_S = {"eager": 10.0, "compile": 90.0, "autotune": 240.0}  # a peer's first call, before any row measured it
+
+
+def run_row(name: str, kind: str, cfg: dict, peers: list[str], repeats: int, ceil: dict, torch, console,
+            deadline: float = 0.0, seen: dict | None = None) -> dict:
     dtype = cfg["dtype"]
     tf32 = dtype == "f32"
     os.environ["RLX_CUDA_TF32"] = "1" if tf32 else "0"
@@ -220,13 +233,27 @@ def run_row(name: str, kind: str, cfg: dict, peers: list[str], repeats: int, cei
     tin = {k: torch.from_numpy(np.ascontiguousarray(v)).cuda() for k, v in ins.items()}
     fwd = torch_forward(kind, cfg, ps, torch)
     names = list(out)
+    seen = {} if seen is None else seen
     for peer in peers:
-        fn = fwd if peer == "eager" else torch.compile(fwd, mode="max-autotune" if peer == "autotune" else None)
+        elapsed = time.perf_counter() - START
+        expect = max(seen.get(peer, [GUESS_S.get(peer, 60.0)]))
+        if deadline and elapsed + expect > deadline:
+            why = (f"not run: {elapsed:.0f} s of the {deadline:.0f} s deadline spent, and its first call took up to "
+                   f"{expect:.0f} s" + (" on earlier rows" if peer in seen else " (a guess: no earlier row)"))
+            row[f"{peer}_skipped"] = why
+            console.print(f"  {name} {peer}: {why}")
+            continue
+        if peer == "eager":
+            fn = fwd
+        else:
+            torch._dynamo.reset()  # a fresh compile for this row's shapes and dtypes
+            fn = torch.compile(fwd, mode="max-autotune" if peer == "autotune" else None, dynamic=False)
         with torch.inference_mode():
             t0 = time.perf_counter()
             got = fn(tin)
             torch.cuda.synchronize()
             warm_s = time.perf_counter() - t0
+            seen.setdefault(peer, []).append(warm_s)
             err = 0.0
             for k, g in zip(names, got):
                 ref = out[k].astype(np.float32)
@@ -250,6 +277,8 @@ def main() -> None:
     ap.add_argument("--peers", default="eager,compile,autotune")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "runtime_gpu.json"))
+    ap.add_argument("--deadline", type=float, default=0.0,
+                    help="skip a peer whose compile would likely end past this many seconds from the start")
     args = ap.parse_args()
     import torch
     console = Console(width=200)
@@ -258,17 +287,20 @@ def main() -> None:
                   f"{ceil['gemm_flops_f16'] / 1e12:.0f} TFLOP/s, TF32 GEMM {ceil['gemm_flops_tf32'] / 1e12:.0f} TFLOP/s")
     peers = [p for p in args.peers.split(",") if p]
     rows = []
+    seen: dict[str, list[float]] = {}
     for name in args.rows.split(","):
         kind, cfg = ROWS[name]
         try:
-            rows.append(run_row(name, kind, cfg, peers, args.repeats, ceil, torch, console))
+            rows.append(run_row(name, kind, cfg, peers, args.repeats, ceil, torch, console, args.deadline, seen))
         except Exception as e:  # a peer that fails to compile is reported, not fatal
             console.print(f"  {name}: failed: {type(e).__name__}: {e}")
             rows.append({"row": name, "error": f"{type(e).__name__}: {e}"})
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"benchmark": "runtime_gpu", "device": torch.cuda.get_device_name(),
-                                              "machine": platform.platform(), "ceilings": ceil, "rows": rows},
-                                             indent=2))
+                                              "machine": platform.platform(), "torch": torch.__version__,
+                                              "peers": peers, "repeats": args.repeats, "deadline_s": args.deadline,
+                                              "elapsed_s": time.perf_counter() - START, "ceilings": ceil,
+                                              "rows": rows}, indent=2))
     table = Table(title=f"GPU runtime on {torch.cuda.get_device_name()} (median of {args.repeats} by CUDA events, "
                         "min-max, ms); ratio = peer / rlx")
     for col in ["row", "rlx"] + [f"{p}" for p in peers] + [f"{p}/rlx" for p in peers] + ["elementwise BW", "GEMM/cuBLAS"]:
@@ -278,7 +310,8 @@ def main() -> None:
             table.add_row(r["row"], r["error"][:60], *[""] * (2 * len(peers) + 2))
             continue
         table.add_row(r["row"], cell(r, "rlx_ms", 2), *[cell(r, f"{p}_ms", 2) for p in peers],
-                      *[f"{r[f'{p}_ms'] / r['rlx_ms']:.2f}x" if f"{p}_ms" in r else "-" for p in peers],
+                      *[f"{r[f'{p}_ms'] / r['rlx_ms']:.2f}x" if f"{p}_ms" in r else
+                        ("skipped" if f"{p}_skipped" in r else "-") for p in peers],
                       f"{r['elementwise_bandwidth_fraction']:.0%}" if r.get("elementwise_bandwidth_fraction") else "-",
                       f"{r['gemm_fraction_of_cublas']:.0%}" if r.get("gemm_fraction_of_cublas") else "-")
     console.print(table)
