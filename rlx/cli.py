@@ -161,6 +161,10 @@ def _compile(args: argparse.Namespace, console: Console, rules) -> int:
                   + (", ".join(f"{op} x{n}" for op, n in r.fused.items()) or "nothing")
                   + f"; predicted {r.cost_before * 1e3:.3f} -> {r.cost_after * 1e3:.3f} ms"
                   + (f"; {len(r.missed)} missed fusion(s)" if r.missed else ""), markup=False)
+    if args.report or args.json:
+        from rlx.dispatch import dispatch_report
+        with console.status(escape(f"asking executor {result.executor} how each step runs ...")):
+            dispatch_report(result, args.target)
     if args.report:
         console.print(r)
     if args.json:

@@ -62,6 +62,9 @@ class FusionReport:
     # from, or why none fits (then it runs, and is priced, as its definition)
     kernels: dict[str, str] = field(default_factory=dict)
     folded: int = 0  # ops that depend on no input: computed once at bind (the LIR prologue)
+    # how each op kind runs on the target's executor (rlx.dispatch.dispatch_report fills it:
+    # it prepares the program, so it is asked for, not computed by every compile)
+    dispatch: dict[str, Any] = field(default_factory=dict)
 
     @property
     def matmuls_before(self) -> int:
@@ -120,6 +123,17 @@ class FusionReport:
             for op, how in sorted(self.kernels.items()):
                 kernels.add_row(escape(op), escape(how))
             parts.append(kernels)
+        if self.dispatch.get("ops"):
+            d = self.dispatch
+            table = Table(title=f"dispatch on executor {d['executor']} ({d['status']})")
+            for col in ("op", "steps", "how", "detail"):
+                table.add_column(col, justify="right" if col == "steps" else "left")
+            for op, row in d["ops"].items():
+                steps = str(row["steps"]) if row["steps"] else (f"0 ({row['in_input']} in the input)" if "in_input"
+                                                                 in row else f"0 (matched {row.get('matched', 0)}x)")
+                table.add_row(escape(op), steps + (f", {row['folded']} folded" if row.get("folded") else ""),
+                              escape(row["how"]), escape(row["detail"]))
+            parts.append(table)
         for title, items in (("missed fusions", self.missed), ("matched, but not supported on this target",
                                                                self.unsupported)):
             if items:
