@@ -24,9 +24,8 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no Vulkan device: {
 
 RULES = load()
 SHADER = {"native", "generated", "view"}
-# Ops with no shader: they run on the host between submissions (vulkan_exec's docstring);
-# arange depends on nothing, so it is folded at bind.
-HOST_OPS = {"arange", "resize"}
+# Ops with no shader: arange depends on nothing, so it is folded at bind (on the host).
+HOST_OPS = {"arange"}
 SHADER_DTYPES = {"f32", "f16", "i32", "bool"}
 
 
@@ -80,6 +79,43 @@ def test_every_claimed_op_matches_the_reference_on_vulkan(op, seed, pick):
         assert kind in ("reference", "definition"), (op, program.dispatch)
         step = next(s for s in program.lir.steps if s.node == node.name)
         assert step.phase == "prologue" or program.host_reasons[node.name]
+
+
+RESIZES = [("nearest", "asymmetric", "floor", False), ("nearest", "half_pixel", "round_prefer_ceil", False),
+           ("nearest", "tf_half_pixel_for_nn", "ceil", False), ("linear", "half_pixel", None, False),
+           ("linear", "align_corners", None, False), ("linear", "pytorch_half_pixel", None, False),
+           ("cubic", "half_pixel", None, False), ("cubic", "half_pixel_symmetric", None, True),
+           ("cubic", "asymmetric", None, True)]
+
+
+@pytest.mark.parametrize("mode,coords,nearest,exclude", RESIZES)
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+def test_resize_runs_as_one_shader_in_every_mode(mode, coords, nearest, exclude, dtype):
+    """Up- and downsampling of two axes (one by scales, one by sizes), through the shader
+    reading the reference's per-axis tables, against the float64 reference."""
+    if dtype == "f16" and not vulkan_exec.context()["f16"]:
+        pytest.skip("the adapter lacks shader-f16")
+    g = Graph("resize")
+    attrs = dict(mode=mode, coordinates=coords, exclude_outside=exclude)
+    if nearest:
+        attrs["nearest_mode"] = nearest
+    y = g.op("resize", g.input("x", (2, 3, 7, 10), dtype), sizes=(2, 3, 12, 4), **attrs)
+    z = g.op("resize", g.input("u", (1, 2, 5, 6), dtype), sizes=(1, 2, 9, 6), scales=(1.0, 1.0, 1.8, 1.0), **attrs)
+    g.output(y=y, z=z)
+    program = check(g, random_arrays(g, seed=len(mode + coords)))
+    steps = [s for s in program.lir.steps if s.op == "resize"]
+    assert len(steps) == 2 and all(program.dispatch[s.node] == "native" for s in steps), program.host_reasons
+
+
+def test_an_integer_resize_runs_on_the_device_when_nearest_and_on_the_host_when_interpolating():
+    g = Graph("iresize")
+    g.output(y=g.op("resize", g.input("x", (1, 1, 4, 5), "i32"), sizes=(1, 1, 7, 3), mode="nearest"),
+             z=g.op("resize", g.input("u", (1, 1, 4, 5), "i32"), sizes=(1, 1, 7, 3), mode="linear"))
+    a = {"x": np.arange(20, dtype=np.int32).reshape(1, 1, 4, 5), "u": np.arange(20, dtype=np.int32).reshape(1, 1, 4, 5)}
+    program = check(g, a)
+    kinds = {s.node: program.dispatch[s.node] for s in program.lir.steps if s.op == "resize"}
+    assert sorted(kinds.values()) == ["native", "reference"], kinds
+    assert any("interpolation" in r for r in program.host_reasons.values()), program.host_reasons
 
 
 def test_the_vulkan_targets_claim_what_the_executor_runs(monkeypatch):

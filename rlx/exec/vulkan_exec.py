@@ -13,9 +13,12 @@ the step's signature (shapes, strides, dtypes, regions), so repeated layers shar
 run writes the inputs, encodes every dispatch into one compute pass of one command buffer,
 copies the outputs to a mapped staging buffer and submits once; readback is that copy.
 
-A step no shader covers (``resize``; ``gather_elements`` and ``gather_nd`` of indices computed
-on the device, whose range only the host checks; dtypes WGSL lacks such as i64 values or
-f64) runs on the host between submissions: its inputs are read back, its NumPy kernel runs,
+Resize reads per-axis tables of input indices and weights (the reference's interpolation
+matrices, computed at bind) from one more storage buffer of constants.
+
+A step no shader covers (``gather_elements`` and ``gather_nd`` of indices computed on the
+device, whose range only the host checks; an integer resize that interpolates; dtypes WGSL
+lacks such as i64 values or f64) runs on the host between submissions: its inputs are read back, its NumPy kernel runs,
 its outputs are written back. That costs a submission, a device round trip and the operands'
 bytes each way per such step; its dispatch is "reference" (or "definition" for a fused op)
 and ``host_reasons`` says why.
@@ -45,9 +48,11 @@ from rlx.kernels.lower import kernel_for
 
 NAME = "vulkan"
 REGIONS = ("input", "param", "output", "arena")
+TABLES = "tables"  # the device buffer of native shaders' constant tables (resize)
 PREFERENCE = ("DiscreteGPU", "IntegratedGPU", "VirtualGPU", "CPU", "Unknown")
 NATIVE = ("matmul", "transpose", "reshape", "expand", "slice", "concat", "split", "sum", "mean", "max", "gather",
-          "gather_elements", "gather_nd", "causal_mask", "trilu", "rotary", "cumsum", "argmax", "argmin", "max_pool", "avg_pool")
+          "gather_elements", "gather_nd", "causal_mask", "trilu", "rotary", "cumsum", "argmax", "argmin", "max_pool", "avg_pool",
+          "resize")
 INDEXED = {"gather": 1, "gather_elements": 1, "gather_nd": 1}  # op -> its index operand
 CHECKED = ("gather_elements", "gather_nd")  # their indices are range-checked on the host first
 SECOND = ("softmax",)  # native shaders where the op's definition fits no skeleton (another axis)
@@ -140,6 +145,9 @@ class VulkanProgram(NumpyProgram):
         super().__init__(lir, params)  # mirror, params, prologue (host, once); body steps below
         self.host_reasons: dict[str, str] = {}
         self._checks: list[tuple[Step, str]] = []  # index range checks: (step, region of indices)
+        self._tables: list[np.ndarray] = []  # constant tables of native shaders (resize), as 32-bit words
+        self._table_words = 0
+        self._extra_units: dict[str, list[int]] = {}  # a step's uniform slots past its operands
         self._allocate()
         self._upload_region("param")  # params and folded constants, once
         for step in lir.steps:
@@ -159,6 +167,11 @@ class VulkanProgram(NumpyProgram):
             else:
                 plans.append((step, shader))
             self.dispatch[step.node] = kind
+        if self._tables:
+            words = np.concatenate(self._tables)
+            self.buffers[TABLES] = dev.create_buffer(size=max(16, words.nbytes), usage=wgpu.BufferUsage.STORAGE |
+                                                     wgpu.BufferUsage.COPY_DST, label="rlx tables")
+            dev.queue.write_buffer(self.buffers[TABLES], 0, words.tobytes())
         self._build(plans)
         for step, region in self._checks:
             if region == "param":
@@ -246,7 +259,50 @@ class VulkanProgram(NumpyProgram):
         if len(shader.bindings) > self.ctx["limits"]["max-storage-buffers-per-shader-stage"]:
             raise W.Unsupported(f"{len(shader.bindings)} storage bindings exceed the adapter's limit")
         units = [self._byte(self.lir.values[n]) // _unit(o) for n, o in zip([*step.inputs, *step.outputs], [*ins, *outs])]
-        return kind, (shader, units)
+        return kind, (shader, units + self._extra_units.pop(step.node, []))
+
+    def _table(self, words: np.ndarray) -> int:
+        """Append constant 32-bit words to the tables buffer; returns their word offset."""
+        at = self._table_words
+        self._tables.append(np.ascontiguousarray(words).view(np.uint32).ravel())
+        self._table_words += words.size
+        return at
+
+    def _resize(self, step: Step, ins: list[W.Operand], outs: list[W.Operand]) -> W.Shader:
+        """Each resized axis's interpolation as (output, taps) tables of input indices and
+        weights, from the reference's per-axis matrix (so every mode and coordinate
+        transformation is the reference's), read by one shader."""
+        from rlx.ir.ops import resize_matrix
+        a = step.attrs
+        x, o = ins[0], outs[0]
+        if not x.dtype.is_float and a["mode"] != "nearest":
+            raise W.Unsupported(f"{x.dtype} {a['mode']} resize (rounding an interpolation: on the host, in f64)")
+        index, weight, axes = [], [], []
+        for d, (n_in, n_out) in enumerate(zip(x.shape, o.shape)):
+            scale = a["scales"][d] if a["scales"] is not None else n_out / n_in
+            if n_in == n_out and scale == 1.0:
+                continue
+            m = resize_matrix(n_in, n_out, scale, a)
+            cols = [np.flatnonzero(row) for row in m]
+            taps = max(1, max(len(c) for c in cols))
+            ind, w = np.zeros((n_out, taps), np.int32), np.zeros((n_out, taps), np.float32)
+            for r, c in enumerate(cols):
+                ind[r, :len(c)], w[r, :len(c)] = c, m[r, c]
+            axes.append([d, taps, sum(t.size for t in index), 0])
+            index.append(ind.ravel())
+            weight.append(w.ravel())
+        n_index = sum(t.size for t in index)
+        at = 0
+        for ax, w in zip(axes, weight):
+            ax[3] = n_index + at
+            at += w.size
+        words = np.concatenate([t.view(np.uint32) for t in index + weight]) if axes else np.zeros(1, np.uint32)
+        base = self._table(words)
+        self._extra_units[step.node] = [base]
+        slot = len(ins) + len(outs)
+        ti = W.Operand(TABLES, DType.i32, (words.size,), (1,), slot)
+        tw = W.Operand(TABLES, DType.f32, (words.size,), (1,), slot)
+        return N.resize(x, o, ti, tw, [tuple(ax) for ax in axes])
 
     def _native(self, step: Step, ins: list[W.Operand], outs: list[W.Operand]) -> W.Shader:
         op, a = step.op, step.attrs
@@ -300,6 +356,8 @@ class VulkanProgram(NumpyProgram):
             if ins[0].shape[a["axis"] % len(ins[0].shape)] >= 2 ** 31:
                 raise W.Unsupported("an axis past i32 indices")
             return N.arg_extreme(ins[0], outs[0], a["axis"], op == "argmax", bool(a["select_last_index"]))
+        if op == "resize":
+            return self._resize(step, ins, outs)
         if op in ("max_pool", "avg_pool"):
             n = len(a["kernel"])
             return N.pool(ins[0], outs[0], op[:3], a["kernel"], a["strides"] or (1,) * n,

@@ -1,6 +1,6 @@
 """Native WGSL kernels: ops that are not elementwise and whose definitions fit no skeleton
 (matmul is the GEMM skeleton; these are reductions over any axes, gathers, data movement,
-masks, rotary, scans, arg-reductions, pooling, softmax over another axis). Each is a loop
+masks, rotary, scans, arg-reductions, pooling, resize, softmax over another axis). Each is a loop
 structure over ``wgsl_print``'s operands and builder; registered in ``vulkan_exec.NATIVE``.
 """
 from __future__ import annotations
@@ -284,5 +284,37 @@ def pool(x: Operand, out: Operand, kind: str, kernel: Sequence[int], strides: Se
     return indexed([x], [out], out.shape, body)
 
 
+def resize(x: Operand, out: Operand, ti: Operand, tw: Operand, axes: Sequence[tuple[int, int, int, int]]) -> Shader:
+    """Resize as the sum over each resized axis's taps of the interpolation weights times the
+    input sample: one invocation per output element. ``axes`` holds (axis, taps, index offset,
+    weight offset) of each resized axis: its (n_out, taps) tables of input indices (``ti``,
+    i32) and weights (``tw``, f32) start at those offsets from the step's table base (both
+    operands share one uniform slot); the host computes them with the reference's
+    ``resize_matrix`` (every mode and coordinate transformation). Other axes are copied.
+    Accumulates in f32; integer results are rounded half to even, as the reference."""
+    if not x.dtype.is_float and x.dtype != DType.i32:
+        raise Unsupported(f"{x.dtype} resize")
+
+    def body(b: Builder, idx: list[str]) -> None:
+        src = list(idx)
+        weights = []
+        b.lines.append("var acc = 0.0;")
+        for depth, (d, taps, oi, ow) in enumerate(axes):
+            pad = "  " * depth
+            b.lines += [f"{pad}for (var t{d} = 0; t{d} < {taps}; t{d}++) {{",
+                        f"{pad}  let k{d} = {idx[d]} * {taps} + t{d};",
+                        f"{pad}  let j{d} = {b.load(ti, f'{oi} + k{d}')};",
+                        f"{pad}  let w{d} = {b.load(tw, f'{ow} + k{d}')};"]
+            src[d] = f"j{d}"
+            weights.append(f"w{d}")
+        v = convert(b.load(x, addr(x, src)), x.dtype, DType.f32)
+        b.lines.append("  " * len(axes) + f"acc = acc + {' * '.join(weights + [v])};")
+        for depth in range(len(axes) - 1, -1, -1):
+            b.lines.append("  " * depth + "}")
+        val = "acc" if out.dtype.is_float else "round(acc)"
+        b.lines.append(b.store(out, addr(out, idx), convert(val, DType.f32, out.dtype)))
+    return indexed([x, ti], [out], out.shape, body)
+
+
 __all__ = ["reduce", "copy", "concat", "split", "gather", "gather_elements", "gather_nd", "causal_mask", "trilu",
-           "rotary", "cumsum", "softmax_axis", "arg_extreme", "pool"]
+           "rotary", "cumsum", "softmax_axis", "arg_extreme", "pool", "resize"]
