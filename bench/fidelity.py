@@ -61,7 +61,9 @@ def main() -> None:
                       f"{s.measured * 1e6:.1f} us ({s.ratio:.2f}x)")
             sug = f.suggestions
             if "change" in sug:
-                print("  refit: " + "; ".join(toml_lines(sug["change"], sug["current"])))
+                print("  refit:\n    " + "\n    ".join(toml_lines(sug["change"], sug["current"], sug.get("notes"))))
+            for line in sug.get("structural", []):
+                print(f"  not a target-file entry: {line}")
         record["seconds"] = time.perf_counter() - t
         out.write_text(json.dumps(record, indent=1, default=str))
         print(f"wrote {out}")

@@ -216,11 +216,15 @@ def fidelity(d: dict) -> tuple[str, str]:
                     worst, {4, 5, 6}))
     if sug.get("change") is not None:
         b, a = sug["before"], sug["after"]
-        lines = [f"{k} = {v:.3g}  (now {sug['current'][k]:.3g})" for k, v in sug["change"].items()]
+        notes = sug.get("notes", {})
+        lines = [f"{k} = {v:.3g}  (now {sug['current'][k]:.3g})" + (f"`: {notes[k]}`" if k in notes else "")
+                 for k, v in sug["change"].items()]
         text += (f"\n\nWhat to change in the target file (least squares on log(measured / predicted) over "
                  f"{sug['steps_fitted']} steps; Spearman {b['spearman']:.3f} → {a['spearman']:.3f}, median |log10 "
                  f"error| {b['median_abs_log10_error']:.2f} → {a['median_abs_log10_error']:.2f}):\n\n"
                  + ("\n".join(f"- `{x}`" for x in lines) or "- nothing: every figure fits within 25%"))
+    for line in sug.get("structural", []):
+        text += f"\n- not a target-file entry: {line}"
     return text, f"Spearman {d['spearman']:.2f} ({d['target']}, {d.get('device', '?')})"
 
 

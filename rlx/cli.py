@@ -345,10 +345,12 @@ def _calibrate_check(args: argparse.Namespace, console: Console, rules) -> int:
         console.print(f"[bold]what to change in the target file[/] (least squares on log(measured/predicted) over "
                       f"{sug['steps_fitted']} steps): Spearman {b['spearman']:.3f} -> {a['spearman']:.3f}, median "
                       f"|log10 error| {b['median_abs_log10_error']:.2f} -> {a['median_abs_log10_error']:.2f}")
-        console.print("\n".join(toml_lines(sug["change"], sug["current"])) or "nothing: every figure fits within 25%",
-                      markup=False, highlight=False)
+        console.print("\n".join(toml_lines(sug["change"], sug["current"], sug.get("notes")))
+                      or "nothing: every figure fits within 25%", markup=False, highlight=False)
     else:
         console.print(sug.get("note", ""), markup=False)
+    for line in sug.get("structural", []):
+        console.print("not a target-file entry: " + line, markup=False, highlight=False)
     if args.json:
         Path(args.json).write_text(json.dumps(f.to_dict(), indent=1, default=str))
         console.print(f"wrote {args.json}", markup=False)

@@ -191,6 +191,7 @@ def compare(costs: Mapping[str, StepCost], measured: Mapping[str, tuple[float, s
                    spearman([by_op[k]["predicted_ms"] for k in kinds], [by_op[k]["measured_ms"] for k in kinds]),
                    dict(sorted(by_op.items(), key=lambda kv: -kv[1]["measured_ms"])), device=device)
     fid.suggestions = fit([costs[s.node] for s in steps], [s.measured for s in steps], target.cost)
+    fid.suggestions["structural"] = unpriced(costs, measured)
     return fid
 
 
@@ -249,17 +250,43 @@ def fit(costs: Sequence[StepCost], measured: Sequence[float], cost: CostModel) -
            **{f"peak_flops.{d}": fitted.peak_flops[d] for d in dtypes},
            **{f"efficiency.{op}": e for op, e in efficiency.items()}}
     change = {k: v for k, v in new.items() if not 0.8 <= v / now[k] <= 1.25}
-    return {"current": now, "fitted": new, "change": change, "steps_fitted": len(cs),
+    notes = {}
+    for key in change:
+        op = key.removeprefix("efficiency.")
+        if op != key and all(c.flops / cost.peak_flops.get(c.dtype, cost.peak_flops["f32"]) * cost.efficiency.get(op, 1.0)
+                             < c.nbytes / cost.bandwidth for c in cs if c.op == op):
+            notes[key] = "memory-bound under the file's figures: this prices its FLOPs instead, to meet the time"
+    return {"current": now, "fitted": new, "change": change, "notes": notes, "steps_fitted": len(cs),
             "before": summary(cost), "after": summary(fitted)}
 
 
-def toml_lines(change: Mapping[str, float], current: Mapping[str, float]) -> list[str]:
+def unpriced(costs: Mapping[str, StepCost], measured: Mapping[str, tuple[float, str]]) -> list[str]:
+    """What no target-file entry can fix: op kinds priced as a view that run as a copy, or
+    priced as their definition (the cost model's structure, not its figures)."""
+    out = []
+    for priced, why in (("view", "priced as a view (no work) but runs as a copy: the planner could not alias it"),
+                        ("definition", "priced as its definition op by op (no skeleton fits)")):
+        kinds: dict[str, list[float]] = {}
+        for node, (sec, _) in measured.items():
+            c = costs.get(node)
+            if c is not None and c.priced == priced and c.predicted > 0:
+                kinds.setdefault(c.op, []).append(sec / c.predicted)
+        for op, ratios in sorted(kinds.items()):
+            med = statistics.median(ratios)
+            if priced == "definition" or not 0.2 <= med <= 5:
+                out.append(f"{op}: {why}; measured / predicted {med:.1f} (median of {len(ratios)} steps)")
+    return out
+
+
+def toml_lines(change: Mapping[str, float], current: Mapping[str, float],
+               notes: Mapping[str, str] | None = None) -> list[str]:
     """The suggested changes as target-file lines, grouped by table."""
     tables = {"launch": ("overhead", "launch"), "bandwidth": ("memory", "bandwidth")}
     grouped: dict[str, list[str]] = {}
     for key, value in change.items():
         table, name = tables.get(key) or key.split(".", 1)
-        grouped.setdefault(table, []).append(f"{name} = {value:.3g}    # now {current[key]:.3g}")
+        note = f"; {notes[key]}" if notes and key in notes else ""
+        grouped.setdefault(table, []).append(f"{name} = {value:.3g}    # now {current[key]:.3g}{note}")
     return [line for table in ("overhead", "memory", "peak_flops", "efficiency") if table in grouped
             for line in [f"[{table}]", *grouped[table]]]
 
@@ -303,4 +330,4 @@ def check_model(graph: Graph, target: str | Any, *, binding: Mapping[str, int] |
 
 
 __all__ = ["rank", "spearman", "StepCost", "predict", "roofline", "measure", "StepFidelity", "Fidelity",
-           "compare", "fit", "toml_lines", "device_name", "check_model"]
+           "compare", "fit", "unpriced", "toml_lines", "device_name", "check_model"]
