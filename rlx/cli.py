@@ -316,7 +316,9 @@ def _calibrate_check(args: argparse.Namespace, console: Console, rules) -> int:
     console.print(f"{args.model} on target {f.target} (executor {f.executor}, {f.device}): {len(f.steps)} steps, "
                   f"predicted {f.predicted_total * 1e3:.3f} ms, measured {f.measured_total * 1e3:.3f} ms "
                   f"(median of {args.repeats} profiled runs per step)", markup=False)
-    console.print(f"[bold]Spearman rank correlation[/]: {f.spearman:.3f} over steps, {f.spearman_ops:.3f} over op kinds")
+    def rho(x: float) -> str:
+        return "n/a (fewer than two distinct values)" if x != x else f"{x:.3f}"
+    console.print(f"[bold]Spearman rank correlation[/]: {rho(f.spearman)} over steps, {rho(f.spearman_ops)} over op kinds")
     if args.steps:
         table = Table(title="per step")
         for col in ("step", "op", "dispatch", "predicted us", "measured us", "measured / predicted"):
@@ -461,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     cal.add_argument("--repeats", type=int, default=5, help="with --check: profiled runs per step (median)")
     cal.add_argument("--bind", nargs="*", default=[], metavar="SYMBOL=SIZE",
                      help="with --check: sizes of symbolic dims (default 8 each)")
-    cal.add_argument("--steps", action="store_true", help="with --check: print every step")
+    cal.add_argument("--steps", action=argparse.BooleanOptionalAction, default=True,
+                     help="with --check: print every step (--no-steps: op kinds and the worst steps only)")
     cal.add_argument("--top", type=int, default=8, help="with --check: how many worst-predicted steps to list")
     cal.add_argument("--json", help="with --check: write the comparison as JSON")
     cal.add_argument("--rules", nargs="*", default=[], help="with --check: rule files added to the shipped rules")
