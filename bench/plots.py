@@ -36,6 +36,9 @@ def compile_time(d: dict, out: Path) -> None:
     plt.close(fig)
 
 
+TITLES = {"runtime_cpu.json": "CPU runtime", "models_cpu.json": "real models on the CPU",
+          "runtime_vulkan.json": "Vulkan on this machine", "gpu/runtime_gpu.json": "GPU runtime (CuPy)",
+          "gpu/runtime_vulkan.json": "Vulkan on the GPU"}
 RATIO_KEYS = {  # file -> (row label key, [(numerator key, denominator key, label)])
     "runtime_cpu.json": ("model", [("unfused_ms", "rlx_ms", "unfused"), ("torch_ms", "rlx_ms", "PyTorch eager"),
                                    ("ort_ms", "rlx_ms", "onnxruntime")]),
@@ -76,7 +79,7 @@ def ratios(data: dict[str, dict | None], out: Path) -> bool:
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.invert_yaxis()
-        ax.set_title(f"{name}: peer time / rlx time (right of 1: rlx faster)", fontsize=9)
+        ax.set_title(f"{TITLES.get(name, name)}: peer time / rlx time (right of 1x: rlx faster)", fontsize=9)
         ax.legend(fontsize=7, loc="lower right")
         ax.grid(True, axis="x", which="both", alpha=0.3)
     fig.tight_layout()
