@@ -91,7 +91,46 @@ ONNX_MODELS = {  # name: (tests/onnx_models.py model, its sizes, sequence length
 }
 
 
-def onnx_rows(repeats: int, console: Console) -> list[dict]:
+GEMM_SKELETONS = ("Gemm", "Attention", "Conv")
+
+
+def gemm_share(result, feeds: dict, repeats: int = 3) -> dict[str, float]:
+    """From per-step timings (the executor's profile, median of ``repeats``): the fraction of
+    the run spent in steps that multiply matrices (matmul, GEMM + epilogue, attention,
+    convolution) and the GFLOP/s those steps reach, by the registry's FLOP count."""
+    import statistics
+    from rlx.ir.dtypes import DType
+    from rlx.ir.registry import REGISTRY, TensorType
+    from rlx.kernels.lower import kernel_for
+    prog = result.executor_for(feeds)
+    runs = [prog.profile(feeds) for _ in range(repeats)]
+    steps = {s.index: s for s in prog.lir.steps}
+    flops, gemm = {}, set()
+    for t in runs[0]:
+        step = steps[t.index]
+        ins = [prog.lir.values[n] for n in step.inputs]
+        outs = [prog.lir.values[n] for n in step.outputs]
+        kernel = kernel_for(step.op, [TensorType(v.shape, DType(v.dtype)) for v in ins], step.attrs)
+        if step.op == "matmul" or (kernel is not None and type(kernel.skeleton).__name__ in GEMM_SKELETONS):
+            gemm.add(t.index)
+            flops[t.index] = float(REGISTRY.get(step.op).flops([v.shape for v in ins], [v.shape for v in outs],
+                                                              step.attrs))
+    total = statistics.median(sum(t.seconds for t in r) for r in runs)
+    in_gemm = statistics.median(sum(t.seconds for t in r if t.index in gemm) for r in runs)
+    return {"gemm_fraction": in_gemm / total, "gemm_gflops": sum(flops.values()) / in_gemm / 1e9,
+            "gemm_steps": len(gemm), "profiled_ms": 1e3 * total}
+
+
+def sgemm_peak(repeats: int = 9) -> float:
+    """This machine's sgemm GFLOP/s through NumPy at 1024³ with all its threads (the peak
+    the GEMM steps are measured against)."""
+    a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    c = np.empty_like(a)
+    import statistics
+    return 2 * 1024 ** 3 / statistics.median(timed(lambda: np.matmul(a, a, out=c), repeats)) / 1e9
+
+
+def onnx_rows(repeats: int, console: Console, batches: tuple[int, ...] = (1, 8)) -> list[dict]:
     """rlx vs ONNX Runtime on models exported from PyTorch, same inputs, same run."""
     import onnxruntime as ort
     from rlx.frontends.onnx import load
@@ -105,22 +144,24 @@ def onnx_rows(repeats: int, console: Console) -> list[dict]:
             with console.status(f"exporting {name} with torch.onnx.export ..."):
                 export(kind, str(path), seq=seq, **cfg)
         graph = load(path)
-        result = rlx.compile(graph, target="cpu", binding={"B": 1, "S": seq})
-        rng = np.random.default_rng(0)
-        feeds = {"x": rng.standard_normal((1, seq, cfg["d"])).astype(np.float32)}
-        if kind == "bert":
-            feeds["mask"] = rng.standard_normal((1, 1, 1, seq)).astype(np.float32)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = 2, 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        want = sess.run(None, feeds)[0]
-        got = result.run(feeds)["y"]
-        t_rlx = timed(lambda: result.run(feeds), repeats)
-        t_ort = timed(lambda: sess.run(None, feeds), repeats)
-        rows.append({"model": name + ", exported", "nodes": len(graph.nodes), "nodes_compiled": len(result.graph.nodes),
-                     "fused": dict(result.report.fused), "max_err_vs_onnxruntime": float(np.max(np.abs(got - want))),
-                     **ms("rlx_ms", t_rlx), **ms("ort_ms", t_ort)})
+        for batch in batches:
+            result = rlx.compile(graph, target="cpu", binding={"B": batch, "S": seq})
+            rng = np.random.default_rng(0)
+            feeds = {"x": rng.standard_normal((batch, seq, cfg["d"])).astype(np.float32)}
+            if kind == "bert":
+                feeds["mask"] = rng.standard_normal((batch, 1, 1, seq)).astype(np.float32)
+            want = sess.run(None, feeds)[0]
+            got = result.run(feeds)["y"]
+            t_rlx = timed(lambda: result.run(feeds), repeats)
+            t_ort = timed(lambda: sess.run(None, feeds), repeats)
+            rows.append({"model": f"{name}, exported, batch {batch}", "batch": batch, "nodes": len(graph.nodes),
+                         "nodes_compiled": len(result.graph.nodes), "fused": dict(result.report.fused),
+                         "max_err_vs_onnxruntime": float(np.max(np.abs(got - want))),
+                         **ms("rlx_ms", t_rlx), **ms("ort_ms", t_ort), **gemm_share(result, feeds)})
     return rows
 
 
@@ -174,15 +215,20 @@ def main() -> None:
     print("max err: rlx vs the reference interpreter / PyTorch vs rlx")
     exported = [] if args.skip_onnx else onnx_rows(args.repeats, console)
     if exported:
-        t2 = Table(title=f"exported from PyTorch: rlx vs ONNX Runtime, f32, batch 1 (median of {args.repeats}, min-max)")
+        peak = sgemm_peak()
+        t2 = Table(title=f"exported from PyTorch: rlx vs ONNX Runtime, f32 (median of {args.repeats}, min-max); "
+                         f"GEMM steps against NumPy's sgemm peak here, {peak:.0f} GFLOP/s")
         for col in ("model", "ONNX → MIR nodes (compiled)", "rlx ms", "onnxruntime ms", "onnxruntime / rlx",
-                    "max err vs onnxruntime", "fused"):
+                    "time in GEMM steps", "their GFLOP/s (of peak)", "max err vs onnxruntime", "fused"):
             t2.add_column(col, justify="right")
         for r in exported:
+            r["sgemm_peak_gflops"] = peak
             t2.add_row(r["model"], f"{r['nodes']} ({r['nodes_compiled']})",
                        cell(r, "rlx_ms"),
                        cell(r, "ort_ms"),
-                       f"{r['ort_ms'] / r['rlx_ms']:.2f}x", f"{r['max_err_vs_onnxruntime']:.1e}",
+                       f"{r['ort_ms'] / r['rlx_ms']:.2f}x", f"{100 * r['gemm_fraction']:.0f}%",
+                       f"{r['gemm_gflops']:.0f} ({100 * r['gemm_gflops'] / peak:.0f}%)",
+                       f"{r['max_err_vs_onnxruntime']:.1e}",
                        ", ".join(f"{k} {v}" for k, v in sorted(r["fused"].items())))
         console.print(t2)
     rows += exported

@@ -326,14 +326,17 @@ def _packable(gemms, products: list[int], constant: frozenset[int], leaves, n_in
 
 
 def gemm_blocks(shape: tuple[int, ...], threads: int, columns_ok: bool) -> list[tuple]:
-    """A GEMM output cut into blocks of whole rows (``GEMM_BLOCK`` elements at most: BLAS
-    loses speed on thin blocks), at least one per thread when there are rows enough; with
-    fewer rows than threads, into column ranges (when ``columns_ok``)."""
-    size = math.prod(shape)
-    blocks = plan_chunks(shape, 1, min(GEMM_BLOCK, max(shape[-1] if shape else 1, -(-size // threads))))
-    if len(blocks) < threads and columns_ok and shape and shape[-1] >= 2 * 64:
-        blocks = [b[:-1] + (slice(c.start, c.stop),) for b in blocks for c in split(shape[-1], threads)]
-    return blocks
+    """A GEMM output cut into blocks for the threads. Each thread's BLAS call packs the whole
+    of the operand it does not cut, so the cut goes along the larger side: by column ranges
+    (each thread reads its part of the right operand, the weights of a layer at a small
+    batch) when the output is at least as wide as it is tall, else by blocks of rows, at
+    least one per thread. Row blocks hold ``GEMM_BLOCK`` elements at most (BLAS loses speed
+    on thinner ones; an epilogue wants its block in cache)."""
+    size, n = math.prod(shape), (shape[-1] if shape else 1)
+    if threads > 1 and columns_ok and shape and n >= max(size // n, 64 * threads):
+        return [b[:-1] + (slice(c.start, c.stop),)  # in thread order: a thread's column range, row block by row block
+                for c in split(n, threads) for b in plan_chunks(shape, 1, GEMM_BLOCK)]
+    return plan_chunks(shape, 1, min(GEMM_BLOCK, max(n, -(-size // threads))))
 
 
 def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
@@ -557,7 +560,8 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     c, m, taps = x.shape[1], w.shape[0], w.shape[2:]
     lo, hi = s.pads[:n_sp], s.pads[n_sp:]
     plain = not any(s.pads)  # read the image where it is; else from a zero-bordered copy
-    padded = None if plain else np.zeros((c,) + tuple(d + a + b for d, a, b in zip(x.shape[2:], lo, hi)), acc)
+    depthwise = g == c == m and w.shape[1] == 1
+    padded = None if plain or depthwise else np.zeros((c,) + tuple(d + a + b for d, a, b in zip(x.shape[2:], lo, hi)), acc)
     interior = (slice(None),) + tuple(slice(a, a + d) for a, d in zip(lo, x.shape[2:]))
 
     def tap_view(src: np.ndarray, tap: tuple[int, ...]) -> np.ndarray:
@@ -581,12 +585,13 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     if s.bias is not None:
         bias, more = converted(s.bias, (m,) + (1,) * n_sp)
         setup += more
-    depthwise = g == c == m and w.shape[1] == 1
     all_taps = list(np.ndindex(*taps))
     pixels = math.prod(osp)
     if depthwise:
         wt, more = converted(s.w, (m, math.prod(taps)))
         setup += more
+        dw = Depthwise(s, x.shape[1:], osp, tuple(taps), wt, bias, acc, s.w in constant)
+        setup += dw.setup
     else:
         k = w.shape[1] * math.prod(taps)
         wmat, more = converted(s.w, (g, m // g, k))
@@ -607,13 +612,13 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     for b in range(x.shape[0]):
         p = out[b:b + 1] if direct else product
         img = x[b]
-        if plain:
+        if plain or depthwise:
             src = img
         else:
             src = padded
             phases.append(by_channels(c, img[0].size, lambda r: [(np.copyto, (padded[interior][r], img[r]))]))
         if depthwise:
-            phases.append(by_channels(m, pixels, lambda r: _depthwise(src, wt, p[0], r, all_taps, tap_view, bias)))
+            phases += dw.phases(img, p[0])
         else:
             if cols is None:
                 rhs = src.reshape(g, k, pixels)
@@ -632,24 +637,130 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     return ChunkedKernel(src_text, phases)
 
 
-def _depthwise(src: np.ndarray, wt: np.ndarray, out: np.ndarray, channels: slice, taps: list[tuple[int, ...]],
-               tap_view: Callable, bias: np.ndarray | None) -> list[Call]:
-    """A depthwise convolution of a range of channels, tap by tap over blocks of channels
-    small enough that the block's accumulator stays in cache across the taps."""
-    pixels = math.prod(out.shape[1:])
-    step = max(1, CHUNK // max(1, pixels))
-    calls: list[Call] = []
-    tmp = np.empty((min(step, channels.stop - channels.start),) + out.shape[1:], out.dtype)
-    for lo in range(channels.start, channels.stop, step):
-        r = slice(lo, min(lo + step, channels.stop))
-        acc, t = out[r], tmp[:r.stop - r.start]
-        ws = [wt[r, i].reshape((-1,) + (1,) * (out.ndim - 1)) for i in range(len(taps))]
-        for i, tap in enumerate(taps):
-            view = tap_view(src[r], tap)
-            calls.append((_mul_into, (view, ws[i], acc)) if i == 0 else (_mul_add, (view, ws[i], acc, t)))
-        if bias is not None:
-            calls.append((np.add, (acc, bias[r], acc)))
-    return calls
+class Depthwise:
+    """A depthwise convolution (one filter per channel) as a sum over the kernel's taps, each
+    tap one multiply-add of a shifted view of the image by a per-channel weight; what makes
+    it fast in NumPy is long inner loops. Two layouts:
+
+    - *flat*: the zero-bordered image is split into stride phases (``strides`` per axis: a
+      strided convolution of the image is a unit-stride one of its phases), each channel
+      stored flat; a tap is then one contiguous run per channel, the output computed over
+      the phase's full rows (the columns past the output's width are discarded).
+    - *channels last*: for small images with many channels (rows shorter than the channels),
+      a channels-last copy, each tap a view with the channels innermost.
+
+    Blocks of channels (or of rows) keep the accumulator in cache across the taps; threads
+    take ranges of channels."""
+
+    def __init__(self, s: Conv, image: tuple[int, ...], osp: tuple[int, ...], taps: tuple[int, ...], wt: np.ndarray,
+                 bias: np.ndarray | None, acc, constant_weight: bool) -> None:
+        self.c, spatial = image[0], image[1:]
+        self.osp, self.s, self.bias, self.acc = osp, s, bias, acc
+        n = len(spatial)
+        self.lo = s.pads[:n]
+        self.padded = tuple(d + a + b for d, a, b in zip(spatial, self.lo, s.pads[n:]))
+        self.taps = list(np.ndindex(*taps))
+        self.q = tuple(-(-p // st) for p, st in zip(self.padded, s.strides))  # a phase's size
+        self.run = osp[0] * math.prod(self.q[1:])  # a tap's contiguous run per channel (flat)
+        self.setup: list[Call] = []
+        self.channels_last = self.c // max(1, threads_for(self.c * math.prod(osp))) > self.run
+        if self.channels_last:
+            if constant_weight:  # each tap's weights contiguous over the channels
+                wt = np.ascontiguousarray(wt.T).T
+            else:
+                buf = np.empty((wt.shape[1], wt.shape[0]), acc)
+                self.setup.append((np.copyto, (buf, wt.T)))
+                wt = buf.T
+            self.image = np.zeros(self.padded + (self.c,), acc)
+        else:
+            size = math.prod(self.q)
+            offsets = [self._offset(t) for t in self.taps]
+            tail = max(0, max(offsets) + self.run - size)
+            self.keys = list(np.ndindex(*s.strides))
+            self.flat = np.zeros((len(self.keys), self.c * size + tail), acc)
+            self.phase = [f[:self.c * size].reshape((self.c,) + self.q) for f in self.flat]
+        self.wt = wt
+
+    def _offset(self, tap: tuple[int, ...]) -> int:
+        """Where a tap's run starts in its phase's flat channel."""
+        s, off, stride = self.s, 0, 1
+        for k, d, st, q in reversed(list(zip(tap, s.dilations, s.strides, self.q))):
+            off += (k * d // st) * stride
+            stride *= q
+        return off
+
+    def _key(self, tap: tuple[int, ...]) -> int:
+        return self.keys.index(tuple(k * d % st for k, d, st in zip(tap, self.s.dilations, self.s.strides)))
+
+    def phases(self, img: np.ndarray, out: np.ndarray) -> list[list[list[Call]]]:
+        """The calls for one image into ``out`` (channels, *osp), by channel range per thread."""
+        ranges = [slice(r.start, r.stop) for r in split(self.c, threads_for(self.c * math.prod(self.osp)))]
+        if self.channels_last:
+            interior = tuple(slice(a, a + d) for a, d in zip(self.lo, img.shape[1:]))
+            fill = [[(np.copyto, (self.image[interior + (r,)], np.moveaxis(img[r], 0, -1)))] for r in ranges]
+            return [fill, [self._last(r, out) for r in ranges]]
+        fill = [[call for key, ph in zip(self.keys, self.phase) for call in self._fill(img, ph, key, r)]
+                for r in ranges]
+        return [fill, [self._flat(r, out) for r in ranges]]
+
+    def _fill(self, img: np.ndarray, phase: np.ndarray, key: tuple[int, ...], r: slice) -> list[Call]:
+        """Copy the image's pixels that fall on this phase of the zero-bordered grid."""
+        dst, src = [r], [r]
+        for a, st, lo, d in zip(key, self.s.strides, self.lo, img.shape[1:]):
+            j0 = max(0, -(-(lo - a) // st))        # first phase index inside the image
+            j1 = (d - 1 + lo - a) // st + 1        # one past the last
+            if j1 <= j0:
+                return []
+            start = a + st * j0 - lo
+            dst.append(slice(j0, j1))
+            src.append(slice(start, start + st * (j1 - j0 - 1) + 1, st))
+        return [(np.copyto, (phase[tuple(dst)], img[tuple(src)]))]
+
+    def _flat(self, r: slice, out: np.ndarray) -> list[Call]:
+        block = max(1, min(r.stop - r.start, CHUNK // max(1, self.run)))
+        acc, tmp = np.empty((block, self.run), self.acc), np.empty((block, self.run), self.acc)
+        size = math.prod(self.q)
+        item = self.flat.itemsize
+        calls: list[Call] = []
+        for c0 in range(r.start, r.stop, block):
+            c1 = min(c0 + block, r.stop)
+            a, t = acc[:c1 - c0], tmp[:c1 - c0]
+            for i, tap in enumerate(self.taps):
+                flat = self.flat[self._key(tap)]
+                view = np.lib.stride_tricks.as_strided(flat[c0 * size + self._offset(tap):], (c1 - c0, self.run),
+                                                       (size * item, item), writeable=False)
+                w = self.wt[c0:c1, i:i + 1]
+                calls.append((_mul_into, (view, w, a)) if i == 0 else (_mul_add, (view, w, a, t)))
+            if self.bias is not None:
+                calls.append((np.add, (a, self.bias.reshape(-1, 1)[c0:c1], a)))
+            grid = a.reshape((c1 - c0, self.osp[0]) + self.q[1:])
+            valid = grid[(slice(None), slice(None)) + tuple(slice(0, o) for o in self.osp[1:])]
+            calls.append((np.copyto, (out[c0:c1], valid)))
+        return calls
+
+    def _last(self, r: slice, out: np.ndarray) -> list[Call]:
+        osp, s = self.osp, self.s
+        rc = r.stop - r.start
+        step = max(1, CHUNK // max(1, math.prod(osp[1:]) * rc))
+        block = (min(step, osp[0]),) + tuple(osp[1:]) + (rc,)
+        acc, tmp = np.empty(block, self.acc), np.empty(block, self.acc)
+        ws = [self.wt[r, i] for i in range(len(self.taps))]  # views: a weight that is an input changes per run
+        b = None if self.bias is None else self.bias.reshape(-1)[r]
+        calls: list[Call] = []
+        for r0 in range(0, osp[0], step):
+            r1 = min(r0 + step, osp[0])
+            a, t = acc[:r1 - r0], tmp[:r1 - r0]
+            for i, tap in enumerate(self.taps):
+                first = slice(tap[0] * s.dilations[0] + r0 * s.strides[0],
+                              tap[0] * s.dilations[0] + (r1 - 1) * s.strides[0] + 1, s.strides[0])
+                rest = tuple(slice(k * d, k * d + st * (o - 1) + 1, st)
+                             for k, d, st, o in zip(tap[1:], s.dilations[1:], s.strides[1:], osp[1:]))
+                view = self.image[(first,) + rest + (r,)]
+                calls.append((_mul_into, (view, ws[i], a)) if i == 0 else (_mul_add, (view, ws[i], a, t)))
+            if b is not None:
+                calls.append((np.add, (a, b, a)))
+            calls.append((np.copyto, (out[r, r0:r1], np.moveaxis(a, -1, 0))))
+        return calls
 
 
 def _mul_into(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
