@@ -96,7 +96,7 @@ def test_ops_run_on_the_device_not_the_host():
     device_ops = ["matmul", "transpose", "reshape", "expand", "slice", "concat", "split", "sum", "mean", "max",
                   "softmax", "layer_norm", "rms_norm", "gather", "rotary", "sdpa", "sdpa_nan_zero", "region",
                   "matmul_bias_act", "matmul_residual", "swiglu", "add_rms_norm", "gelu", "silu", "add", "cast",
-                  "conv", "conv_bias_act", "conv_residual_act", "max_pool", "avg_pool"]
+                  "conv", "conv_bias_act", "conv_residual_act", "max_pool", "avg_pool", "causal_mask", "trilu"]
     for op in device_ops:
         for dtype in ("f32", "f16", "bf16"):
             g, arrays = _case(op, np.random.default_rng(7), dtype)
@@ -490,6 +490,12 @@ def test_every_op_kernel_prints_and_compiles():
                 sources.append(P.pool(node.op[:3], P.Operand(x.dtype, _own(x.shape)), x.shape,
                                       P.Operand(o.dtype, _own(o.shape)), o.shape, node.attrs["kernel"], st, dil, lo, hi,
                                       bool(node.attrs.get("count_include_pad", False))))
+                continue
+            if node.op in ("causal_mask", "trilu"):
+                t, a = node.inputs[0].type, node.attrs
+                sources.append(P.triangle(P.Operand(t.dtype, _own(t.shape)), P.Operand(t.dtype, _own(t.shape)), t.shape,
+                                          bool(a.get("upper", False)), int(a.get("k", 0)),
+                                          -np.inf if node.op == "causal_mask" else 0.0))
                 continue
             k = kernel_for(node.op, [v.type for v in node.inputs], node.attrs)
             if k is None:

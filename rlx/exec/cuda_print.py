@@ -787,6 +787,36 @@ def pool(kind: str, x: Operand, x_shape: Sequence[int], out: Operand, out_shape:
     return _finish_source(text, grid, THREADS)
 
 
+def triangle(x: Operand, out: Operand, shape: Sequence[int], upper: bool, k: int, fill: float) -> Source:
+    """``out = x`` where the last two indices (i, j) keep ``j - i >= k`` (``upper``) or
+    ``j - i <= k`` (lower), else ``fill``: trilu (fill 0) and the causal mask (lower, k 0,
+    fill -inf). ``x.strides`` and ``out.strides`` are over ``shape``."""
+    total = math.prod(shape)
+    idx = _index_type(shape, [x.strides, out.strides])
+    r = len(shape)
+    lines = _decompose("i", shape, "d", idx)
+    xo = _offset(x.strides, "d", "i", shape)
+    oo = _offset(out.strides, "d", "i", shape)
+    keep = f"(d{r - 1} - d{r - 2}) {'>=' if upper else '<='} {k}"
+    if out.dtype in HALF or out.dtype.is_float:
+        filled = convert(c_const(fill, DType.f32 if out.dtype in HALF else out.dtype),
+                         DType.f32 if out.dtype in HALF else out.dtype, out.dtype)
+    elif out.dtype == DType.bool:
+        filled = "false"
+    else:
+        filled = f"({CTYPE[out.dtype]})0"
+    lines.append(f"o0[{oo}] = ({keep}) ? a0[{xo}] : {filled};")
+    body = "\n    ".join(lines)
+    grid = max(1, min(-(-total // THREADS), 132 * 16))
+
+    def text(name: str) -> str:
+        return (f'extern "C" __global__ void __launch_bounds__({THREADS}) {name}('
+                f"const {CTYPE[x.dtype]}* __restrict__ a0, {CTYPE[out.dtype]}* __restrict__ o0) {{\n"
+                f"  for ({idx} i = ({idx})blockIdx.x * blockDim.x + threadIdx.x; i < ({idx}){total}; "
+                f"i += ({idx})gridDim.x * blockDim.x) {{\n    {body}\n  }}\n}}\n")
+    return _finish_source(text, grid, THREADS)
+
+
 # ---------------------------------------------------------------------------- flash attention
 FLASH_PRELUDE = {
     DType.f16: ("f16", "cvt.rn.f16x2.f32"),
@@ -997,5 +1027,5 @@ def module(sources: Sequence[Source]) -> str:
 
 
 __all__ = ["Operand", "RowOperand", "AttnOperand", "flash_attention", "Source", "pointwise", "rows", "gather", "im2col",
-           "conv_direct", "pool", "module", "collapse", "printable",
+           "conv_direct", "pool", "triangle", "module", "collapse", "printable",
            "c_const", "convert", "print_op", "Emitter", "CTYPE"]

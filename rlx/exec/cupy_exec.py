@@ -7,7 +7,8 @@ a run copies the inputs in, launches the body and copies the outputs out: those 
 only host transfers.
 
 A step runs, in order of preference: a native kernel of this executor (cuBLAS for matmul,
-printed kernels for reductions over any axes, gather, rotary, pooling, copies), the kernel the kernel
+printed kernels for reductions over any axes, gather, rotary, pooling, triangles (causal
+mask, trilu), copies), the kernel the kernel
 layer derives from the op's definition, printed by ``cuda_print`` (regions, activations,
 norms, softmax, GEMM + epilogue with the products on cuBLAS, attention as a flash kernel or
 two cuBLAS products around a printed softmax, convolution as an im2col kernel, a cuBLAS
@@ -762,7 +763,20 @@ def _pool(kind: str):
     return native
 
 
-_NATIVE: dict[str, Callable] = {"max_pool": _pool("max"), "avg_pool": _pool("avg"), "matmul": _matmul, "sum": _reduce("sum"), "mean": _reduce("mean"),
+def _triangle(causal: bool):
+    def native(prog, ins, outs, in_dt, out_dt, attrs):
+        x, o = ins[0], outs[0]
+        if in_dt[0] != out_dt[0] or x.shape != o.shape or o.ndim < 2:
+            return None
+        upper, k, fill = (False, 0, -math.inf) if causal else (bool(attrs["upper"]), int(attrs["k"]), 0.0)
+        source = cp_print.triangle(cp_print.Operand(in_dt[0], _elem_strides(x)),
+                                   cp_print.Operand(out_dt[0], _elem_strides(o)), o.shape, upper, k, fill)
+        return [prog.kernel(source, [x, o])]
+    return native
+
+
+_NATIVE: dict[str, Callable] = {"causal_mask": _triangle(True), "trilu": _triangle(False),
+                                "max_pool": _pool("max"), "avg_pool": _pool("avg"), "matmul": _matmul, "sum": _reduce("sum"), "mean": _reduce("mean"),
                                 "max": _reduce("max"), "gather": _gather, "concat": _concat, "reshape": _reshape,
                                 "rotary": _rotary}
 

@@ -109,16 +109,25 @@ HELPERS = {
   let r = a - b * trunc(a / b);
   return select(r, r + b, r != 0.0 && ((r < 0.0) != (b < 0.0)));
 }""",
+    # integer / and % on magnitudes as u32 (NVIDIA's Vulkan driver gave -17 % -13 = -17, an
+    # unsigned remainder, through wgpu's SPIR-V); the signs as C's truncation, then Python's mod
     "rlx_modi": """fn rlx_modi(a: i32, b: i32) -> i32 {
-  if (b == 0) { return 0; }
-  let r = a % b;
+  let r = rlx_fmodi(a, b);
   return select(r, r + b, r != 0 && ((r < 0) != (b < 0)));
 }""",
-    "rlx_fmodi": "fn rlx_fmodi(a: i32, b: i32) -> i32 { if (b == 0) { return 0; } return a % b; }",
-    "rlx_divi": "fn rlx_divi(a: i32, b: i32) -> i32 { if (b == 0) { return 0; } return a / b; }",
+    "rlx_fmodi": """fn rlx_fmodi(a: i32, b: i32) -> i32 {
+  if (b == 0) { return 0; }
+  let r = i32(u32(abs(a)) % u32(abs(b)));
+  return select(r, -r, a < 0);
+}""",
+    "rlx_divi": """fn rlx_divi(a: i32, b: i32) -> i32 {
+  if (b == 0) { return 0; }
+  let q = i32(u32(abs(a)) / u32(abs(b)));
+  return select(q, -q, (a < 0) != (b < 0));
+}""",
 }
 NEEDS = {"rlx_max": ("rlx_isnan",), "rlx_min": ("rlx_isnan",), "rlx_pow": ("rlx_isnan",),
-         "rlx_tanh": ("rlx_isnan",)}
+         "rlx_tanh": ("rlx_isnan",), "rlx_modi": ("rlx_fmodi",)}
 
 UNARY_F = {"exp": "exp({0})", "log": "log({0})", "sqrt": "sqrt({0})", "sin": "sin({0})", "cos": "cos({0})",
            "floor": "floor({0})", "ceil": "ceil({0})", "tanh": "rlx_tanh({0})", "erf": "rlx_erf({0})",
