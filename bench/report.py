@@ -139,13 +139,24 @@ PEERS_CPU = (("unfused_ms", "unfused interpreter"), ("torch_ms", "PyTorch eager"
 
 def runtime_cpu(d: dict) -> tuple[str, str]:
     peers = [(k, n) for k, n in PEERS_CPU if any(k in r for r in d["rows"])]
+    gemm = any("gemm_fraction" in r for r in d["rows"])
+
+    def gemm_cells(r: dict) -> list[str]:
+        if "gemm_fraction" not in r:
+            return ["-", "-"] if gemm else []
+        peak = r.get("sgemm_peak_gflops")
+        return [f"{100 * r['gemm_fraction']:.0f}%",
+                f"{r['gemm_gflops']:.0f}" + (f" ({100 * r['gemm_gflops'] / peak:.0f}%)" if peak else "")]
     rows = [[r["model"], f"{r.get('nodes', '?')} ({r.get('nodes_compiled', '?')})", cell(r, "rlx_ms"),
-             *[cell(r, k) for k, _ in peers], *[ratio(r, k, "rlx_ms") for k, _ in peers]] for r in d["rows"]]
+             *[cell(r, k) for k, _ in peers], *[ratio(r, k, "rlx_ms") for k, _ in peers], *gemm_cells(r)]
+            for r in d["rows"]]
     t = table(["model", "MIR nodes (compiled)", "rlx ms", *[f"{n} ms" for _, n in peers],
-               *[f"{n} / rlx" for _, n in peers]], rows)
+               *[f"{n} / rlx" for _, n in peers],
+               *(["rlx time in GEMM steps", "their GFLOP/s (of NumPy's sgemm peak)"] if gemm else [])], rows)
     heads = [f"{n} / rlx {geomean([r[k] / r['rlx_ms'] for r in d['rows'] if k in r]):.2f}x"
              for k, n in peers if k != "unfused_ms"]
-    return ("f32, batch 1, 2 threads; medians with min–max in ms; ratio = peer / rlx (above 1x rlx is faster).\n\n"
+    return ("f32, 2 threads, batch 1 unless the row says; medians with min–max in ms; ratio = peer / rlx (above 1x "
+            "rlx is faster).\n\n"
             + t, ", ".join(heads) + " (geometric means)")
 
 
