@@ -6,7 +6,8 @@ batch 1, sequence 128 / image 224.
 For each: export, import and compile times; rlx vs ONNX Runtime (CPU provider, 2 threads,
 all graph optimizations) in the same run on the same inputs, outputs checked against each
 other first; MIR node counts before and after; the fusions. Medians of --repeats with min
-and max; the ratio is onnxruntime / rlx (above 1: rlx is faster). Writes
+and max; the ratio is onnxruntime / rlx (above 1: rlx is faster). NumPy's OpenBLAS runs the
+fastest of its kernels here, measured first (rlx.exec.blas; --blas-default keeps its pick). Writes
 bench/results/models_cpu.json.
 
     python bench/models_cpu.py [--repeats 7] [--models resnet50,vit]   (needs the test extra)
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -25,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 import rlx
+from rlx.exec.blas import rerun_with_fastest
 from rlx.extract.calibrate import sample_seconds as timed
 from rlx.frontends.onnx import load
 from rlx.pipeline import max_error
@@ -80,7 +83,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--models", default=",".join(TEXT + VISION))
+    ap.add_argument("--blas-default", action="store_true",
+                    help="keep OpenBLAS's own kernel (default: the fastest of its kernels, measured; rlx.exec.blas)")
     args = ap.parse_args()
+    coretype = os.environ.get("OPENBLAS_CORETYPE", "") if args.blas_default else rerun_with_fastest()
+    print(f"OpenBLAS kernel: {coretype or 'its own pick'}")
     import torch
     torch.set_num_threads(2)
     console = Console(width=200)
@@ -99,7 +106,7 @@ def main() -> None:
         if r["max_err_vs_onnxruntime"] > r["tolerance"]:
             console.print(f"[red]{r['model']}: rlx and onnxruntime differ by {r['max_err_vs_onnxruntime']:.3g}")
     out = Path(__file__).parent / "results" / "models_cpu.json"
-    out.write_text(json.dumps({"benchmark": "models_cpu", "machine": platform.platform(),
+    out.write_text(json.dumps({"benchmark": "models_cpu", "machine": platform.platform(), "openblas_coretype": coretype,
                                "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2))
     print(f"wrote {out}")
 

@@ -1,21 +1,26 @@
-"""CPU runtime (issues 6 and 8): compiled rlx vs the reference interpreter on the unfused
-graph and vs PyTorch eager, on a 4-layer Llama block stack and a BERT-base-sized stack, f32;
-and, on the same sizes exported from PyTorch with torch.onnx.export, rlx (imported with
-rlx.frontends.onnx, compiled for cpu) vs ONNX Runtime (CPU provider, all graph optimizations).
+"""CPU runtime (issues 6, 8 and 17): compiled rlx vs the reference interpreter on the
+unfused graph and vs PyTorch eager, on a 4-layer Llama block stack and a BERT-base-sized
+stack, f32, batch 1; and, on the same sizes exported from PyTorch with torch.onnx.export, rlx
+(imported with rlx.frontends.onnx, compiled for cpu) vs ONNX Runtime (CPU provider, all graph
+optimizations) at batch 1 and 8, with the share of rlx's time in its GEMM steps (matmul, GEMM
++ epilogue, attention) and the GFLOP/s they reach against NumPy's sgemm here.
 
 PyTorch runs idiomatic eager modules (F.scaled_dot_product_attention, F.layer_norm,
 F.gelu, F.silu) with the same weights; its outputs are checked against rlx's before
 timing; so are ONNX Runtime's. Medians of --repeats runs in one process, with min and max;
-ratios are peer time / rlx time (above 1: rlx is faster). All use 2 threads. Writes
-bench/results/runtime_cpu.json.
+ratios are peer time / rlx time (above 1: rlx is faster). All use 2 threads. NumPy's
+OpenBLAS runs the fastest of its kernels on this machine, measured first (rlx.exec.blas; the
+script restarts itself with OPENBLAS_CORETYPE set; --blas-default keeps OpenBLAS's pick).
+Writes bench/results/runtime_cpu.json.
 
-    python bench/runtime_cpu.py [--repeats 15] [--skip-onnx]   (needs the test extra: torch, onnxruntime)
+    python bench/runtime_cpu.py [--repeats 15] [--skip-onnx] [--blas-default]   (needs the test extra)
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 from pathlib import Path
@@ -25,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 import rlx
+from rlx.exec.blas import rerun_with_fastest
 from rlx.extract.calibrate import sample_seconds as timed
 from rlx.ir import interpret, random_arrays
 
@@ -169,7 +175,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--skip-onnx", action="store_true", help="leave out the exported models and ONNX Runtime")
+    ap.add_argument("--blas-default", action="store_true",
+                    help="keep OpenBLAS's own kernel (default: the fastest of its kernels, measured; rlx.exec.blas)")
     args = ap.parse_args()
+    coretype = os.environ.get("OPENBLAS_CORETYPE", "") if args.blas_default else rerun_with_fastest()
+    print(f"OpenBLAS kernel: {coretype or 'its own pick'}")
     try:
         import torch
         torch.set_num_threads(2)
@@ -234,7 +244,7 @@ def main() -> None:
     rows += exported
     out = Path(__file__).parent / "results" / "runtime_cpu.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "runtime_cpu", "machine": platform.platform(), "rows": rows}, indent=2))
+    out.write_text(json.dumps({"benchmark": "runtime_cpu", "machine": platform.platform(), "openblas_coretype": coretype, "rows": rows}, indent=2))
     print(f"wrote {out}")
 
 
