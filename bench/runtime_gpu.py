@@ -198,7 +198,8 @@ def kernel_fractions(program, lir, ceil: dict, dtype: str) -> dict:
 
 
 START = time.perf_counter()
-GUESS_S = {"eager": 10.0, "compile": 90.0, "autotune": 240.0}  # a peer's first call, before any row measured it
+# a peer's first call before any row measured it (on the lent H200: compile 3-7 s, max-autotune 21-49 s a row)
+GUESS_S = {"eager": 10.0, "compile": 30.0, "autotune": 90.0}
 
 
 def run_row(name: str, kind: str, cfg: dict, peers: list[str], repeats: int, ceil: dict, torch, console,
