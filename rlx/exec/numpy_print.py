@@ -561,7 +561,14 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     lo, hi = s.pads[:n_sp], s.pads[n_sp:]
     plain = not any(s.pads)  # read the image where it is; else from a zero-bordered copy
     depthwise = g == c == m and w.shape[1] == 1
-    padded = None if plain or depthwise else np.zeros((c,) + tuple(d + a + b for d, a, b in zip(x.shape[2:], lo, hi)), acc)
+    unit = all(t == 1 for t in taps) and all(st == 1 for st in s.strides) and plain
+    grid = None  # im2col from a phase grid: each tap's columns one contiguous run per channel
+    if not depthwise and not unit and n_sp:
+        grid = PhaseGrid(s, x.shape[1:], osp, tuple(taps), acc)
+        if grid.run > 1.1 * math.prod(osp):  # too many junk columns (small images): copy tap views
+            grid = None
+    padded = None if plain or depthwise or grid else np.zeros(
+        (c,) + tuple(d + a + b for d, a, b in zip(x.shape[2:], lo, hi)), acc)
     interior = (slice(None),) + tuple(slice(a, a + d) for a, d in zip(lo, x.shape[2:]))
 
     def tap_view(src: np.ndarray, tap: tuple[int, ...]) -> np.ndarray:
@@ -596,8 +603,13 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
         k = w.shape[1] * math.prod(taps)
         wmat, more = converted(s.w, (g, m // g, k))
         setup += more
-        unit = all(t == 1 for t in taps) and all(st == 1 for st in s.strides) and not any(s.pads)
-        cols = None if unit and x.dtype == acc and x.flags.c_contiguous else np.empty((c,) + tuple(taps) + tuple(osp), acc)
+        if grid is not None:
+            cols = np.empty((c, len(all_taps), grid.run), acc)
+            grid_out = np.empty((m, grid.run), acc)
+        elif unit and x.dtype == acc and x.flags.c_contiguous:
+            cols = None
+        else:
+            cols = np.empty((c,) + tuple(taps) + tuple(osp), acc)
 
     leaves = _leaves(s.outputs)
     direct = s.outputs == (leaves.get(("arg", n_in)),) and out.dtype == acc and out.flags.c_contiguous and not any(
@@ -612,13 +624,21 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     for b in range(x.shape[0]):
         p = out[b:b + 1] if direct else product
         img = x[b]
-        if plain or depthwise:
+        if plain or depthwise or grid:
             src = img
         else:
             src = padded
             phases.append(by_channels(c, img[0].size, lambda r: [(np.copyto, (padded[interior][r], img[r]))]))
         if depthwise:
             phases += dw.phases(img, p[0])
+        elif grid is not None:
+            phases.append(by_channels(c, img[0].size, lambda r: grid.fill(img, r)))
+            phases.append(by_channels(c, len(all_taps) * grid.run, lambda r: [
+                (np.copyto, (cols[r, t], grid.tap(tap, r))) for t, tap in enumerate(all_taps)]))
+            phases += matmul_kernel(wmat, cols.reshape(g, k, grid.run), grid_out.reshape(g, m // g, grid.run)).phases
+            valid = grid.valid(grid_out)
+            phases.append(by_channels(m, pixels, lambda r: [
+                (np.add, (valid[r], bias[r], p[0][r])) if bias is not None else (np.copyto, (p[0][r], valid[r]))]))
         else:
             if cols is None:
                 rhs = src.reshape(g, k, pixels)
@@ -637,33 +657,79 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     return ChunkedKernel(src_text, phases)
 
 
+class PhaseGrid:
+    """An image laid out so that every tap of a convolution is one contiguous run per
+    channel: the zero-bordered image split into its stride phases (a strided convolution of
+    the image is a unit-stride one of its phases), each phase's channels stored flat. A tap's
+    run covers the output's rows at the phase's full width; the columns past the output's
+    width are junk, dropped by ``valid``."""
+
+    def __init__(self, s: Conv, image: tuple[int, ...], osp: tuple[int, ...], taps: tuple[int, ...], acc) -> None:
+        self.s, self.c, self.osp = s, image[0], osp
+        spatial = image[1:]
+        n = len(spatial)
+        self.lo = s.pads[:n]
+        padded = tuple(d + a + b for d, a, b in zip(spatial, self.lo, s.pads[n:]))
+        self.q = tuple(-(-p // st) for p, st in zip(padded, s.strides))  # a phase's size
+        self.size = math.prod(self.q)
+        self.run = osp[0] * math.prod(self.q[1:])  # a tap's run per channel
+        self.taps = list(np.ndindex(*taps))
+        self.keys = list(np.ndindex(*s.strides))
+        tail = max(0, max(self.offset(t) for t in self.taps) + self.run - self.size)
+        self.flat = np.zeros((len(self.keys), self.c * self.size + tail), acc)
+        self.phase = [f[:self.c * self.size].reshape((self.c,) + self.q) for f in self.flat]
+
+    def offset(self, tap: tuple[int, ...]) -> int:
+        """Where a tap's run starts in its phase's flat channel."""
+        off, stride = 0, 1
+        for k, d, st, q in reversed(list(zip(tap, self.s.dilations, self.s.strides, self.q))):
+            off += (k * d // st) * stride
+            stride *= q
+        return off
+
+    def tap(self, tap: tuple[int, ...], channels: slice) -> np.ndarray:
+        """A (channels, run) view of what ``tap`` reads."""
+        flat = self.flat[self.keys.index(tuple(k * d % st for k, d, st in zip(tap, self.s.dilations, self.s.strides)))]
+        n = channels.stop - channels.start
+        return np.lib.stride_tricks.as_strided(flat[channels.start * self.size + self.offset(tap):], (n, self.run),
+                                               (self.size * flat.itemsize, flat.itemsize), writeable=False)
+
+    def valid(self, grid: np.ndarray) -> np.ndarray:
+        """The output positions of a (..., run) array computed over the taps' runs."""
+        g = grid.reshape(grid.shape[:-1] + (self.osp[0],) + self.q[1:])
+        return g[(Ellipsis, slice(None)) + tuple(slice(0, o) for o in self.osp[1:])]
+
+    def fill(self, img: np.ndarray, r: slice) -> list[Call]:
+        """Copy channels ``r`` of the image onto every phase (the border stays zero)."""
+        calls = []
+        for key, phase in zip(self.keys, self.phase):
+            dst, src = [r], [r]
+            for a, st, lo, d in zip(key, self.s.strides, self.lo, img.shape[1:]):
+                j0 = max(0, -(-(lo - a) // st))        # first phase index inside the image
+                j1 = (d - 1 + lo - a) // st + 1        # one past the last
+                start = a + st * j0 - lo
+                dst.append(slice(j0, max(j0, j1)))
+                src.append(slice(start, start + st * max(0, j1 - j0 - 1) + 1, st))
+            if all(x.stop > x.start for x in dst[1:]):
+                calls.append((np.copyto, (phase[tuple(dst)], img[tuple(src)])))
+        return calls
+
+
 class Depthwise:
     """A depthwise convolution (one filter per channel) as a sum over the kernel's taps, each
-    tap one multiply-add of a shifted view of the image by a per-channel weight; what makes
-    it fast in NumPy is long inner loops. Two layouts:
-
-    - *flat*: the zero-bordered image is split into stride phases (``strides`` per axis: a
-      strided convolution of the image is a unit-stride one of its phases), each channel
-      stored flat; a tap is then one contiguous run per channel, the output computed over
-      the phase's full rows (the columns past the output's width are discarded).
-    - *channels last*: for small images with many channels (rows shorter than the channels),
-      a channels-last copy, each tap a view with the channels innermost.
-
-    Blocks of channels (or of rows) keep the accumulator in cache across the taps; threads
-    take ranges of channels."""
+    tap one multiply-add of a shifted image by a per-channel weight; what makes it fast in
+    NumPy is long inner loops: each tap a contiguous run per channel of a ``PhaseGrid``, or,
+    for small images with many channels (runs shorter than the channels), a view of a
+    channels-last copy with the channels innermost. Blocks of channels (or rows) keep the
+    accumulator in cache across the taps; threads take ranges of channels."""
 
     def __init__(self, s: Conv, image: tuple[int, ...], osp: tuple[int, ...], taps: tuple[int, ...], wt: np.ndarray,
                  bias: np.ndarray | None, acc, constant_weight: bool) -> None:
-        self.c, spatial = image[0], image[1:]
-        self.osp, self.s, self.bias, self.acc = osp, s, bias, acc
-        n = len(spatial)
-        self.lo = s.pads[:n]
-        self.padded = tuple(d + a + b for d, a, b in zip(spatial, self.lo, s.pads[n:]))
+        self.c, self.osp, self.s, self.bias, self.acc = image[0], osp, s, bias, acc
         self.taps = list(np.ndindex(*taps))
-        self.q = tuple(-(-p // st) for p, st in zip(self.padded, s.strides))  # a phase's size
-        self.run = osp[0] * math.prod(self.q[1:])  # a tap's contiguous run per channel (flat)
         self.setup: list[Call] = []
-        self.channels_last = self.c // max(1, threads_for(self.c * math.prod(osp))) > self.run
+        self.grid = PhaseGrid(s, image, osp, taps, acc)
+        self.channels_last = self.c // max(1, threads_for(self.c * math.prod(osp))) > self.grid.run
         if self.channels_last:
             if constant_weight:  # each tap's weights contiguous over the channels
                 wt = np.ascontiguousarray(wt.T).T
@@ -671,26 +737,10 @@ class Depthwise:
                 buf = np.empty((wt.shape[1], wt.shape[0]), acc)
                 self.setup.append((np.copyto, (buf, wt.T)))
                 wt = buf.T
-            self.image = np.zeros(self.padded + (self.c,), acc)
-        else:
-            size = math.prod(self.q)
-            offsets = [self._offset(t) for t in self.taps]
-            tail = max(0, max(offsets) + self.run - size)
-            self.keys = list(np.ndindex(*s.strides))
-            self.flat = np.zeros((len(self.keys), self.c * size + tail), acc)
-            self.phase = [f[:self.c * size].reshape((self.c,) + self.q) for f in self.flat]
+            n = len(image) - 1
+            self.lo = s.pads[:n]
+            self.image = np.zeros(tuple(d + a + b for d, a, b in zip(image[1:], self.lo, s.pads[n:])) + (self.c,), acc)
         self.wt = wt
-
-    def _offset(self, tap: tuple[int, ...]) -> int:
-        """Where a tap's run starts in its phase's flat channel."""
-        s, off, stride = self.s, 0, 1
-        for k, d, st, q in reversed(list(zip(tap, s.dilations, s.strides, self.q))):
-            off += (k * d // st) * stride
-            stride *= q
-        return off
-
-    def _key(self, tap: tuple[int, ...]) -> int:
-        return self.keys.index(tuple(k * d % st for k, d, st in zip(tap, self.s.dilations, self.s.strides)))
 
     def phases(self, img: np.ndarray, out: np.ndarray) -> list[list[list[Call]]]:
         """The calls for one image into ``out`` (channels, *osp), by channel range per thread."""
@@ -699,43 +749,22 @@ class Depthwise:
             interior = tuple(slice(a, a + d) for a, d in zip(self.lo, img.shape[1:]))
             fill = [[(np.copyto, (self.image[interior + (r,)], np.moveaxis(img[r], 0, -1)))] for r in ranges]
             return [fill, [self._last(r, out) for r in ranges]]
-        fill = [[call for key, ph in zip(self.keys, self.phase) for call in self._fill(img, ph, key, r)]
-                for r in ranges]
-        return [fill, [self._flat(r, out) for r in ranges]]
-
-    def _fill(self, img: np.ndarray, phase: np.ndarray, key: tuple[int, ...], r: slice) -> list[Call]:
-        """Copy the image's pixels that fall on this phase of the zero-bordered grid."""
-        dst, src = [r], [r]
-        for a, st, lo, d in zip(key, self.s.strides, self.lo, img.shape[1:]):
-            j0 = max(0, -(-(lo - a) // st))        # first phase index inside the image
-            j1 = (d - 1 + lo - a) // st + 1        # one past the last
-            if j1 <= j0:
-                return []
-            start = a + st * j0 - lo
-            dst.append(slice(j0, j1))
-            src.append(slice(start, start + st * (j1 - j0 - 1) + 1, st))
-        return [(np.copyto, (phase[tuple(dst)], img[tuple(src)]))]
+        return [[self.grid.fill(img, r) for r in ranges], [self._flat(r, out) for r in ranges]]
 
     def _flat(self, r: slice, out: np.ndarray) -> list[Call]:
-        block = max(1, min(r.stop - r.start, CHUNK // max(1, self.run)))
-        acc, tmp = np.empty((block, self.run), self.acc), np.empty((block, self.run), self.acc)
-        size = math.prod(self.q)
-        item = self.flat.itemsize
+        run = self.grid.run
+        block = max(1, min(r.stop - r.start, CHUNK // max(1, run)))
+        acc, tmp = np.empty((block, run), self.acc), np.empty((block, run), self.acc)
         calls: list[Call] = []
         for c0 in range(r.start, r.stop, block):
             c1 = min(c0 + block, r.stop)
             a, t = acc[:c1 - c0], tmp[:c1 - c0]
             for i, tap in enumerate(self.taps):
-                flat = self.flat[self._key(tap)]
-                view = np.lib.stride_tricks.as_strided(flat[c0 * size + self._offset(tap):], (c1 - c0, self.run),
-                                                       (size * item, item), writeable=False)
-                w = self.wt[c0:c1, i:i + 1]
+                view, w = self.grid.tap(tap, slice(c0, c1)), self.wt[c0:c1, i:i + 1]
                 calls.append((_mul_into, (view, w, a)) if i == 0 else (_mul_add, (view, w, a, t)))
             if self.bias is not None:
                 calls.append((np.add, (a, self.bias.reshape(-1, 1)[c0:c1], a)))
-            grid = a.reshape((c1 - c0, self.osp[0]) + self.q[1:])
-            valid = grid[(slice(None), slice(None)) + tuple(slice(0, o) for o in self.osp[1:])]
-            calls.append((np.copyto, (out[c0:c1], valid)))
+            calls.append((np.copyto, (out[c0:c1], self.grid.valid(a))))
         return calls
 
     def _last(self, r: slice, out: np.ndarray) -> list[Call]:
