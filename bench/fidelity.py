@@ -63,7 +63,7 @@ def main() -> None:
             if "change" in sug:
                 print("  refit:\n    " + "\n    ".join(toml_lines(sug["change"], sug["current"], sug.get("notes"))))
             for line in sug.get("structural", []):
-                print(f"  not a target-file entry: {line}")
+                print(f"  beyond the target file: {line}")
         record["seconds"] = time.perf_counter() - t
         out.write_text(json.dumps(record, indent=1, default=str))
         print(f"wrote {out}")

@@ -235,7 +235,7 @@ def fidelity(d: dict) -> tuple[str, str]:
                  f"error| {b['median_abs_log10_error']:.2f} → {a['median_abs_log10_error']:.2f}):\n\n"
                  + ("\n".join(f"- `{x}`" for x in lines) or "- nothing: every figure fits within 25%"))
     for line in sug.get("structural", []):
-        text += f"\n- not a target-file entry: {line}"
+        text += f"\n- beyond the target file: {line}"
     return text, f"Spearman {d['spearman']:.2f} ({d['target']}, {d.get('device', '?')})"
 
 

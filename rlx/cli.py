@@ -352,7 +352,7 @@ def _calibrate_check(args: argparse.Namespace, console: Console, rules) -> int:
     else:
         console.print(sug.get("note", ""), markup=False)
     for line in sug.get("structural", []):
-        console.print("not a target-file entry: " + line, markup=False, highlight=False)
+        console.print("beyond the target file: " + line, markup=False, highlight=False)
     if args.json:
         Path(args.json).write_text(json.dumps(f.to_dict(), indent=1, default=str))
         console.print(f"wrote {args.json}", markup=False)
