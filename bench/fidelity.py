@@ -9,6 +9,12 @@ d_ff 11008, seq 512, f16). Writes bench/results/fidelity_<target>.json per targe
 whose executor cannot run here is recorded with the reason.
 
     python bench/fidelity.py [--targets cpu vulkan cuda] [--repeats 5] [--small]
+    python bench/fidelity.py --refit bench/results/gpu/fidelity_cuda.json ...
+
+--refit needs no device: it compiles the recorded model again (compiling is host work),
+prices it with the target file as it is now, and recomputes the comparison and the refit
+from the measurements stored in the file (a GPU run's, say, after the target file or the
+fitting code changed).
 """
 from __future__ import annotations
 
@@ -32,13 +38,45 @@ MODELS = {
 SMALL = ("llama 2x256 (seq 64), f32", dict(layers=2, d_model=256, n_heads=4, seq=64, batch=1))
 
 
+def refit(path: Path) -> None:
+    """Recompute a result file's predictions, correlation and refit from its measurements."""
+    from rlx.extract.fidelity import compare, predict
+    from rlx.extract.target import load_target
+    d = json.loads(path.read_text())
+    if d.get("error") or not d.get("steps"):
+        print(f"{path}: no measurements to refit")
+        return
+    target = load_target(d["target"])
+    result = rlx.compile(rlx.models.llama(**d["config"]), target=target)
+    with result.ruleset.active():
+        costs = predict(result.graph, target)
+    measured = {s["node"]: (s["measured"], s["dispatch"]) for s in d["steps"]}
+    f = compare(costs, measured, target, d.get("model", ""), d.get("device", ""))
+    if len(f.steps) < 0.9 * len(measured):
+        raise SystemExit(f"{path}: only {len(f.steps)} of {len(measured)} measured steps are in today's compiled "
+                         "program: the compiler changed since; measure again")
+    keep = {k: d[k] for k in ("benchmark", "target", "model", "config", "machine", "date", "repeats", "seconds",
+                              "meta", "last_failure") if k in d}
+    path.write_text(json.dumps({**keep, **f.to_dict(), "refit": {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "how": f"python bench/fidelity.py --refit {path.name}: predictions from the target file as of this date, "
+               "measurements as recorded"}}, indent=1, default=str))
+    print(f"{path}: Spearman {f.spearman:.3f} over {len(f.steps)} steps; refit: "
+          + "; ".join(toml_lines(f.suggestions.get("change", {}), f.suggestions.get("current", {}))))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--targets", nargs="+", default=["cpu"])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--small", action="store_true", help="a small stack (a quick check)")
     ap.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--refit", nargs="+", type=Path, help="result files to recompute from their measurements")
     args = ap.parse_args()
+    for path in args.refit or []:
+        refit(path)
+    if args.refit:
+        return
     for target in args.targets:
         name, cfg = SMALL if args.small else MODELS.get(target, MODELS["cpu"])
         out = Path(args.out_dir) / f"fidelity_{target}.json"

@@ -38,6 +38,7 @@ def compile_time(d: dict, out: Path) -> None:
 
 TITLES = {"runtime_cpu.json": "CPU runtime", "models_cpu.json": "real models on the CPU",
           "runtime_vulkan.json": "Vulkan on this machine", "gpu/runtime_gpu.json": "GPU runtime (CuPy)",
+          "gpu/runtime_gpu_autotune.json": "GPU runtime vs max-autotune",
           "gpu/runtime_vulkan.json": "Vulkan on the GPU"}
 RATIO_KEYS = {  # file -> (row label key, [(numerator key, denominator key, label)])
     "runtime_cpu.json": ("model", [("unfused_ms", "rlx_ms", "unfused"), ("torch_ms", "rlx_ms", "PyTorch eager"),
@@ -46,6 +47,7 @@ RATIO_KEYS = {  # file -> (row label key, [(numerator key, denominator key, labe
     "runtime_vulkan.json": ("model", [("numpy_ms", "vulkan_ms", "rlx-numpy / rlx-vulkan")]),
     "gpu/runtime_gpu.json": ("row", [("eager_ms", "rlx_ms", "PyTorch eager"), ("compile_ms", "rlx_ms", "torch.compile"),
                                      ("autotune_ms", "rlx_ms", "max-autotune")]),
+    "gpu/runtime_gpu_autotune.json": ("row", [("autotune_ms", "rlx_ms", "max-autotune")]),
     "gpu/runtime_vulkan.json": ("model", [("numpy_ms", "vulkan_ms", "rlx-numpy / rlx-vulkan")]),
 }
 

@@ -54,7 +54,8 @@ def geomean(xs: list[float]) -> float:
 def provenance(data: dict, path: Path, script: str) -> str:
     """Command, date, machine (and device), commit and wall time of a result file."""
     meta = data.get("meta", {})
-    cmd = meta.get("command") or f"python bench/{script} (defaults assumed: the command was not recorded)"
+    cmd = meta.get("command") or data.get("command") or \
+        f"python bench/{script} (defaults assumed: the command was not recorded)"
     date = meta.get("date") or data.get("date") or time.strftime("%Y-%m-%d (file date)",
                                                                   time.gmtime(path.stat().st_mtime))
     mach = meta.get("cpu") and f"{meta['cpu']}, {meta.get('cores')} cores, {meta.get('platform')}, Python " \
@@ -185,8 +186,12 @@ def runtime_gpu(d: dict) -> tuple[str, str]:
         rows.append([r["row"], cell(r, "rlx_ms", 2), *[cell(r, f"{p}_ms", 2) for p in peers],
                      *[ratio(r, f"{p}_ms", "rlx_ms") for p in peers], f"{bw:.0%}" if bw else "-",
                      f"{gm:.0%}" if gm else "-"])
+    notes = any(r.get("note") for r in d["rows"])
+    if notes:
+        rows = [row + [r.get("note", "")] for row, r in zip(rows, d["rows"])]
     t = table(["row", "rlx ms", *[f"{names[p]} ms" for p in peers], *[f"{names[p]} / rlx" for p in peers],
-               "elementwise BW", "GEMM / cuBLAS"], rows)
+               "elementwise BW", "GEMM / cuBLAS", *(["run"] if notes else [])], rows,
+              set(range(1, 2 * len(peers) + 4)))
     c = d.get("ceilings", {})
     ceil = (f"Measured ceilings: copy {c['copy_bytes_per_s'] / 1e12:.2f} TB/s, cuBLAS f16 "
             f"{c['gemm_flops_f16'] / 1e12:.0f} TFLOP/s, TF32 {c['gemm_flops_tf32'] / 1e12:.0f} TFLOP/s. ") if c else ""
@@ -236,6 +241,8 @@ def fidelity(d: dict) -> tuple[str, str]:
                  + ("\n".join(f"- `{x}`" for x in lines) or "- nothing: every figure fits within 25%"))
     for line in sug.get("structural", []):
         text += f"\n- beyond the target file: {line}"
+    if d.get("refit"):
+        text += f"\n\nPredictions and refit recomputed {d['refit']['date']} ({d['refit']['how']})."
     return text, f"Spearman {d['spearman']:.2f} ({d['target']}, {d.get('device', '?')})"
 
 
@@ -251,6 +258,8 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], tuple[str, str]]]] = [
     ("Cost-model fidelity: cpu", "fidelity_cpu.json", "fidelity.py --targets cpu", fidelity),
     ("Cost-model fidelity: vulkan on this machine", "fidelity_vulkan.json", "fidelity.py --targets vulkan", fidelity),
     ("GPU runtime: CuPy vs PyTorch eager and torch.compile", "gpu/runtime_gpu.json", "runtime_gpu.py", runtime_gpu),
+    ("GPU runtime with max-autotune (the GPU engineer's separate runs)", "gpu/runtime_gpu_autotune.json",
+     "runtime_gpu.py --peers eager,compile,autotune", runtime_gpu),
     ("Vulkan executor on the GPU", "gpu/runtime_vulkan.json", "runtime_vulkan.py", runtime_vulkan),
     ("Cost-model fidelity: cuda", "gpu/fidelity_cuda.json", "fidelity.py --targets cuda", fidelity),
     ("Cost-model fidelity: vulkan on the GPU", "gpu/fidelity_vulkan.json", "fidelity.py --targets vulkan", fidelity),

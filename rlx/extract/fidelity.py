@@ -234,6 +234,8 @@ def fit(costs: Sequence[StepCost], measured: Sequence[float], cost: CostModel) -
         res = least_squares(lambda x: _log_error(cs, ms, _with(fitted, x, dtypes)), x0, loss="cauchy",
                             f_scale=0.2, bounds=bounds)
         fitted = _with(fitted, res.x, dtypes)
+        names = ["launch", "bandwidth"] + [f"peak_flops.{d}" for d in dtypes]
+        at_limit = [n for n, v, lo, hi in zip(names, res.x, *bounds) if min(v - lo, hi - v) < 1e-3]
         efficiency = dict(fitted.efficiency)
         for op in ops:
             mine_c = [c for c in cs if c.op == op]
@@ -273,6 +275,8 @@ def fit(costs: Sequence[StepCost], measured: Sequence[float], cost: CostModel) -
             bound = "compute" if _compute_bound([c for c in cs if c.op == op], fitted) else "memory"
             still.append(f"{op}: {bound}-bound, measured {off:.2g}x the refitted prediction (median of {len(errs)} "
                          "steps)" + ("; the cost model has no per-op bandwidth factor" if bound == "memory" else ""))
+    for n in at_limit:
+        still.append(f"{n}: the fit stopped at its limit (1000x the file's figure): the data cannot place it")
     return {"current": now, "fitted": new, "change": change, "still_off": still, "steps_fitted": len(cs),
             "before": summary(cost), "after": summary(fitted)}
 
@@ -290,15 +294,19 @@ def unpriced(costs: Mapping[str, StepCost], measured: Mapping[str, tuple[float, 
     out = []
     for priced, why in (("view", "priced as a view (no work) but runs as a copy: the planner could not alias it"),
                         ("definition", "priced as its definition op by op (no skeleton fits)")):
-        kinds: dict[str, list[float]] = {}
+        kinds: dict[str, list[tuple[float, float]]] = {}
         for node, (sec, _) in measured.items():
             c = costs.get(node)
-            if c is not None and c.priced == priced and c.predicted > 0:
-                kinds.setdefault(c.op, []).append(sec / c.predicted)
-        for op, ratios in sorted(kinds.items()):
-            med = statistics.median(ratios)
+            if c is not None and c.priced == priced:
+                kinds.setdefault(c.op, []).append((sec, c.predicted))
+        for op, pairs in sorted(kinds.items()):
+            if any(p <= 0 for _, p in pairs):
+                out.append(f"{op}: {why}; predicted 0, measured {1e6 * statistics.median(m for m, _ in pairs):.1f} us "
+                           f"(median of {len(pairs)} steps)")
+                continue
+            med = statistics.median(m / p for m, p in pairs)
             if priced == "definition" or not 0.2 <= med <= 5:
-                out.append(f"{op}: {why}; measured / predicted {med:.1f} (median of {len(ratios)} steps)")
+                out.append(f"{op}: {why}; measured / predicted {med:.1f} (median of {len(pairs)} steps)")
     return out
 
 
