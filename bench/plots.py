@@ -124,7 +124,7 @@ def fidelity(panels: list[tuple[str, dict]], out: Path) -> None:
         hi = max(max(s["predicted"], s["measured"]) for s in steps) * 1e6
         ax.plot([lo, hi], [lo, hi], "k:", lw=1)
         ax.set(xscale="log", yscale="log", xlabel="predicted µs", ylabel="measured µs")
-        ax.set_title(f"{d['target']} on {str(d.get('device', '?'))[:28]}\nSpearman {d['spearman']:.2f}", fontsize=9)
+        ax.set_title(f"{d['target']} on {str(d.get('device', '?'))[:40]}\nSpearman {d['spearman']:.2f}", fontsize=9)
         ax.legend(fontsize=6)
         ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
