@@ -7,7 +7,8 @@ For each: export, import and compile times; rlx vs ONNX Runtime (CPU provider, 2
 all graph optimizations) in the same run on the same inputs, outputs checked against each
 other first; MIR node counts before and after; the fusions. Medians of --repeats with min
 and max; the ratio is onnxruntime / rlx (above 1: rlx is faster). NumPy's OpenBLAS runs the
-fastest of its kernels here, measured first (rlx.exec.blas; --blas-default keeps its pick). Writes
+fastest of its kernels here, measured first (rlx.exec.blas; --blas-default keeps its pick). rlx is timed before ONNX Runtime's session is made
+(its threads spin after its runs and slowed rlx by up to 20% when timed after it). Writes
 bench/results/models_cpu.json.
 
     python bench/models_cpu.py [--repeats 7] [--models resnet50,vit]   (needs the test extra)
@@ -32,6 +33,8 @@ from rlx.extract.calibrate import sample_seconds as timed
 from rlx.frontends.onnx import load
 from rlx.pipeline import max_error
 
+from runtime_cpu import ort_session
+
 from common import cell, ms
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
@@ -48,7 +51,6 @@ def feeds_for(name: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 
 def row(name: str, repeats: int, console: Console) -> dict:
-    import onnxruntime as ort
     path = Path(__file__).parent / "out" / f"{name}_full.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
@@ -63,15 +65,13 @@ def row(name: str, repeats: int, console: Console) -> dict:
     result = rlx.compile(graph, target="cpu")
     t_compile = time.perf_counter() - t
     feeds = feeds_for(name, np.random.default_rng(0))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 2, 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    want = sess.run(None, feeds)[0]
     got = next(iter(result.run(feeds).values()))
+    t_rlx = timed(lambda: result.run(feeds), repeats)  # first: ONNX Runtime's threads spin after its runs
+    sess = ort_session(path)
+    want = sess.run(None, feeds)[0]
     err, tol = max_error(got, want.astype(np.float64), "f32")
-    t_rlx = timed(lambda: result.run(feeds), repeats)
     t_ort = timed(lambda: sess.run(None, feeds), repeats)
+    del sess
     return {"model": name, "export_s": t_export, "import_s": t_import, "compile_s": t_compile,
             "nodes": result.report.nodes_before, "nodes_compiled": result.report.nodes_after,
             "folded": result.report.folded, "fused": dict(result.report.fused),

@@ -11,7 +11,8 @@ timing; so are ONNX Runtime's. Medians of --repeats runs in one process, with mi
 ratios are peer time / rlx time (above 1: rlx is faster). All use 2 threads. NumPy's
 OpenBLAS runs the fastest of its kernels on this machine, measured first (rlx.exec.blas; the
 script restarts itself with OPENBLAS_CORETYPE set; --blas-default keeps OpenBLAS's pick).
-Writes bench/results/runtime_cpu.json.
+rlx is timed before ONNX Runtime's session is made
+(its threads spin after its runs and slowed rlx by up to 20% when timed after it). Writes bench/results/runtime_cpu.json.
 
     python bench/runtime_cpu.py [--repeats 15] [--skip-onnx] [--blas-default]   (needs the test extra)
 """
@@ -136,9 +137,17 @@ def sgemm_peak(repeats: int = 9) -> float:
     return 2 * 1024 ** 3 / statistics.median(timed(lambda: np.matmul(a, a, out=c), repeats)) / 1e9
 
 
+def ort_session(path: Path):
+    """ONNX Runtime on the CPU provider, 2 threads, every graph optimization."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 2, 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
 def onnx_rows(repeats: int, console: Console, batches: tuple[int, ...] = (1, 8)) -> list[dict]:
     """rlx vs ONNX Runtime on models exported from PyTorch, same inputs, same run."""
-    import onnxruntime as ort
     from rlx.frontends.onnx import load
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
     from onnx_models import export
@@ -150,24 +159,24 @@ def onnx_rows(repeats: int, console: Console, batches: tuple[int, ...] = (1, 8))
             with console.status(f"exporting {name} with torch.onnx.export ..."):
                 export(kind, str(path), seq=seq, **cfg)
         graph = load(path)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = 2, 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        runs = []  # rlx first: ONNX Runtime's threads spin after its runs and would slow whatever runs next
         for batch in batches:
             result = rlx.compile(graph, target="cpu", binding={"B": batch, "S": seq})
             rng = np.random.default_rng(0)
             feeds = {"x": rng.standard_normal((batch, seq, cfg["d"])).astype(np.float32)}
             if kind == "bert":
                 feeds["mask"] = rng.standard_normal((batch, 1, 1, seq)).astype(np.float32)
-            want = sess.run(None, feeds)[0]
             got = result.run(feeds)["y"]
-            t_rlx = timed(lambda: result.run(feeds), repeats)
+            runs.append((batch, result, feeds, got, timed(lambda: result.run(feeds), repeats), gemm_share(result, feeds)))
+        sess = ort_session(path)
+        for batch, result, feeds, got, t_rlx, share in runs:
+            want = sess.run(None, feeds)[0]
             t_ort = timed(lambda: sess.run(None, feeds), repeats)
             rows.append({"model": f"{name}, exported, batch {batch}", "batch": batch, "nodes": len(graph.nodes),
                          "nodes_compiled": len(result.graph.nodes), "fused": dict(result.report.fused),
                          "max_err_vs_onnxruntime": float(np.max(np.abs(got - want))),
-                         **ms("rlx_ms", t_rlx), **ms("ort_ms", t_ort), **gemm_share(result, feeds)})
+                         **ms("rlx_ms", t_rlx), **ms("ort_ms", t_ort), **share})
+        del sess
     return rows
 
 
