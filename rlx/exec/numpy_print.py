@@ -25,7 +25,7 @@ from rlx.ir.ops import divide
 from rlx.kernels.skeletons import Attention, Conv, Gemm, Kernel, Pointwise, RowReduce
 
 CHUNK = 32768        # elements per temporary: a few of them fit in this machine's L2
-PAR_MIN = 65536      # elements below which a step runs on one thread
+PAR_MIN = 1 << 18    # elements below which a step runs on one thread (a hand-off costs about as much)
 GEMM_BLOCK = 1 << 20  # elements of a GEMM's product block (BLAS loses speed on thin blocks)
 SCORES = 1 << 18       # elements of an attention score block
 
