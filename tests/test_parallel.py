@@ -65,6 +65,14 @@ def test_blas_is_single_threaded_inside_and_restored_after():
     with blas_single_threaded():
         assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
     assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+    # two programs at once: the first out must not restore while the second still runs
+    outer, inner = blas_single_threaded(), blas_single_threaded()
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)
+    assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+    inner.__exit__(None, None, None)
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
 
 
 def _kernel(op: str, arrays: list[np.ndarray], attrs: dict, out_shapes: list[tuple]):
@@ -141,6 +149,8 @@ def test_programs_run_from_two_threads_at_once():
     ps = {n.name: arrays[n.name] for n in graph.params}
     result = rlx.compile(graph, target="cpu").bind(ps)
     want = result.run(ins)
+    from threadpoolctl import threadpool_info
+    blas_before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
     got: list[dict] = []
     errors: list[BaseException] = []
 
@@ -156,6 +166,7 @@ def test_programs_run_from_two_threads_at_once():
     for t in ts:
         t.join()
     assert not errors and len(got) == 10
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == blas_before
     for g in got:
         for k in want:
             np.testing.assert_array_equal(g[k], want[k])

@@ -111,21 +111,35 @@ def split(n: int, parts: int) -> list[range]:
     return [range(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
 
 
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = 0
+_BLAS_BEFORE: list[int] = []
+
+
 @contextmanager
 def blas_single_threaded() -> Iterator[None]:
-    """BLAS at one thread inside (when we run more than one thread ourselves)."""
+    """BLAS at one thread inside (when we run more than one thread ourselves). Programs
+    running at once in several threads share it: the first in sets it, the last out
+    restores what it was."""
+    global _BLAS_USERS, _BLAS_BEFORE
     ctl = _blas_controllers()
     if thread_count() == 1 or not ctl:
         yield
         return
-    before = [c.num_threads for c in ctl]
-    for c in ctl:
-        c.set_num_threads(1)
+    with _BLAS_LOCK:
+        if _BLAS_USERS == 0:
+            _BLAS_BEFORE = [c.num_threads for c in ctl]
+            for c in ctl:
+                c.set_num_threads(1)
+        _BLAS_USERS += 1
     try:
         yield
     finally:
-        for c, n in zip(ctl, before):
-            c.set_num_threads(n)
+        with _BLAS_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0:
+                for c, n in zip(ctl, _BLAS_BEFORE):
+                    c.set_num_threads(n)
 
 
 _CONTROLLERS: list | None = None
