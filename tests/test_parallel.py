@@ -1,7 +1,9 @@
 """The NumPy executor's threads: steps cut across the cores give the one-thread results."""
 from __future__ import annotations
 
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -177,3 +179,32 @@ def test_the_pool_follows_the_thread_count(monkeypatch):
     assert thread_count() == 3 and pool().size == 3
     monkeypatch.setenv("RLX_NUM_THREADS", "1")
     assert pool().size == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_runs_a_program_made_before_the_fork(monkeypatch):
+    """The child has none of the parent's worker threads: it must not wait for them."""
+    monkeypatch.setenv("RLX_NUM_THREADS", "2")
+    graph = rlx.models.llama(layers=1, d_model=128, n_heads=4, d_ff=352, seq=64, batch=4)
+    arrays = random_arrays(graph, seed=5)
+    ins = {n.name: arrays[n.name] for n in graph.inputs}
+    ps = {n.name: arrays[n.name] for n in graph.params}
+    result = rlx.compile(graph, target="cpu").bind(ps)
+    want = result.run(ins)
+    pid = os.fork()
+    if pid == 0:  # the child: run, compare, exit with the verdict (never back into pytest)
+        code = 1
+        try:
+            got = result.run(ins)
+            code = 0 if all(np.array_equal(got[k], want[k]) for k in want) else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0, "the child's outputs differ, or it failed"
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    pytest.fail("the forked child hung (waiting for worker threads it does not have)")

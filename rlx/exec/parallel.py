@@ -40,9 +40,11 @@ def run_calls(calls: Sequence[Call]) -> None:
 class Pool:
     """``run(lists)`` runs the first list on the calling thread and the others on workers,
     and returns when all are done. One caller at a time uses the workers: a second thread
-    that finds them busy runs its lists itself, in order (correct, only not parallel)."""
+    that finds them busy runs its lists itself, in order (correct, only not parallel); so
+    does a forked child, which has none of its parent's threads."""
 
     def __init__(self, workers: int) -> None:
+        self._pid = os.getpid()
         self._inbox: list[queue.SimpleQueue] = []
         self._done: queue.SimpleQueue = queue.SimpleQueue()
         self._busy = threading.Lock()
@@ -65,7 +67,7 @@ class Pool:
                 self._done.put(e)
 
     def run(self, lists: Sequence[Sequence[Call]]) -> None:
-        if len(lists) == 1 or not self._inbox or not self._busy.acquire(blocking=False):
+        if len(lists) == 1 or not self._inbox or self._pid != os.getpid() or not self._busy.acquire(blocking=False):
             for calls in lists:
                 run_calls(calls)
             return
@@ -98,7 +100,7 @@ def pool() -> Pool:
     """The process's pool (made on first use, with ``thread_count() - 1`` workers)."""
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None or _POOL.size != thread_count():
+        if _POOL is None or _POOL.size != thread_count() or _POOL._pid != os.getpid():
             _POOL = Pool(thread_count() - 1)
         return _POOL
 
