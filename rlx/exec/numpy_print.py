@@ -28,6 +28,7 @@ CHUNK = 32768        # elements per temporary: a few of them fit in this machine
 PAR_MIN = 1 << 18    # elements below which a step runs on one thread (a hand-off costs about as much)
 GEMM_BLOCK = 1 << 20  # elements of a GEMM's product block (BLAS loses speed on thin blocks)
 SCORES = 1 << 18       # elements of an attention score block
+DEPTHWISE_BLOCK = 1 << 16  # elements of a depthwise accumulator block (fewer, longer calls than CHUNK: -5%)
 
 # ---------------------------------------------------------------------------- primitives
 # How each primitive prints: {o} is the output array, {0} {1} {2} the operands.
@@ -753,7 +754,7 @@ class Depthwise:
 
     def _flat(self, r: slice, out: np.ndarray) -> list[Call]:
         run = self.grid.run
-        block = max(1, min(r.stop - r.start, CHUNK // max(1, run)))
+        block = max(1, min(r.stop - r.start, DEPTHWISE_BLOCK // max(1, run)))
         acc, tmp = np.empty((block, run), self.acc), np.empty((block, run), self.acc)
         calls: list[Call] = []
         for c0 in range(r.start, r.stop, block):
