@@ -606,7 +606,7 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
         setup += more
         if grid is not None:
             cols = np.empty((c, len(all_taps), grid.run), acc)
-            grid_out = np.empty((m, grid.run), acc)
+            grid_out = np.empty((m, grid.run), acc) if g > 1 else None  # g == 1: per-thread blocks
         elif unit and x.dtype == acc and x.flags.c_contiguous:
             cols = None
         else:
@@ -615,12 +615,43 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     leaves = _leaves(s.outputs)
     direct = s.outputs == (leaves.get(("arg", n_in)),) and out.dtype == acc and out.flags.c_contiguous and not any(
         np.may_share_memory(out, a) for a in ins)  # the product written in place: a reshape of out must be a view
-    product = None if direct else np.empty((1, m) + tuple(osp), acc)
+    product = None if direct or (g == 1 and n_sp and not depthwise) else np.empty((1, m) + tuple(osp), acc)
     phases: list[list[list[Call]]] = [[setup]]
 
     def by_channels(n: int, per_channel: int, calls_for: Callable[[slice], list[Call]]) -> list[list[Call]]:
         """One call list per thread, each over its range of ``n`` channels."""
         return [calls_for(slice(r.start, r.stop)) for r in split(n, threads_for(n * per_channel))]
+
+    def fused(b: int, rhs: np.ndarray, rest: tuple[int, ...]) -> list[list[Call]]:
+        """Image ``b``'s GEMM with bias and epilogue: each thread computes its block of the
+        product (a range of output rows, or of channels when the image is smaller than the
+        channel count), then adds the bias and runs the epilogue on it while it is in cache.
+        ``rhs`` has ``prod(rest)`` columns per output row (more than the output's width when
+        they come from a phase grid: the junk columns are dropped)."""
+        w2, width = wmat.reshape(m, k), math.prod(rest)
+        threads = thread_count() if m * k * pixels >= 1 << 21 else 1
+        if pixels >= m:
+            blocks = [(slice(0, m), slice(r.start, r.stop)) for r in split(osp[0], threads)]
+        else:
+            blocks = [(slice(r.start, r.stop), slice(0, osp[0])) for r in split(m, threads)]
+        lists = []
+        for ch, rows in blocks:
+            nrows, nch = rows.stop - rows.start, ch.stop - ch.start
+            buf = np.empty((nch, nrows * width), acc)
+            calls: list[Call] = [(np.matmul, (w2[ch], rhs[:, rows.start * width:rows.stop * width], buf))]
+            valid = buf.reshape((nch, nrows) + tuple(rest))[(slice(None), slice(None)) +
+                                                             tuple(slice(0, o) for o in osp[1:])]
+            region = (slice(b, b + 1), ch, rows) + (slice(None),) * (n_sp - 1)
+            if direct:
+                dst = out[region][0]
+                calls.append((np.add, (valid, bias[ch], dst)) if bias is not None else (np.copyto, (dst, valid)))
+            else:
+                if bias is not None:
+                    calls.append((np.add, (valid, bias[ch], valid)))
+                epi_ins = [take(a, region, aligned(a.ndim, out.ndim)) if a.ndim <= out.ndim else a for a in ins]
+                calls += _rows(s.outputs, (), (), epi_ins + [valid[None]], [o[region] for o in outs], fixed=0).calls
+            lists.append(calls)
+        return lists
 
     for b in range(x.shape[0]):
         p = out[b:b + 1] if direct else product
@@ -636,6 +667,9 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
             phases.append(by_channels(c, img[0].size, lambda r: grid.fill(img, r)))
             phases.append(by_channels(c, len(all_taps) * grid.run, lambda r: [
                 (np.copyto, (cols[r, t], grid.tap(tap, r))) for t, tap in enumerate(all_taps)]))
+            if g == 1:
+                phases.append(fused(b, cols.reshape(k, grid.run), grid.q[1:]))
+                continue
             phases += matmul_kernel(wmat, cols.reshape(g, k, grid.run), grid_out.reshape(g, m // g, grid.run)).phases
             valid = grid.valid(grid_out)
             phases.append(by_channels(m, pixels, lambda r: [
@@ -647,6 +681,9 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
                 phases.append(by_channels(c, len(all_taps) * pixels, lambda r: [
                     (np.copyto, (cols[(r,) + tap], tap_view(src[r], tap))) for tap in all_taps]))
                 rhs = cols.reshape(g, k, pixels)
+            if g == 1 and n_sp:
+                phases.append(fused(b, rhs.reshape(k, pixels), osp[1:]))
+                continue
             phases += matmul_kernel(wmat, rhs, p.reshape(g, m // g, pixels)).phases
             if bias is not None:
                 phases.append(by_channels(m, pixels, lambda r: [(np.add, (p[0][r], bias[r], p[0][r]))]))
