@@ -17,7 +17,7 @@ import numpy as np
 
 from rlx.errors import BindingError
 from rlx.exec.base import StepTiming, override, overrides, register_executor
-from rlx.exec.numpy_print import build, matmul_kernel, printable
+from rlx.exec.numpy_print import build, matmul_kernel, printable, window
 from rlx.exec.parallel import blas_single_threaded
 from rlx.ir.dtypes import DType
 from rlx.ir.interpret import check_input
@@ -84,10 +84,9 @@ class NumpyProgram:
         outs = [self.arrays[n] for n in step.outputs]
         attrs, op = step.attrs, step.op
         native = overrides(NAME).get(op)
-        if native is not None and getattr(native, "prepared", False):
-            return "native", native(ins, outs, attrs)
-        if native is not None:
-            return "native", lambda: native(ins, outs, attrs)
+        if native is not None:  # a prepared kernel is built now, once; others are called per run
+            return "native", (native(ins, outs, attrs) if getattr(native, "prepared", False)
+                              else lambda: native(ins, outs, attrs))
         types = [TensorType(self.lir.values[n].shape, DType(self.lir.values[n].dtype)) for n in step.inputs]
         kernel = kernel_for(op, types, attrs)
         if kernel is not None:
@@ -226,8 +225,7 @@ def _pool(ins, outs, attrs, is_max: bool) -> None:
     acc = out if is_max or out.dtype == np.float64 else np.empty(out.shape, np.float32)
 
     def view(a: np.ndarray, tap: tuple[int, ...]) -> np.ndarray:
-        return a[(Ellipsis,) + tuple(slice(t * d, t * d + s * (o - 1) + 1, s)
-                                     for t, d, s, o in zip(tap, dil, strides, osp))]
+        return a[(Ellipsis,) + window(tap, dil, strides, osp)]
     np.copyto(acc, view(src, taps[0]), casting="unsafe")
     for tap in taps[1:]:
         (np.maximum if is_max else np.add)(acc, view(src, tap), out=acc, casting="unsafe")

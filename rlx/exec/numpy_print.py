@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 from scipy import special
@@ -27,6 +27,7 @@ from rlx.kernels.skeletons import Attention, Conv, Gemm, Kernel, Pointwise, RowR
 CHUNK = 32768        # elements per temporary: a few of them fit in this machine's L2
 PAR_MIN = 1 << 18    # elements below which a step runs on one thread (a hand-off costs about as much)
 GEMM_BLOCK = 1 << 20  # elements of a GEMM's product block (BLAS loses speed on thin blocks)
+GEMM_PAR_MIN = 1 << 21  # multiply-adds below which a GEMM runs on one thread
 SCORES = 1 << 18       # elements of an attention score block
 DEPTHWISE_BLOCK = 1 << 16  # elements of a depthwise accumulator block (fewer, longer calls than CHUNK: -5%)
 
@@ -357,7 +358,7 @@ def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray],
     out_shape = outs[0].shape
     if gemms:
         macs = outs[0].size * max(ins[a].shape[-1] for a, _ in gemms)
-        threads = thread_count() if macs >= 1 << 21 else threads_for(outs[0].size)
+        threads = thread_count() if macs >= GEMM_PAR_MIN else threads_for(outs[0].size)
         full_width = all(ins[gemms[j][1]].shape[-1] == (out_shape[-1] if out_shape else 1) for j in products)
         blocks = gemm_blocks(out_shape, threads, fixed == 0 and full_width)
     else:
@@ -439,8 +440,8 @@ def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray],
         big_shapes = leaf_shapes(big, plan_chunks(outs[0][big].shape, fixed, CHUNK)[0])
         for leaf, e in red_leaves:
             big_shapes[leaf] = shape_in(big_shapes, e)[:-1] + (1,)
-        red_bufs = [np.empty(shape_in(dict(big_shapes), e)[:-1] + (1,), leaf.dtype.np) for leaf, e in red_leaves]
-        scratch = [np.empty(shape_in(dict(big_shapes), e), d) for e, d in prog.slots]
+        red_bufs = [np.empty(big_shapes[leaf], leaf.dtype.np) for leaf, _ in red_leaves]
+        scratch = [np.empty(shape_in(big_shapes, e), d) for e, d in prog.slots]
         calls: list[Call] = []
         for block in mine:
             ins_b = {i: take(ins[i], block, axes[i]) for i in args}
@@ -473,7 +474,7 @@ def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray],
 
 def matmul_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> ChunkedKernel:
     """``np.matmul(a, b, out=out)`` cut into blocks of rows (or columns) across the threads."""
-    if min(a.ndim, b.ndim) < 2 or out.size * a.shape[-1] < 1 << 21 or thread_count() == 1:
+    if min(a.ndim, b.ndim) < 2 or out.size * a.shape[-1] < GEMM_PAR_MIN or thread_count() == 1:
         return serial("matmul", [(np.matmul, (a, b, out))])
     rank = out.ndim
     a_axes, b_axes = aligned(a.ndim, rank)[:-1] + [None], aligned(b.ndim, rank)[:-2] + [None, None]
@@ -547,6 +548,14 @@ def _attention(s: Attention, ins: Sequence[np.ndarray], outs: Sequence[np.ndarra
     return ChunkedKernel(src, [lists])
 
 
+def window(tap: tuple[int, ...], dilations, strides, sizes: tuple[int, ...], start: int = 0) -> tuple[slice, ...]:
+    """The slices of the (zero-bordered) input one kernel tap reads for ``sizes`` output
+    positions per spatial axis, the first axis from output row ``start``."""
+    firsts = (start,) + (0,) * (len(sizes) - 1)
+    return tuple(slice(k * d + st * f, k * d + st * (f + o - 1) + 1, st)
+                 for k, d, st, o, f in zip(tap, dilations, strides, sizes, firsts))
+
+
 def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], constant: frozenset[int]) -> ChunkedKernel:
     """Per image: the convolution into an f32 (f64 for f64) product buffer, then its
     epilogue over that image. A grouped convolution with C/group > 1 is one batched GEMM of
@@ -573,8 +582,7 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     interior = (slice(None),) + tuple(slice(a, a + d) for a, d in zip(lo, x.shape[2:]))
 
     def tap_view(src: np.ndarray, tap: tuple[int, ...]) -> np.ndarray:
-        return src[(slice(None),) + tuple(slice(k * d, k * d + st * (o - 1) + 1, st)
-                                          for k, d, st, o in zip(tap, s.dilations, s.strides, osp))]
+        return src[(slice(None),) + window(tap, s.dilations, s.strides, osp)]
 
     def converted(i: int, shape: tuple) -> tuple[np.ndarray, list]:
         """Input i reshaped and in ``acc``: a view when it can be, else a buffer refreshed per run."""
@@ -622,6 +630,11 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
         """One call list per thread, each over its range of ``n`` channels."""
         return [calls_for(slice(r.start, r.stop)) for r in split(n, threads_for(n * per_channel))]
 
+    def epilogue(region: tuple, product: np.ndarray) -> ChunkedKernel:
+        """The epilogue over ``region`` of the output, where the convolution is ``product``."""
+        region_ins = [take(a, region, aligned(a.ndim, out.ndim)) if a.ndim <= out.ndim else a for a in ins]
+        return _rows(s.outputs, (), (), region_ins + [product], [o[region] for o in outs], fixed=0)
+
     def fused(b: int, rhs: np.ndarray, rest: tuple[int, ...]) -> list[list[Call]]:
         """Image ``b``'s GEMM with bias and epilogue: each thread computes its block of the
         product (a range of output rows, or of channels when the image is smaller than the
@@ -629,7 +642,7 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
         ``rhs`` has ``prod(rest)`` columns per output row (more than the output's width when
         they come from a phase grid: the junk columns are dropped)."""
         w2, width = wmat.reshape(m, k), math.prod(rest)
-        threads = thread_count() if m * k * pixels >= 1 << 21 else 1
+        threads = thread_count() if m * k * pixels >= GEMM_PAR_MIN else 1
         if pixels >= m:
             blocks = [(slice(0, m), slice(r.start, r.stop)) for r in split(osp[0], threads)]
         else:
@@ -648,8 +661,7 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
             else:
                 if bias is not None:
                     calls.append((np.add, (valid, bias[ch], valid)))
-                epi_ins = [take(a, region, aligned(a.ndim, out.ndim)) if a.ndim <= out.ndim else a for a in ins]
-                calls += _rows(s.outputs, (), (), epi_ins + [valid[None]], [o[region] for o in outs], fixed=0).calls
+                calls += epilogue(region, valid[None]).calls
             lists.append(calls)
         return lists
 
@@ -688,9 +700,7 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
             if bias is not None:
                 phases.append(by_channels(m, pixels, lambda r: [(np.add, (p[0][r], bias[r], p[0][r]))]))
         if not direct:
-            block = (slice(b, b + 1),) + (slice(None),) * (out.ndim - 1)
-            epi_ins = [take(a, block, aligned(a.ndim, out.ndim)) if a.ndim <= out.ndim else a for a in ins] + [p]
-            phases += _rows(s.outputs, (), (), epi_ins, [o[block] for o in outs], fixed=0).phases
+            phases += epilogue((slice(b, b + 1),) + (slice(None),) * (out.ndim - 1), p).phases
     src_text = f"conv {x.shape} * {w.shape} group={g} ({'depthwise' if depthwise else 'im2col GEMM'})"
     return ChunkedKernel(src_text, phases)
 
@@ -707,15 +717,24 @@ class PhaseGrid:
         spatial = image[1:]
         n = len(spatial)
         self.lo = s.pads[:n]
-        padded = tuple(d + a + b for d, a, b in zip(spatial, self.lo, s.pads[n:]))
-        self.q = tuple(-(-p // st) for p, st in zip(padded, s.strides))  # a phase's size
+        self.padded = tuple(d + a + b for d, a, b in zip(spatial, self.lo, s.pads[n:]))
+        self.q = tuple(-(-p // st) for p, st in zip(self.padded, s.strides))  # a phase's size
         self.size = math.prod(self.q)
         self.run = osp[0] * math.prod(self.q[1:])  # a tap's run per channel
         self.taps = list(np.ndindex(*taps))
         self.keys = list(np.ndindex(*s.strides))
+        self.acc = acc
+
+    @cached_property
+    def flat(self) -> np.ndarray:
+        """Each phase's channels, flat, with a zero tail for the last channel's junk columns
+        (made when first used)."""
         tail = max(0, max(self.offset(t) for t in self.taps) + self.run - self.size)
-        self.flat = np.zeros((len(self.keys), self.c * self.size + tail), acc)
-        self.phase = [f[:self.c * self.size].reshape((self.c,) + self.q) for f in self.flat]
+        return np.zeros((len(self.keys), self.c * self.size + tail), self.acc)
+
+    @cached_property
+    def phase(self) -> list[np.ndarray]:
+        return [f[:self.c * self.size].reshape((self.c,) + self.q) for f in self.flat]
 
     def offset(self, tap: tuple[int, ...]) -> int:
         """Where a tap's run starts in its phase's flat channel."""
@@ -767,7 +786,8 @@ class Depthwise:
         self.taps = list(np.ndindex(*taps))
         self.setup: list[Call] = []
         self.grid = PhaseGrid(s, image, osp, taps, acc)
-        self.channels_last = self.c // max(1, threads_for(self.c * math.prod(osp))) > self.grid.run
+        self.ranges = [slice(r.start, r.stop) for r in split(self.c, threads_for(self.c * math.prod(osp)))]
+        self.channels_last = self.c // len(self.ranges) > self.grid.run
         if self.channels_last:
             if constant_weight:  # each tap's weights contiguous over the channels
                 wt = np.ascontiguousarray(wt.T).T
@@ -775,19 +795,16 @@ class Depthwise:
                 buf = np.empty((wt.shape[1], wt.shape[0]), acc)
                 self.setup.append((np.copyto, (buf, wt.T)))
                 wt = buf.T
-            n = len(image) - 1
-            self.lo = s.pads[:n]
-            self.image = np.zeros(tuple(d + a + b for d, a, b in zip(image[1:], self.lo, s.pads[n:])) + (self.c,), acc)
+            self.image = np.zeros(self.grid.padded + (self.c,), acc)
         self.wt = wt
 
     def phases(self, img: np.ndarray, out: np.ndarray) -> list[list[list[Call]]]:
         """The calls for one image into ``out`` (channels, *osp), by channel range per thread."""
-        ranges = [slice(r.start, r.stop) for r in split(self.c, threads_for(self.c * math.prod(self.osp)))]
         if self.channels_last:
-            interior = tuple(slice(a, a + d) for a, d in zip(self.lo, img.shape[1:]))
-            fill = [[(np.copyto, (self.image[interior + (r,)], np.moveaxis(img[r], 0, -1)))] for r in ranges]
-            return [fill, [self._last(r, out) for r in ranges]]
-        return [[self.grid.fill(img, r) for r in ranges], [self._flat(r, out) for r in ranges]]
+            interior = tuple(slice(a, a + d) for a, d in zip(self.grid.lo, img.shape[1:]))
+            fill = [[(np.copyto, (self.image[interior + (r,)], np.moveaxis(img[r], 0, -1)))] for r in self.ranges]
+            return [fill, [self._last(r, out) for r in self.ranges]]
+        return [[self.grid.fill(img, r) for r in self.ranges], [self._flat(r, out) for r in self.ranges]]
 
     def _flat(self, r: slice, out: np.ndarray) -> list[Call]:
         run = self.grid.run
@@ -818,11 +835,7 @@ class Depthwise:
             r1 = min(r0 + step, osp[0])
             a, t = acc[:r1 - r0], tmp[:r1 - r0]
             for i, tap in enumerate(self.taps):
-                first = slice(tap[0] * s.dilations[0] + r0 * s.strides[0],
-                              tap[0] * s.dilations[0] + (r1 - 1) * s.strides[0] + 1, s.strides[0])
-                rest = tuple(slice(k * d, k * d + st * (o - 1) + 1, st)
-                             for k, d, st, o in zip(tap[1:], s.dilations[1:], s.strides[1:], osp[1:]))
-                view = self.image[(first,) + rest + (r,)]
+                view = self.image[window(tap, s.dilations, s.strides, (r1 - r0,) + tuple(osp[1:]), r0) + (r,)]
                 calls.append((_mul_into, (view, ws[i], a)) if i == 0 else (_mul_add, (view, ws[i], a, t)))
             if b is not None:
                 calls.append((np.add, (a, b, a)))
