@@ -311,6 +311,18 @@ def _finish_source(body_fn: Callable[[str], str], grid: int, block: int) -> Sour
     return Source(name, text.replace("KERNEL", name), grid, block)
 
 
+def _grid_stride(params: str, idx: str, bound: str, body: str, total: int, sms: int = 132) -> Source:
+    """A kernel whose threads stride over ``total`` elements (``i`` below ``bound``), each
+    running ``body``; at most 16 blocks per SM."""
+    grid = max(1, min(-(-total // THREADS), sms * 16))
+
+    def text(name: str) -> str:
+        return (f'extern "C" __global__ void __launch_bounds__({THREADS}) {name}({params}) {{\n'
+                f"  for ({idx} i = ({idx})blockIdx.x * blockDim.x + threadIdx.x; i < {bound}; "
+                f"i += ({idx})gridDim.x * blockDim.x) {{\n    {body}\n  }}\n}}\n")
+    return _finish_source(text, grid, THREADS)
+
+
 # ---------------------------------------------------------------------------- pointwise
 VEC_TYPE = {2: "unsigned short", 4: "unsigned int", 8: "uint2", 16: "uint4"}
 
@@ -601,16 +613,9 @@ def gather(data: Operand, data_shape: Sequence[int], axis: int, ids: Operand, id
     d_terms += [f"d{len(pre) + len(ids_shape) + j} * {data.strides[axis + 1 + j]}" for j in range(len(post))]
     o_terms = [f"d{j} * {s}" for j, s in enumerate(out.strides) if s]
     lines.append(f"o0[{' + '.join(o_terms) or '0'}] = a0[{' + '.join(d_terms)}];")
-    body = "\n    ".join(lines)
-    grid = max(1, min(-(-n // THREADS), sms * 16))
-
-    def text(name: str) -> str:
-        return (f'extern "C" __global__ void __launch_bounds__({THREADS}) {name}('
-                f"const {CTYPE[data.dtype]}* __restrict__ a0, const {CTYPE[ids.dtype]}* __restrict__ a1, "
-                f"{CTYPE[out.dtype]}* __restrict__ o0) {{\n"
-                f"  for ({idx} i = ({idx})blockIdx.x * blockDim.x + threadIdx.x; i < {n}LL; "
-                f"i += ({idx})gridDim.x * blockDim.x) {{\n    {body}\n  }}\n}}\n")
-    return _finish_source(text, grid, THREADS)
+    params = (f"const {CTYPE[data.dtype]}* __restrict__ a0, const {CTYPE[ids.dtype]}* __restrict__ a1, "
+              f"{CTYPE[out.dtype]}* __restrict__ o0")
+    return _grid_stride(params, idx, f"{n}LL", "\n    ".join(lines), n, sms)
 
 
 # ---------------------------------------------------------------------------- convolution
@@ -641,15 +646,8 @@ def im2col(x: Operand, x_shape: Sequence[int], w_shape: Sequence[int], out_shape
         terms.append(f"p{d} * {x.strides[2 + d]}")
     zero = "(unsigned short)0" if x.dtype in HALF else f"({CTYPE[x.dtype]})0"
     lines.append(f"o0[i] = ({' && '.join(ok) or 'true'}) ? a0[{' + '.join(terms)}] : {zero};")
-    body = "\n    ".join(lines)
-    grid = max(1, min(-(-total // THREADS), sms * 16))
-
-    def text(name: str) -> str:
-        return (f'extern "C" __global__ void __launch_bounds__({THREADS}) {name}('
-                f"const {CTYPE[x.dtype]}* __restrict__ a0, {CTYPE[x.dtype]}* __restrict__ o0) {{\n"
-                f"  for ({idx} i = ({idx})blockIdx.x * blockDim.x + threadIdx.x; i < ({idx}){total}; "
-                f"i += ({idx})gridDim.x * blockDim.x) {{\n    {body}\n  }}\n}}\n")
-    return _finish_source(text, grid, THREADS)
+    params = f"const {CTYPE[x.dtype]}* __restrict__ a0, {CTYPE[x.dtype]}* __restrict__ o0"
+    return _grid_stride(params, idx, f"({idx}){total}", "\n    ".join(lines), total, sms)
 
 
 def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[Operand],
@@ -710,15 +708,8 @@ def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Se
     lines += em.lines
     for k, (e, nm) in enumerate(zip(outputs, names)):
         lines.append(f"o{k}[offo{k}] = {convert(nm, e.dtype, outs[k].dtype)};")
-    body = "\n    ".join(lines)
-    grid = max(1, min(-(-total // THREADS), sms * 16))
     params = _params([ins[i] if i in used else None for i in range(len(ins))], outs, True)
-
-    def text(name: str) -> str:
-        return (f'extern "C" __global__ void __launch_bounds__({THREADS}) {name}({params}) {{\n'
-                f"  for ({idx} i = ({idx})blockIdx.x * blockDim.x + threadIdx.x; i < ({idx}){total}; "
-                f"i += ({idx})gridDim.x * blockDim.x) {{\n    {body}\n  }}\n}}\n")
-    return _finish_source(text, grid, THREADS)
+    return _grid_stride(params, idx, f"({idx}){total}", "\n    ".join(lines), total, sms)
 
 
 def pool(kind: str, x: Operand, x_shape: Sequence[int], out: Operand, out_shape: Sequence[int],
@@ -776,15 +767,8 @@ def pool(kind: str, x: Operand, x_shape: Sequence[int], out: Operand, out_shape:
     value = f"acc / ({CTYPE[acc]})(count > 0 ? count : 1)" if kind == "avg" else "acc"
     ooff = " + ".join(f"d{j} * {st}" for j, st in enumerate(out.strides) if st) or "0"
     lines.append(f"o0[{ooff}] = {convert(f'({value})', acc, out.dtype)};")
-    body = "\n    ".join(lines)
-    grid = max(1, min(-(-total // THREADS), sms * 16))
-
-    def text(name: str) -> str:
-        return (f'extern "C" __global__ void __launch_bounds__({THREADS}) {name}('
-                f"const {CTYPE[dt]}* __restrict__ a0, {CTYPE[out.dtype]}* __restrict__ o0) {{\n"
-                f"  for ({idx} i = ({idx})blockIdx.x * blockDim.x + threadIdx.x; i < ({idx}){total}; "
-                f"i += ({idx})gridDim.x * blockDim.x) {{\n    {body}\n  }}\n}}\n")
-    return _finish_source(text, grid, THREADS)
+    params = f"const {CTYPE[dt]}* __restrict__ a0, {CTYPE[out.dtype]}* __restrict__ o0"
+    return _grid_stride(params, idx, f"({idx}){total}", "\n    ".join(lines), total, sms)
 
 
 def triangle(x: Operand, out: Operand, shape: Sequence[int], upper: bool, k: int, fill: float) -> Source:
@@ -806,15 +790,8 @@ def triangle(x: Operand, out: Operand, shape: Sequence[int], upper: bool, k: int
     else:
         filled = f"({CTYPE[out.dtype]})0"
     lines.append(f"o0[{oo}] = ({keep}) ? a0[{xo}] : {filled};")
-    body = "\n    ".join(lines)
-    grid = max(1, min(-(-total // THREADS), 132 * 16))
-
-    def text(name: str) -> str:
-        return (f'extern "C" __global__ void __launch_bounds__({THREADS}) {name}('
-                f"const {CTYPE[x.dtype]}* __restrict__ a0, {CTYPE[out.dtype]}* __restrict__ o0) {{\n"
-                f"  for ({idx} i = ({idx})blockIdx.x * blockDim.x + threadIdx.x; i < ({idx}){total}; "
-                f"i += ({idx})gridDim.x * blockDim.x) {{\n    {body}\n  }}\n}}\n")
-    return _finish_source(text, grid, THREADS)
+    params = f"const {CTYPE[x.dtype]}* __restrict__ a0, {CTYPE[out.dtype]}* __restrict__ o0"
+    return _grid_stride(params, idx, f"({idx}){total}", "\n    ".join(lines), total)
 
 
 # ---------------------------------------------------------------------------- flash attention
