@@ -205,6 +205,13 @@ def _find_mkl_rt() -> str:
     raise Unavailable("libmkl_rt.so not found (pip install mkl)")
 
 
+def _cblas(info: dict, lib, prefix: str = "") -> tuple[dict, object]:
+    """A library's CBLAS sgemm (and its strided batch, where it has one) as a candidate."""
+    cb = _CblasLib(lib, prefix + "cblas_sgemm", prefix + "cblas_sgemm_batch_strided")
+    info["batched"] = "cblas_sgemm_batch_strided" if cb.strided else "loop of cblas_sgemm"
+    return info, (cb.bind, None)
+
+
 def setup_mkl(gnu: bool = False) -> tuple[dict, object]:
     path = _find_mkl_rt()
     lib = ctypes.CDLL(path)
@@ -226,9 +233,7 @@ def setup_mkl(gnu: bool = False) -> tuple[dict, object]:
         info["wheel"] = version("mkl")
     except Exception:  # noqa: BLE001
         pass
-    cb = _CblasLib(lib, "cblas_sgemm", "cblas_sgemm_batch_strided")
-    info["batched"] = "cblas_sgemm_batch_strided" if cb.strided else "loop of cblas_sgemm"
-    return info, (cb.bind, None)
+    return _cblas(info, lib)
 
 
 def setup_scipy_openblas32() -> tuple[dict, object]:
@@ -247,9 +252,7 @@ def setup_scipy_openblas32() -> tuple[dict, object]:
             "config": getattr(lib, pre + "openblas_get_config")().decode(),
             "kernel": getattr(lib, pre + "openblas_get_corename")().decode(),
             "threads": getattr(lib, pre + "openblas_get_num_threads")()}
-    cb = _CblasLib(lib, pre + "cblas_sgemm", pre + "cblas_sgemm_batch_strided")
-    info["batched"] = "cblas_sgemm_batch_strided" if cb.strided else "loop of cblas_sgemm"
-    return info, (cb.bind, None)
+    return _cblas(info, lib, pre)
 
 
 def setup_torch() -> tuple[dict, object]:

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 from pathlib import Path
 
@@ -105,7 +106,6 @@ def gemm_share(result, feeds: dict, repeats: int = 3) -> dict[str, float]:
     """From per-step timings (the executor's profile, median of ``repeats``): the fraction of
     the run spent in steps that multiply matrices (matmul, GEMM + epilogue, attention,
     convolution) and the GFLOP/s those steps reach, by the registry's FLOP count."""
-    import statistics
     from rlx.ir.dtypes import DType
     from rlx.ir.registry import REGISTRY, TensorType
     from rlx.kernels.lower import kernel_for
@@ -133,7 +133,6 @@ def sgemm_peak(repeats: int = 9) -> float:
     the GEMM steps are measured against)."""
     a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
     c = np.empty_like(a)
-    import statistics
     return 2 * 1024 ** 3 / statistics.median(timed(lambda: np.matmul(a, a, out=c), repeats)) / 1e9
 
 

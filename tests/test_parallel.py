@@ -17,6 +17,24 @@ from rlx.ir.registry import TensorType
 from rlx.ir.dtypes import DType
 
 
+
+def _inputs_and_params(graph, seed: int) -> tuple[dict, dict]:
+    arrays = random_arrays(graph, seed=seed)
+    return ({n.name: arrays[n.name] for n in graph.inputs}, {n.name: arrays[n.name] for n in graph.params})
+
+
+def _small_llama(batch: int, seed: int):
+    """A one-layer Llama compiled for cpu with its params bound, its inputs and one run's outputs."""
+    graph = rlx.models.llama(layers=1, d_model=128, n_heads=4, d_ff=352, seq=64, batch=batch)
+    ins, ps = _inputs_and_params(graph, seed)
+    result = rlx.compile(graph, target="cpu").bind(ps)
+    return result, ins, result.run(ins)
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
 def test_split_covers_the_range_in_nearly_equal_parts():
     for n in range(0, 40):
         for parts in range(1, 6):
@@ -59,22 +77,20 @@ def test_a_second_caller_finds_the_workers_busy_and_runs_its_lists_itself():
 
 
 def test_blas_is_single_threaded_inside_and_restored_after():
-    from threadpoolctl import threadpool_info
-    blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
-    if not blas or thread_count() == 1:
+    before = _blas_threads()
+    if not before or thread_count() == 1:
         pytest.skip("no BLAS found by threadpoolctl, or one thread only")
-    before = [i["num_threads"] for i in blas]
     with blas_single_threaded():
-        assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
-    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+        assert set(_blas_threads()) == {1}
+    assert _blas_threads() == before
     # two programs at once: the first out must not restore while the second still runs
     outer, inner = blas_single_threaded(), blas_single_threaded()
     outer.__enter__()
     inner.__enter__()
     outer.__exit__(None, None, None)
-    assert all(i["num_threads"] == 1 for i in threadpool_info() if i["user_api"] == "blas")
+    assert set(_blas_threads()) == {1}
     inner.__exit__(None, None, None)
-    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == before
+    assert _blas_threads() == before
 
 
 def _kernel(op: str, arrays: list[np.ndarray], attrs: dict, out_shapes: list[tuple]):
@@ -132,9 +148,7 @@ def test_models_match_across_thread_counts(monkeypatch, model):
     build = {"llama": lambda: rlx.models.llama(layers=2, d_model=128, n_heads=4, d_ff=352, seq=64, batch=2),
              "bert": lambda: rlx.models.bert(layers=2, d_model=128, n_heads=4, d_ff=512, seq=64, batch=2)}[model]
     graph = build()
-    arrays = random_arrays(graph, seed=int(np.random.default_rng().integers(1 << 30)))
-    ins = {n.name: arrays[n.name] for n in graph.inputs}
-    ps = {n.name: arrays[n.name] for n in graph.params}
+    ins, ps = _inputs_and_params(graph, int(np.random.default_rng().integers(1 << 30)))
     results = {}
     for threads in ("1", "2"):
         monkeypatch.setenv("RLX_NUM_THREADS", threads)
@@ -145,14 +159,8 @@ def test_models_match_across_thread_counts(monkeypatch, model):
 
 
 def test_programs_run_from_two_threads_at_once():
-    graph = rlx.models.llama(layers=1, d_model=128, n_heads=4, d_ff=352, seq=64, batch=2)
-    arrays = random_arrays(graph, seed=3)
-    ins = {n.name: arrays[n.name] for n in graph.inputs}
-    ps = {n.name: arrays[n.name] for n in graph.params}
-    result = rlx.compile(graph, target="cpu").bind(ps)
-    want = result.run(ins)
-    from threadpoolctl import threadpool_info
-    blas_before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    result, ins, want = _small_llama(batch=2, seed=3)
+    blas_before = _blas_threads()
     got: list[dict] = []
     errors: list[BaseException] = []
 
@@ -168,7 +176,7 @@ def test_programs_run_from_two_threads_at_once():
     for t in ts:
         t.join()
     assert not errors and len(got) == 10
-    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == blas_before
+    assert _blas_threads() == blas_before
     for g in got:
         for k in want:
             np.testing.assert_array_equal(g[k], want[k])
@@ -185,12 +193,7 @@ def test_the_pool_follows_the_thread_count(monkeypatch):
 def test_a_forked_child_runs_a_program_made_before_the_fork(monkeypatch):
     """The child has none of the parent's worker threads: it must not wait for them."""
     monkeypatch.setenv("RLX_NUM_THREADS", "2")
-    graph = rlx.models.llama(layers=1, d_model=128, n_heads=4, d_ff=352, seq=64, batch=4)
-    arrays = random_arrays(graph, seed=5)
-    ins = {n.name: arrays[n.name] for n in graph.inputs}
-    ps = {n.name: arrays[n.name] for n in graph.params}
-    result = rlx.compile(graph, target="cpu").bind(ps)
-    want = result.run(ins)
+    result, ins, want = _small_llama(batch=4, seed=5)
     pid = os.fork()
     if pid == 0:  # the child: run, compare, exit with the verdict (never back into pytest)
         code = 1
