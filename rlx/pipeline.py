@@ -220,16 +220,23 @@ def _saturate(graph: Graph, tgt: Target, ruleset: RuleSet, limits, binding, deco
         attrs = n.attr_dict()
         if original.get(c) != n and not n.is_source and not _well_typed(n.op, ins, attrs, outs):
             return float("inf")  # a rule's right side whose shape rules fail here: never extracted
-        if n.op != "region" and n.op in REGISTRY and REGISTRY.get(n.op).category == "fused" \
-                and why_not(n.op, ins, attrs) is not None and not has_native(tgt.executor, n.op):
-            # no kernel: it runs as its definition
-            body, _ = body_graph(decl_of(n.op), ins, attrs)
+        body = definition_body(n.op, ins, attrs, tgt.executor)
+        if body is not None:  # no kernel: it runs as its definition
             return cost.body_cost(body, bind) if cost.claims(n.op) else float("inf")
         return cost.op_cost(n.op, attrs, ins, outs, bind)
 
     roots = [view.value_class[v.name] for _, v in graph.outputs]
     return Saturated(graph, tgt, ruleset, compiled, eg, view, stats, limits, original, order, names, roots,
                      node_cost, times)
+
+
+def definition_body(op: str, ins: list, attrs: dict, executor: str) -> Graph | None:
+    """The definition a fused op runs as, op by op, on ``executor`` (and is priced as): when no
+    skeleton fits it and the executor has no native kernel for it; else None."""
+    if op != "region" and op in REGISTRY and REGISTRY.get(op).category == "fused" \
+            and why_not(op, ins, attrs) is not None and not has_native(executor, op):
+        return body_graph(decl_of(op), ins, attrs)[0]
+    return None
 
 
 BIND_TIME_COST = 1e-12  # per folded op: free per run, but no more of them than needed

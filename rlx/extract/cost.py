@@ -64,12 +64,16 @@ class CostModel:
             return INF
         flops = float(opdef.flops(in_shapes, out_shapes, attrs))
         nbytes = opdef.bytes_moved(ins, list(outs), in_shapes, out_shapes)
-        dtype = str(outs[0].dtype) if outs else "f32"
-        peak = self.peak_flops.get(dtype, self.peak_flops["f32"]) * self.efficiency.get(op, 1.0)
-        seconds = self.launch_overhead + max(flops / peak, nbytes / self.bandwidth)
+        seconds = self.roofline(op, flops, nbytes, str(outs[0].dtype) if outs else "f32")
         if op == "region":  # at equal cost, a named kernel beats generated code
             seconds += REGION_TIE_BREAK * sum(1 for _ in ops_of(attrs["body"]))
         return seconds
+
+    def roofline(self, op: str, flops: float, nbytes: float, dtype: str) -> float:
+        """Launch overhead + the longer of compute (at ``dtype``'s peak times ``op``'s
+        efficiency) and memory traffic."""
+        peak = self.peak_flops.get(dtype, self.peak_flops["f32"]) * self.efficiency.get(op, 1.0)
+        return self.launch_overhead + max(flops / peak, nbytes / self.bandwidth)
 
     def body_cost(self, body: "Graph", binding: DimBinding) -> float:
         """Predicted seconds of a definition run op by op (an op no skeleton fits)."""

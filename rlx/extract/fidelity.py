@@ -17,14 +17,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from rlx.exec.base import Program, has_native
+from rlx.exec.base import Program
 from rlx.extract.cost import CostModel
 from rlx.extract.target import Target
 from rlx.ir.graph import Graph
-from rlx.ir.registry import REGISTRY
-from rlx.kernels.lower import why_not
-from rlx.rules.definitions import decl_of
-from rlx.rules.fused import body_graph
+from rlx.pipeline import definition_body
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -84,9 +81,8 @@ def predict(graph: Graph, target: Target, binding: Mapping[str, int] | None = No
             continue
         ins, outs = [v.type for v in n.inputs], list(n.outputs)
         bind = cost.binding(ins + outs, binding)
-        if n.op != "region" and opdef.category == "fused" and why_not(n.op, ins, n.attrs) is not None \
-                and not has_native(target.executor, n.op):
-            body, _ = body_graph(decl_of(n.op), ins, n.attrs)
+        body = definition_body(n.op, ins, n.attrs, target.executor)
+        if body is not None:
             out[n.name] = StepCost(n.name, n.op, cost.body_cost(body, bind), priced="definition")
             continue
         if opdef.view:  # a view op the planner could not alias runs as a copy, priced as a view
@@ -103,8 +99,7 @@ def predict(graph: Graph, target: Target, binding: Mapping[str, int] | None = No
 
 def roofline(s: StepCost, cost: CostModel) -> float:
     """The cost model's formula for a roofline-priced step under ``cost``'s figures."""
-    peak = cost.peak_flops.get(s.dtype, cost.peak_flops["f32"]) * cost.efficiency.get(s.op, 1.0)
-    return cost.launch_overhead + max(s.flops / peak, s.nbytes / cost.bandwidth)
+    return cost.roofline(s.op, s.flops, s.nbytes, s.dtype)
 
 
 # ----------------------------------------------------------------------------- measurements
