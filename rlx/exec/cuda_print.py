@@ -41,22 +41,29 @@ CTYPE = {DType.f64: "double", DType.f32: "float", DType.f16: "unsigned short", D
 THREADS = 256          # threads of a pointwise block
 MAX_ROW_THREADS = 1024
 
+# The scalar helpers every C printer's code calls (RLX_FN: how the printer's language
+# declares an inline function); the CPU printer (c_print) shares them.
+SCALAR_HELPERS = r"""
+template <class T> RLX_FN T rlx_max(T a, T b) { return (a > b || a != a) ? a : b; }
+template <class T> RLX_FN T rlx_min(T a, T b) { return (a < b || a != a) ? a : b; }
+RLX_FN float rlx_fmodpy(float a, float b) { float r = fmodf(a, b); return (r != 0.0f && ((r < 0.0f) != (b < 0.0f))) ? r + b : r; }
+RLX_FN double rlx_fmodpy(double a, double b) { double r = fmod(a, b); return (r != 0.0 && ((r < 0.0) != (b < 0.0))) ? r + b : r; }
+template <class T> RLX_FN T rlx_imod(T a, T b) { if (b == 0) return (T)0; T r = a % b; return (r != 0 && ((r < 0) != (b < 0))) ? (T)(r + b) : r; }
+template <class T> RLX_FN T rlx_ifmod(T a, T b) { return b == 0 ? (T)0 : (T)(a % b); }
+template <class T> RLX_FN T rlx_idiv(T a, T b) { return b == 0 ? (T)0 : (T)(a / b); }
+template <class T> RLX_FN T rlx_ipow(T a, T b) {
+  if (b < 0) return a == 1 ? (T)1 : (a == (T)-1 ? ((b & 1) ? (T)-1 : (T)1) : (T)0);
+  T r = 1; while (b) { if (b & 1) r *= a; a *= a; b >>= 1; } return r; }
+"""
+
 PRELUDE = r"""
 #define RLX_INF __int_as_float(0x7f800000)
+#define RLX_FN __device__ __forceinline__
 __device__ __forceinline__ float rlx_h2f(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
 __device__ __forceinline__ unsigned short rlx_f2h(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
 __device__ __forceinline__ float rlx_b2f(unsigned short b) { return __uint_as_float(((unsigned int)b) << 16); }
 __device__ __forceinline__ unsigned short rlx_f2b(float f) { unsigned short h; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
-template <class T> __device__ __forceinline__ T rlx_max(T a, T b) { return (a > b || a != a) ? a : b; }
-template <class T> __device__ __forceinline__ T rlx_min(T a, T b) { return (a < b || a != a) ? a : b; }
-__device__ __forceinline__ float rlx_fmodpy(float a, float b) { float r = fmodf(a, b); return (r != 0.0f && ((r < 0.0f) != (b < 0.0f))) ? r + b : r; }
-__device__ __forceinline__ double rlx_fmodpy(double a, double b) { double r = fmod(a, b); return (r != 0.0 && ((r < 0.0) != (b < 0.0))) ? r + b : r; }
-template <class T> __device__ __forceinline__ T rlx_imod(T a, T b) { if (b == 0) return (T)0; T r = a % b; return (r != 0 && ((r < 0) != (b < 0))) ? (T)(r + b) : r; }
-template <class T> __device__ __forceinline__ T rlx_ifmod(T a, T b) { return b == 0 ? (T)0 : (T)(a % b); }
-template <class T> __device__ __forceinline__ T rlx_idiv(T a, T b) { return b == 0 ? (T)0 : (T)(a / b); }
-template <class T> __device__ __forceinline__ T rlx_ipow(T a, T b) {
-  if (b < 0) return a == 1 ? (T)1 : (a == (T)-1 ? ((b & 1) ? (T)-1 : (T)1) : (T)0);
-  T r = 1; while (b) { if (b & 1) r *= a; a *= a; b >>= 1; } return r; }
+""" + SCALAR_HELPERS + r"""
 template <class T> __device__ __forceinline__ T rlx_warp_sum(T v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o); return v; }
 template <class T> __device__ __forceinline__ T rlx_warp_max(T v) {
@@ -223,6 +230,26 @@ class Operand:
     """A kernel operand: storage dtype and element strides over the iteration space."""
     dtype: DType
     strides: tuple[int, ...]
+
+
+def elem_strides(a, itemsize: int | None = None) -> tuple[int, ...]:
+    """An array's element strides, 0 along unit axes (NumPy or CuPy)."""
+    size = itemsize or a.itemsize
+    return tuple(0 if d == 1 else s // size for d, s in zip(a.shape, a.strides))
+
+
+def own_strides(a) -> tuple[int, ...]:
+    """An array's element strides as they are (unit axes keep theirs)."""
+    return tuple(st // a.itemsize for st in a.strides)
+
+
+def aligned_strides(a, shape: Sequence[int]) -> tuple[int, ...]:
+    """``a``'s element strides over ``shape`` it broadcasts to (0 along broadcast axes)."""
+    st = elem_strides(a)
+    pad = len(shape) - a.ndim
+    if pad < 0:
+        raise RlxError(f"operand of rank {a.ndim} does not broadcast to {tuple(shape)}")
+    return (0,) * pad + tuple(0 if a.shape[j] == 1 else st[j] for j in range(a.ndim))
 
 
 def collapse(shape: Sequence[int], strides: Sequence[Sequence[int]]) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:

@@ -472,20 +472,6 @@ class CupyProgram:
 
 
 # ---------------------------------------------------------------------------- operands
-def _elem_strides(a, itemsize: int | None = None) -> tuple[int, ...]:
-    size = itemsize or a.itemsize
-    return tuple(0 if d == 1 else s // size for d, s in zip(a.shape, a.strides))
-
-
-def aligned_strides(a, shape: Sequence[int]) -> tuple[int, ...]:
-    """``a``'s element strides over ``shape`` it broadcasts to (0 along broadcast axes)."""
-    st = _elem_strides(a)
-    pad = len(shape) - a.ndim
-    if pad < 0:
-        raise RlxError(f"operand of rank {a.ndim} does not broadcast to {tuple(shape)}")
-    return (0,) * pad + tuple(0 if a.shape[j] == 1 else st[j] for j in range(a.ndim))
-
-
 def _span(a) -> tuple[int, int]:
     lo = hi = a.data.ptr
     for d, s in zip(a.shape, a.strides):
@@ -513,8 +499,8 @@ def copy_call(prog: CupyProgram, src, dst) -> _Call:
     e = Expr("arg", value=0, dtype=dt)
     shape = dst.shape
     src_b = src if src.shape == shape else prog.cp.broadcast_to(src, shape)
-    source = cp_print.pointwise([e], [cp_print.Operand(dt, aligned_strides(src_b, shape))],
-                                [cp_print.Operand(dt, _elem_strides(dst))], shape,
+    source = cp_print.pointwise([e], [cp_print.Operand(dt, cp_print.aligned_strides(src_b, shape))],
+                                [cp_print.Operand(dt, cp_print.elem_strides(dst))], shape,
                                 restrict=not overlaps([src], [dst]), sms=prog.sms, align=aligns([src, dst]))
     return prog.kernel(source, [src, dst])
 
@@ -684,8 +670,8 @@ def _reduce(kind: str):
             acc = F32 if in_dt[0] in (DType.f16, DType.bf16) else in_dt[0]
         body = _cast(_typed_arg(0, in_dt[0]), acc)
         red_out = _cast(Expr("red", value=0, dtype=acc), out_dt[0])
-        xs = _elem_strides(x)
-        ost = _elem_strides(o)
+        xs = cp_print.elem_strides(x)
+        ost = cp_print.elem_strides(o)
         o_outer = tuple(ost[d] for d in keep) if o.ndim == rank else ost
         source = cp_print.rows(((kind, body),), (red_out,),
                                [cp_print.RowOperand(in_dt[0] if in_dt[0] != DType.bf16 else DType.bf16,
@@ -703,7 +689,7 @@ def _gather(prog, ins, outs, in_dt, out_dt, attrs):
     storage = in_dt[0]
     source = cp_print.gather(cp_print.Operand(storage, tuple(s // data.itemsize for s in data.strides)),
                              data.shape, axis, cp_print.Operand(in_dt[1], tuple(s // ids.itemsize for s in ids.strides)),
-                             ids.shape, cp_print.Operand(out_dt[0], _elem_strides(outs[0])), sms=prog.sms)
+                             ids.shape, cp_print.Operand(out_dt[0], cp_print.elem_strides(outs[0])), sms=prog.sms)
     return [prog.kernel(source, [data, ids, outs[0]])]
 
 
@@ -740,9 +726,9 @@ def _rotary(prog, ins, outs, in_dt, out_dt, attrs):
     lo = finish(arg(0) * arg(2) - arg(1) * arg(3), dts)
     hi = finish(arg(1) * arg(2) + arg(0) * arg(3), dts)
     shape = o1.shape
-    opers = [cp_print.Operand(d, aligned_strides(a, shape)) for a, d in zip((x1, x2, cos, sin), in_dt[:1] * 2 + in_dt[1:])]
-    source = cp_print.pointwise([lo, hi], opers, [cp_print.Operand(out_dt[0], _elem_strides(o1)),
-                                                  cp_print.Operand(out_dt[0], _elem_strides(o2))],
+    opers = [cp_print.Operand(d, cp_print.aligned_strides(a, shape)) for a, d in zip((x1, x2, cos, sin), in_dt[:1] * 2 + in_dt[1:])]
+    source = cp_print.pointwise([lo, hi], opers, [cp_print.Operand(out_dt[0], cp_print.elem_strides(o1)),
+                                                  cp_print.Operand(out_dt[0], cp_print.elem_strides(o2))],
                                 shape, restrict=not overlaps([x], [o]), sms=prog.sms,
                                 align=aligns([x1, x2, cos, sin, o1, o2]))
     return [prog.kernel(source, [x1, x2, cos, sin, o1, o2])]
@@ -756,8 +742,8 @@ def _pool(kind: str):
         if in_dt[0] != out_dt[0] or in_dt[0] not in cp_print.CTYPE or in_dt[0] == DType.bool:
             return None
         strides, dil, lo, hi = window_params(x.ndim, attrs, kernel)
-        source = cp_print.pool(kind, cp_print.Operand(in_dt[0], _own_strides(x)), x.shape,
-                               cp_print.Operand(out_dt[0], _own_strides(o)), o.shape, kernel, strides, dil, lo, hi,
+        source = cp_print.pool(kind, cp_print.Operand(in_dt[0], cp_print.own_strides(x)), x.shape,
+                               cp_print.Operand(out_dt[0], cp_print.own_strides(o)), o.shape, kernel, strides, dil, lo, hi,
                                bool(attrs.get("count_include_pad", False)), sms=prog.sms)
         return [prog.kernel(source, [x, o])]
     return native
@@ -769,8 +755,8 @@ def _triangle(causal: bool):
         if in_dt[0] != out_dt[0] or x.shape != o.shape or o.ndim < 2:
             return None
         upper, k, fill = (False, 0, -math.inf) if causal else (bool(attrs["upper"]), int(attrs["k"]), 0.0)
-        source = cp_print.triangle(cp_print.Operand(in_dt[0], _elem_strides(x)),
-                                   cp_print.Operand(out_dt[0], _elem_strides(o)), o.shape, upper, k, fill)
+        source = cp_print.triangle(cp_print.Operand(in_dt[0], cp_print.elem_strides(x)),
+                                   cp_print.Operand(out_dt[0], cp_print.elem_strides(o)), o.shape, upper, k, fill)
         return [prog.kernel(source, [x, o])]
     return native
 
@@ -788,8 +774,8 @@ def build(prog: CupyProgram, s, ins, outs, in_dt, out_dt, constant: frozenset[in
         shape = outs[0].shape
         if any(o.shape != shape for o in outs):
             return None
-        source = cp_print.pointwise(s.outputs, [cp_print.Operand(d, aligned_strides(a, shape)) for a, d in zip(ins, in_dt)],
-                                    [cp_print.Operand(d, _elem_strides(o)) for o, d in zip(outs, out_dt)], shape,
+        source = cp_print.pointwise(s.outputs, [cp_print.Operand(d, cp_print.aligned_strides(a, shape)) for a, d in zip(ins, in_dt)],
+                                    [cp_print.Operand(d, cp_print.elem_strides(o)) for o, d in zip(outs, out_dt)], shape,
                                     restrict=not overlaps(ins, outs), sms=prog.sms, align=aligns(list(ins) + list(outs)))
         return [prog.kernel(source, _used(s.outputs, ins) + list(outs))]
     if isinstance(s, RowReduce):
@@ -816,7 +802,7 @@ def _used(exprs: Sequence[Expr], ins) -> list:
 
 
 def _row_operand(a, dt: DType, shape) -> cp_print.RowOperand:
-    st = aligned_strides(a, shape)
+    st = cp_print.aligned_strides(a, shape)
     return cp_print.RowOperand(dt, st[:-1], st[-1:])
 
 
@@ -873,11 +859,11 @@ def _gemm_epilogue(prog, s: Gemm, ins, outs, in_dt, out_dt, constant):
             if g is None:
                 return None
             calls += g
-    operands = [cp_print.Operand(d, aligned_strides(a, shape)) for a, d in zip(ins, in_dt)]
-    operands += [cp_print.Operand(pdt[j], aligned_strides(prods[j], shape)) if j in prods else None
+    operands = [cp_print.Operand(d, cp_print.aligned_strides(a, shape)) for a, d in zip(ins, in_dt)]
+    operands += [cp_print.Operand(pdt[j], cp_print.aligned_strides(prods[j], shape)) if j in prods else None
                  for j in range(len(s.gemms))]
     arrays = list(ins) + [prods.get(j) for j in range(len(s.gemms))]
-    source = cp_print.pointwise(s.outputs, operands, [cp_print.Operand(d, _elem_strides(o)) for o, d in zip(outs, out_dt)],
+    source = cp_print.pointwise(s.outputs, operands, [cp_print.Operand(d, cp_print.elem_strides(o)) for o, d in zip(outs, out_dt)],
                                 shape, restrict=not overlaps(ins, outs), sms=prog.sms,
                                 align=aligns(arrays + list(outs)))
     used = sorted({x.value for e in s.outputs for x in nodes(e) if x.op == "arg"})
@@ -925,11 +911,11 @@ def _attention(prog, s: Attention, ins, outs, in_dt, out_dt):
         from rlx.ir.expr import fold
         p = fold(s.probs, lambda x, args: p if x.op == "arg" else Expr(x.op, tuple(args), x.value, x.attrs, x.dtype))
     used = sorted({x.value for e in (score, p) for x in nodes(e) if x.op == "arg" and x.value >= 0})
-    operands = [cp_print.RowOperand(F32, _elem_strides(S)[:-1], _elem_strides(S)[-1:])]
+    operands = [cp_print.RowOperand(F32, cp_print.elem_strides(S)[:-1], cp_print.elem_strides(S)[-1:])]
     operands += [_row_operand(a, d, score_shape) if 1 + i in used else None for i, (a, d) in enumerate(zip(ins, in_dt))]
     arrays = [S] + list(ins)
     source = cp_print.rows((("max", score), ("sum", ex)), (p,), operands,
-                           [cp_print.RowOperand(pdt, _elem_strides(P)[:-1], _elem_strides(P)[-1:])],
+                           [cp_print.RowOperand(pdt, cp_print.elem_strides(P)[:-1], cp_print.elem_strides(P)[-1:])],
                            score_shape[:-1], score_shape[-1:], causal=sq if s.causal else None, sms=prog.sms,
                            align=aligns([S] + list(ins) + [P]))
     return g1 + [prog.kernel(source, [arrays[i] for i in used] + [P])] + g2
@@ -962,13 +948,13 @@ def _conv(prog, s: Conv, ins, outs, in_dt, out_dt):
     def operand(i):
         a = ins[i]
         if i == s.bias:
-            return cp_print.Operand(in_dt[i], _own_strides(a))
+            return cp_print.Operand(in_dt[i], cp_print.own_strides(a))
         if i in (s.x, s.w):
-            return cp_print.Operand(in_dt[i], _own_strides(a))
-        return cp_print.Operand(in_dt[i], aligned_strides(a, shape)) if i in epilogue_args else None
+            return cp_print.Operand(in_dt[i], cp_print.own_strides(a))
+        return cp_print.Operand(in_dt[i], cp_print.aligned_strides(a, shape)) if i in epilogue_args else None
     if depth < DIRECT_CONV_DEPTH or w.shape[1] == 1:
         opers = [operand(i) for i in range(n_in)]
-        source = cp_print.conv_direct(s.outputs, opers, [cp_print.Operand(d, _elem_strides(q)) for q, d in zip(outs, out_dt)],
+        source = cp_print.conv_direct(s.outputs, opers, [cp_print.Operand(d, cp_print.elem_strides(q)) for q, d in zip(outs, out_dt)],
                                       shape, n_in, s.x, x.shape, s.w, w.shape, s.bias, s.strides, s.pads[:nsp],
                                       s.dilations, g, acc, sms=prog.sms)
         used = sorted(set(epilogue_args) | {s.x, s.w} | ({s.bias} if s.bias is not None else set()))
@@ -985,7 +971,7 @@ def _conv(prog, s: Conv, ins, outs, in_dt, out_dt):
     prog._keep.append(prog._scratch[-1])
     if sizes[0]:
         cols = prog.scratch_array(offs[0], (n, c * math.prod(taps), pixels), in_dt[s.x])
-        src = cp_print.im2col(cp_print.Operand(in_dt[s.x], _own_strides(x)), x.shape, w.shape, o.shape, s.strides,
+        src = cp_print.im2col(cp_print.Operand(in_dt[s.x], cp_print.own_strides(x)), x.shape, w.shape, o.shape, s.strides,
                               s.pads[:nsp], s.dilations, sms=prog.sms)
         calls.append(prog.kernel(src, [x, cols]))
     else:
@@ -1009,24 +995,19 @@ def _conv(prog, s: Conv, ins, outs, in_dt, out_dt):
                     Expr(q.op, tuple(args), q.value, q.attrs, q.dtype)) for e in s.outputs]
     pview = prod.reshape((n, m) + tuple(osp))
     arrays = list(ins) + [pview]
-    opers = [cp_print.Operand(in_dt[i], aligned_strides(ins[i], shape)) if i in epilogue_args else None
+    opers = [cp_print.Operand(in_dt[i], cp_print.aligned_strides(ins[i], shape)) if i in epilogue_args else None
              for i in range(n_in)]
     if s.bias is not None:
         bview = ins[s.bias].reshape((m,) + (1,) * nsp)
         arrays[s.bias] = bview
-        opers[s.bias] = cp_print.Operand(in_dt[s.bias], aligned_strides(bview, shape))
-    opers.append(cp_print.Operand(acc, aligned_strides(pview, shape)))
-    source = cp_print.pointwise(outputs, opers, [cp_print.Operand(d, _elem_strides(q)) for q, d in zip(outs, out_dt)],
+        opers[s.bias] = cp_print.Operand(in_dt[s.bias], cp_print.aligned_strides(bview, shape))
+    opers.append(cp_print.Operand(acc, cp_print.aligned_strides(pview, shape)))
+    source = cp_print.pointwise(outputs, opers, [cp_print.Operand(d, cp_print.elem_strides(q)) for q, d in zip(outs, out_dt)],
                                 shape, restrict=not overlaps(ins, outs), sms=prog.sms,
                                 align=aligns([a if op is not None else None for a, op in zip(arrays, opers)] + list(outs)))
     used = sorted({q.value for e in outputs for q in nodes(e) if q.op == "arg"})
     calls.append(prog.kernel(source, [arrays[i] for i in used] + list(outs)))
     return calls
-
-
-def _own_strides(a) -> tuple[int, ...]:
-    """An array's element strides as they are (unit axes keep theirs)."""
-    return tuple(st // a.itemsize for st in a.strides)
 
 
 FLASH_MIN_QUERIES = 32  # below, the products on cuBLAS spread the keys over more of the chip (decode)
@@ -1062,7 +1043,7 @@ def _flash(prog, s: Attention, ins, outs, in_dt, out_dt, batch):
     used = sorted({x.value for x in nodes(s.score) if x.op == "arg" and x.value >= 1})
     for i in used:
         m = ins[i - 1]
-        st = aligned_strides(m, score_shape)
+        st = cp_print.aligned_strides(m, score_shape)
         masks[i - 1] = cp_print.AttnOperand(in_dt[i - 1], st[:-2], st[-2], st[-1])
     source = cp_print.flash_attention(s.score, operand(q, dt), operand(k, dt), operand(v, dt),
                                       operand(o, out_dt[0]), masks, batch, sq, sk, d, dv, s.causal)

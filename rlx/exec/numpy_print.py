@@ -18,8 +18,10 @@ from functools import cached_property, lru_cache
 import numpy as np
 from scipy import special
 
+from rlx.exec import c_print, cc
+from rlx.exec.cuda_print import Operand, aligned_strides, elem_strides, own_strides
 from rlx.exec.parallel import Call, pool, split, thread_count
-from rlx.ir.dtypes import DType
+from rlx.ir.dtypes import DType, as_dtype
 from rlx.ir.expr import Expr, nodes
 from rlx.ir.ops import divide
 from rlx.kernels.skeletons import Attention, Conv, Gemm, Kernel, Pointwise, RowReduce
@@ -562,6 +564,9 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     the weight (group, M/group, C/group·taps) with the windows copied tap by tap into
     (group, C/group·taps, pixels) (a 1×1 unit-stride one reads the image as it is); a
     depthwise one accumulates tap by tap. Constant weights are converted once, at build."""
+    native = _native_conv(s, ins, outs)
+    if native is not None:
+        return native
     x, w, out = ins[s.x], ins[s.w], outs[0]
     n_in, g = len(ins), s.group
     n_sp = x.ndim - 2
@@ -703,6 +708,44 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
             phases += epilogue((slice(b, b + 1),) + (slice(None),) * (out.ndim - 1), p).phases
     src_text = f"conv {x.shape} * {w.shape} group={g} ({'depthwise' if depthwise else 'im2col GEMM'})"
     return ChunkedKernel(src_text, phases)
+
+
+DIRECT_CONV_DEPTH = 32   # a convolution summing fewer products per output runs direct, not as a GEMM
+NATIVE_PAR_MIN = 1 << 16  # multiply-adds a compiled kernel's thread hand-off is worth
+
+
+def _native_conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]) -> ChunkedKernel | None:
+    """A depthwise or thin grouped convolution with its epilogue as one compiled loop nest
+    (``c_print``), its output planes split over the threads; None without a compiler or
+    where the CPU printer has no loop nest (then the NumPy program runs)."""
+    x, w, out = ins[s.x], ins[s.w], outs[0]
+    depth = w.shape[1] * math.prod(w.shape[2:])
+    if cc.available() is not None or (w.shape[1] != 1 and depth >= DIRECT_CONV_DEPTH) or \
+            any(o.shape != out.shape for o in outs):
+        return None
+    n_in = len(ins)
+    epilogue = {q.value for e in s.outputs for q in nodes(e) if q.op == "arg" and q.value != n_in}
+    if s.x in epilogue or s.w in epilogue or any(ins[i].ndim > out.ndim for i in epilogue):
+        return None
+
+    def operand(i: int) -> Operand | None:
+        dt = as_dtype(ins[i].dtype)
+        if i in (s.x, s.w, s.bias):
+            return Operand(dt, own_strides(ins[i]))
+        return Operand(dt, aligned_strides(ins[i], out.shape)) if i in epilogue else None
+    opers = [operand(i) for i in range(n_in)]
+    acc = DType.f64 if x.dtype == np.float64 else DType.f32
+    src = c_print.conv_direct(s.outputs, opers, [Operand(as_dtype(o.dtype), elem_strides(o)) for o in outs],
+                              out.shape, n_in, s.x, x.shape, s.w, w.shape, s.bias, s.strides,
+                              s.pads[:x.ndim - 2], s.dilations, s.group, acc)
+    if src is None:
+        return None
+    fn = cc.kernel(c_print.PRELUDE, src.name, src.text, src.params)
+    args = [ins[i].ctypes.data for i, o in enumerate(opers) if o is not None] + [o.ctypes.data for o in outs]
+    n = c_print.planes(out.shape)
+    work = out.size * depth
+    parts = max(1, min(thread_count(), n, work // NATIVE_PAR_MIN))
+    return ChunkedKernel(src.text, [[[(fn, (*args, r.start, r.stop))] for r in split(n, parts)]])
 
 
 class PhaseGrid:

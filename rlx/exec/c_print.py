@@ -1,0 +1,178 @@
+"""The CPU printer: kernel skeletons as C++ loop nests for this machine's compiler (``cc``).
+
+Where NumPy has no single call for a skeleton, its NumPy program is many passes of small
+ufunc calls (a depthwise convolution is a multiply-add over the whole image per tap); here
+it is one loop nest that keeps each output row in registers and cache. Kernels are
+specialized to sizes and strides like the CUDA printer's, so the compiler sees constant
+trip counts and unit strides and vectorizes the inner loop; the scalar code (literals,
+conversions, primitives, expression DAGs) is the CUDA printer's, which is plain C for
+every dtype but the half ones (those kernels stay with the NumPy printer).
+
+A kernel's last two parameters are a range ``[lo, hi)`` of its outer loop: the executor's
+threads each run one range (ctypes releases the GIL for the length of a call).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rlx.exec.cuda_print import CTYPE, HALF, SCALAR_HELPERS, Emitter, Operand, convert
+from rlx.ir.dtypes import DType
+from rlx.ir.expr import Expr, nodes
+
+PRELUDE = r"""
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#define RLX_FN static inline
+// the CUDA printer's names for reading a literal's bits (non-finite constants)
+static inline float __int_as_float(int i) { float f; memcpy(&f, &i, sizeof f); return f; }
+static inline double __longlong_as_double(long long i) { double d; memcpy(&d, &i, sizeof d); return d; }
+""" + SCALAR_HELPERS + r"""
+// explicit vectors (GCC and Clang): unaligned loads and stores; a scalar operand is broadcast
+#define RLX_VECTOR(T, N) \
+  typedef T rlx_##T##x##N __attribute__((vector_size(sizeof(T) * N))); \
+  static inline rlx_##T##x##N rlx_ld_##T##x##N(const T* p) { rlx_##T##x##N v; memcpy(&v, p, sizeof v); return v; }
+RLX_VECTOR(float, 8)
+RLX_VECTOR(float, 16)
+RLX_VECTOR(double, 4)
+RLX_VECTOR(double, 8)
+"""
+
+VECTOR_BYTES = 32  # AVX2's registers (an AVX-512 machine runs them too)
+MAX_CHAINS = 6     # accumulators in flight: an FMA's latency times the FMA units
+
+
+
+def supported(dtype: DType) -> bool:
+    return dtype not in HALF
+
+
+def accumulates(dtype: DType) -> bool:
+    """Whether a loop nest can accumulate in ``dtype`` (it has a vector type)."""
+    return dtype in (DType.f32, DType.f64)
+
+
+@dataclass(frozen=True)
+class CSource:
+    """One printed kernel: its name (a hash of its text), text and parameter count."""
+    name: str
+    text: str
+    params: int
+
+
+def _finish(signature: list[str], body: list[str]) -> CSource:
+    params = signature + ["long lo", "long hi"]
+    text = ("extern \"C\" void KERNEL(" + ", ".join(params) + ") {\n" + "\n".join("  " + ln for ln in body) + "\n}\n")
+    name = "rlx_" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return CSource(name, text.replace("KERNEL", name), len(params))
+
+
+def _signature(ins: Sequence[Operand | None], outs: Sequence[Operand]) -> list[str]:
+    ps = [f"const {CTYPE[o.dtype]}* __restrict__ a{i}" for i, o in enumerate(ins) if o is not None]
+    return ps + [f"{CTYPE[o.dtype]}* __restrict__ o{k}" for k, o in enumerate(outs)]
+
+
+def _dot(strides: Sequence[int], index: Sequence[str]) -> str:
+    return " + ".join(f"{i} * {s}" if s != 1 else i for i, s in zip(index, strides) if s) or "0"
+
+
+def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[Operand],
+                out_shape: Sequence[int], conv: int, x: int, x_shape: Sequence[int], w: int, w_shape: Sequence[int],
+                bias: int | None, strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int],
+                group: int, acc: DType) -> CSource | None:
+    """A 1-D or 2-D convolution and its epilogue, for every output plane (image n, channel
+    m) of ``[lo, hi)`` (plane = n·M + m): each output row accumulates over the group's
+    C/group channels and the kernel taps in ``acc`` (a tap's valid output columns known
+    when printing, so the inner loop has no bounds test), plus the bias, then each output
+    expression of the inputs and the convolution (``arg(conv)``) over the row. Operands as
+    in ``cuda_print.conv_direct``; None where this printer has no loop nest (rank, dtype,
+    or an output row too long to keep)."""
+    nsp = len(x_shape) - 2
+    used = sorted({e.value for o in outputs for e in nodes(o) if e.op == "arg" and e.value != conv}
+                  | {x, w} | ({bias} if bias is not None else set()))
+    if nsp not in (1, 2) or not accumulates(acc) or \
+            any(not supported(ins[i].dtype) for i in used) or any(not supported(o.dtype) for o in outs):
+        return None
+
+    def two_d(seq: Sequence[int], fill: int) -> list[int]:  # a 1-D convolution as 2-D with one row
+        return list(seq[:2]) + [fill] + list(seq[2:]) if nsp == 1 else list(seq)
+    xs, ws = two_d(ins[x].strides, 0), two_d(ins[w].strides, 0)
+    xsh, osh = two_d(x_shape, 1), two_d(out_shape, 1)
+    kh, kw = two_d(w_shape, 1)[2:]
+    (sh, sw), (ph, pw), (dh, dw) = ([fill] * (2 - nsp) + list(v[:nsp]) for v, fill in ((strides, 1), (pads, 0), (dilations, 1)))
+    m_all, oh_n, ow_n = osh[1:]
+    height, width = xsh[2], xsh[3]
+    cg, mg = w_shape[1], w_shape[0] // group
+    lanes = VECTOR_BYTES // acc.itemsize
+    blocks = -(-ow_n // (MAX_CHAINS * lanes))           # output columns per block: whole vectors, at most
+    nv = -(-ow_n // blocks // lanes)                    # MAX_CHAINS of them (independent FMA chains)
+    vb = nv * lanes
+    hp = (oh_n - 1) * sh + (kh - 1) * dh + 1            # the padded plane: every row and column a tap
+    wp = (blocks * vb - 1) * sw + (kw - 1) * dw + 1     # reads, through the last block's unused columns,
+    wq = -(-wp // sw)                                   # split into the column stride's phases so that
+    rows = [r for r in range(hp) if 0 <= r - ph < height]  # every tap reads a unit-stride run
+    ct = CTYPE[acc]
+    vt = f"rlx_{ct}x{lanes}"
+    copies = []  # per phase: the columns i whose padded column i·stride + phase is in the image
+    for phase in range(sw):
+        first = max(0, -(-(pw - phase) // sw))
+        last = min(wq, -(-(pw + width - phase) // sw))
+        if first < last:
+            src = convert(f"xc[(r - {ph}) * {xs[2]} + (i * {sw} + {phase - pw}) * {xs[3]}]", ins[x].dtype, acc)
+            copies.append(f"      for (long i = {first}; i < {last}; ++i) xq[{phase * wq} + i] = {src};")
+    wload = convert(f"wc[kh * {ws[2]} + {{k}} * {ws[3]}]", ins[w].dtype, acc)
+    init = convert(f"a{bias}[m * {ins[bias].strides[0]}]", ins[bias].dtype, acc) if bias is not None else f"({ct})0"
+    taps = []
+    for k in range(kw):
+        phase, shift = divmod(k * dw, sw)[::-1]
+        taps += [f"          {{ const {ct} wk = {wload.format(k=k)};",
+                 f"            const {ct}* xt = xr + {phase * wq + shift};",
+                 f"            for (int v = 0; v < {nv}; ++v) acc[v] += wk * rlx_ld_{ct}x{lanes}(xt + v * {lanes}); }}"]
+    body = [f"{ct}* xp = ({ct}*)calloc({cg * hp * sw * wq}, sizeof({ct}));  // zero borders; the image copied per plane",
+            "for (long p = lo; p < hi; ++p) {",
+            f"  const long n = p / {m_all}, m = p % {m_all}, cb = (m / {mg}) * {cg};",
+            f"  for (long c = 0; c < {cg}; ++c) {{",
+            f"    const {CTYPE[ins[x].dtype]}* xc = a{x} + n * {xs[0]} + (cb + c) * {xs[1]};",
+            f"    for (long r = {rows[0] if rows else 0}; r < {rows[-1] + 1 if rows else 0}; ++r)",
+            f"    {{ {ct}* xq = xp + (c * {hp} + r) * {sw * wq};", *copies, "    }",
+            "  }",
+            f"  const {ct} b0 = {init};",
+            f"  for (long oh = 0; oh < {oh_n}; ++oh) {{",
+            f"    for (long q0 = 0; q0 < {blocks * vb}; q0 += {vb}) {{",
+            f"      {vt} acc[{nv}];",
+            f"      for (int v = 0; v < {nv}; ++v) acc[v] = ({vt}){{}} + b0;",
+            f"      for (long c = 0; c < {cg}; ++c) {{",
+            f"        const {CTYPE[ins[w].dtype]}* wc = a{w} + m * {ws[0]} + c * {ws[1]};",
+            f"        for (long kh = 0; kh < {kh}; ++kh) {{",
+            f"          const {ct}* xr = xp + (c * {hp} + oh * {sh} + kh * {dh}) * {sw * wq} + q0;",
+            *taps,
+            "        }", "      }",
+            f"      {ct} row[{vb}];",
+            f"      memcpy(row, acc, sizeof row);",
+            f"      const long nj = q0 + {vb} <= {ow_n} ? {vb} : {ow_n} - q0;",
+            ]
+    index = ["n", "m", "oh", "q"]
+    epi = [i for i in used if i not in (x, w, bias)]
+    per = [f"const long off{i} = {_dot(two_d(ins[i].strides, 0), index)};" for i in epi]
+
+    def leaf(e: Expr) -> str:
+        if e.value == conv:
+            return convert("row[j]", acc, e.dtype)
+        return convert(f"a{e.value}[off{e.value}]", ins[e.value].dtype, e.dtype)
+    em = Emitter(leaf)
+    names = [em.value(e) for e in outputs]
+    per += em.lines
+    per += [f"o{k}[{_dot(two_d(o.strides, 0), index)}] = {convert(nm, e.dtype, o.dtype)};"
+            for k, (o, e, nm) in enumerate(zip(outs, outputs, names))]
+    body += ["      for (long j = 0; j < nj; ++j) {", "        const long q = q0 + j;"]
+    body += ["        " + ln for ln in per] + ["      }", "    }", "  }", "}", "free(xp);"]
+    sig_ins = [ins[i] if i in used else None for i in range(len(ins))]
+    return _finish(_signature(sig_ins, outs), body)
+
+
+def planes(out_shape: Sequence[int]) -> int:
+    """The outer loop's extent of ``conv_direct``: images × output channels."""
+    return math.prod(out_shape[:2])
