@@ -8,8 +8,10 @@ from hypothesis import given, settings, strategies as st
 
 from rlx.exec import c_print, cc
 from rlx.exec.numpy_print import DIRECT_CONV_DEPTH
-from rlx.ir import Graph
-from rlx.pipeline import TOLERANCE
+from rlx.exec.base import get_executor
+from rlx.ir import Graph, interpret
+from rlx.pipeline import TOLERANCE, max_error
+from rlx.plan import plan
 from test_kernels import check, data, run_graph
 
 needs_cc = pytest.mark.skipif(cc.available() is not None, reason=f"no native kernels here: {cc.available()}")
@@ -44,10 +46,10 @@ def _conv_case(rng, dtype: str, rank: int, depthwise: bool):
 
 
 def _native(program, g) -> bool:
-    """Whether the convolution step runs a printed C++ kernel."""
+    """Whether the graph's one op runs a compiled kernel."""
     node = next(n for n in g.nodes if n.opdef.category != "source")
     fn = dict((s.node, f) for s, f in program.steps)[node.name]
-    return getattr(fn, "source", "").startswith('extern "C"')
+    return any(isinstance(call[0], cc.NativeFunction) for call in getattr(fn, "calls", ()))
 
 
 @needs_cc
@@ -102,3 +104,94 @@ def test_libraries_are_cached_by_source(tmp_path, monkeypatch):
     cc._loaded.clear()  # a new process: found on disk, not compiled again
     monkeypatch.setattr(cc.subprocess, "run", lambda *a, **k: pytest.fail("compiled again"))
     assert cc.build(src).rlx_test_cache(1) == 2
+
+
+# ---------------------------------------------------------------------------- GEMM
+def _gemm_case(rng, op: str):
+    """``op`` of a random f32 activation (batch and rows) with random constant weights."""
+    r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
+    lead = tuple(r(1, 4) for _ in range(r(0, 3))) + (r(1, 70),)
+    k, n = r(1, 300), r(1, 100)
+    g, feeds, params = Graph(op), {}, {}
+
+    def inp(name, shape):
+        feeds[name] = data(rng, shape, "f32")
+        return g.input(name, shape, "f32")
+
+    def param(name, shape):
+        params[name] = data(rng, shape, "f32")
+        return g.param(name, shape, "f32")
+    x = inp("x", lead + (k,))
+    if op == "matmul":
+        y = g.matmul(x, param("w", (k, n)))
+    elif op == "matmul_bias_act":
+        y = g.matmul_bias_act(x, param("w", (k, n)), param("bias", (n,)),
+                              act=str(rng.choice(["none", "relu", "gelu", "gelu_tanh", "silu"])))
+    elif op == "matmul_residual":
+        y = g.matmul_residual(x, param("w", (k, n)), inp("res", lead + (n,)))
+    else:
+        y = g.swiglu(x, param("wg", (k, n)), param("wu", (k, n)), act=str(rng.choice(["silu", "gelu"])))
+    g.output(y=y)
+    return g, feeds, params
+
+
+@needs_cc
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), op=st.sampled_from(["matmul", "matmul_bias_act", "matmul_residual", "swiglu"]))
+def test_gemms_by_constant_weights_match_the_reference(seed, op):
+    """Rows not a multiple of the micro-kernel's, columns not a multiple of a panel's, K from
+    1: the compiled GEMM (weights packed once, epilogue in registers) is within f32's
+    tolerance of the float64 reference, and is what runs."""
+    rng = np.random.default_rng(seed)
+    g, feeds, params = _gemm_case(rng, op)
+    program = get_executor("numpy").prepare(plan(g), params)
+    got = program.run(feeds)["y"]
+    want = interpret(g, feeds, params)["y"]
+    err, tol = max_error(got, want, "f32")
+    assert err <= tol, (g.to_text(), err, tol)
+    assert _native(program, g)
+
+
+@needs_cc
+def test_a_gemm_by_an_activation_runs_on_blas():
+    """A right operand that changes per run is not packed: BLAS runs it."""
+    rng = np.random.default_rng(3)
+    g = Graph("mm")
+    g.output(y=g.matmul(g.input("a", (5, 7)), g.input("b", (7, 3))))
+    arrays = {"a": data(rng, (5, 7), "f32"), "b": data(rng, (7, 3), "f32")}
+    check(g, arrays)
+    _, _, program = run_graph(g, arrays)
+    assert not _native(program, g)
+
+
+@needs_cc
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), rank=st.sampled_from([1, 2]))
+def test_convolutions_by_constant_weights_run_the_compiled_gemm(seed, rank):
+    """A convolution of one group with constant f32 weights: its windows (or the image, for a
+    1×1 one) times the packed weights, bias and epilogue in the compiled GEMM, the output
+    written transposed through its strides; within f32's tolerance of the reference."""
+    rng = np.random.default_rng(seed)
+    r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
+    b, cin, cout = r(1, 3), r(1, 40), r(1, 40)
+    kernel = tuple(r(1, 4) for _ in range(rank))
+    strides, dil = tuple(r(1, 3) for _ in range(rank)), tuple(r(1, 3) for _ in range(rank))
+    pads = tuple(r(0, 2) for _ in range(2 * rank))
+    size = tuple((k - 1) * d + 1 + r(0, 20) for k, d in zip(kernel, dil))
+    out = tuple((n + p + q - (k - 1) * d - 1) // st + 1 for n, p, q, k, d, st in
+                zip(size, pads, pads[rank:], kernel, dil, strides))
+    g, feeds, params = Graph("conv"), {}, {}
+    feeds["x"] = data(rng, (b, cin) + size, "f32")
+    params["w"], params["bias"] = data(rng, (cout, cin) + kernel, "f32"), data(rng, (cout,), "f32")
+    x, w, bias = g.input("x", feeds["x"].shape), g.param("w", params["w"].shape), g.param("bias", (cout,))
+    win = dict(strides=strides, pads=pads, dilations=dil, group=1)
+    if r(0, 2):
+        feeds["res"] = data(rng, (b, cout) + out, "f32")
+        y = g.op("conv_residual_act", x, w, bias, g.input("res", feeds["res"].shape), act="relu", **win)
+    else:
+        y = g.op("conv_bias_act", x, w, bias, act=str(rng.choice(["none", "relu", "hard_swish", "silu"])), **win)
+    g.output(y=y)
+    program = get_executor("numpy").prepare(plan(g), params)
+    err, tol = max_error(program.run(feeds)["y"], interpret(g, feeds, params)["y"], "f32")
+    assert err <= tol, (g.to_text(), err, tol)
+    assert _native(program, g)  # the direct loop nest below DIRECT_CONV_DEPTH, else the GEMM

@@ -176,3 +176,115 @@ def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Se
 def planes(out_shape: Sequence[int]) -> int:
     """The outer loop's extent of ``conv_direct``: images × output channels."""
     return math.prod(out_shape[:2])
+
+
+# ---------------------------------------------------------------------------- GEMM
+@dataclass(frozen=True)
+class Tile:
+    """The GEMM micro-kernel: ``rows`` × ``vectors`` accumulator registers of ``lanes`` f32."""
+    rows: int
+    lanes: int
+    vectors: int
+
+    @property
+    def width(self) -> int:
+        return self.lanes * self.vectors
+
+
+def tile(vector_bytes: int) -> Tile:
+    """8×2 registers of 16 lanes with AVX-512's 32 registers; 6×2 of 8 with AVX2's 16."""
+    return Tile(8, 16, 2) if vector_bytes >= 64 else Tile(6, 8, 2)
+
+
+A_CHUNK_BYTES = 1 << 19  # rows of A packed at a time: they stay in L2 while every panel passes
+
+
+def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[Operand], products: Sequence[int],
+         n_in: int, a: Operand, m: int, k: int, n: int, t: Tile) -> CSource:
+    """``len(products)`` GEMMs of one left operand ``a`` (M×K, its strides over rows and
+    columns) with constant matrices packed side by side (``pack_panels``), and the epilogue,
+    for the column panels ``[lo, hi)``. Per chunk of A's rows (packed, ``t.rows`` at a time,
+    k-major, into this call's scratch), per panel, per block of rows: the block's products
+    accumulate in ``t.rows × t.vectors`` registers over all of K (the panel streams from L2,
+    the block from L1), then each output of the block is its epilogue expression of the
+    inputs (``ins``: strides over the M×N output) and the products (``arg(n_in + j)``)."""
+    r, lanes, width = t.rows, t.lanes, t.width
+    wg = width // len(products)                 # output columns per panel
+    blocks = -(-m // r)
+    chunk = max(1, min(blocks, A_CHUNK_BYTES // (4 * r * k)))
+    vt = f"rlx_floatx{lanes}"
+    splat = f"({vt}){{{', '.join(['s'] * lanes)}}}"
+    aload = convert(f"xa[(b * {r} + i) * {a.strides[0]} + kk * {a.strides[1]}]", a.dtype, DType.f32)
+    bound = {"i": r, "kk": k}
+    outer, inner = ("kk", "i") if abs(a.strides[0]) < abs(a.strides[1]) else ("i", "kk")
+    o0 = outs[0].strides
+    by_rows = abs(o0[0]) < abs(o0[1])  # the output's rows adjacent (a transposed product): rows inside
+    used = sorted({e.value for o in outputs for e in nodes(o) if e.op == "arg" and e.value < n_in})
+    slot = {n_in + j: g for g, j in enumerate(products)}
+
+    def leaf(e: Expr) -> str:
+        if e.value in slot:
+            return convert(f"tl[i][{slot[e.value] * wg} + c]", DType.f32, e.dtype)
+        return convert(f"a{e.value}[{_dot(ins[e.value].strides, ['row', 'col'])}]", ins[e.value].dtype, e.dtype)
+    em = Emitter(leaf)
+    names = [em.value(e) for e in outputs]
+    per = em.lines + [f"o{q}[{_dot(o.strides, ['row', 'col'])}] = {convert(nm, e.dtype, o.dtype)};"
+                      for q, (o, e, nm) in enumerate(zip(outs, outputs, names))]
+    body = [f"float* ap = (float*)malloc({chunk * r * k} * sizeof(float));  // this call's packed rows of A",
+            f"for (long b0 = 0; b0 < {blocks}; b0 += {chunk}) {{",
+            f"  const long b1 = b0 + {chunk} < {blocks} ? b0 + {chunk} : {blocks};",
+            "  for (long b = b0; b < b1; ++b) {",
+            f"    float* dst = ap + (b - b0) * {r * k};",
+            f"    const long rows = {m} - b * {r} < {r} ? {m} - b * {r} : {r};",
+            f"    for (long {outer} = 0; {outer} < {bound[outer]}; ++{outer})",  # along A's smaller stride inside
+            f"      for (long {inner} = 0; {inner} < {bound[inner]}; ++{inner})",
+            f"        dst[kk * {r} + i] = i < rows ? {aload} : 0.0f;",
+            "  }",
+            "  for (long p = lo; p < hi; ++p) {",
+            f"    const float* bq = bp + p * {k * width};",
+            "    for (long b = b0; b < b1; ++b) {",
+            f"      const float* aq = ap + (b - b0) * {r * k};",
+            f"      {vt} acc[{r}][{t.vectors}] = {{}};",
+            f"      for (long kk = 0; kk < {k}; ++kk) {{",
+            f"        {vt} bv[{t.vectors}];",
+            f"        for (int v = 0; v < {t.vectors}; ++v) bv[v] = rlx_ld_floatx{lanes}(bq + kk * {width} + v * {lanes});",
+            f"        #pragma GCC unroll {r}",
+            f"        for (int i = 0; i < {r}; ++i) {{",
+            f"          const float s = aq[kk * {r} + i];",
+            f"          const {vt} ai = {splat};",
+            f"          for (int v = 0; v < {t.vectors}; ++v) acc[i][v] += ai * bv[v];",
+            "        }",
+            "      }",
+            f"      float tl[{r}][{width}];",
+            "      memcpy(tl, acc, sizeof tl);",
+            f"      const long rows = {m} - b * {r} < {r} ? {m} - b * {r} : {r};",
+            f"      const long cols = {n} - p * {wg} < {wg} ? {n} - p * {wg} : {wg};",
+            *(["      for (long c = 0; c < cols; ++c)", "        for (long i = 0; i < rows; ++i) {"] if by_rows else
+              ["      for (long i = 0; i < rows; ++i)", "        for (long c = 0; c < cols; ++c) {"]),
+            f"          const long row = b * {r} + i, col = p * {wg} + c;",
+            *["          " + ln for ln in per],
+            "        }", "    }", "  }", "}", "free(ap);"]
+    sig = [f"const {CTYPE[a.dtype]}* __restrict__ xa", "const float* __restrict__ bp"]
+    sig += _signature([ins[i] if i in used else None for i in range(n_in)], outs)
+    return _finish(sig, body)
+
+
+def panels(n: int, products: int, t: Tile) -> int:
+    """How many column panels ``gemm`` runs over."""
+    return -(-n // (t.width // products))
+
+
+def pack_panels(matrices: Sequence, t: Tile):
+    """Constant K×N matrices side by side as ``gemm`` reads them: panel p holds, for each k,
+    ``t.width / len(matrices)`` columns of each matrix in turn (zero past N), as f32."""
+    import numpy as np
+    g = len(matrices)
+    kk, n = matrices[0].shape
+    wg = t.width // g
+    p = -(-n // wg)
+    out = np.zeros((p, kk, g, wg), np.float32)
+    for j, mat in enumerate(matrices):
+        padded = np.zeros((kk, p * wg), np.float32)
+        padded[:, :n] = mat
+        out[:, :, j, :] = padded.reshape(kk, p, wg).transpose(1, 0, 2)
+    return out.reshape(p, kk, g * wg)

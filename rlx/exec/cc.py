@@ -70,6 +70,11 @@ def _cpu() -> str:
     return "\n".join(sorted({ln for ln in text.splitlines() if ln.startswith(("model name", "flags"))}))
 
 
+def vector_bytes() -> int:
+    """The widest vector registers ``-march=native`` gives the compiler here."""
+    return 64 if " avx512f" in _cpu() else 32
+
+
 def cache_dir() -> Path:
     root = os.environ.get("RLX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "rlx")
     return Path(root) / "cc"
@@ -141,6 +146,7 @@ class NativeFunction:
     def __init__(self, module: Module, name: str, params: int) -> None:
         self.module, self.name, self.params = module, name, params
         self._fn = None
+        self.keep: object = None  # arrays the kernel reads by address (packed weights)
 
     def __call__(self, *args: int) -> None:
         fn = self._fn

@@ -83,15 +83,15 @@ class NumpyProgram:
         ins = [self.arrays[n] for n in step.inputs]
         outs = [self.arrays[n] for n in step.outputs]
         attrs, op = step.attrs, step.op
+        params = frozenset(i for i, n in enumerate(step.inputs)  # constant for as long as the program lives
+                           if self.lir.buffers[self.lir.values[n].buffer].region == "param")
         native = overrides(NAME).get(op)
         if native is not None:  # a prepared kernel is built now, once; others are called per run
-            return "native", (native(ins, outs, attrs) if getattr(native, "prepared", False)
+            return "native", (native(ins, outs, attrs, params) if getattr(native, "prepared", False)
                               else lambda: native(ins, outs, attrs))
         types = [TensorType(self.lir.values[n].shape, DType(self.lir.values[n].dtype)) for n in step.inputs]
         kernel = kernel_for(op, types, attrs)
         if kernel is not None:
-            params = frozenset(i for i, n in enumerate(step.inputs)
-                               if self.lir.buffers[self.lir.values[n].buffer].region == "param")
             return "generated", build(kernel, ins, outs, params)
         opdef = REGISTRY.get(op)
         ref = opdef.reference
@@ -164,7 +164,7 @@ register_executor(NAME, NumpyExecutor)
 # ---------------------------------------------------------------------------- native kernels
 def prepared(*ops: str) -> Callable[[Callable], Callable]:
     """Register a native kernel that is built once per step: called with the step's arrays,
-    it returns the callable that runs the step."""
+    attrs and which inputs are constant (params), it returns the callable that runs the step."""
     def deco(fn: Callable) -> Callable:
         fn.prepared = True
         return override(NAME, *ops)(fn)
@@ -172,8 +172,8 @@ def prepared(*ops: str) -> Callable[[Callable], Callable]:
 
 
 @prepared("matmul")
-def _matmul(ins, outs, attrs) -> Callable[[], None]:
-    return matmul_kernel(ins[0], ins[1], outs[0])
+def _matmul(ins, outs, attrs, constant) -> Callable[[], None]:
+    return matmul_kernel(ins[0], ins[1], outs[0], constant_b=1 in constant)
 
 
 def _reduce(fn):

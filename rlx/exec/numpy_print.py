@@ -22,7 +22,7 @@ from rlx.exec import c_print, cc
 from rlx.exec.cuda_print import Operand, aligned_strides, elem_strides, own_strides
 from rlx.exec.parallel import Call, pool, split, thread_count
 from rlx.ir.dtypes import DType, as_dtype
-from rlx.ir.expr import Expr, nodes
+from rlx.ir.expr import Expr, arg, nodes, rebuild, typed
 from rlx.ir.ops import divide
 from rlx.kernels.skeletons import Attention, Conv, Gemm, Kernel, Pointwise, RowReduce
 
@@ -299,7 +299,8 @@ def build(kernel: Kernel, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
     if isinstance(s, RowReduce):
         return _rows(s.outputs, s.reductions, (), ins, outs, fixed=1)
     if isinstance(s, Gemm):
-        return _rows(s.outputs, (), s.gemms, ins, outs, fixed=0, constant=constant)
+        return (native_gemm(s.outputs, s.gemms, ins, outs, constant)
+                or _rows(s.outputs, (), s.gemms, ins, outs, fixed=0, constant=constant))
     if isinstance(s, Attention):
         return _attention(s, ins, outs)
     if isinstance(s, Conv):
@@ -474,8 +475,67 @@ def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray],
     return ChunkedKernel(src, [lists])
 
 
-def matmul_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> ChunkedKernel:
-    """``np.matmul(a, b, out=out)`` cut into blocks of rows (or columns) across the threads."""
+def _matrix(a: np.ndarray, shape: tuple[int, int]) -> tuple[int, int] | None:
+    """Element strides of ``a`` as the matrix ``shape`` (its leading axes as rows), or None
+    when they do not step as one."""
+    try:
+        return elem_strides(np.reshape(a, shape, copy=False))
+    except ValueError:
+        return None
+
+
+def native_gemm(outputs: Sequence[Expr], gemms, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
+                constant: frozenset[int]) -> ChunkedKernel | None:
+    """A GEMM + epilogue as one compiled kernel (``c_print.gemm``): the products of one f32
+    left operand with constant matrices, packed once into column panels (side by side for
+    SwiGLU's two), the epilogue applied to each block of the output while it is in
+    registers; the panels split over the threads. None where it does not apply (no
+    compiler, a non-constant or batched right operand, half or f64 products, more products
+    than a panel holds): the BLAS program runs."""
+    if not gemms or cc.available() is not None:
+        return None
+    n_in, out = len(ins), outs[0]
+    leaves = _leaves(outputs)
+    products = [j for j in range(len(gemms)) if ("arg", n_in + j) in leaves]
+    t = c_print.tile(cc.vector_bytes())
+    if not products or len({gemms[j][0] for j in products}) != 1 or t.width % (len(products) * t.lanes) or \
+            any(gemms[j][1] not in constant or ins[gemms[j][1]].ndim != 2 for j in products) or \
+            any(leaves[("arg", n_in + j)].dtype != DType.f32 for j in products) or out.ndim < 1:
+        return None
+    x = ins[gemms[products[0]][0]]
+    k, n = ins[gemms[products[0]][1]].shape
+    if x.dtype != np.float32 or x.shape[-1] != k or x.shape[:-1] != out.shape[:-1] or out.shape[-1] != n or \
+            any(ins[gemms[j][1]].shape != (k, n) for j in products) or any(o.shape != out.shape for o in outs):
+        return None
+    m = math.prod(out.shape[:-1])
+    used = sorted(i for (kind, i) in leaves if kind == "arg" and i < n_in)
+    if any(ins[i].ndim > out.ndim or not c_print.supported(as_dtype(ins[i].dtype)) for i in used) or \
+            any(not c_print.supported(as_dtype(o.dtype)) for o in outs):
+        return None
+    a_strides = _matrix(x, (m, k))
+    strides = {i: _matrix(np.broadcast_to(ins[i], out.shape), (m, n)) for i in used}
+    out_strides = [_matrix(o, (m, n)) for o in outs]
+    if a_strides is None or None in strides.values() or None in out_strides:
+        return None
+    opers = [Operand(as_dtype(ins[i].dtype), strides[i]) if i in used else None for i in range(n_in)]
+    src = c_print.gemm(outputs, opers, [Operand(as_dtype(o.dtype), s) for o, s in zip(outs, out_strides)],
+                       products, n_in, Operand(DType.f32, a_strides), m, k, n, t)
+    packed = c_print.pack_panels([ins[gemms[j][1]] for j in products], t)
+    fn = cc.kernel(c_print.PRELUDE, src.name, src.text, src.params)
+    fn.keep = packed  # the panels live as long as a call of the kernel does
+    args = [x.ctypes.data, packed.ctypes.data] + [ins[i].ctypes.data for i in used] + [o.ctypes.data for o in outs]
+    count = c_print.panels(n, len(products), t)
+    parts = thread_count() if m * n * k >= GEMM_PAR_MIN else 1
+    return ChunkedKernel(src.text, [[[(fn, (*args, r.start, r.stop))] for r in split(count, parts) if len(r)]])
+
+
+def matmul_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray, constant_b: bool = False) -> ChunkedKernel:
+    """``np.matmul(a, b, out=out)`` cut into blocks of rows (or columns) across the threads;
+    by a constant matrix, the compiled GEMM where it applies (``native_gemm``)."""
+    if constant_b and out.dtype == np.float32:
+        native = native_gemm((arg(2, DType.f32),), ((0, 1),), [a, b], [out], frozenset({1}))
+        if native is not None:
+            return native
     if min(a.ndim, b.ndim) < 2 or out.size * a.shape[-1] < GEMM_PAR_MIN or thread_count() == 1:
         return serial("matmul", [(np.matmul, (a, b, out))])
     rank = out.ndim
@@ -577,8 +637,11 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     plain = not any(s.pads)  # read the image where it is; else from a zero-bordered copy
     depthwise = g == c == m and w.shape[1] == 1
     unit = all(t == 1 for t in taps) and all(st == 1 for st in s.strides) and plain
+    # the compiled GEMM (constant f32 weights and bias, one group) takes the windows as they are
+    use_native = (cc.available() is None and g == 1 and n_sp > 0 and s.w in constant and acc == np.float32
+                  and (s.bias is None or ins[s.bias].dtype == np.float32))
     grid = None  # im2col from a phase grid: each tap's columns one contiguous run per channel
-    if not depthwise and not unit and n_sp:
+    if not depthwise and not unit and n_sp and not use_native:
         grid = PhaseGrid(s, x.shape[1:], osp, tuple(taps), acc)
         if grid.run > 1.1 * math.prod(osp):  # too many junk columns (small images): copy tap views
             grid = None
@@ -640,6 +703,37 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
         region_ins = [take(a, region, aligned(a.ndim, out.ndim)) if a.ndim <= out.ndim else a for a in ins]
         return _rows(s.outputs, (), (), region_ins + [product], [o[region] for o in outs], fixed=0)
 
+    def compiled(b: int, rhs: np.ndarray) -> ChunkedKernel | None:
+        """Image ``b``'s GEMM, bias and epilogue as the compiled GEMM (``native_gemm``), the
+        output transposed: (pixels × channels) = windowsᵀ · weightsᵀ, written through the
+        output's strides."""
+        views, index = [rhs.T, wmat.reshape(m, k).T], {}
+        for i in sorted({q.value for e in s.outputs for q in nodes(e) if q.op == "arg" and q.value < n_in}):
+            try:
+                v = np.reshape(np.broadcast_to(ins[i], out.shape)[b], (m, pixels), copy=False).T
+            except ValueError:
+                return None
+            index[i] = len(views)
+            views.append(v)
+        if bias is not None:
+            index[s.bias] = len(views)
+            views.append(np.broadcast_to(bias.reshape(m), (pixels, m)))
+        product = Expr("arg", value=len(views))
+
+        def leaf(e: Expr) -> Expr:
+            if e.op != "arg":
+                return e
+            if e.value == n_in:
+                return product + Expr("arg", value=index[s.bias]) if bias is not None else product
+            return Expr("arg", value=index[e.value])
+        dtypes = tuple(as_dtype(v.dtype) for v in views) + (DType.f32,)
+        outputs = tuple(typed(rebuild(e, leaf), dtypes) for e in s.outputs)
+        try:
+            targets = [np.reshape(o[b], (m, pixels), copy=False).T for o in outs]
+        except ValueError:
+            return None
+        return native_gemm(outputs, ((0, 1),), views, targets, frozenset({1}))
+
     def fused(b: int, rhs: np.ndarray, rest: tuple[int, ...]) -> list[list[Call]]:
         """Image ``b``'s GEMM with bias and epilogue: each thread computes its block of the
         product (a range of output rows, or of channels when the image is smaller than the
@@ -699,7 +793,8 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
                     (np.copyto, (cols[(r,) + tap], tap_view(src[r], tap))) for tap in all_taps]))
                 rhs = cols.reshape(g, k, pixels)
             if g == 1 and n_sp:
-                phases.append(fused(b, rhs.reshape(k, pixels), osp[1:]))
+                native = compiled(b, rhs.reshape(k, pixels)) if use_native else None
+                phases += native.phases if native is not None else [fused(b, rhs.reshape(k, pixels), osp[1:])]
                 continue
             phases += matmul_kernel(wmat, rhs, p.reshape(g, m // g, pixels)).phases
             if bias is not None:
