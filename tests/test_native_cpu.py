@@ -195,3 +195,30 @@ def test_convolutions_by_constant_weights_run_the_compiled_gemm(seed, rank):
     err, tol = max_error(program.run(feeds)["y"], interpret(g, feeds, params)["y"], "f32")
     assert err <= tol, (g.to_text(), err, tol)
     assert _native(program, g)  # the direct loop nest below DIRECT_CONV_DEPTH, else the GEMM
+
+
+@needs_cc
+def test_the_vectorizable_f32_math_is_accurate():
+    """The prelude's exp, tanh and erf (arithmetic only, so loops calling them vectorize):
+    within a few ulp of float64's rounded to f32 over their ranges, exact at the specials."""
+    import ctypes
+    from scipy import special
+    lib = cc.build(c_print.PRELUDE + "".join(
+        f'extern "C" void f_{f}(const float* x, float* y, long n) {{ for (long i = 0; i < n; ++i) y[i] = {f}f(x[i]); }}\n'
+        for f in ("exp", "tanh", "erf")))
+    x = np.concatenate([np.linspace(-110, 110, 100_001), np.linspace(-3, 3, 100_001), np.geomspace(1e-30, 1, 500),
+                        -np.geomspace(1e-30, 1, 500), [0.0, -0.0, np.inf, -np.inf, np.nan]]).astype(np.float32)
+    for name, ref, ulps in (("exp", np.exp, 2), ("tanh", np.tanh, 2), ("erf", special.erf, 8)):
+        fn = getattr(lib, f"f_{name}")
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long]
+        y = np.empty_like(x)
+        fn(x.ctypes.data, y.ctypes.data, x.size)
+        with np.errstate(over="ignore"):
+            want = ref(x.astype(np.float64)).astype(np.float32)
+        normal = np.isfinite(want) & (np.abs(want) >= np.finfo(np.float32).tiny)
+        err = np.abs(y[normal].astype(np.float64) - want[normal]) / np.spacing(np.abs(want[normal]))
+        assert err.max() <= ulps, (name, err.max(), x[normal][err.argmax()])
+        exact = ~np.isfinite(x) | (x == 0) | ~np.isfinite(want)  # NaN, ±inf, ±0 and overflow
+        np.testing.assert_array_equal(y[exact], want[exact], err_msg=name)
+        tiny = ~normal & ~exact  # results below f32's normal range: absolutely close
+        assert np.all(np.abs(y[tiny] - want[tiny]) <= 2e-45), name

@@ -31,6 +31,45 @@ PRELUDE = r"""
 static inline float __int_as_float(int i) { float f; memcpy(&f, &i, sizeof f); return f; }
 static inline double __longlong_as_double(long long i) { double d; memcpy(&d, &i, sizeof d); return d; }
 """ + SCALAR_HELPERS + r"""
+// exp, tanh and erf in f32 from arithmetic alone, so that loops calling them vectorize (libm's
+// are calls the compiler cannot vectorize without -ffast-math, which would also drop NaNs):
+// Cody-Waite range reduction and Cephes' polynomials (about 1 ulp; erf within 3e-7).
+static inline float rlx_bits2f(int i) { float f; memcpy(&f, &i, sizeof f); return f; }
+static inline float rlx_expf(float x) {
+  const float c = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);  // fminf/fmaxf do not vectorize
+  const float n = floorf(fmaf(c, 1.44269504089f, 0.5f));
+  float r = fmaf(n, -0.693359375f, c);
+  r = fmaf(n, 2.12194440e-4f, r);
+  float p = fmaf(1.9875691500e-4f, r, 1.3981999507e-3f);
+  p = fmaf(p, r, 8.3334519073e-3f); p = fmaf(p, r, 4.1665795894e-2f);
+  p = fmaf(p, r, 1.6666665459e-1f); p = fmaf(p, r, 5.0000001201e-1f);
+  const float e = fmaf(p, r * r, r) + 1.0f;
+  const int k = (int)n, h = k >> 1;  // 2^k in two normal halves: k runs from -150 to 128
+  const float y = e * rlx_bits2f((h + 127) << 23) * rlx_bits2f((k - h + 127) << 23);
+  return x != x ? x : y;
+}
+static inline float rlx_tanhf(float x) {
+  const float a = fabsf(x), z = x * x;
+  float p = fmaf(-5.70498872745e-3f, z, 2.06390887954e-2f);
+  p = fmaf(p, z, -5.37397155531e-2f); p = fmaf(p, z, 1.33314422036e-1f); p = fmaf(p, z, -3.33332819422e-1f);
+  const float small = fmaf(p * z, x, x);
+  const float big = copysignf(1.0f - 2.0f / (rlx_expf(2.0f * a) + 1.0f), x);
+  return a < 0.625f ? small : big;
+}
+static inline float rlx_erff(float x) {
+  const float a = fabsf(x), z = x * x;
+  float p = fmaf(-1.4925650e-5f, z, 1.2055333e-4f);  // 2/sqrt(pi) (x - x^3/3 + x^5/10 - ...) below 0.5
+  p = fmaf(p, z, -8.5483270e-4f); p = fmaf(p, z, 5.2239776e-3f); p = fmaf(p, z, -2.6866171e-2f);
+  p = fmaf(p, z, 1.1283792e-1f); p = fmaf(p, z, -3.7612639e-1f); p = fmaf(p, z, 1.1283792e+0f);
+  const float t = 1.0f / fmaf(0.3275911f, a, 1.0f);  // Abramowitz and Stegun 7.1.26 beyond
+  float q = fmaf(1.061405429f, t, -1.453152027f);
+  q = fmaf(q, t, 1.421413741f); q = fmaf(q, t, -0.284496736f); q = fmaf(q, t, 0.254829592f);
+  const float big = copysignf(1.0f - q * t * rlx_expf(-z), x);
+  return a < 0.5f ? x * p : big;
+}
+#define expf rlx_expf
+#define tanhf rlx_tanhf
+#define erff rlx_erff
 // explicit vectors (GCC and Clang): unaligned loads and stores; a scalar operand is broadcast
 #define RLX_VECTOR(T, N) \
   typedef T rlx_##T##x##N __attribute__((vector_size(sizeof(T) * N))); \
