@@ -222,3 +222,55 @@ def test_the_vectorizable_f32_math_is_accurate():
         np.testing.assert_array_equal(y[exact], want[exact], err_msg=name)
         tiny = ~normal & ~exact  # results below f32's normal range: absolutely close
         assert np.all(np.abs(y[tiny] - want[tiny]) <= 2e-45), name
+
+
+# ---------------------------------------------------------------------------- rows
+@needs_cc
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), op=st.sampled_from(["softmax", "layer_norm", "rms_norm", "add_rms_norm",
+                                                           "gelu", "region"]),
+       dtype=st.sampled_from(["f32", "f64"]))
+def test_rows_and_pointwise_kernels_compile_and_match_the_reference(seed, op, dtype):
+    """Norms, softmax, activations and regions over broadcast operands: one compiled loop
+    nest (a pass per reduction, one for the outputs), within the dtype's tolerance."""
+    rng = np.random.default_rng(seed)
+    r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
+    b, s, d = r(1, 4), r(1, 20), r(1, 300)
+    g, arrays = Graph(op), {}
+
+    def inp(name, shape):
+        arrays[name] = data(rng, shape, dtype)
+        return g.input(name, shape, dtype)
+    x = inp("x", (b, s, d))
+    if op == "softmax":
+        y = g.softmax(x, axis=-1)
+    elif op == "layer_norm":
+        y = g.layer_norm(x, inp("w", (d,)), inp("bb", (d,)))
+    elif op == "rms_norm":
+        y = g.rms_norm(x, inp("w", (d,)))
+    elif op == "add_rms_norm":
+        y = g.add_rms_norm(x, inp("res", (s, d)), inp("w", (d,)))[1]
+    elif op == "gelu":
+        y = g.op("gelu", x)
+    else:
+        from rlx.ir.expr import arg
+        y = g.region(x, inp("c", (s, 1)), body=(arg(0).exp() * arg(1) + 1.0).tanh())
+    g.output(y=y)
+    check(g, arrays, generated=True)
+    _, _, program = run_graph(g, arrays)
+    assert _native(program, g)
+
+
+@needs_cc
+def test_an_in_place_pointwise_kernel_reads_each_element_before_writing_it():
+    """The planner gives an elementwise step the buffer of an input that dies there: the
+    compiled loop then reads and writes one array (printed without restrict)."""
+    rng = np.random.default_rng(5)
+    g = Graph("inplace")
+    x = g.input("x", (64, 33))
+    t = g.op("tanh", g.op("exp", x))  # tanh overwrites exp's buffer
+    g.output(y=g.op("neg", t))
+    arrays = {"x": data(rng, (64, 33), "f32")}
+    _, _, program = run_graph(g, arrays)
+    assert any(s.in_place for s, _ in program.steps)
+    check(g, arrays)

@@ -329,3 +329,59 @@ def pack_panels(matrices: Sequence, t: Tile):
         padded[:, :n] = mat
         out[:, :, j, :] = padded.reshape(kk, p, wg).transpose(1, 0, 2)
     return out.reshape(p, kk, g * wg)
+
+
+# ---------------------------------------------------------------------------- rows
+def rows(outputs: Sequence[Expr], reductions: Sequence[tuple[str, Expr]], ins: Sequence[Operand | None],
+         outs: Sequence[Operand], shape: Sequence[int], restrict: bool = True) -> CSource | None:
+    """Pointwise and row-reduction kernels over the rows ``[lo, hi)`` of ``shape`` (its last
+    axis a row; operands' strides over ``shape``): per row, each reduction in order, a loop
+    over the row (sums vectorized through OpenMP's simd reduction), then one loop computing
+    every output. None where an expression or a reduction is in a dtype without C code here."""
+    from rlx.exec.cuda_print import _identity
+    exprs = list(outputs) + [e for _, e in reductions]
+    used = sorted({x.value for e in exprs for x in nodes(e) if x.op == "arg"})
+    if any(not supported(x.dtype) for e in exprs for x in nodes(e)) or \
+            any(not supported(o.dtype) for o in outs) or any(not accumulates(e.dtype) for _, e in reductions):
+        return None
+    outer, length = list(shape[:-1]), shape[-1]
+    head = [f"long rest = r;"]
+    for d in range(len(outer) - 1, -1, -1):
+        head.append(f"const long d{d} = rest % {outer[d]}; rest /= {outer[d]};")
+    index = [f"d{d}" for d in range(len(outer))]
+    head += [f"const long off{i} = {_dot(ins[i].strides[:-1], index)};" for i in used]
+    head += [f"const long offo{k} = {_dot(o.strides[:-1], index)};" for k, o in enumerate(outs)]
+    red_names: dict[int, str] = {}
+
+    def emitter() -> Emitter:
+        def leaf(e: Expr) -> str:
+            if e.op == "red":
+                return red_names[e.value]
+            st = ins[e.value].strides[-1]
+            return convert(f"a{e.value}[off{e.value}{f' + t * {st}' if st else ''}]", ins[e.value].dtype, e.dtype)
+        return Emitter(leaf)
+    body = list(head)
+    for j, (kind, e) in enumerate(reductions):
+        em = emitter()
+        v = em.value(e)
+        name = f"R{j}"
+        body.append(f"{CTYPE[e.dtype]} {name} = {_identity(kind, e.dtype)};")
+        if kind == "max":
+            update = f"{name} = rlx_max<{CTYPE[e.dtype]}>({name}, {v});"
+        else:
+            body.append(f"#pragma omp simd reduction(+:{name})")
+            update = f"{name} += {v};"
+        body += [f"for (long t = 0; t < {length}; ++t) {{"] + ["  " + ln for ln in em.lines] + [f"  {update}", "}"]
+        if kind == "mean":
+            body.append(f"{name} *= ({CTYPE[e.dtype]})(1.0 / {length});")
+        red_names[j] = name
+    em = emitter()
+    names = [em.value(e) for e in outputs]
+    stores = [f"o{k}[offo{k}{f' + t * {o.strides[-1]}' if o.strides[-1] else ''}] = {convert(nm, e.dtype, o.dtype)};"
+              for k, (o, e, nm) in enumerate(zip(outs, outputs, names))]
+    body += [f"for (long t = 0; t < {length}; ++t) {{"] + ["  " + ln for ln in em.lines + stores] + ["}"]
+    body = ["for (long r = lo; r < hi; ++r) {"] + ["  " + ln for ln in body] + ["}"]
+    sig = _signature([ins[i] if i in used else None for i in range(len(ins))], outs)
+    if not restrict:
+        sig = [p.replace(" __restrict__", "") for p in sig]
+    return _finish(sig, body)

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from rlx.errors import RlxError
 
-FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared")
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC",
+         "-shared")
 OFF = ("0", "off", "no", "false")
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import special
 
 from rlx.exec import c_print, cc
-from rlx.exec.cuda_print import Operand, aligned_strides, elem_strides, own_strides
+from rlx.exec.cuda_print import Operand, aligned_strides, collapse, elem_strides, own_strides
 from rlx.exec.parallel import Call, pool, split, thread_count
 from rlx.ir.dtypes import DType, as_dtype
 from rlx.ir.expr import Expr, arg, nodes, rebuild, typed
@@ -295,9 +295,10 @@ def build(kernel: Kernel, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
     ``constant`` inputs (params) keep their values for as long as the kernel lives."""
     s = kernel.skeleton
     if isinstance(s, Pointwise):
-        return _rows(s.outputs, (), (), ins, outs, fixed=0)
+        return native_rows(s.outputs, (), ins, outs) or _rows(s.outputs, (), (), ins, outs, fixed=0)
     if isinstance(s, RowReduce):
-        return _rows(s.outputs, s.reductions, (), ins, outs, fixed=1)
+        return (native_rows(s.outputs, s.reductions, ins, outs)
+                or _rows(s.outputs, s.reductions, (), ins, outs, fixed=1))
     if isinstance(s, Gemm):
         return (native_gemm(s.outputs, s.gemms, ins, outs, constant)
                 or _rows(s.outputs, (), s.gemms, ins, outs, fixed=0, constant=constant))
@@ -473,6 +474,54 @@ def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray],
                 calls.append((fn, tuple(call) + consts))
         lists.append(calls)
     return ChunkedKernel(src, [lists])
+
+
+ROW_MIN = 1 << 12  # a pointwise kernel's row when its operands collapse to one axis
+
+
+def native_rows(outputs: Sequence[Expr], reductions, ins: Sequence[np.ndarray],
+                outs: Sequence[np.ndarray]) -> ChunkedKernel | None:
+    """A pointwise or row-reduction kernel as one compiled loop nest (``c_print.rows``): one
+    pass over each row per reduction and one for the outputs, in place of NumPy's pass per
+    primitive; the rows split over the threads. None without a compiler, for half dtypes,
+    or where an output overlaps an input other than element for element."""
+    out = outs[0]
+    if cc.available() is not None or out.ndim == 0 or any(o.shape != out.shape for o in outs):
+        return None
+    exprs = list(outputs) + [e for _, e in reductions]
+    used = sorted({x.value for e in exprs for x in nodes(e) if x.op == "arg"})
+    if any(ins[i].ndim > out.ndim for i in used):
+        return None
+    restrict = True
+    for o in outs:
+        for i in used:
+            if np.may_share_memory(o, ins[i]):
+                if ins[i].shape != o.shape or ins[i].strides != o.strides or ins[i].ctypes.data != o.ctypes.data:
+                    return None
+                restrict = False  # in place, element for element
+    strides = [aligned_strides(ins[i], out.shape) for i in used] + [elem_strides(o) for o in outs]
+    if reductions:  # the row stays the last axis; the others may merge
+        outer, st = collapse(out.shape[:-1], [s[:-1] for s in strides])
+        shape, strides = tuple(outer) + out.shape[-1:], [a + s[-1:] for a, s in zip(st, strides)]
+    else:
+        shape, strides = collapse(out.shape, strides)
+        if not shape:
+            shape, strides = (1,), [(0,) for _ in strides]
+        n = shape[-1]
+        if len(shape) == 1 and n > 2 * ROW_MIN:  # one long run: rows of it, for the threads
+            row = next((d for d in range(ROW_MIN, 2 * ROW_MIN) if n % d == 0), n)
+            shape, strides = (n // row, row), [(s[0] * row, s[0]) for s in strides]
+    by_input = dict(zip(used, strides))
+    opers = [Operand(as_dtype(ins[i].dtype), by_input[i]) if i in by_input else None for i in range(len(ins))]
+    src = c_print.rows(outputs, reductions, opers,
+                       [Operand(as_dtype(o.dtype), s) for o, s in zip(outs, strides[len(used):])], shape, restrict)
+    if src is None:
+        return None
+    fn = cc.kernel(c_print.PRELUDE, src.name, src.text, src.params)
+    args = [ins[i].ctypes.data for i in used] + [o.ctypes.data for o in outs]
+    n_rows = math.prod(shape[:-1])
+    parts = max(1, min(thread_count(), n_rows, out.size // NATIVE_PAR_MIN))
+    return ChunkedKernel(src.text, [[[(fn, (*args, r.start, r.stop))] for r in split(n_rows, parts)]])
 
 
 def _matrix(a: np.ndarray, shape: tuple[int, int]) -> tuple[int, int] | None:
