@@ -274,3 +274,33 @@ def test_an_in_place_pointwise_kernel_reads_each_element_before_writing_it():
     _, _, program = run_graph(g, arrays)
     assert any(s.in_place for s, _ in program.steps)
     check(g, arrays)
+
+
+@needs_cc
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), kind=st.sampled_from(["plain", "causal", "mask", "nan_zero"]))
+def test_attention_runs_its_softmax_compiled(seed, kind):
+    """Scores by BLAS, then the score expression, the causal mask, the softmax and the map of
+    the probabilities (torch's zeroing of fully masked rows) as one compiled row kernel over
+    the scores in place; within f32's tolerance of the reference."""
+    rng = np.random.default_rng(seed)
+    r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
+    b, h, s, sk, d = r(1, 3), r(1, 4), r(1, 40), r(1, 40), r(1, 33)
+    g, arrays = Graph("attn"), {}
+
+    def inp(name, shape, dtype="f32"):
+        arrays[name] = data(rng, shape, dtype)
+        return g.input(name, shape, dtype)
+    q, k, v = inp("q", (b, h, s, d)), inp("k", (b, h, sk, d)), inp("v", (b, h, sk, d))
+    if kind == "mask":
+        y = g.sdpa(q, k, v, inp("m", (s, sk)), scale=0.3)
+    elif kind == "nan_zero":
+        arrays["m"] = np.where(rng.random((b, 1, s, sk)) < 0.3, -np.inf, 0.0).astype(np.float32)
+        arrays["m"][..., 0, :] = -np.inf  # a fully masked row: NaN probabilities, zeroed
+        y = g.op("sdpa_nan_zero", q, k, v, g.input("m", (b, 1, s, sk)), scale=0.3)
+    else:
+        y = g.sdpa(q, k, v, causal=kind == "causal")
+    g.output(y=y)
+    check(g, arrays, generated=True)
+    _, _, program = run_graph(g, arrays)
+    assert _native(program, g)

@@ -77,8 +77,16 @@ def vector_bytes() -> int:
 
 
 def cache_dir() -> Path:
+    """Where compiled libraries are kept: $RLX_CACHE_DIR, else ~/.cache/rlx, else (a home
+    that cannot be written) the temporary directory."""
     root = os.environ.get("RLX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "rlx")
-    return Path(root) / "cc"
+    d = Path(root) / "cc"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        d = Path(tempfile.gettempdir()) / f"rlx-cc-{os.getuid() if hasattr(os, 'getuid') else 0}"
+        d.mkdir(parents=True, exist_ok=True)
+    return d
 
 
 _loaded: dict[str, ctypes.CDLL] = {}
@@ -95,11 +103,10 @@ def build(source: str) -> ctypes.CDLL:
         if key in _loaded:
             return _loaded[key]
         d = cache_dir()
-        d.mkdir(parents=True, exist_ok=True)
         lib = d / f"{key}.so"
         if not lib.exists():
             src = d / f"{key}.cpp"
-            src.write_text(source)
+            src.write_text(source)  # kept beside the library: what a profile or an error points to
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=d)
             os.close(fd)
             out = subprocess.run([path, *FLAGS, "-o", tmp, str(src)], capture_output=True, text=True)

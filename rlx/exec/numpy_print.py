@@ -13,16 +13,17 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
-from functools import cached_property, lru_cache
+from functools import cached_property, lru_cache, partial
 
 import numpy as np
 from scipy import special
 
+from rlx.errors import DTypeError
 from rlx.exec import c_print, cc
 from rlx.exec.cuda_print import Operand, aligned_strides, collapse, elem_strides, own_strides
 from rlx.exec.parallel import Call, pool, split, thread_count
 from rlx.ir.dtypes import DType, as_dtype
-from rlx.ir.expr import Expr, arg, nodes, rebuild, typed
+from rlx.ir.expr import Expr, arg, call, const, nodes, rebuild, red, remap, typed
 from rlx.ir.ops import divide
 from rlx.kernels.skeletons import Attention, Conv, Gemm, Kernel, Pointwise, RowReduce
 
@@ -624,6 +625,9 @@ def _attention(s: Attention, ins: Sequence[np.ndarray], outs: Sequence[np.ndarra
             shapes[probs_leaf] = scores
         return qc, kc, vc, ms, scores, shapes
 
+    native = _native_attention(s, masks, chunks, parts, out, acc, threads)
+    if native is not None:
+        return native
     *_, first_scores, first_shapes = parts(chunks[0])
     prog = Program()
     for leaf, shape in first_shapes.items():
@@ -657,6 +661,56 @@ def _attention(s: Attention, ins: Sequence[np.ndarray], outs: Sequence[np.ndarra
                                prog.slot_views(scratch, shapes)) + consts))
         lists.append(calls)
     return ChunkedKernel(src, [lists])
+
+
+def _softmax_rows(s: Attention, masks: list[int], dtypes: tuple[DType, ...]) -> tuple[tuple, tuple]:
+    """The score expression, causal mask, softmax and map of the probabilities as a row
+    kernel over the scores in place (its arg(0); the masks follow, then the causal mask)."""
+    mapping = {0: 0, **{1 + i: 1 + j for j, i in enumerate(masks)}}
+    score = remap(s.score, mapping)
+    if s.causal:
+        score = call("where", arg(1 + len(masks)), const(-math.inf), score)
+    e = call("exp", score - red(0))
+    probs = e / red(1)
+    if s.probs is not None:
+        probs = rebuild(s.probs, lambda x: probs if x.op == "arg" else x)
+    acc = dtypes[0]
+    return (typed(probs, dtypes, (acc, acc)),), (("max", typed(score, dtypes)), ("sum", typed(e, dtypes, (acc,))))
+
+
+def _native_attention(s: Attention, masks: list[int], chunks, parts, out: np.ndarray, acc, threads: int):
+    """Attention with the middle compiled: per block of query rows, q·kᵀ into scratch (BLAS),
+    the score expression, causal mask and softmax as one row kernel over the scores in place
+    (``native_rows``: two passes where NumPy makes six), then the scores times v (BLAS).
+    None where the row kernel does not apply."""
+    if cc.available() is not None or acc != np.float32:
+        return None
+    matmul = partial(np.matmul, dtype=acc)
+    kernels = None
+    lists: list[list[Call]] = []
+    for group in split(len(chunks), threads):
+        calls: list[Call] = []
+        sbuf = None
+        for c in group:
+            index = chunks[c]
+            qc, kc, vc, ms, scores, _ = parts(index)
+            sbuf = np.empty(scores, acc) if sbuf is None else sbuf
+            scores_buf = fit(sbuf, scores)
+            row0 = index[out.ndim - 2].start or 0
+            extra = [np.triu(np.ones(scores[-2:], bool), k=row0 + 1)] if s.causal else []
+            ins = [scores_buf, *ms, *extra]
+            if kernels is None:
+                try:  # the expression typed as the arrays are stored (a half mask stays with NumPy)
+                    kernels = _softmax_rows(s, masks, tuple(as_dtype(a.dtype) for a in ins))
+                except DTypeError:
+                    return None
+            softmax = native_rows(kernels[0], kernels[1], ins, [scores_buf])
+            if softmax is None:
+                return None
+            calls += [(matmul, (qc, np.swapaxes(kc, -1, -2), scores_buf)), *softmax.calls,
+                      (matmul, (scores_buf, vc, out[index]))]
+        lists.append(calls)
+    return ChunkedKernel("attention: q·kᵀ (BLAS), compiled softmax rows, ·v (BLAS)", [lists])
 
 
 def window(tap: tuple[int, ...], dilations, strides, sizes: tuple[int, ...], start: int = 0) -> tuple[slice, ...]:
