@@ -154,7 +154,7 @@ class NativeFunction:
     def __init__(self, module: Module, name: str, params: int) -> None:
         self.module, self.name, self.params = module, name, params
         self._fn = None
-        self.keep: object = None  # arrays the kernel reads by address (packed weights)
+        self.keep: object = None  # the arrays a call reads by address, kept alive with it
 
     def __call__(self, *args: int) -> None:
         fn = self._fn

@@ -477,6 +477,15 @@ def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray],
     return ChunkedKernel(src, [lists])
 
 
+def _bind(src: c_print.CSource, arrays: Sequence[np.ndarray]) -> tuple[cc.NativeFunction, list[int]]:
+    """The compiled kernel of ``src`` and the addresses of its arrays, which it keeps alive
+    (a kernel reads them by address: packed weights or a mask made at build time would
+    otherwise be freed under it)."""
+    fn = cc.kernel(c_print.PRELUDE, src.name, src.text, src.params)
+    fn.keep = tuple(arrays)
+    return fn, [a.ctypes.data for a in arrays]
+
+
 ROW_MIN = 1 << 12  # a pointwise kernel's row when its operands collapse to one axis
 
 
@@ -518,8 +527,7 @@ def native_rows(outputs: Sequence[Expr], reductions, ins: Sequence[np.ndarray],
                        [Operand(as_dtype(o.dtype), s) for o, s in zip(outs, strides[len(used):])], shape, restrict)
     if src is None:
         return None
-    fn = cc.kernel(c_print.PRELUDE, src.name, src.text, src.params)
-    args = [ins[i].ctypes.data for i in used] + [o.ctypes.data for o in outs]
+    fn, args = _bind(src, [ins[i] for i in used] + list(outs))
     n_rows = math.prod(shape[:-1])
     parts = max(1, min(thread_count(), n_rows, out.size // NATIVE_PAR_MIN))
     return ChunkedKernel(src.text, [[[(fn, (*args, r.start, r.stop))] for r in split(n_rows, parts)]])
@@ -571,9 +579,7 @@ def native_gemm(outputs: Sequence[Expr], gemms, ins: Sequence[np.ndarray], outs:
     src = c_print.gemm(outputs, opers, [Operand(as_dtype(o.dtype), s) for o, s in zip(outs, out_strides)],
                        products, n_in, Operand(DType.f32, a_strides), m, k, n, t)
     packed = c_print.pack_panels([ins[gemms[j][1]] for j in products], t)
-    fn = cc.kernel(c_print.PRELUDE, src.name, src.text, src.params)
-    fn.keep = packed  # the panels live as long as a call of the kernel does
-    args = [x.ctypes.data, packed.ctypes.data] + [ins[i].ctypes.data for i in used] + [o.ctypes.data for o in outs]
+    fn, args = _bind(src, [x, packed] + [ins[i] for i in used] + list(outs))
     count = c_print.panels(n, len(products), t)
     parts = thread_count() if m * n * k >= GEMM_PAR_MIN else 1
     return ChunkedKernel(src.text, [[[(fn, (*args, r.start, r.stop))] for r in split(count, parts) if len(r)]])
@@ -938,8 +944,7 @@ def _native_conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray])
                               s.pads[:x.ndim - 2], s.dilations, s.group, acc)
     if src is None:
         return None
-    fn = cc.kernel(c_print.PRELUDE, src.name, src.text, src.params)
-    args = [ins[i].ctypes.data for i, o in enumerate(opers) if o is not None] + [o.ctypes.data for o in outs]
+    fn, args = _bind(src, [ins[i] for i, o in enumerate(opers) if o is not None] + list(outs))
     n = c_print.planes(out.shape)
     work = out.size * depth
     parts = max(1, min(thread_count(), n, work // NATIVE_PAR_MIN))
