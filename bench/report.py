@@ -153,7 +153,7 @@ def runtime_cpu(d: dict) -> tuple[str, str]:
             for r in d["rows"]]
     t = table(["model", "MIR nodes (compiled)", "rlx ms", *[f"{n} ms" for _, n in peers],
                *[f"{n} / rlx" for _, n in peers],
-               *(["rlx time in GEMM steps", "their GFLOP/s (of NumPy's sgemm peak)"] if gemm else [])], rows)
+               *(["rlx time in GEMM steps", "their GFLOP/s (of NumPy's 1024³ sgemm)"] if gemm else [])], rows)
     heads = [f"{n} / rlx {geomean([r[k] / r['rlx_ms'] for r in d['rows'] if k in r]):.2f}x"
              for k, n in peers if k != "unfused_ms"]
     return ("f32, 2 threads, batch 1 unless the row says; medians with min–max in ms; ratio = peer / rlx (above 1x "

@@ -80,7 +80,8 @@ def test_run_errors_are_clear():
         cuda.run({"x": np.ones((2, 4), np.float32)}, ps)
 
 
-def test_generated_region_code_is_shared_and_safe_in_place():
+def test_generated_region_code_is_shared_and_safe_in_place(monkeypatch):
+    from rlx.exec import cc
     from rlx.exec.numpy_print import build
     from rlx.ir import TensorType
     from rlx.ir.expr import arg
@@ -88,14 +89,23 @@ def test_generated_region_code_is_shared_and_safe_in_place():
     body = arg(0).exp() * arg(1) + 1.0
     types = [TensorType((3, 4), rlx.DType.f32)] * 2
     x, y = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
-    out = x.copy()
-    k = build(kernel_for("region", types, {"body": body}), [out, y], [out])  # the output aliases an input
-    k2 = build(kernel_for("region", types, {"body": body}), [x, y], [np.empty_like(x)])
-    k3 = build(kernel_for("region", types, {"body": body}), [y, x], [np.empty_like(x)])
-    assert "np.copyto(o0" in k.source and "np.copyto(o0" not in k2.source  # aliasing: the result is written last
-    assert k2.calls[0][0] is k3.calls[0][0]  # one compiled function per source
-    k()
-    np.testing.assert_allclose(out, np.exp(x) * y + 1.0, rtol=1e-6)
+
+    def kernels():
+        out = x.copy()
+        k = build(kernel_for("region", types, {"body": body}), [out, y], [out])  # the output aliases an input
+        k2 = build(kernel_for("region", types, {"body": body}), [x, y], [np.empty_like(x)])
+        k3 = build(kernel_for("region", types, {"body": body}), [y, x], [np.empty_like(x)])
+        k()
+        np.testing.assert_allclose(out, np.exp(x) * y + 1.0, rtol=1e-6)
+        return k, k2, k3
+    with monkeypatch.context() as m:  # the NumPy printer's generated Python
+        m.setenv("RLX_CC", "0")
+        k, k2, k3 = kernels()
+        assert "np.copyto(o0" in k.source and "np.copyto(o0" not in k2.source  # aliasing: the result is written last
+        assert k2.calls[0][0] is k3.calls[0][0]  # one compiled function per source
+    if cc.available() is None:  # the CPU printer's C++: in place, element for element, without restrict
+        k, k2, _ = kernels()
+        assert "__restrict__" not in k.source and "__restrict__" in k2.source
 
 
 def test_a_second_run_makes_no_large_allocations():
