@@ -1,20 +1,28 @@
-"""Native CPU kernels (rlx.exec.cc + c_print): the loop nests the CPU printer prints for
-depthwise and thin grouped convolutions match the float64 reference on random shapes, run
-where the NumPy executor dispatches them, and give way to the NumPy printer's kernels
-without a compiler; the compiler's cache and its errors."""
+"""Compiled CPU kernels (rlx.exec.cc + c_print): direct convolutions, the GEMM by packed
+constant weights, pointwise and row kernels, attention's softmax and every op's primitives
+match the float64 reference on random shapes (edge sizes included), run where the NumPy
+executor dispatches them, and give way to the NumPy printer's kernels without a compiler;
+the vectorizable f32 math; the compiler's cache and its errors."""
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rlx.exec import c_print, cc
-from rlx.exec.numpy_print import DIRECT_CONV_DEPTH
+from rlx.exec import c_print, cc, numpy_print
 from rlx.exec.base import get_executor
+from rlx.exec.numpy_print import DIRECT_CONV_DEPTH
 from rlx.ir import Graph, interpret
 from rlx.pipeline import TOLERANCE, max_error
 from rlx.plan import plan
-from test_kernels import check, data, run_graph
+from test_kernels import _case, _dtypes, _ops, check, data, run_graph
 
 needs_cc = pytest.mark.skipif(cc.available() is not None, reason=f"no native kernels here: {cc.available()}")
+
+
+@pytest.fixture(autouse=True)
+def compile_every_step(monkeypatch):
+    """These tests compile steps of any size (outside them, steps too small to repay the
+    compiler keep the NumPy kernels)."""
+    monkeypatch.setattr(numpy_print, "NATIVE_MIN", 0)
 
 
 def _conv_case(rng, dtype: str, rank: int, depthwise: bool):
@@ -304,3 +312,16 @@ def test_attention_runs_its_softmax_compiled(seed, kind):
     check(g, arrays, generated=True)
     _, _, program = run_graph(g, arrays)
     assert _native(program, g)
+
+
+# ---------------------------------------------------------------------------- every op, compiled
+@needs_cc
+@pytest.mark.parametrize("op", _ops())
+@settings(max_examples=2)
+@given(seed=st.integers(0, 2**31 - 1), pick=st.integers(0, 10))
+def test_every_op_matches_the_reference_through_the_cpu_printer(op, seed, pick):
+    """test_kernels' every-op test with every step compiled where the CPU printer applies:
+    each primitive's C code, in every dtype it takes, against the float64 reference."""
+    dtypes = _dtypes(op)
+    g, arrays = _case(op, np.random.default_rng(seed), dtypes[pick % len(dtypes)])
+    check(g, arrays)

@@ -477,6 +477,16 @@ def _rows(outputs: Sequence[Expr], reductions, gemms, ins: Sequence[np.ndarray],
     return ChunkedKernel(src, [lists])
 
 
+NATIVE_MIN = 1 << 14  # work (elements, or multiply-adds) below which a step keeps the NumPy kernel
+
+
+def _compiles(work: int) -> bool:
+    """Whether a step gets a compiled kernel: this machine has a compiler, and the step has
+    enough work to repay compiling it (a fraction of a second, once per machine: a graph of
+    tiny steps would spend longer in the compiler than it ever runs)."""
+    return work >= NATIVE_MIN and cc.available() is None
+
+
 def _bind(src: c_print.CSource, arrays: Sequence[np.ndarray]) -> tuple[cc.NativeFunction, list[int]]:
     """The compiled kernel of ``src`` and the addresses of its arrays, which it keeps alive
     (a kernel reads them by address: packed weights or a mask made at build time would
@@ -496,7 +506,7 @@ def native_rows(outputs: Sequence[Expr], reductions, ins: Sequence[np.ndarray],
     primitive; the rows split over the threads. None without a compiler, for half dtypes,
     or where an output overlaps an input other than element for element."""
     out = outs[0]
-    if cc.available() is not None or out.ndim == 0 or any(o.shape != out.shape for o in outs):
+    if out.ndim == 0 or not _compiles(out.size) or any(o.shape != out.shape for o in outs):
         return None
     exprs = list(outputs) + [e for _, e in reductions]
     used = sorted({x.value for e in exprs for x in nodes(e) if x.op == "arg"})
@@ -566,6 +576,8 @@ def native_gemm(outputs: Sequence[Expr], gemms, ins: Sequence[np.ndarray], outs:
             any(ins[gemms[j][1]].shape != (k, n) for j in products) or any(o.shape != out.shape for o in outs):
         return None
     m = math.prod(out.shape[:-1])
+    if not _compiles(m * n * k):
+        return None
     used = sorted(i for (kind, i) in leaves if kind == "arg" and i < n_in)
     if any(ins[i].ndim > out.ndim or not c_print.supported(as_dtype(ins[i].dtype)) for i in used) or \
             any(not c_print.supported(as_dtype(o.dtype)) for o in outs):
@@ -631,7 +643,7 @@ def _attention(s: Attention, ins: Sequence[np.ndarray], outs: Sequence[np.ndarra
             shapes[probs_leaf] = scores
         return qc, kc, vc, ms, scores, shapes
 
-    native = _native_attention(s, masks, chunks, parts, out, acc, threads)
+    native = _native_attention(s, masks, chunks, parts, out, acc, threads) if _compiles(out.size * sk) else None
     if native is not None:
         return native
     *_, first_scores, first_shapes = parts(chunks[0])
@@ -689,7 +701,7 @@ def _native_attention(s: Attention, masks: list[int], chunks, parts, out: np.nda
     the score expression, causal mask and softmax as one row kernel over the scores in place
     (``native_rows``: two passes where NumPy makes six), then the scores times v (BLAS).
     None where the row kernel does not apply."""
-    if cc.available() is not None or acc != np.float32:
+    if acc != np.float32:
         return None
     matmul = partial(np.matmul, dtype=acc)
     kernels = None
@@ -747,7 +759,7 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     depthwise = g == c == m and w.shape[1] == 1
     unit = all(t == 1 for t in taps) and all(st == 1 for st in s.strides) and plain
     # the compiled GEMM (constant f32 weights and bias, one group) takes the windows as they are
-    use_native = (cc.available() is None and g == 1 and n_sp > 0 and s.w in constant and acc == np.float32
+    use_native = (g == 1 and n_sp > 0 and s.w in constant and acc == np.float32 and _compiles(out.size * c * math.prod(taps))
                   and (s.bias is None or ins[s.bias].dtype == np.float32))
     grid = None  # im2col from a phase grid: each tap's columns one contiguous run per channel
     if not depthwise and not unit and n_sp and not use_native:
@@ -924,7 +936,7 @@ def _native_conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray])
     where the CPU printer has no loop nest (then the NumPy program runs)."""
     x, w, out = ins[s.x], ins[s.w], outs[0]
     depth = w.shape[1] * math.prod(w.shape[2:])
-    if cc.available() is not None or (w.shape[1] != 1 and depth >= DIRECT_CONV_DEPTH) or \
+    if not _compiles(out.size * depth) or (w.shape[1] != 1 and depth >= DIRECT_CONV_DEPTH) or \
             any(o.shape != out.shape for o in outs):
         return None
     n_in = len(ins)
