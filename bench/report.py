@@ -174,6 +174,17 @@ def models_cpu(d: dict) -> tuple[str, str]:
             f"onnxruntime / rlx {g:.2f}x (geometric mean over {len(d['rows'])} models)")
 
 
+def compiled_cpu(d: dict) -> tuple[str, str]:
+    rows = [[r["model"], cell(r, "numpy_ms"), cell(r, "compiled_ms"), ratio(r, "numpy_ms", "compiled_ms"),
+             f"{r['max_err']:.1e} ({r['tolerance']:.0e})"] for r in d["rows"]]
+    t = table(["model", "NumPy kernels ms", "compiled ms", "NumPy kernels / compiled", "max diff (tol)"], rows,
+              set(range(1, 5)))
+    g = geomean([r["numpy_ms"] / r["compiled_ms"] for r in d["rows"]])
+    return ("Each model compiled for cpu twice, with the C++ printer's kernels and with `RLX_CC=0` (the NumPy "
+            f"printer's), run alternately on the same inputs; batch 1; compiler: {d.get('compiler', '?')}.\n\n" + t,
+            f"NumPy kernels / compiled {g:.2f}x (geometric mean over {len(d['rows'])} models)")
+
+
 def runtime_gpu(d: dict) -> tuple[str, str]:
     peers = [p for p in ("eager", "compile", "autotune") if any(f"{p}_ms" in r for r in d["rows"])]
     names = {"eager": "PyTorch eager", "compile": "torch.compile", "autotune": "max-autotune"}
@@ -254,6 +265,7 @@ SECTIONS: list[tuple[str, str, str, Callable[[dict], tuple[str, str]]]] = [
     ("Fused kernels vs unfused (user and shipped fused ops)", "user_ops.json", "user_ops.py", user_ops),
     ("CPU runtime vs PyTorch eager and ONNX Runtime", "runtime_cpu.json", "runtime_cpu.py", runtime_cpu),
     ("Real models on the CPU vs ONNX Runtime", "models_cpu.json", "models_cpu.py", models_cpu),
+    ("Compiled CPU kernels vs the NumPy printer's", "compiled_cpu.json", "compiled_cpu.py", compiled_cpu),
     ("Vulkan executor on this machine", "runtime_vulkan.json", "runtime_vulkan.py", runtime_vulkan),
     ("Cost-model fidelity: cpu", "fidelity_cpu.json", "fidelity.py --targets cpu", fidelity),
     ("Cost-model fidelity: vulkan on this machine", "fidelity_vulkan.json", "fidelity.py --targets vulkan", fidelity),

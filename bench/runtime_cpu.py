@@ -145,26 +145,40 @@ def ort_session(path: Path):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def exported_path(name: str) -> Path:
+    """The ONNX file of an exported stack of ``ONNX_MODELS`` (exported on first use)."""
+    kind, cfg, seq = ONNX_MODELS[name]
+    path = Path(__file__).parent / "out" / f"{kind}_{cfg['layers']}x{cfg['d']}.onnx"
+    if not path.exists():
+        sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+        from onnx_models import export
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export(kind, str(path), seq=seq, **cfg)
+    return path
+
+
+def exported_feeds(name: str, batch: int) -> dict[str, np.ndarray]:
+    """Seeded inputs of an exported stack at ``batch``."""
+    kind, cfg, seq = ONNX_MODELS[name]
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((batch, seq, cfg["d"])).astype(np.float32)}
+    if kind == "bert":
+        feeds["mask"] = rng.standard_normal((batch, 1, 1, seq)).astype(np.float32)
+    return feeds
+
+
 def onnx_rows(repeats: int, console: Console, batches: tuple[int, ...] = (1, 8)) -> list[dict]:
     """rlx vs ONNX Runtime on models exported from PyTorch, same inputs, same run."""
     from rlx.frontends.onnx import load
-    sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-    from onnx_models import export
     rows = []
     for name, (kind, cfg, seq) in ONNX_MODELS.items():
-        path = Path(__file__).parent / "out" / f"{kind}_{cfg['layers']}x{cfg['d']}.onnx"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            with console.status(f"exporting {name} with torch.onnx.export ..."):
-                export(kind, str(path), seq=seq, **cfg)
+        with console.status(f"exporting {name} with torch.onnx.export (once) ..."):
+            path = exported_path(name)
         graph = load(path)
         runs = []  # rlx first: ONNX Runtime's threads spin after its runs and would slow whatever runs next
         for batch in batches:
             result = rlx.compile(graph, target="cpu", binding={"B": batch, "S": seq})
-            rng = np.random.default_rng(0)
-            feeds = {"x": rng.standard_normal((batch, seq, cfg["d"])).astype(np.float32)}
-            if kind == "bert":
-                feeds["mask"] = rng.standard_normal((batch, 1, 1, seq)).astype(np.float32)
+            feeds = exported_feeds(name, batch)
             got = result.run(feeds)["y"]
             runs.append((batch, result, feeds, got, timed(lambda: result.run(feeds), repeats), gemm_share(result, feeds)))
         sess = ort_session(path)

@@ -40,6 +40,7 @@ SUITES: dict[str, list[tuple[str, list[str], list[str]]]] = {
         ("user_ops", ["user_ops.py"], ["user_ops.json"]),
         ("runtime_cpu", ["runtime_cpu.py"], ["runtime_cpu.json"]),
         ("models_cpu", ["models_cpu.py"], ["models_cpu.json"]),
+        ("compiled_cpu", ["compiled_cpu.py"], ["compiled_cpu.json"]),
         ("runtime_vulkan", ["runtime_vulkan.py"], ["runtime_vulkan.json"]),
         ("fidelity", ["fidelity.py", "--targets", "cpu", "vulkan"], ["fidelity_cpu.json", "fidelity_vulkan.json"]),
     ],
