@@ -3,9 +3,12 @@ constant weights, pointwise and row kernels, attention's softmax and every op's 
 match the float64 reference on random shapes (edge sizes included), run where the NumPy
 executor dispatches them, and give way to the NumPy printer's kernels without a compiler;
 the vectorizable f32 math; the compiler's cache and its errors."""
+import ctypes
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from scipy import special
 
 from rlx.exec import c_print, cc, numpy_print
 from rlx.exec.base import get_executor
@@ -87,7 +90,7 @@ def test_without_a_compiler_the_numpy_kernels_run(monkeypatch):
     g, arrays = _conv_case(rng, "f32", 2, True)
     monkeypatch.setenv("RLX_CC", "0")
     assert "RLX_CC=0" in cc.available()
-    got, want, program = run_graph(g, arrays)
+    _, _, program = run_graph(g, arrays)
     assert not _native(program, g)
     check(g, arrays, generated=True)
     monkeypatch.setenv("RLX_CC", "/no/such/compiler")
@@ -209,8 +212,6 @@ def test_convolutions_by_constant_weights_run_the_compiled_gemm(seed, rank):
 def test_the_vectorizable_f32_math_is_accurate():
     """The prelude's exp, tanh and erf (arithmetic only, so loops calling them vectorize):
     within a few ulp of float64's rounded to f32 over their ranges, exact at the specials."""
-    import ctypes
-    from scipy import special
     lib = cc.build(c_print.PRELUDE + "".join(
         f'extern "C" void f_{f}(const float* x, float* y, long n) {{ for (long i = 0; i < n; ++i) y[i] = {f}f(x[i]); }}\n'
         for f in ("exp", "tanh", "erf")))

@@ -1,24 +1,28 @@
 """The CPU printer: kernel skeletons as C++ loop nests for this machine's compiler (``cc``).
 
 Where NumPy has no single call for a skeleton, its NumPy program is many passes of small
-ufunc calls (a depthwise convolution is a multiply-add over the whole image per tap); here
-it is one loop nest that keeps each output row in registers and cache. Kernels are
-specialized to sizes and strides like the CUDA printer's, so the compiler sees constant
-trip counts and unit strides and vectorizes the inner loop; the scalar code (literals,
-conversions, primitives, expression DAGs) is the CUDA printer's, which is plain C for
-every dtype but the half ones (those kernels stay with the NumPy printer).
+ufunc calls; here each is one loop nest: the GEMM by constant weights packed into column
+panels, with a register micro-kernel and its epilogue applied in registers (``gemm``);
+pointwise and row-reduction kernels, a pass per reduction and one for the outputs
+(``rows``); direct convolutions over zero-bordered, stride-phase-split planes
+(``conv_direct``). Kernels are specialized to sizes and strides like the CUDA printer's,
+so the compiler sees constant trip counts and unit strides and vectorizes; the scalar code
+(literals, conversions, primitives, expression DAGs) is the CUDA printer's, which is plain
+C for every dtype but the half ones (those kernels stay with the NumPy printer).
 
 A kernel's last two parameters are a range ``[lo, hi)`` of its outer loop: the executor's
 threads each run one range (ctypes releases the GIL for the length of a call).
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rlx.exec.cuda_print import CTYPE, HALF, SCALAR_HELPERS, Emitter, Operand, convert
+import numpy as np
+
+from rlx.exec.cuda_print import (CTYPE, HALF, SCALAR_HELPERS, Emitter, Operand, convert, kernel_name,
+                                  reduction_identity)
 from rlx.ir.dtypes import DType
 from rlx.ir.expr import Expr, nodes
 
@@ -84,7 +88,6 @@ VECTOR_BYTES = 32  # AVX2's registers (an AVX-512 machine runs them too)
 MAX_CHAINS = 6     # accumulators in flight: an FMA's latency times the FMA units
 
 
-
 def supported(dtype: DType) -> bool:
     return dtype not in HALF
 
@@ -105,7 +108,7 @@ class CSource:
 def _finish(signature: list[str], body: list[str]) -> CSource:
     params = signature + ["long lo", "long hi"]
     text = ("extern \"C\" void KERNEL(" + ", ".join(params) + ") {\n" + "\n".join("  " + ln for ln in body) + "\n}\n")
-    name = "rlx_" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    name = kernel_name(text)
     return CSource(name, text.replace("KERNEL", name), len(params))
 
 
@@ -192,7 +195,7 @@ def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Se
             *taps,
             "        }", "      }",
             f"      {ct} row[{vb}];",
-            f"      memcpy(row, acc, sizeof row);",
+            "      memcpy(row, acc, sizeof row);",
             f"      const long nj = q0 + {vb} <= {ow_n} ? {vb} : {ow_n} - q0;",
             ]
     index = ["n", "m", "oh", "q"]
@@ -318,7 +321,6 @@ def panels(n: int, products: int, t: Tile) -> int:
 def pack_panels(matrices: Sequence, t: Tile):
     """Constant K×N matrices side by side as ``gemm`` reads them: panel p holds, for each k,
     ``t.width / len(matrices)`` columns of each matrix in turn (zero past N), as f32."""
-    import numpy as np
     g = len(matrices)
     kk, n = matrices[0].shape
     wg = t.width // g
@@ -338,14 +340,13 @@ def rows(outputs: Sequence[Expr], reductions: Sequence[tuple[str, Expr]], ins: S
     axis a row; operands' strides over ``shape``): per row, each reduction in order, a loop
     over the row (sums vectorized through OpenMP's simd reduction), then one loop computing
     every output. None where an expression or a reduction is in a dtype without C code here."""
-    from rlx.exec.cuda_print import _identity
     exprs = list(outputs) + [e for _, e in reductions]
     used = sorted({x.value for e in exprs for x in nodes(e) if x.op == "arg"})
     if any(not supported(x.dtype) for e in exprs for x in nodes(e)) or \
             any(not supported(o.dtype) for o in outs) or any(not accumulates(e.dtype) for _, e in reductions):
         return None
     outer, length = list(shape[:-1]), shape[-1]
-    head = [f"long rest = r;"]
+    head = ["long rest = r;"]
     for d in range(len(outer) - 1, -1, -1):
         head.append(f"const long d{d} = rest % {outer[d]}; rest /= {outer[d]};")
     index = [f"d{d}" for d in range(len(outer))]
@@ -365,7 +366,7 @@ def rows(outputs: Sequence[Expr], reductions: Sequence[tuple[str, Expr]], ins: S
         em = emitter()
         v = em.value(e)
         name = f"R{j}"
-        body.append(f"{CTYPE[e.dtype]} {name} = {_identity(kind, e.dtype)};")
+        body.append(f"{CTYPE[e.dtype]} {name} = {reduction_identity(kind, e.dtype)};")
         if kind == "max":
             update = f"{name} = rlx_max<{CTYPE[e.dtype]}>({name}, {v});"
         else:

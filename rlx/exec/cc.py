@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from rlx.errors import RlxError
@@ -35,7 +35,7 @@ class CompileError(RlxError):
     """The compiler rejected printed source: a printer bug (the source is kept to read)."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiler(choice: str) -> tuple[str | None, str]:
     """(compiler path, its version line), or (None, why there is none)."""
     if choice.strip().lower() in OFF:
@@ -46,7 +46,7 @@ def _compiler(choice: str) -> tuple[str | None, str]:
         if path is None:
             continue
         try:
-            out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+            out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False)
         except (OSError, subprocess.TimeoutExpired) as e:
             return None, f"C++ compiler {path} does not run: {e}"
         if out.returncode == 0:
@@ -60,7 +60,7 @@ def available() -> str | None:
     return None if path else why
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cpu() -> str:
     """What ``-march=native`` depends on: the CPU's model and flags."""
     try:
@@ -109,7 +109,7 @@ def build(source: str) -> ctypes.CDLL:
             src.write_text(source)  # kept beside the library: what a profile or an error points to
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=d)
             os.close(fd)
-            out = subprocess.run([path, *FLAGS, "-o", tmp, str(src)], capture_output=True, text=True)
+            out = subprocess.run([path, *FLAGS, "-o", tmp, str(src)], capture_output=True, text=True, check=False)
             if out.returncode != 0:
                 os.unlink(tmp)
                 raise CompileError(f"{path} could not compile printed kernels ({src}):\n{out.stderr[-4000:]}")
@@ -136,7 +136,7 @@ class Module:
 _open: dict[str, Module] = {}  # per prelude: the module kernels are added to until it is compiled
 
 
-def kernel(prelude: str, name: str, text: str, params: int) -> "NativeFunction":
+def kernel(prelude: str, name: str, text: str, params: int) -> NativeFunction:
     """Kernel ``name`` (defined by ``text`` after ``prelude``), compiled with every other
     kernel added since the last compile, the first time one of them runs."""
     with _lock:

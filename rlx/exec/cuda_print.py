@@ -466,7 +466,7 @@ def _acc(dtype: DType) -> DType:
     return ACC.get(dtype, DType.i32)
 
 
-def _identity(kind: str, dtype: DType) -> str:
+def reduction_identity(kind: str, dtype: DType) -> str:
     if kind != "max":
         return c_const(0, dtype)
     if dtype.is_float:
@@ -564,10 +564,10 @@ def rows(reductions: Sequence[tuple[str, Expr]], outputs: Sequence[Expr], ins: S
         act = CTYPE[acc]
         pre, per, (nm,) = element_pass([e], f"e{j}")
         op = f"acc{j} = rlx_max<{act}>(acc{j}, ({act}){nm});" if kind == "max" else f"acc{j} += ({act}){nm};"
-        lines.append(f"{act} acc{j} = {_identity(kind, acc)};")
+        lines.append(f"{act} acc{j} = {reduction_identity(kind, acc)};")
         lines += loop(pre, per, [op], [])
         lines.append(f"acc{j} = rlx_block_reduce<{act}, {'true' if kind == 'max' else 'false'}>"
-                     f"(acc{j}, {_identity(kind, acc)}, ({act}*)rlx_sh);")
+                     f"(acc{j}, {reduction_identity(kind, acc)}, ({act}*)rlx_sh);")
         val = f"acc{j}"
         if kind == "mean":
             val = f"(acc{j} * {c_const(1.0 / length, acc)})" if acc.is_float else f"(acc{j} / {length})"
