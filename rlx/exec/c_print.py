@@ -126,12 +126,13 @@ def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Se
                 bias: int | None, strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int],
                 group: int, acc: DType) -> CSource | None:
     """A 1-D or 2-D convolution and its epilogue, for every output plane (image n, channel
-    m) of ``[lo, hi)`` (plane = n·M + m): each output row accumulates over the group's
-    C/group channels and the kernel taps in ``acc`` (a tap's valid output columns known
-    when printing, so the inner loop has no bounds test), plus the bias, then each output
-    expression of the inputs and the convolution (``arg(conv)``) over the row. Operands as
-    in ``cuda_print.conv_direct``; None where this printer has no loop nest (rank, dtype,
-    or an output row too long to keep)."""
+    m) of ``[lo, hi)`` (plane = n·M + m): the group's C/group input planes are copied once
+    per group into a zero-bordered buffer split into the column stride's phases (so every
+    tap reads a unit-stride run and no loop tests bounds); each block of an output row
+    accumulates over the channels and taps in ``acc`` vector registers, from the bias, then
+    each output expression of the inputs and the convolution (``arg(conv)``) over the
+    block. Operands as in ``cuda_print.conv_direct``; None where this printer has no loop
+    nest (rank or dtype)."""
     nsp = len(x_shape) - 2
     used = sorted({e.value for o in outputs for e in nodes(o) if e.op == "arg" and e.value != conv}
                   | {x, w} | ({bias} if bias is not None else set()))

@@ -487,13 +487,15 @@ def _compiles(work: int) -> bool:
     return work >= NATIVE_MIN and cc.available() is None
 
 
-def _bind(src: c_print.CSource, arrays: Sequence[np.ndarray]) -> tuple[cc.NativeFunction, list[int]]:
-    """The compiled kernel of ``src`` and the addresses of its arrays, which it keeps alive
-    (a kernel reads them by address: packed weights or a mask made at build time would
+def _native_kernel(src: c_print.CSource, arrays: Sequence[np.ndarray], n: int, parts: int) -> ChunkedKernel:
+    """``src`` compiled, bound to the addresses of ``arrays`` and its outer loop's ``n``
+    iterations cut into ``parts`` ranges, one call per thread. The kernel keeps the arrays
+    alive: it reads them by address (packed weights or a mask made at build time would
     otherwise be freed under it)."""
     fn = cc.kernel(c_print.PRELUDE, src.name, src.text, src.params)
     fn.keep = tuple(arrays)
-    return fn, [a.ctypes.data for a in arrays]
+    args = [a.ctypes.data for a in arrays]
+    return ChunkedKernel(src.text, [[[(fn, (*args, r.start, r.stop))] for r in split(n, parts) if len(r)]])
 
 
 ROW_MIN = 1 << 12  # a pointwise kernel's row when its operands collapse to one axis
@@ -537,10 +539,9 @@ def native_rows(outputs: Sequence[Expr], reductions, ins: Sequence[np.ndarray],
                        [Operand(as_dtype(o.dtype), s) for o, s in zip(outs, strides[len(used):])], shape, restrict)
     if src is None:
         return None
-    fn, args = _bind(src, [ins[i] for i in used] + list(outs))
     n_rows = math.prod(shape[:-1])
     parts = max(1, min(thread_count(), n_rows, out.size // NATIVE_PAR_MIN))
-    return ChunkedKernel(src.text, [[[(fn, (*args, r.start, r.stop))] for r in split(n_rows, parts)]])
+    return _native_kernel(src, [ins[i] for i in used] + list(outs), n_rows, parts)
 
 
 def _matrix(a: np.ndarray, shape: tuple[int, int]) -> tuple[int, int] | None:
@@ -553,14 +554,15 @@ def _matrix(a: np.ndarray, shape: tuple[int, int]) -> tuple[int, int] | None:
 
 
 def native_gemm(outputs: Sequence[Expr], gemms, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
-                constant: frozenset[int]) -> ChunkedKernel | None:
+                constant: frozenset[int], packed: np.ndarray | None = None) -> ChunkedKernel | None:
     """A GEMM + epilogue as one compiled kernel (``c_print.gemm``): the products of one f32
     left operand with constant matrices, packed once into column panels (side by side for
     SwiGLU's two), the epilogue applied to each block of the output while it is in
-    registers; the panels split over the threads. None where it does not apply (no
-    compiler, a non-constant or batched right operand, half or f64 products, more products
-    than a panel holds): the BLAS program runs."""
-    if not gemms or cc.available() is not None:
+    registers; the panels split over the threads. ``packed``: the panels when the caller has
+    them (``pack_panels`` of the same matrices), so that kernels sharing weights share them.
+    None where it does not apply (no compiler, a non-constant or batched right operand, half
+    or f64 products, more products than a panel holds): the BLAS program runs."""
+    if not gemms:
         return None
     n_in, out = len(ins), outs[0]
     leaves = _leaves(outputs)
@@ -590,11 +592,11 @@ def native_gemm(outputs: Sequence[Expr], gemms, ins: Sequence[np.ndarray], outs:
     opers = [Operand(as_dtype(ins[i].dtype), strides[i]) if i in used else None for i in range(n_in)]
     src = c_print.gemm(outputs, opers, [Operand(as_dtype(o.dtype), s) for o, s in zip(outs, out_strides)],
                        products, n_in, Operand(DType.f32, a_strides), m, k, n, t)
-    packed = c_print.pack_panels([ins[gemms[j][1]] for j in products], t)
-    fn, args = _bind(src, [x, packed] + [ins[i] for i in used] + list(outs))
-    count = c_print.panels(n, len(products), t)
+    if packed is None:
+        packed = c_print.pack_panels([ins[gemms[j][1]] for j in products], t)
     parts = thread_count() if m * n * k >= GEMM_PAR_MIN else 1
-    return ChunkedKernel(src.text, [[[(fn, (*args, r.start, r.stop))] for r in split(count, parts) if len(r)]])
+    arrays = [x, packed] + [ins[i] for i in used] + list(outs)
+    return _native_kernel(src, arrays, c_print.panels(n, len(products), t), parts)
 
 
 def matmul_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray, constant_b: bool = False) -> ChunkedKernel:
@@ -759,8 +761,8 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     depthwise = g == c == m and w.shape[1] == 1
     unit = all(t == 1 for t in taps) and all(st == 1 for st in s.strides) and plain
     # the compiled GEMM (constant f32 weights and bias, one group) takes the windows as they are
-    use_native = (g == 1 and n_sp > 0 and s.w in constant and acc == np.float32 and _compiles(out.size * c * math.prod(taps))
-                  and (s.bias is None or ins[s.bias].dtype == np.float32))
+    use_native = (g == 1 and n_sp > 0 and s.w in constant and acc == np.float32
+                  and (s.bias is None or ins[s.bias].dtype == np.float32) and _compiles(out.size * c * math.prod(taps)))
     grid = None  # im2col from a phase grid: each tap's columns one contiguous run per channel
     if not depthwise and not unit and n_sp and not use_native:
         grid = PhaseGrid(s, x.shape[1:], osp, tuple(taps), acc)
@@ -824,6 +826,8 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
         region_ins = [take(a, region, aligned(a.ndim, out.ndim)) if a.ndim <= out.ndim else a for a in ins]
         return _rows(s.outputs, (), (), region_ins + [product], [o[region] for o in outs], fixed=0)
 
+    panels: list[np.ndarray] = []
+
     def compiled(b: int, rhs: np.ndarray) -> ChunkedKernel | None:
         """Image ``b``'s GEMM, bias and epilogue as the compiled GEMM (``native_gemm``), the
         output transposed: (pixels × channels) = windowsᵀ · weightsᵀ, written through the
@@ -853,7 +857,9 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
             targets = [np.reshape(o[b], (m, pixels), copy=False).T for o in outs]
         except ValueError:
             return None
-        return native_gemm(outputs, ((0, 1),), views, targets, frozenset({1}))
+        if not panels:  # packed once: every image's kernel reads the same panels
+            panels.append(c_print.pack_panels([views[1]], c_print.tile(cc.vector_bytes())))
+        return native_gemm(outputs, ((0, 1),), views, targets, frozenset({1}), panels[0])
 
     def fused(b: int, rhs: np.ndarray, rest: tuple[int, ...]) -> list[list[Call]]:
         """Image ``b``'s GEMM with bias and epilogue: each thread computes its block of the
@@ -956,11 +962,9 @@ def _native_conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray])
                               s.pads[:x.ndim - 2], s.dilations, s.group, acc)
     if src is None:
         return None
-    fn, args = _bind(src, [ins[i] for i, o in enumerate(opers) if o is not None] + list(outs))
     n = c_print.planes(out.shape)
-    work = out.size * depth
-    parts = max(1, min(thread_count(), n, work // NATIVE_PAR_MIN))
-    return ChunkedKernel(src.text, [[[(fn, (*args, r.start, r.stop))] for r in split(n, parts)]])
+    parts = max(1, min(thread_count(), n, out.size * depth // NATIVE_PAR_MIN))
+    return _native_kernel(src, [ins[i] for i, o in enumerate(opers) if o is not None] + list(outs), n, parts)
 
 
 class PhaseGrid:
