@@ -145,7 +145,8 @@ def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Se
     xs, ws = two_d(ins[x].strides, 0), two_d(ins[w].strides, 0)
     xsh, osh = two_d(x_shape, 1), two_d(out_shape, 1)
     kh, kw = two_d(w_shape, 1)[2:]
-    (sh, sw), (ph, pw), (dh, dw) = ([fill] * (2 - nsp) + list(v[:nsp]) for v, fill in ((strides, 1), (pads, 0), (dilations, 1)))
+    (sh, sw), (ph, pw), (dh, dw) = ([fill] * (2 - nsp) + list(v[:nsp])
+                                    for v, fill in ((strides, 1), (pads, 0), (dilations, 1)))
     m_all, oh_n, ow_n = osh[1:]
     height, width = xsh[2], xsh[3]
     cg, mg = w_shape[1], w_shape[0] // group
