@@ -15,6 +15,9 @@ from rlx.exec import c_print, cc, numpy_print
 from rlx.exec.base import get_executor
 from rlx.exec.numpy_print import DIRECT_CONV_DEPTH
 from rlx.ir import Graph, interpret
+from rlx.ir.dtypes import DType
+from rlx.ir.expr import arg
+from rlx.kernels.skeletons import Conv
 from rlx.pipeline import TOLERANCE, max_error
 from rlx.plan import plan
 from test_kernels import _case, _dtypes, _ops, check, data, run_graph
@@ -180,26 +183,30 @@ def test_a_gemm_by_an_activation_runs_on_blas():
 
 
 @needs_cc
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), rank=st.sampled_from([1, 2]))
-def test_convolutions_by_constant_weights_run_the_compiled_gemm(seed, rank):
-    """A convolution of one group with constant f32 weights: its windows (or the image, for a
-    1×1 one) times the packed weights, bias and epilogue in the compiled GEMM, the output
-    written transposed through its strides; within f32's tolerance of the reference."""
+def test_convolutions_by_constant_weights_run_the_compiled_conv_gemm(seed, rank):
+    """A convolution by constant f32 weights with DIRECT_CONV_DEPTH or more products per
+    output (any group count, strides, dilations, asymmetric pads, several images): the
+    weights packed in blocks of output channels times the image's phase planes read in
+    place, bias and epilogue on the tile; within f32's tolerance of the reference."""
     rng = np.random.default_rng(seed)
     r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
-    b, cin, cout = r(1, 3), r(1, 40), r(1, 40)
+    group = r(1, 4)
+    b, cin, cout = r(1, 3), group * r(1, 24), group * r(1, 24)
     kernel = tuple(r(1, 4) for _ in range(rank))
-    strides, dil = tuple(r(1, 3) for _ in range(rank)), tuple(r(1, 3) for _ in range(rank))
-    pads = tuple(r(0, 2) for _ in range(2 * rank))
-    size = tuple((k - 1) * d + 1 + r(0, 20) for k, d in zip(kernel, dil))
+    while cin // group * int(np.prod(kernel)) < DIRECT_CONV_DEPTH:
+        cin += group
+    strides, dil = tuple(r(1, 4) for _ in range(rank)), tuple(r(1, 3) for _ in range(rank))
+    pads = tuple(r(0, 3) for _ in range(2 * rank)) if r(0, 3) else (0,) * (2 * rank)
+    size = tuple((k - 1) * d + 1 + r(0, 30) for k, d in zip(kernel, dil))
     out = tuple((n + p + q - (k - 1) * d - 1) // st + 1 for n, p, q, k, d, st in
                 zip(size, pads, pads[rank:], kernel, dil, strides))
     g, feeds, params = Graph("conv"), {}, {}
     feeds["x"] = data(rng, (b, cin) + size, "f32")
-    params["w"], params["bias"] = data(rng, (cout, cin) + kernel, "f32"), data(rng, (cout,), "f32")
+    params["w"], params["bias"] = data(rng, (cout, cin // group) + kernel, "f32"), data(rng, (cout,), "f32")
     x, w, bias = g.input("x", feeds["x"].shape), g.param("w", params["w"].shape), g.param("bias", (cout,))
-    win = dict(strides=strides, pads=pads, dilations=dil, group=1)
+    win = dict(strides=strides, pads=pads, dilations=dil, group=group)
     if r(0, 2):
         feeds["res"] = data(rng, (b, cout) + out, "f32")
         y = g.op("conv_residual_act", x, w, bias, g.input("res", feeds["res"].shape), act="relu", **win)
@@ -209,7 +216,52 @@ def test_convolutions_by_constant_weights_run_the_compiled_gemm(seed, rank):
     program = get_executor("numpy").prepare(plan(g), params)
     err, tol = max_error(program.run(feeds)["y"], interpret(g, feeds, params)["y"], "f32")
     assert err <= tol, (g.to_text(), err, tol)
-    assert _native(program, g)  # the direct loop nest below DIRECT_CONV_DEPTH, else the GEMM
+    assert _native(program, g)
+
+
+@needs_cc
+@pytest.mark.parametrize("shape, kernel, strides, pads, dilations", [
+    ((2, 8, 9, 11), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),     # padded: phase planes
+    ((1, 40, 7, 7), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1)),     # 1×1: the image itself
+    ((1, 12, 10, 13), (3, 2), (1, 1), (0, 0, 0, 0), (2, 1)),   # unpadded, dilated: junk columns
+    ((1, 40, 15, 15), (1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),   # 1×1 strided: one of four phases
+    ((1, 4, 31, 29), (5, 5), (3, 2), (2, 1, 0, 2), (1, 2)),    # every phase, asymmetric pads
+])
+def test_conv_gemm_layouts(shape, kernel, strides, pads, dilations):
+    """Each way ``conv_gemm`` reads an image: in place where it is one phase plane (its
+    rows, with the junk columns past each row's last output, read past the image's end
+    when its memory goes on), else copied into phase planes (all, or those a tap reads);
+    with both loop orders (weights or image innermost): within f32's tolerance."""
+    rng = np.random.default_rng(7)
+    cout, n_in = 20, 3
+    x = data(rng, shape, "f32")
+    w, bias = data(rng, (cout, shape[1]) + kernel, "f32"), data(rng, (cout,), "f32")
+    g = Graph("conv")
+    y = g.op("conv_bias_act", g.input("x", shape), g.input("w", w.shape), g.input("bias", (cout,)),
+             act="none", strides=strides, pads=pads, dilations=dilations, group=1)
+    g.output(y=y)
+    want = interpret(g, {"x": x, "w": w, "bias": bias})["y"]
+    conv = Conv(0, 1, 2, strides, pads, dilations, 1, (arg(n_in, DType.f32),))
+    in_place = strides == (1, 1) and not any(pads)
+    roomy = np.zeros(x.size + 4096, np.float32)  # the image with memory after it
+    roomy[:x.size] = x.ravel()
+    for image in (x, roomy[:x.size].reshape(shape)):
+        for inner in (True, False):
+            with mock.patch.object(numpy_print, "_weights_inner", lambda weights, image, inner=inner: inner):
+                out = np.full(want.shape, np.nan, np.float32)
+                kernel_ = numpy_print._native_conv_gemm(conv, [image, w, bias], [out], frozenset({1}))
+            copies = len(kernel_.phases) - 1
+            assert copies == (0 if in_place and image.base is roomy else 1), (copies, image.base is roomy)
+            kernel_()
+            err, tol = max_error(out, want, "f32")
+            assert err <= tol, (inner, err, tol)
+
+
+def test_readable_bounds_a_view_by_its_allocation():
+    """A kernel may read junk past a view's end, never past the memory it lives in."""
+    base = np.zeros(100, np.float32)
+    assert numpy_print._readable(base[10:20], 90) and not numpy_print._readable(base[10:20], 91)
+    assert numpy_print._readable(base, 100) and not numpy_print._readable(base, 101)
 
 
 @needs_cc

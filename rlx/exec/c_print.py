@@ -246,10 +246,11 @@ A_CHUNK_BYTES = 1 << 19  # rows of A packed at a time: they stay in L2 while eve
 
 
 def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[Operand], products: Sequence[int],
-         n_in: int, a: Operand, m: int, k: int, n: int, t: Tile) -> CSource:
+         n_in: int, a: Operand, m: int, k: int, n: int, t: Tile, split_rows: bool = False) -> CSource:
     """``len(products)`` GEMMs of one left operand ``a`` (M×K, its strides over rows and
     columns) with constant matrices packed side by side (``pack_panels``), and the epilogue,
-    for the column panels ``[lo, hi)``. Per chunk of A's rows (packed, ``t.rows`` at a time,
+    for the column panels ``[lo, hi)`` (``split_rows``: for the blocks of ``t.rows`` rows
+    ``[lo, hi)``, every panel: a thread then packs only its own rows of A). Per chunk of A's rows (packed, ``t.rows`` at a time,
     k-major, into this call's scratch), per panel, per block of rows: the block's products
     accumulate in ``t.rows × t.vectors`` registers over all of K (the panel streams from L2,
     the block from L1), then each output of the block is its epilogue expression of the
@@ -276,9 +277,11 @@ def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[
     names = [em.value(e) for e in outputs]
     per = em.lines + [f"o{q}[{_dot(o.strides, ['row', 'col'])}] = {convert(nm, e.dtype, o.dtype)};"
                       for q, (o, e, nm) in enumerate(zip(outs, outputs, names))]
+    b_lo, b_hi, p_lo, p_hi = ("lo", "hi", "0", str(panels(n, len(products), t))) if split_rows else \
+        ("0", str(blocks), "lo", "hi")
     body = [f"float* ap = (float*)malloc({chunk * r * k} * sizeof(float));  // this call's packed rows of A",
-            f"for (long b0 = 0; b0 < {blocks}; b0 += {chunk}) {{",
-            f"  const long b1 = b0 + {chunk} < {blocks} ? b0 + {chunk} : {blocks};",
+            f"for (long b0 = {b_lo}; b0 < {b_hi}; b0 += {chunk}) {{",
+            f"  const long b1 = b0 + {chunk} < {b_hi} ? b0 + {chunk} : {b_hi};",
             "  for (long b = b0; b < b1; ++b) {",
             f"    float* dst = ap + (b - b0) * {r * k};",
             f"    const long rows = {m} - b * {r} < {r} ? {m} - b * {r} : {r};",
@@ -286,7 +289,7 @@ def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[
             f"      for (long {inner} = 0; {inner} < {bound[inner]}; ++{inner})",
             f"        dst[kk * {r} + i] = i < rows ? {aload} : 0.0f;",
             "  }",
-            "  for (long p = lo; p < hi; ++p) {",
+            f"  for (long p = {p_lo}; p < {p_hi}; ++p) {{",
             f"    const float* bq = bp + p * {k * width};",
             "    for (long b = b0; b < b1; ++b) {",
             f"      const float* aq = ap + (b - b0) * {r * k};",
@@ -333,6 +336,199 @@ def pack_panels(matrices: Sequence, t: Tile):
         padded[:, :n] = mat
         out[:, :, j, :] = padded.reshape(kk, p, wg).transpose(1, 0, 2)
     return out.reshape(p, kk, g * wg)
+
+
+# ---------------------------------------------------------------------------- convolution as a GEMM
+@dataclass(frozen=True)
+class ConvGeometry:
+    """A 1-D (as one row) or 2-D convolution laid out for ``conv_gemm``: each channel of the
+    zero-bordered image split into the phases of its strides that some tap reads, each phase
+    an ``hq`` × ``wq`` plane, so that tap t of output pixel q = oh·wq + ow reads
+    ``plane(t)[q + shift(t)]`` (a strided, dilated, padded convolution is a unit-stride one
+    of its phase planes). Columns ``ow ≥ out_w`` of a plane row are junk: computed, never
+    stored."""
+    n: int
+    c: int
+    height: int
+    width: int
+    m: int
+    out_h: int
+    out_w: int
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    pads: tuple[int, int]
+    dilations: tuple[int, int]
+    group: int
+    hq: int
+    wq: int
+
+    def _tap(self, th: int, tw: int) -> tuple[tuple[int, int], int]:
+        """A tap's phase (row, column) and its shift within the phase's plane."""
+        (sh, sw), (dh, dw) = self.strides, self.dilations
+        (rh, ph), (rw, pw) = divmod(th * dh, sh), divmod(tw * dw, sw)
+        return (ph, pw), rh * self.wq + rw
+
+    @property
+    def phases(self) -> list[tuple[int, int]]:
+        """The phases some tap reads, in order."""
+        return sorted({self._tap(th, tw)[0] for th in range(self.kernel[0]) for tw in range(self.kernel[1])})
+
+    @property
+    def channel(self) -> int:
+        """Elements per channel: its phase planes one after another."""
+        return len(self.phases) * self.hq * self.wq
+
+    @property
+    def pixels(self) -> int:
+        """Output pixels in plane coordinates (junk columns included)."""
+        return self.out_h * self.wq
+
+    def taps(self) -> list[int]:
+        """Each tap's offset in a channel's planes, in the weights' (row, column) order."""
+        index = {f: i for i, f in enumerate(self.phases)}
+        return [index[f] * self.hq * self.wq + shift for f, shift in
+                (self._tap(th, tw) for th in range(self.kernel[0]) for tw in range(self.kernel[1]))]
+
+
+def conv_geometry(x_shape: Sequence[int], w_shape: Sequence[int], out_shape: Sequence[int], strides: Sequence[int],
+                  pads: Sequence[int], dilations: Sequence[int], group: int) -> ConvGeometry | None:
+    """The geometry of a 1-D or 2-D convolution (``pads``: the leading ones); None for other ranks."""
+    nsp = len(x_shape) - 2
+    if nsp not in (1, 2):
+        return None
+    two = (lambda v, fill: (fill,) + tuple(v)) if nsp == 1 else (lambda v, fill: tuple(v))
+    (h, w), (oh, ow), kernel = two(x_shape[2:], 1), two(out_shape[2:], 1), two(w_shape[2:], 1)
+    st, pd, dl = two(strides, 1), two(pads[:nsp], 0), two(dilations, 1)
+    reach = [((k - 1) * d) // s for k, d, s in zip(kernel, dl, st)]  # a tap's furthest shift in its phase
+    return ConvGeometry(x_shape[0], x_shape[1], h, w, out_shape[1], oh, ow, kernel, st, pd, dl, group,
+                        oh + reach[0], ow + reach[1])
+
+
+def conv_planes(g: ConvGeometry, x: Operand) -> CSource:
+    """Copy the image into ``conv_gemm``'s phase planes (zero where a plane reads padding),
+    for the channels ``[lo, hi)`` of all images (channel n·C + c)."""
+    xs = list(x.strides) if len(x.strides) == 4 else [x.strides[0], x.strides[1], 0, x.strides[2]]
+    (sh, sw), (ph, pw) = g.strides, g.pads
+    src = convert(f"xc[r * {xs[2]} + col * {xs[3]}]", x.dtype, DType.f32)
+    fs = g.phases
+    body = [f"static const int fh[{len(fs)}] = {{{', '.join(str(a) for a, _ in fs)}}};",
+            f"static const int fw[{len(fs)}] = {{{', '.join(str(b) for _, b in fs)}}};",
+            "for (long p = lo; p < hi; ++p) {",
+            f"  const {CTYPE[x.dtype]}* xc = a0 + (p / {g.c}) * {xs[0]} + (p % {g.c}) * {xs[1]};",
+            f"  float* dst = o0 + p * {g.channel};",
+            f"  for (long f = 0; f < {len(fs)}; ++f)",
+            f"    for (long i = 0; i < {g.hq}; ++i) {{",
+            f"      const long r = i * {sh} + fh[f] - {ph};",
+            f"      float* row = dst + (f * {g.hq} + i) * {g.wq};",
+            f"      if (r < 0 || r >= {g.height}) {{ memset(row, 0, {g.wq} * sizeof(float)); continue; }}",
+            f"      for (long j = 0; j < {g.wq}; ++j) {{",
+            f"        const long col = j * {sw} + fw[f] - {pw};",
+            f"        row[j] = col >= 0 && col < {g.width} ? {src} : 0.0f;",
+            "      }", "    }", "}"]
+    return _finish([f"const {CTYPE[x.dtype]}* __restrict__ a0", "float* __restrict__ o0"], body)
+
+
+def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[Operand], conv: int,
+              bias: int | None, g: ConvGeometry, planes: tuple[int, int], t: Tile, weights_inner: bool) -> CSource:
+    """The convolution as a GEMM of the weights (packed by ``pack_conv_weights``: blocks of
+    ``t.rows`` output channels, k-major) with the image's phase planes read in place (no
+    window copies: tap t of channel c is the run at ``c·channel + tap offset``), and its
+    epilogue, for the tiles ``[lo, hi)``. A tile is ``t.rows`` output channels × ``t.width``
+    output pixels accumulated in registers over all channels and taps (the pixels as vector
+    lanes, the weights broadcast), then each output of the tile, for runs of pixels that are
+    not junk, is its epilogue expression of the inputs (``ins``: strides over the output)
+    and the convolution plus bias (``arg(conv)``). Tiles run image by image, and within
+    one the weights' blocks inside the pixel panels (``weights_inner``: the weights stay in
+    cache) or the other way round (the image does). ``planes``: the images' and channels'
+    strides of the planes the kernel reads."""
+    r, lanes, width, nv = t.rows, t.lanes, t.width, t.vectors
+    mg, cg = g.m // g.group, g.c // g.group
+    bpg = -(-mg // r)                         # weight blocks per group
+    blocks = g.group * bpg
+    panels = -(-g.pixels // width)
+    taps = g.taps()
+    kg = cg * len(taps)
+    vt = f"rlx_floatx{lanes}"
+    splat = f"({vt}){{{', '.join(['s'] * lanes)}}}"
+    inner, outer = (blocks, panels) if weights_inner else (panels, blocks)
+    mb, qp = ("t % " + str(inner), f"(t / {inner}) % {outer}") if weights_inner else \
+        (f"(t / {inner}) % {outer}", "t % " + str(inner))
+    per_tap = []
+    for i, off in enumerate(taps):
+        per_tap += [f"      {{ {vt} bv[{nv}];",
+                    f"        for (int v = 0; v < {nv}; ++v) bv[v] = rlx_ld_floatx{lanes}(xc + {off} + v * {lanes});",
+                    f"        #pragma GCC unroll {r}",
+                    f"        for (int i = 0; i < {r}; ++i) {{",
+                    f"          const float s = ac[{i * r} + i];",
+                    f"          const {vt} ai = {splat};",
+                    f"          for (int v = 0; v < {nv}; ++v) acc[i][v] += ai * bv[v];",
+                    "        } }"]
+    used = sorted({e.value for o in outputs for e in nodes(o) if e.op == "arg" and e.value != conv}
+                  | ({bias} if bias is not None else set()))
+    four = (lambda st: list(st)) if len(outs[0].strides) == 4 else (lambda st: [st[0], st[1], 0, st[2]])
+    index = ["n", "m", "oh", "ow"]
+
+    def leaf(e: Expr) -> str:
+        if e.value == conv:
+            return convert("tr[j]", DType.f32, e.dtype)
+        return convert(f"a{e.value}[{_dot(four(ins[e.value].strides), index)}]", ins[e.value].dtype, e.dtype)
+    em = Emitter(leaf)
+    names = [em.value(e) for e in outputs]
+    per = em.lines + [f"o{k}[{_dot(four(o.strides), index)}] = {convert(nm, e.dtype, o.dtype)};"
+                      for k, (o, e, nm) in enumerate(zip(outs, outputs, names))]
+    bias_at = convert(f"a{bias}[m * {ins[bias].strides[0]}]", ins[bias].dtype, DType.f32) if bias is not None \
+        else "0.0f"
+    body = ["for (long t = lo; t < hi; ++t) {",
+            f"  const long n = t / {blocks * panels}, mb = {mb}, qp = {qp};",
+            f"  const long gi = mb / {bpg}, m0 = gi * {mg} + (mb % {bpg}) * {r};",
+            f"  const long rows = {mg} - (mb % {bpg}) * {r} < {r} ? {mg} - (mb % {bpg}) * {r} : {r};",
+            f"  const long q0 = qp * {width};",
+            f"  const float* xb = xp + n * {planes[0]} + gi * {cg * planes[1]} + q0;",
+            f"  const float* aw = wp + mb * {kg * r};",
+            f"  {vt} acc[{r}][{nv}] = {{}};",
+            f"  for (long c = 0; c < {cg}; ++c) {{",
+            f"    const float* xc = xb + c * {planes[1]};",
+            f"    const float* ac = aw + c * {len(taps) * r};",
+            *per_tap,
+            "  }",
+            f"  float tl[{r}][{width}];",
+            "  memcpy(tl, acc, sizeof tl);",
+            f"  const long qend = q0 + {width} < {g.pixels} ? q0 + {width} : {g.pixels};",
+            "  for (long i = 0; i < rows; ++i) {",
+            "    const long m = m0 + i;",
+            f"    const float bm = {bias_at};",
+            "    for (long q = q0; q < qend;) {",
+            f"      const long oh = q / {g.wq}, ow0 = q - oh * {g.wq};",
+            f"      const long run = qend - q < {g.wq} - ow0 ? qend - q : {g.wq} - ow0;",
+            f"      const long valid = ow0 < {g.out_w} ? (run < {g.out_w} - ow0 ? run : {g.out_w} - ow0) : 0;",
+            f"      float tr[{width}];",
+            "      for (long j = 0; j < valid; ++j) tr[j] = tl[i][q - q0 + j] + bm;",
+            "      for (long j = 0; j < valid; ++j) {",
+            "        const long ow = ow0 + j;",
+            *["        " + ln for ln in per],
+            "      }",
+            "      q += run;",
+            "    }", "  }", "}"]
+    sig = ["const float* __restrict__ xp", "const float* __restrict__ wp"]
+    sig += _signature([ins[i] if i in used else None for i in range(len(ins))], outs)
+    return _finish(sig, body)
+
+
+def conv_tiles(g: ConvGeometry, t: Tile) -> int:
+    """How many tiles ``conv_gemm`` runs over."""
+    return g.n * g.group * -(-(g.m // g.group) // t.rows) * -(-g.pixels // t.width)
+
+
+def pack_conv_weights(w: np.ndarray, group: int, t: Tile) -> np.ndarray:
+    """Weights (M, C/group, *kernel) as ``conv_gemm`` reads them: per group, blocks of
+    ``t.rows`` output channels (zero past the group's last), each (C/group · taps) × rows,
+    in f32."""
+    m, k = w.shape[0], math.prod(w.shape[1:])
+    mg = m // group
+    bpg = -(-mg // t.rows)
+    out = np.zeros((group, bpg * t.rows, k), np.float32)
+    out[:, :mg] = w.reshape(group, mg, k)
+    return np.ascontiguousarray(out.reshape(group, bpg, t.rows, k).transpose(0, 1, 3, 2))
 
 
 # ---------------------------------------------------------------------------- rows

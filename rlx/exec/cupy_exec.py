@@ -1168,4 +1168,4 @@ class CupyExecutor:
 
 register_executor(NAME, CupyExecutor)
 
-__all__ = ["CupyExecutor", "CupyProgram", "gemm_calls", "copy_call", "aligned_strides", "tf32_default"]
+__all__ = ["CupyExecutor", "CupyProgram", "gemm_calls", "copy_call", "tf32_default"]

@@ -553,6 +553,9 @@ def _matrix(a: np.ndarray, shape: tuple[int, int]) -> tuple[int, int] | None:
         return None
 
 
+ROWS_SPLIT = 4  # a GEMM's threads split its rows when it has this many times more rows than columns
+
+
 def native_gemm(outputs: Sequence[Expr], gemms, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
                 constant: frozenset[int], packed: np.ndarray | None = None) -> ChunkedKernel | None:
     """A GEMM + epilogue as one compiled kernel (``c_print.gemm``): the products of one f32
@@ -590,13 +593,17 @@ def native_gemm(outputs: Sequence[Expr], gemms, ins: Sequence[np.ndarray], outs:
     if a_strides is None or None in strides.values() or None in out_strides:
         return None
     opers = [Operand(as_dtype(ins[i].dtype), strides[i]) if i in used else None for i in range(n_in)]
+    parts = thread_count() if m * n * k >= GEMM_PAR_MIN else 1
+    n_panels, blocks = c_print.panels(n, len(products), t), -(-m // t.rows)
+    # threads split the panels (each packs all of A) unless A is the larger operand or too
+    # few panels go round: then the rows (each reads every panel)
+    split_rows = parts > 1 and blocks >= 2 * parts and (m >= ROWS_SPLIT * n or n_panels < 2 * parts)
     src = c_print.gemm(outputs, opers, [Operand(as_dtype(o.dtype), s) for o, s in zip(outs, out_strides)],
-                       products, n_in, Operand(DType.f32, a_strides), m, k, n, t)
+                       products, n_in, Operand(DType.f32, a_strides), m, k, n, t, split_rows)
     if packed is None:
         packed = c_print.pack_panels([ins[gemms[j][1]] for j in products], t)
-    parts = thread_count() if m * n * k >= GEMM_PAR_MIN else 1
     arrays = [x, packed] + [ins[i] for i in used] + list(outs)
-    return _native_kernel(src, arrays, c_print.panels(n, len(products), t), parts)
+    return _native_kernel(src, arrays, blocks if split_rows else n_panels, parts)
 
 
 def matmul_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray, constant_b: bool = False) -> ChunkedKernel:
@@ -747,7 +754,7 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     the weight (group, M/group, C/group·taps) with the windows copied tap by tap into
     (group, C/group·taps, pixels) (a 1×1 unit-stride one reads the image as it is); a
     depthwise one accumulates tap by tap. Constant weights are converted once, at build."""
-    native = _native_conv(s, ins, outs)
+    native = _native_conv(s, ins, outs) or _native_conv_gemm(s, ins, outs, constant)
     if native is not None:
         return native
     x, w, out = ins[s.x], ins[s.w], outs[0]
@@ -760,11 +767,8 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     plain = not any(s.pads)  # read the image where it is; else from a zero-bordered copy
     depthwise = g == c == m and w.shape[1] == 1
     unit = all(t == 1 for t in taps) and all(st == 1 for st in s.strides) and plain
-    # the compiled GEMM (constant f32 weights and bias, one group) takes the windows as they are
-    use_native = (g == 1 and n_sp > 0 and s.w in constant and acc == np.float32
-                  and (s.bias is None or ins[s.bias].dtype == np.float32) and _compiles(out.size * c * math.prod(taps)))
     grid = None  # im2col from a phase grid: each tap's columns one contiguous run per channel
-    if not depthwise and not unit and n_sp and not use_native:
+    if not depthwise and not unit and n_sp:
         grid = PhaseGrid(s, x.shape[1:], osp, tuple(taps), acc)
         if grid.run > 1.1 * math.prod(osp):  # too many junk columns (small images): copy tap views
             grid = None
@@ -826,41 +830,6 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
         region_ins = [take(a, region, aligned(a.ndim, out.ndim)) if a.ndim <= out.ndim else a for a in ins]
         return _rows(s.outputs, (), (), region_ins + [product], [o[region] for o in outs], fixed=0)
 
-    panels: list[np.ndarray] = []
-
-    def compiled(b: int, rhs: np.ndarray) -> ChunkedKernel | None:
-        """Image ``b``'s GEMM, bias and epilogue as the compiled GEMM (``native_gemm``), the
-        output transposed: (pixels × channels) = windowsᵀ · weightsᵀ, written through the
-        output's strides."""
-        views, index = [rhs.T, wmat.reshape(m, k).T], {}
-        for i in sorted({q.value for e in s.outputs for q in nodes(e) if q.op == "arg" and q.value < n_in}):
-            try:
-                v = np.reshape(np.broadcast_to(ins[i], out.shape)[b], (m, pixels), copy=False).T
-            except ValueError:
-                return None
-            index[i] = len(views)
-            views.append(v)
-        if bias is not None:
-            index[s.bias] = len(views)
-            views.append(np.broadcast_to(bias.reshape(m), (pixels, m)))
-        product = Expr("arg", value=len(views))
-
-        def leaf(e: Expr) -> Expr:
-            if e.op != "arg":
-                return e
-            if e.value == n_in:
-                return product + Expr("arg", value=index[s.bias]) if bias is not None else product
-            return Expr("arg", value=index[e.value])
-        dtypes = tuple(as_dtype(v.dtype) for v in views) + (DType.f32,)
-        outputs = tuple(typed(rebuild(e, leaf), dtypes) for e in s.outputs)
-        try:
-            targets = [np.reshape(o[b], (m, pixels), copy=False).T for o in outs]
-        except ValueError:
-            return None
-        if not panels:  # packed once: every image's kernel reads the same panels
-            panels.append(c_print.pack_panels([views[1]], c_print.tile(cc.vector_bytes())))
-        return native_gemm(outputs, ((0, 1),), views, targets, frozenset({1}), panels[0])
-
     def fused(b: int, rhs: np.ndarray, rest: tuple[int, ...]) -> list[list[Call]]:
         """Image ``b``'s GEMM with bias and epilogue: each thread computes its block of the
         product (a range of output rows, or of channels when the image is smaller than the
@@ -920,8 +889,7 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
                     (np.copyto, (cols[(r,) + tap], tap_view(src[r], tap))) for tap in all_taps]))
                 rhs = cols.reshape(g, k, pixels)
             if g == 1 and n_sp:
-                native = compiled(b, rhs.reshape(k, pixels)) if use_native else None
-                phases += native.phases if native is not None else [fused(b, rhs.reshape(k, pixels), osp[1:])]
+                phases.append(fused(b, rhs.reshape(k, pixels), osp[1:]))
                 continue
             phases += matmul_kernel(wmat, rhs, p.reshape(g, m // g, pixels)).phases
             if bias is not None:
@@ -965,6 +933,66 @@ def _native_conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray])
     n = c_print.planes(out.shape)
     parts = max(1, min(thread_count(), n, out.size * depth // NATIVE_PAR_MIN))
     return _native_kernel(src, [ins[i] for i, o in enumerate(opers) if o is not None] + list(outs), n, parts)
+
+
+def _native_conv_gemm(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
+                      constant: frozenset[int]) -> ChunkedKernel | None:
+    """A 1-D or 2-D convolution by constant weights with its epilogue as the compiled
+    convolution GEMM (``c_print.conv_gemm``): the image copied into zero-bordered phase
+    planes (read where it is when it already is one: a 1×1 or unpadded unit-stride
+    convolution of a contiguous image), then tiles of output channels × pixels split over
+    the threads. None where it does not apply (no compiler, f64 or half images, weights
+    that are inputs): the NumPy program runs."""
+    x, w, out = ins[s.x], ins[s.w], outs[0]
+    geo = c_print.conv_geometry(x.shape, w.shape, out.shape, s.strides, s.pads, s.dilations, s.group)
+    n_in = len(ins)
+    used = sorted({q.value for e in s.outputs for q in nodes(e) if q.op == "arg" and q.value != n_in} |
+                  ({s.bias} if s.bias is not None else set()))
+    if geo is None or x.dtype != np.float32 or s.w not in constant or s.x in used or s.w in used or \
+            not _compiles(out.size * math.prod(w.shape[1:])) or any(o.shape != out.shape for o in outs) or \
+            any(ins[i].ndim > out.ndim or not c_print.supported(as_dtype(ins[i].dtype)) for i in used) or \
+            any(not c_print.supported(as_dtype(o.dtype)) for o in outs) or \
+            (s.bias is not None and ins[s.bias].ndim != 1):
+        return None
+    t = c_print.tile(cc.vector_bytes())
+    reach = max(geo.taps()) + -(-geo.pixels // t.width) * t.width  # a channel's last element read, plus one
+    phases: list[list[list[Call]]] = []
+    plain = geo.strides == (1, 1) and not any(s.pads) and x.strides[-1] == 4 and \
+        (x.ndim == 3 or x.strides[-2] == 4 * geo.width)
+    if plain and _readable(x, (x.shape[0] - 1) * x.strides[0] // 4 + (geo.c - 1) * x.strides[1] // 4 + reach):
+        planes, strides = x, (x.strides[0] // 4, x.strides[1] // 4)
+    else:
+        per_image = geo.c * geo.channel
+        planes = np.empty(geo.n * per_image + max(0, reach - geo.channel), np.float32)
+        strides = (per_image, geo.channel)
+        copy = c_print.conv_planes(geo, Operand(as_dtype(x.dtype), own_strides(x)))
+        phases += _native_kernel(copy, [x, planes], geo.n * geo.c,
+                                 max(1, min(thread_count(), planes.size // PAR_MIN))).phases
+    weights = c_print.pack_conv_weights(w, s.group, t)
+    weights_inner = _weights_inner(weights.nbytes, 4 * (strides[0] if x.shape[0] > 1 else geo.c * strides[1]))
+    opers = [Operand(as_dtype(ins[i].dtype), own_strides(ins[i]) if i == s.bias else aligned_strides(ins[i], out.shape))
+             if i in used else None for i in range(n_in)]
+    src = c_print.conv_gemm(s.outputs, opers, [Operand(as_dtype(o.dtype), elem_strides(o)) for o in outs], n_in,
+                            s.bias, geo, strides, t, weights_inner)
+    tiles = c_print.conv_tiles(geo, t)
+    parts = max(1, min(thread_count(), tiles, out.size * math.prod(w.shape[1:]) // NATIVE_PAR_MIN))
+    gemm = _native_kernel(src, [planes, weights] + [ins[i] for i in used] + list(outs), tiles, parts)
+    return ChunkedKernel(gemm.source, phases + gemm.phases)
+
+
+def _weights_inner(weights: int, image: int) -> bool:
+    """Whether ``conv_gemm`` runs the weights' blocks inside the pixel panels: when they are
+    the smaller operand (in bytes), so that they stay in cache while the image streams."""
+    return weights <= image
+
+
+def _readable(a: np.ndarray, elements: int) -> bool:
+    """Whether the allocation ``a`` lives in holds ``elements`` f32 from ``a``'s first one
+    (a kernel may read junk past a view's end, but not past its memory)."""
+    root = a
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    return a.ctypes.data + 4 * elements <= np.lib.array_utils.byte_bounds(root)[1]
 
 
 class PhaseGrid:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from rlx.exec.wgsl_print import (ROW_WG, Builder, Operand, Shader, _tree, addr, convert, group_id, groups, indexed,
+from rlx.exec.wgsl_print import (ROW_WG, Builder, Operand, Shader, Unsupported, _tree, addr, convert, group_id, groups, indexed,
                                  literal, unravel, uses_f16, wtype)
 from rlx.ir.dtypes import DType
 
