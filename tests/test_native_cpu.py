@@ -327,6 +327,32 @@ def test_rows_and_pointwise_kernels_compile_and_match_the_reference(seed, op, dt
 
 
 @needs_cc
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_row_max_is_vectorized_and_keeps_nan_and_infinities(dtype):
+    """A row's max (softmax's first pass) runs as a vector max with a NaN flag beside it: a
+    NaN anywhere in a row makes the row NaN, -inf rows and +inf entries stay as NumPy's."""
+    rng = np.random.default_rng(11)
+    x = data(rng, (9, 37), dtype)
+    x[1, 5] = np.nan
+    x[2, 36] = np.nan
+    x[3, :] = -np.inf
+    x[4, 7] = np.inf
+    x[5, 0] = np.nan
+    x[5, 1] = np.inf
+    g = Graph("rowmax")
+    xi = g.input("x", x.shape, dtype)
+    g.output(s=g.softmax(xi, axis=-1), m=g.op("max", xi, axes=(-1,), keepdims=True))
+    got, _, program = run_graph(g, {"x": x})
+    assert _native(program, g)
+    with np.errstate(invalid="ignore"):
+        want = interpret(g, {"x": x})
+    for name in ("s", "m"):
+        np.testing.assert_array_equal(np.isnan(got[name]), np.isnan(want[name]), err_msg=name)
+        ok = ~np.isnan(want[name])
+        np.testing.assert_allclose(got[name][ok], want[name][ok], rtol=1e-6, err_msg=name)
+
+
+@needs_cc
 def test_an_in_place_pointwise_kernel_reads_each_element_before_writing_it():
     """The planner gives an elementwise step the buffer of an input that dies there: the
     compiled loop then reads and writes one array (printed without restrict)."""

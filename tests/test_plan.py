@@ -146,6 +146,54 @@ def test_a_reshape_of_a_transposed_view_is_a_copy():
     assert lir.values[t.name].view and not lir.values[r.name].view
 
 
+def test_a_reshape_that_only_splits_merges_or_squeezes_strided_axes_is_a_view():
+    """Attention's head split: (S, 3·D) sliced to one of q/k/v, split into heads, a size-1
+    axis dropped and a leading one added: views over the projection's buffer, no copies."""
+    g = Graph()
+    qkv = g.exp(g.input("x", (5, 3 * 8)))
+    q = g.slice(qkv, (8,), (16,), (1,))                      # (5, 8) strides (24, 1)
+    heads = g.reshape(q, (5, 1, 2, 4))                       # split 8 = 2 heads x 4
+    squeezed = g.reshape(heads, (5, 2, 4))
+    lead = g.reshape(g.transpose(squeezed, (1, 0, 2)), (1, 2, 5, 4))
+    g.output(g.neg(lead))
+    lir = plan(g)
+    assert all(lir.values[v.name].view for v in (q, heads, squeezed, lead))
+    assert lir.values[lead.name].strides == (8, 4, 24, 1) and lir.values[lead.name].byte_offset == 32
+    check_plan(lir)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_reshape_views_are_exactly_numpys(data):
+    """The planner aliases a reshape exactly where NumPy's reshape is a view, with the
+    same element order (strided inputs from slices and transposes, size-1 axes anywhere)."""
+    import numpy as np
+    from rlx.ir.ops import _reshape_view
+    rank = data.draw(st.integers(1, 4))
+    shape = tuple(data.draw(st.lists(st.integers(1, 4), min_size=rank, max_size=rank)))
+    grown = tuple(d * data.draw(st.integers(1, 2)) for d in shape)
+    a = np.arange(int(np.prod(grown))).reshape(grown)[tuple(slice(0, d) for d in shape)]
+    a = a.transpose(data.draw(st.permutations(range(rank))))
+    target, rest = [], a.size
+    while rest > 1 and len(target) < 4:
+        f = data.draw(st.sampled_from([f for f in range(1, rest + 1) if rest % f == 0]))
+        target.append(f)
+        rest //= f
+    target.append(rest)
+    target.insert(data.draw(st.integers(0, len(target))), 1)
+    target = tuple(target)
+    layout = _reshape_view({}, a.shape, tuple(s // a.itemsize for s in a.strides), target)
+    try:
+        np.reshape(a, target, copy=False)
+        numpy_view = True
+    except ValueError:
+        numpy_view = False
+    assert (layout is not None) == numpy_view
+    if layout is not None:
+        view = np.lib.stride_tricks.as_strided(a, target, tuple(s * a.itemsize for s in layout[1]))
+        np.testing.assert_array_equal(view, a.reshape(target))
+
+
 def test_elementwise_ops_write_in_place_over_a_dying_input():
     g = Graph()
     x = g.input("x", (64, 64))

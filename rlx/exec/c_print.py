@@ -564,13 +564,17 @@ def rows(outputs: Sequence[Expr], reductions: Sequence[tuple[str, Expr]], ins: S
         em = emitter()
         v = em.value(e)
         name = f"R{j}"
-        body.append(f"{CTYPE[e.dtype]} {name} = {reduction_identity(kind, e.dtype)};")
-        if kind == "max":
-            update = f"{name} = rlx_max<{CTYPE[e.dtype]}>({name}, {v});"
+        ct = CTYPE[e.dtype]
+        body.append(f"{ct} {name} = {reduction_identity(kind, e.dtype)};")
+        if kind == "max":  # a vector max, NaN tracked beside it (a NaN anywhere is the row's max)
+            body += [f"int nan{j} = 0;", f"#pragma omp simd reduction(max:{name}) reduction(|:nan{j})"]
+            update = f"{name} = {name} > {v} ? {name} : {v}; nan{j} |= {v} != {v};"
         else:
             body.append(f"#pragma omp simd reduction(+:{name})")
             update = f"{name} += {v};"
         body += [f"for (long t = 0; t < {length}; ++t) {{"] + ["  " + ln for ln in em.lines] + [f"  {update}", "}"]
+        if kind == "max" and e.dtype.is_float:
+            body.append(f"if (nan{j}) {name} = ({ct})NAN;")
         if kind == "mean":
             body.append(f"{name} *= ({CTYPE[e.dtype]})(1.0 / {length});")
         red_names[j] = name

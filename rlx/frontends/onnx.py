@@ -1115,6 +1115,13 @@ def _gather(imp, ins, at, n):
         lo, hi = int(idx.value.min()), int(idx.value.max())
         if is_static(size) and not (-size <= lo and hi < size):
             raise OnnxImportError(f"indices {_clip(idx.value.tolist())} out of range for axis {axis} of size {size}")
+        if idx.value.ndim == 0 and not isinstance(data, Known) and (lo >= 0 or is_static(size)):
+            # one constant index (a select, as q/k/v from a stacked projection): a slice and
+            # a reshape, which the planner makes views, where a gather would copy
+            i = lo % size if lo < 0 else lo
+            shape = _shape(data)
+            row = imp.emit("slice", [data], starts=(i,), ends=(i + 1,), axes=(pos,), steps=None)[0]
+            return imp.emit("reshape", [row], shape=tuple(d for k, d in enumerate(shape) if k != pos))
     return imp.emit("gather", [data, idx], axis=axis)
 
 

@@ -305,7 +305,34 @@ def _transpose_view(a, shape, strides, out_shape):
 
 
 def _reshape_view(a, shape, strides, out_shape):
-    return (0, _contiguous(out_shape)) if tuple(strides) == _contiguous(shape) else None
+    """A view wherever NumPy's reshape is one: each run of output axes spans a run of input
+    axes (size-1 axes aside) that steps as one axis; else None (a copy)."""
+    if tuple(strides) == _contiguous(shape) or 0 in shape:
+        return 0, _contiguous(out_shape)
+    old = [(d, s) for d, s in zip(shape, strides) if d != 1]
+    new = [i for i, d in enumerate(out_shape) if d != 1]
+    out = [0] * len(out_shape)
+    o = n = 0
+    while o < len(old):
+        o_end, n_end, size_in, size_out = o + 1, n + 1, old[o][0], out_shape[new[n]]
+        while size_in != size_out:
+            if size_in < size_out:
+                size_in *= old[o_end][0]
+                o_end += 1
+            else:
+                size_out *= out_shape[new[n_end]]
+                n_end += 1
+        if any(old[k][1] != old[k + 1][1] * old[k + 1][0] for k in range(o, o_end - 1)):
+            return None  # these input axes do not step as one
+        step = old[o_end - 1][1]
+        for k in reversed(new[n:n_end]):
+            out[k] = step
+            step *= out_shape[k]
+        o, n = o_end, n_end
+    for k in reversed(range(len(out_shape))):  # a size-1 axis: the stride it would have if dense
+        if out_shape[k] == 1:
+            out[k] = out[k + 1] * out_shape[k + 1] if k + 1 < len(out_shape) else 1
+    return 0, tuple(out)
 
 
 def _expand_view(a, shape, strides, out_shape):
