@@ -469,9 +469,14 @@ def _split_shape(shapes, a):
     return [tuple(x[:ax]) + (n,) + tuple(x[ax + 1:]) for n in a["sizes"]]
 
 
+def _split_view(a, shape, strides, out_shape, output=0):
+    axis = a["axis"] % len(shape)
+    return sum(a["sizes"][:output]) * strides[axis], tuple(strides)
+
+
 _op("split", ["x"], _split_shape, lambda d, a: [d[0]] * len(a["sizes"]),
     lambda ins, a: tuple(np.split(ins[0], np.cumsum(a["sizes"])[:-1], axis=a["axis"])),
-    _no_flops, A("axis", "int"), A("sizes", "ints"),
+    _no_flops, A("axis", "int"), A("sizes", "ints"), view=True, view_layout=_split_view,
     doc="Split along an axis into pieces of the given sizes (one output each).")
 
 

@@ -152,7 +152,8 @@ class OpDef:
     axis_attrs: tuple[str, ...] = ()
     commutative: bool = False   # a binary op whose operands may swap (add, mul, ...)
     # A view op: (attrs, input shape, input strides, output shape) -> (element offset,
-    # strides) when the output can alias its input, else None (the executor copies).
+    # strides) when the output can alias its input, else None (the executor copies). An op
+    # with several outputs (split) also takes ``output``, the index of the one asked for.
     view_layout: Any = field(default=None, compare=False)
 
     def infer(self, in_types: Sequence[TensorType], attrs: dict) -> list[TensorType]:

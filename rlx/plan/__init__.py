@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from functools import partial
 
 from rlx.errors import BindingError, RlxError
 from rlx.ir.graph import Graph, Node, Value
@@ -76,7 +77,7 @@ def _plan(graph: Graph, alignment: int, syms: list[str]) -> LIR:
         op = node.opdef
         phase = "prologue" if op.category == "source" or node.id in folded else "body"
         in_place = is_view = False
-        for v in node.values:
+        for out_index, v in enumerate(node.values):
             shape = v.shape
             nbytes = _nbytes(v, nominal)
             if op.category == "source":
@@ -85,7 +86,7 @@ def _plan(graph: Graph, alignment: int, syms: list[str]) -> LIR:
                 values[v.name] = ValueLayout(v.name, bid, 0, shape, _strides(shape), str(v.dtype), False)
                 continue
             src = values[node.inputs[0].name] if node.inputs else None
-            layout = _view(node, src, shape) if op.view_layout is not None and src else None
+            layout = _view(node, src, shape, out_index) if op.view_layout is not None and src else None
             if layout is not None:
                 off, strides = layout
                 itemsize = v.dtype.itemsize
@@ -142,19 +143,21 @@ def _strides(shape: tuple) -> tuple:
     return _contiguous(shape) if all(is_static(d) for d in shape) else ()
 
 
-def _view(node: Node, src: ValueLayout, shape: tuple) -> tuple[int, tuple] | None:
-    """The op's view layout over its input's, or None (a copy). With symbolic sizes the
-    layout is decided when the plan is specialized: an op that would alias its input at
-    every size (a transpose, an expand, a reshape of a dense input) is a view already."""
+def _view(node: Node, src: ValueLayout, shape: tuple, output: int = 0) -> tuple[int, tuple] | None:
+    """The op's view layout of its ``output`` over its input's, or None (a copy). With
+    symbolic sizes the layout is decided when the plan is specialized: an op that would
+    alias its input at every size (a transpose, an expand, a reshape of a dense input) is a
+    view already."""
     static = all(is_static(d) for d in src.shape) and all(is_static(d) for d in shape)
+    layout = partial(node.opdef.view_layout, output=output) if len(node.values) > 1 else node.opdef.view_layout
     if static:
-        return node.opdef.view_layout(node.attrs, src.shape, src.strides, shape)
+        return layout(node.attrs, src.shape, src.strides, shape)
     if any(not is_static(d) for a in ("starts", "ends") for d in node.attrs.get(a) or ()):
         return None
     probe = DimBinding({s: 5 for s in symbols(list(src.shape) + list(shape))})  # any size will do
     ins, outs = probe.resolve_shape(src.shape), probe.resolve_shape(shape)
     attrs = {k: (probe.resolve_shape(v) if k == "shape" and v is not None else v) for k, v in node.attrs.items()}
-    return (0, ()) if node.opdef.view_layout(attrs, ins, _contiguous(ins), outs) is not None else None
+    return (0, ()) if layout(attrs, ins, _contiguous(ins), outs) is not None else None
 
 
 def _in_place_donor(node: Node, v: Value, values: dict, buffers: dict, last_use: dict, t: int,
