@@ -81,7 +81,7 @@ def test_direct_convolutions_match_the_reference(seed, rank, dtype, depthwise):
     check(g, arrays, generated=True)
     _, _, program = run_graph(g, arrays)
     direct = w.shape[1] == 1 or w[0].size < DIRECT_CONV_DEPTH
-    assert _native(program, g) == direct
+    assert _native(program, g) == (direct or dtype == "f32")  # else the conv GEMM, weights packed per run
 
 
 test_direct_convolutions_match_the_reference.__doc__ = test_direct_convolutions_match_the_reference.__doc__.format(

@@ -519,16 +519,24 @@ def conv_tiles(g: ConvGeometry, t: Tile) -> int:
     return g.n * g.group * -(-(g.m // g.group) // t.rows) * -(-g.pixels // t.width)
 
 
-def pack_conv_weights(w: np.ndarray, group: int, t: Tile) -> np.ndarray:
-    """Weights (M, C/group, *kernel) as ``conv_gemm`` reads them: per group, blocks of
-    ``t.rows`` output channels (zero past the group's last), each (C/group · taps) × rows,
-    in f32."""
-    m, k = w.shape[0], math.prod(w.shape[1:])
-    mg = m // group
-    bpg = -(-mg // t.rows)
-    out = np.zeros((group, bpg * t.rows, k), np.float32)
-    out[:, :mg] = w.reshape(group, mg, k)
-    return np.ascontiguousarray(out.reshape(group, bpg, t.rows, k).transpose(0, 1, 3, 2))
+def conv_weight_blocks(w_shape: Sequence[int], group: int, t: Tile) -> np.ndarray:
+    """Zeros shaped as ``conv_gemm`` reads the weights (M, C/group, *kernel): per group, blocks
+    of ``t.rows`` output channels (zero past the group's last), each (C/group · taps) × rows,
+    in f32; ``pack_conv_weights`` fills them."""
+    mg, k = w_shape[0] // group, math.prod(w_shape[1:])
+    return np.zeros((group, -(-mg // t.rows), k, t.rows), np.float32)
+
+
+def pack_conv_weights(w: np.ndarray, blocks: np.ndarray) -> None:
+    """Copy the weights into ``blocks`` (made by ``conv_weight_blocks``) in their layout."""
+    group, bpg, k, rows = blocks.shape
+    mg = w.shape[0] // group
+    wg = w.reshape(group, mg, k)
+    whole = mg // rows  # blocks of all rows, then the last one's rows (its others stay zero)
+    np.copyto(blocks[:, :whole], wg[:, :whole * rows].reshape(group, whole, rows, k).transpose(0, 1, 3, 2),
+              casting="unsafe")
+    if whole < bpg:
+        np.copyto(blocks[:, whole, :, :mg - whole * rows], wg[:, whole * rows:].transpose(0, 2, 1), casting="unsafe")
 
 
 # ---------------------------------------------------------------------------- rows

@@ -900,7 +900,7 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     return ChunkedKernel(src_text, phases)
 
 
-DIRECT_CONV_DEPTH = 32   # a convolution summing fewer products per output runs direct, not as a GEMM
+DIRECT_CONV_DEPTH = 8   # a convolution summing fewer products per output runs direct, not as a GEMM
 NATIVE_PAR_MIN = 1 << 16  # multiply-adds a compiled kernel's thread hand-off is worth
 
 
@@ -937,18 +937,18 @@ def _native_conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray])
 
 def _native_conv_gemm(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
                       constant: frozenset[int]) -> ChunkedKernel | None:
-    """A 1-D or 2-D convolution by constant weights with its epilogue as the compiled
-    convolution GEMM (``c_print.conv_gemm``): the image copied into zero-bordered phase
-    planes (read where it is when it already is one: a 1×1 or unpadded unit-stride
-    convolution of a contiguous image), then tiles of output channels × pixels split over
-    the threads. None where it does not apply (no compiler, f64 or half images, weights
-    that are inputs): the NumPy program runs."""
+    """A 1-D or 2-D convolution with its epilogue as the compiled convolution GEMM
+    (``c_print.conv_gemm``): the weights packed into blocks of output channels (once when
+    they are constant, else each run), the image copied into zero-bordered phase planes
+    (read where it is when it already is one: a 1×1 or unpadded unit-stride convolution of
+    a contiguous image), then tiles of output channels × pixels split over the threads.
+    None where it does not apply (no compiler, f64 or half images): the NumPy program runs."""
     x, w, out = ins[s.x], ins[s.w], outs[0]
     geo = c_print.conv_geometry(x.shape, w.shape, out.shape, s.strides, s.pads, s.dilations, s.group)
     n_in = len(ins)
     used = sorted({q.value for e in s.outputs for q in nodes(e) if q.op == "arg" and q.value != n_in} |
                   ({s.bias} if s.bias is not None else set()))
-    if geo is None or x.dtype != np.float32 or s.w not in constant or s.x in used or s.w in used or \
+    if geo is None or x.dtype != np.float32 or not np.issubdtype(w.dtype, np.floating) or s.x in used or s.w in used or \
             not _compiles(out.size * math.prod(w.shape[1:])) or any(o.shape != out.shape for o in outs) or \
             any(ins[i].ndim > out.ndim or not c_print.supported(as_dtype(ins[i].dtype)) for i in used) or \
             any(not c_print.supported(as_dtype(o.dtype)) for o in outs) or \
@@ -968,7 +968,11 @@ def _native_conv_gemm(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndar
         copy = c_print.conv_planes(geo, Operand(as_dtype(x.dtype), own_strides(x)))
         phases += _native_kernel(copy, [x, planes], geo.n * geo.c,
                                  max(1, min(thread_count(), planes.size // PAR_MIN))).phases
-    weights = c_print.pack_conv_weights(w, s.group, t)
+    weights = c_print.conv_weight_blocks(w.shape, s.group, t)
+    if s.w in constant:  # packed once; weights that are inputs, per run
+        c_print.pack_conv_weights(w, weights)
+    else:
+        phases.insert(0, [[(c_print.pack_conv_weights, (w, weights))]])
     weights_inner = _weights_inner(weights.nbytes, 4 * (strides[0] if x.shape[0] > 1 else geo.c * strides[1]))
     opers = [Operand(as_dtype(ins[i].dtype), own_strides(ins[i]) if i == s.bias else aligned_strides(ins[i], out.shape))
              if i in used else None for i in range(n_in)]
