@@ -87,6 +87,8 @@ def _attrs(others: dict[str, set[str]]):
         if opdef is not None and opdef.elementwise and len(opdef.inputs) == 1 and not opdef.attrs:
             other = "tanh" if e.op != "tanh" else "sigmoid"
             yield dataclasses.replace(e, op=other), f"{e.op} -> {other}"
+        if opdef is None and len(e.args) == 1 and not e.kwargs:  # an op variable (act in [...]) applied
+            yield dataclasses.replace(e, op="tanh"), f"{e.op}(...) -> tanh(...)"
     return fn
 
 
