@@ -557,13 +557,12 @@ ROWS_SPLIT = 4  # a GEMM's threads split its rows when it has this many times mo
 
 
 def native_gemm(outputs: Sequence[Expr], gemms, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
-                constant: frozenset[int], packed: np.ndarray | None = None) -> ChunkedKernel | None:
+                constant: frozenset[int]) -> ChunkedKernel | None:
     """A GEMM + epilogue as one compiled kernel (``c_print.gemm``): the products of one f32
     left operand with constant matrices, packed once into column panels (side by side for
     SwiGLU's two), the epilogue applied to each block of the output while it is in
-    registers; the panels split over the threads. ``packed``: the panels when the caller has
-    them (``pack_panels`` of the same matrices), so that kernels sharing weights share them.
-    None where it does not apply (no compiler, a non-constant or batched right operand, half
+    registers; the panels (or, when A is the larger operand, its rows) split over the
+    threads. None where it does not apply (no compiler, a non-constant or batched right operand, half
     or f64 products, more products than a panel holds): the BLAS program runs."""
     if not gemms:
         return None
@@ -600,8 +599,7 @@ def native_gemm(outputs: Sequence[Expr], gemms, ins: Sequence[np.ndarray], outs:
     split_rows = parts > 1 and blocks >= 2 * parts and (m >= ROWS_SPLIT * n or n_panels < 2 * parts)
     src = c_print.gemm(outputs, opers, [Operand(as_dtype(o.dtype), s) for o, s in zip(outs, out_strides)],
                        products, n_in, Operand(DType.f32, a_strides), m, k, n, t, split_rows)
-    if packed is None:
-        packed = c_print.pack_panels([ins[gemms[j][1]] for j in products], t)
+    packed = c_print.pack_panels([ins[gemms[j][1]] for j in products], t)
     arrays = [x, packed] + [ins[i] for i in used] + list(outs)
     return _native_kernel(src, arrays, blocks if split_rows else n_panels, parts)
 
