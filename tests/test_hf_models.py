@@ -29,6 +29,13 @@ EXPECTED = {  # fused ops each export must show (the dynamo exporter's attention
 SIZES = ((1, 5), (3, 11), (2, 32))
 
 
+def fused_kinds(result) -> set[str]:
+    """The fused ops a compile made: its own kernels, and activations fused into a GEMM's
+    epilogue (GPT-2's gelu_tanh runs inside the matmul_bias_act that feeds it)."""
+    epilogues = {n.attrs.get("act") for n in result.graph.nodes if n.op.startswith("matmul_bias_act")}
+    return set(result.report.fused) | (epilogues - {None, "none"})
+
+
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 @pytest.mark.parametrize("name", TEXT)
 def test_hf_model_imports_and_matches_onnxruntime(name, exporter, tmp_path):
@@ -39,7 +46,7 @@ def test_hf_model_imports_and_matches_onnxruntime(name, exporter, tmp_path):
         pytest.skip(f"the TorchScript exporter cannot export {name}: {e}")
     graph = load(path)
     result = rlx.compile(graph, target="cpu")
-    missing = EXPECTED[name, exporter] - set(result.report.fused)
+    missing = EXPECTED[name, exporter] - fused_kinds(result)
     assert not missing, f"{name} ({exporter}): {sorted(missing)} did not fuse; fused {result.report.fused}"
     assert not result.report.missed, result.report.missed
     rng = np.random.default_rng()
