@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy import special
 
-from rlx.exec import c_print, cc, numpy_print
+from rlx.exec import c_print, cc, numpy_exec, numpy_print, winograd
 from rlx.exec.base import get_executor
 from rlx.exec.numpy_print import DIRECT_CONV_DEPTH
 from rlx.ir import Graph, interpret
@@ -231,7 +231,8 @@ def test_conv_gemm_layouts(shape, kernel, strides, pads, dilations):
     """Each way ``conv_gemm`` reads an image: in place where it is one phase plane (its
     rows, with the junk columns past each row's last output, read past the image's end
     when its memory goes on), else copied into phase planes (all, or those a tap reads);
-    with both loop orders (weights or image innermost): within f32's tolerance."""
+    with chunks of weight blocks of each size (a short last one among them): within f32's
+    tolerance."""
     rng = np.random.default_rng(7)
     cout, n_in = 20, 3
     x = data(rng, shape, "f32")
@@ -246,15 +247,89 @@ def test_conv_gemm_layouts(shape, kernel, strides, pads, dilations):
     roomy = np.zeros(x.size + 4096, np.float32)  # the image with memory after it
     roomy[:x.size] = x.ravel()
     for image in (x, roomy[:x.size].reshape(shape)):
-        for inner in (True, False):
-            with mock.patch.object(numpy_print, "_weights_inner", lambda weights, image, inner=inner: inner):
+        for chunk in (1, 2, 64):  # a panel packed per block, per two (a group's last chunk short), once
+            with mock.patch.object(c_print, "conv_chunk", lambda g, t, chunk=chunk: chunk):
                 out = np.full(want.shape, np.nan, np.float32)
                 kernel_ = numpy_print._native_conv_gemm(conv, [image, w, bias], [out], frozenset({1}))
             copies = len(kernel_.phases) - 1
             assert copies == (0 if in_place and image.base is roomy else 1), (copies, image.base is roomy)
             kernel_()
             err, tol = max_error(out, want, "f32")
-            assert err <= tol, (inner, err, tol)
+            assert err <= tol, (chunk, err, tol)
+
+
+def test_winograd_matrices_compute_the_correlation():
+    """Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A is the 4×4 correlation of a 6×6 patch with a 3×3 kernel, in
+    f64 to rounding (the matrices are exact: rationals)."""
+    rng = np.random.default_rng()
+    bt, gm, at = (np.array(m, dtype=np.float64) for m in (winograd.BT, winograd.G, winograd.AT))
+    for _ in range(20):
+        d, k = rng.standard_normal((6, 6)), rng.standard_normal((3, 3))
+        want = np.array([[np.sum(d[i:i + 3, j:j + 3] * k) for j in range(4)] for i in range(4)])
+        np.testing.assert_allclose(at @ ((gm @ k @ gm.T) * (bt @ d @ bt.T)) @ at.T, want, rtol=0, atol=1e-12)
+
+
+@needs_cc
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_winograd_convolutions_match_the_reference(seed):
+    """A 3×3 unit-stride convolution by constant weights runs as Winograd F(4×4, 3×3): any
+    image size (partial tiles at the edges; small images too, here), pads up to 2 on each
+    side, several images, a strided image, bias and activation or residual; within f32's
+    tolerance of the reference."""
+    rng = np.random.default_rng(seed)
+    r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
+    b, cin, cout = r(1, 3), r(16, 40), r(16, 40)
+    pads = tuple(r(0, 3) for _ in range(4))
+    size = (r(3, 20), r(3, 20))
+    out = tuple(n + p + q - 2 for n, p, q in zip(size, pads, pads[2:]))
+    g, feeds, sliced = Graph("conv"), {}, r(0, 2)  # sliced: a strided image, channels 2 .. cin+1 of a larger one
+    feeds["x"] = data(rng, (b, cin + 3 * sliced) + size, "f32")
+    x = g.input("x", feeds["x"].shape)
+    if sliced:
+        x = g.op("slice", x, starts=(2,), ends=(cin + 2,), axes=(1,), steps=(1,))
+    params = {"w": data(rng, (cout, cin, 3, 3), "f32"), "bias": data(rng, (cout,), "f32")}
+    w, bias = g.param("w", params["w"].shape), g.param("bias", (cout,))
+    win = dict(strides=(1, 1), pads=pads, dilations=(1, 1), group=1)
+    if r(0, 2):
+        feeds["res"] = data(rng, (b, cout) + out, "f32")
+        y = g.op("conv_residual_act", x, w, bias, g.input("res", feeds["res"].shape), act="relu", **win)
+    else:
+        y = g.op("conv_bias_act", x, w, bias, act=str(rng.choice(["none", "relu", "silu"])), **win)
+    g.output(y=y)
+    made = []
+    spy = lambda *a, real=numpy_print._native_winograd: made.append(real(*a)) or made[-1]  # noqa: E731
+    with mock.patch.object(numpy_print, "_native_winograd", spy), mock.patch.object(numpy_print, "WINOGRAD_MIN_TILES", 1):
+        program = get_executor("numpy").prepare(plan(g), params)
+    assert made and all(k is not None for k in made)
+    err, tol = max_error(program.run(feeds)["y"], interpret(g, feeds, params)["y"], "f32")
+    assert err <= tol, (g.to_text(), err, tol)
+
+
+@needs_cc
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), rank=st.sampled_from([1, 2]), dtype=st.sampled_from(["f32", "f64"]))
+def test_max_pool_runs_compiled_and_matches_the_reference(seed, rank, dtype):
+    """A 1-D or 2-D max pool (any kernel, strides, dilations, asymmetric pads, ceil mode, a
+    strided input, NaN and -inf in it) runs the compiled loop nest and equals the
+    reference exactly (a maximum rounds nothing; NaN propagates)."""
+    rng = np.random.default_rng(seed)
+    r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
+    kernel, dil = tuple(r(1, 5) for _ in range(rank)), tuple(r(1, 3) for _ in range(rank))
+    pads = tuple(r(0, k) for k in kernel) + tuple(r(0, k) for k in kernel)
+    size = tuple((k - 1) * d + 1 + r(0, 20) for k, d in zip(kernel, dil))
+    x = data(rng, (r(1, 3), r(1, 5) + 2) + size, dtype)
+    x.flat[rng.integers(0, x.size, 3)] = [np.nan, -np.inf, np.inf]
+    g = Graph("pool")
+    xs = g.op("slice", g.input("x", x.shape, dtype), starts=(1,), ends=(x.shape[1] - 1,), axes=(1,), steps=(1,))
+    g.output(y=g.op("max_pool", xs, kernel=kernel, strides=tuple(r(1, 4) for _ in range(rank)), pads=pads,
+                    dilations=dil, ceil_mode=bool(r(0, 2))))
+    made = []
+    spy = lambda *a, real=numpy_print.native_max_pool: made.append(real(*a)) or made[-1]  # noqa: E731
+    with mock.patch.object(numpy_exec, "native_max_pool", spy):
+        program = get_executor("numpy").prepare(plan(g), {})
+    assert made and all(k is not None for k in made)
+    np.testing.assert_array_equal(program.run({"x": x})["y"], interpret(g, {"x": x})["y"])
 
 
 def test_readable_bounds_a_view_by_its_allocation():

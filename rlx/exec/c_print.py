@@ -219,6 +219,68 @@ def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Se
     return _finish(_signature(sig_ins, outs), body)
 
 
+def max_pool(x: Operand, out: Operand, x_shape: Sequence[int], out_shape: Sequence[int], kernel: Sequence[int],
+             strides: Sequence[int], dilations: Sequence[int], pads: Sequence[int]) -> CSource | None:
+    """A 1-D or 2-D max pool over the planes ``[lo, hi)`` (plane = n·C + c): per output row,
+    each input row a tap reads is copied into a row bordered with -inf and split into the
+    column stride's phases (so that every tap reads a unit-stride run, without bounds
+    tests), then folded into the row's maxima in explicit vectors, NaN-propagating like
+    ``np.maximum``. None for other ranks or dtypes."""
+    nsp = len(x_shape) - 2
+    if nsp not in (1, 2) or x.dtype not in (DType.f32, DType.f64) or out.dtype != x.dtype:
+        return None
+    two = (lambda v, fill: [fill] + list(v)) if nsp == 1 else (lambda v, fill: list(v))
+    (h, w), (oh_n, ow_n), (kh, kw) = two(x_shape[2:], 1), two(out_shape[2:], 1), two(kernel, 1)
+    (sh, sw), (dh, dw), (ph, pw) = two(strides, 1), two(dilations, 1), two(pads[:nsp], 0)
+    xs = list(x.strides[:2]) + two(x.strides[2:], 0)
+    os_ = list(out.strides[:2]) + two(out.strides[2:], 0)
+    ct = CTYPE[x.dtype]
+    lanes = VECTOR_BYTES // x.dtype.itemsize
+    vt = f"rlx_{ct}x{lanes}"
+    nq = -(-ow_n // lanes) * lanes                      # output columns computed: whole vectors
+    wq = nq + ((kw - 1) * dw) // sw                     # a phase's columns: every tap's run
+    copies = []  # per phase f: its columns i whose bordered column i·sw + f is in the image
+    for f in range(sw):
+        lo_i, hi_i = max(0, -(-(pw - f) // sw)), min(wq, -(-(pw + w - f) // sw))
+        if lo_i < hi_i:
+            copies.append(f"      for (long i = {lo_i}; i < {hi_i}; ++i) "
+                          f"row[{f}][i] = xc[r * {xs[2]} + (i * {sw} + {f - pw}) * {xs[3]}];")
+    body = [f"{ct} row[{sw}][{wq}], acc[{nq}];",
+            f"for (long j = 0; j < {sw * wq}; ++j) row[j % {sw}][j / {sw}] = -INFINITY;",
+            "for (long p = lo; p < hi; ++p) {",
+            f"  const {ct}* xc = a0 + (p / {x_shape[1]}) * {xs[0]} + (p % {x_shape[1]}) * {xs[1]};",
+            f"  {ct}* oc = o0 + (p / {x_shape[1]}) * {os_[0]} + (p % {x_shape[1]}) * {os_[1]};",
+            f"  for (long oh = 0; oh < {oh_n}; ++oh) {{",
+            f"    for (long q = 0; q < {nq}; ++q) acc[q] = -INFINITY;",
+            f"    for (long i = 0; i < {kh}; ++i) {{",
+            f"      const long r = oh * {sh} + i * {dh} - {ph};",
+            f"      if (r < 0 || r >= {h}) continue;",
+            *copies,
+            f"      for (long k = 0; k < {kw}; ++k) {{",
+            f"        const {ct}* run = row[(k * {dw}) % {sw}] + (k * {dw}) / {sw};",
+            f"        for (long q = 0; q < {nq}; q += {lanes}) {{",
+            f"          const {vt} v = rlx_ld_{ct}x{lanes}(run + q);",
+            f"          {vt} a = rlx_ld_{ct}x{lanes}(acc + q);",
+            "          a = (v > a) | (v != v) ? v : a;",
+            "          memcpy(acc + q, &a, sizeof a);",
+            "        }",
+            "      }",
+            "    }",
+            f"    for (long q = 0; q < {ow_n}; ++q) oc[oh * {os_[2]} + q * {os_[3]}] = acc[q];",
+            "  }",
+            "}"]
+    return _finish([f"const {ct}* __restrict__ a0", f"{ct}* __restrict__ o0"], body)
+
+
+def unvectorized(src: CSource) -> CSource:
+    """``src`` with GCC's loop vectorizer off (straight-line code is still vectorized): GCC
+    12.2's at -O3 miscompiles some short guarded loops (a 6×6 patch read with its borders
+    zeroed; a NaN-propagating running maximum, now in explicit vectors); the tests that
+    caught it cover these kernels. Other compilers ignore the attribute."""
+    text = src.text.replace('extern "C" void', 'extern "C" __attribute__((optimize("no-tree-loop-vectorize"))) void', 1)
+    return CSource(src.name, text, src.params)
+
+
 def planes(out_shape: Sequence[int]) -> int:
     """The outer loop's extent of ``conv_direct``: images × output channels."""
     return math.prod(out_shape[:2])
@@ -429,40 +491,28 @@ def conv_planes(g: ConvGeometry, x: Operand) -> CSource:
 
 
 def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[Operand], conv: int,
-              bias: int | None, g: ConvGeometry, planes: tuple[int, int], t: Tile, weights_inner: bool) -> CSource:
+              bias: int | None, g: ConvGeometry, planes: tuple[int, int], t: Tile, chunk: int) -> CSource:
     """The convolution as a GEMM of the weights (packed by ``pack_conv_weights``: blocks of
-    ``t.rows`` output channels, k-major) with the image's phase planes read in place (no
-    window copies: tap t of channel c is the run at ``c·channel + tap offset``), and its
-    epilogue, for the tiles ``[lo, hi)``. A tile is ``t.rows`` output channels × ``t.width``
-    output pixels accumulated in registers over all channels and taps (the pixels as vector
-    lanes, the weights broadcast), then each output of the tile, for runs of pixels that are
-    not junk, is its epilogue expression of the inputs (``ins``: strides over the output)
-    and the convolution plus bias (``arg(conv)``). Tiles run image by image, and within
-    one the weights' blocks inside the pixel panels (``weights_inner``: the weights stay in
-    cache) or the other way round (the image does). ``planes``: the images' and channels'
-    strides of the planes the kernel reads."""
+    ``t.rows`` output channels, k-major) with panels of ``t.width`` output pixels, and its
+    epilogue, for the tiles ``[lo, hi)``. A panel is packed k-major from the image's phase
+    planes (tap t of channel c is the run at ``c·channel + tap offset``: an im2col of the
+    panel's pixels only), so the micro-kernel streams both operands from contiguous memory.
+    A tile is ``t.rows`` output channels × ``t.width`` pixels accumulated in registers over
+    all channels and taps (the pixels as vector lanes, the weights broadcast), then each
+    output of the tile, for runs of pixels that are not junk, is its epilogue expression of
+    the inputs (``ins``: strides over the output) and the convolution plus bias
+    (``arg(conv)``). Tiles run image by image, group by group, by ``chunk`` blocks of
+    weights (they stay in cache), panel by panel, block by block: a panel is packed once
+    per chunk. ``planes``: the images' and channels' strides of the planes read."""
     r, lanes, width, nv = t.rows, t.lanes, t.width, t.vectors
     mg, cg = g.m // g.group, g.c // g.group
     bpg = -(-mg // r)                         # weight blocks per group
-    blocks = g.group * bpg
+    chunks = -(-bpg // chunk)
     panels = -(-g.pixels // width)
     taps = g.taps()
     kg = cg * len(taps)
     vt = f"rlx_floatx{lanes}"
     splat = f"({vt}){{{', '.join(['s'] * lanes)}}}"
-    inner, outer = (blocks, panels) if weights_inner else (panels, blocks)
-    mb, qp = ("t % " + str(inner), f"(t / {inner}) % {outer}") if weights_inner else \
-        (f"(t / {inner}) % {outer}", "t % " + str(inner))
-    per_tap = []
-    for i, off in enumerate(taps):
-        per_tap += [f"      {{ {vt} bv[{nv}];",
-                    f"        for (int v = 0; v < {nv}; ++v) bv[v] = rlx_ld_floatx{lanes}(xc + {off} + v * {lanes});",
-                    f"        #pragma GCC unroll {r}",
-                    f"        for (int i = 0; i < {r}; ++i) {{",
-                    f"          const float s = ac[{i * r} + i];",
-                    f"          const {vt} ai = {splat};",
-                    f"          for (int v = 0; v < {nv}; ++v) acc[i][v] += ai * bv[v];",
-                    "        } }"]
     used = sorted({e.value for o in outputs for e in nodes(o) if e.op == "arg" and e.value != conv}
                   | ({bias} if bias is not None else set()))
     four = (lambda st: list(st)) if len(outs[0].strides) == 4 else (lambda st: [st[0], st[1], 0, st[2]])
@@ -478,18 +528,34 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
                       for k, (o, e, nm) in enumerate(zip(outs, outputs, names))]
     bias_at = convert(f"a{bias}[m * {ins[bias].strides[0]}]", ins[bias].dtype, DType.f32) if bias is not None \
         else "0.0f"
-    body = ["for (long t = lo; t < hi; ++t) {",
-            f"  const long n = t / {blocks * panels}, mb = {mb}, qp = {qp};",
-            f"  const long gi = mb / {bpg}, m0 = gi * {mg} + (mb % {bpg}) * {r};",
-            f"  const long rows = {mg} - (mb % {bpg}) * {r} < {r} ? {mg} - (mb % {bpg}) * {r} : {r};",
+    body = [f"static const long tap[{len(taps)}] = {{{', '.join(map(str, taps))}}};",
+            f"float* pk = (float*)aligned_alloc(64, {kg * width * 4});  // this call's packed panel",
+            "long packed = -1;",
+            "for (long t = lo; t < hi; ++t) {",
+            f"  const long bi = t % {chunk}, panel = t / {chunk};  // (image, group, chunk, panel) of the tile",
+            f"  const long qp = panel % {panels}, ch = (panel / {panels}) % {chunks}, ng = panel / {panels * chunks};",
+            f"  const long n = ng / {g.group}, gi = ng % {g.group}, bg = ch * {chunk} + bi;",
+            f"  if (bg >= {bpg}) continue;",
             f"  const long q0 = qp * {width};",
-            f"  const float* xb = xp + n * {planes[0]} + gi * {cg * planes[1]} + q0;",
-            f"  const float* aw = wp + mb * {kg * r};",
+            "  if (panel / " + str(chunks * panels) + " * " + str(panels) + " + qp != packed) {",
+            f"    packed = panel / {chunks * panels} * {panels} + qp;",
+            f"    const float* xb = xp + n * {planes[0]} + gi * {cg * planes[1]} + q0;",
+            f"    for (long c = 0; c < {cg}; ++c)",
+            f"      for (long k = 0; k < {len(taps)}; ++k)",
+            f"        memcpy(pk + (c * {len(taps)} + k) * {width}, xb + c * {planes[1]} + tap[k], {width * 4});",
+            "  }",
+            f"  const long m0 = gi * {mg} + bg * {r}, rows = {mg} - bg * {r} < {r} ? {mg} - bg * {r} : {r};",
+            f"  const float* aw = wp + (gi * {bpg} + bg) * {kg * r};",
             f"  {vt} acc[{r}][{nv}] = {{}};",
-            f"  for (long c = 0; c < {cg}; ++c) {{",
-            f"    const float* xc = xb + c * {planes[1]};",
-            f"    const float* ac = aw + c * {len(taps) * r};",
-            *per_tap,
+            f"  for (long kk = 0; kk < {kg}; ++kk) {{",
+            f"    {vt} bv[{nv}];",
+            f"    for (int v = 0; v < {nv}; ++v) bv[v] = rlx_ld_floatx{lanes}(pk + kk * {width} + v * {lanes});",
+            f"    #pragma GCC unroll {r}",
+            f"    for (int i = 0; i < {r}; ++i) {{",
+            f"      const float s = aw[kk * {r} + i];",
+            f"      const {vt} ai = {splat};",
+            f"      for (int v = 0; v < {nv}; ++v) acc[i][v] += ai * bv[v];",
+            "    }",
             "  }",
             f"  float tl[{r}][{width}];",
             "  memcpy(tl, acc, sizeof tl);",
@@ -508,15 +574,29 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
             *["        " + ln for ln in per],
             "      }",
             "      q += run;",
-            "    }", "  }", "}"]
+            "    }", "  }", "}",
+            "free(pk);"]
     sig = ["const float* __restrict__ xp", "const float* __restrict__ wp"]
     sig += _signature([ins[i] if i in used else None for i in range(len(ins))], outs)
     return _finish(sig, body)
 
 
-def conv_tiles(g: ConvGeometry, t: Tile) -> int:
-    """How many tiles ``conv_gemm`` runs over."""
-    return g.n * g.group * -(-(g.m // g.group) // t.rows) * -(-g.pixels // t.width)
+CHUNK_BYTES = 1 << 18  # weights per chunk of conv_gemm's blocks: they stay in L2 while panels pass
+MIN_CHUNK = 2          # blocks per chunk at least: a panel's packing is then under 1/12 of its products
+
+
+def conv_chunk(g: ConvGeometry, t: Tile) -> int:
+    """Weight blocks per chunk of ``conv_gemm``: as many as fit ``CHUNK_BYTES``, at least
+    ``MIN_CHUNK``, at most a group's."""
+    bpg = -(-(g.m // g.group) // t.rows)
+    per_block = 4 * t.rows * (g.c // g.group) * g.kernel[0] * g.kernel[1]
+    return max(1, min(bpg, max(MIN_CHUNK, CHUNK_BYTES // per_block)))
+
+
+def conv_tiles(g: ConvGeometry, t: Tile, chunk: int) -> int:
+    """How many tiles ``conv_gemm`` runs over (a group's last chunk may have empty ones)."""
+    bpg = -(-(g.m // g.group) // t.rows)
+    return g.n * g.group * -(-bpg // chunk) * chunk * -(-g.pixels // t.width)
 
 
 def conv_weight_blocks(w_shape: Sequence[int], group: int, t: Tile) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 
 from rlx.errors import BindingError
 from rlx.exec.base import StepTiming, override, overrides, register_executor
-from rlx.exec.numpy_print import build, matmul_kernel, printable, window
+from rlx.exec.numpy_print import build, matmul_kernel, native_max_pool, printable, window
 from rlx.exec.parallel import blas_single_threaded
 from rlx.ir.dtypes import DType
 from rlx.ir.interpret import check_input
@@ -238,7 +238,16 @@ def _pool(ins, outs, attrs, is_max: bool) -> None:
     np.divide(acc, np.maximum(count, 1), out=out, casting="unsafe")
 
 
-override(NAME, "max_pool")(lambda ins, outs, attrs: _pool(ins, outs, attrs, True))
+@prepared("max_pool")
+def _max_pool(ins, outs, attrs, constant) -> Callable[[], None]:
+    """The compiled max pool where it applies (``native_max_pool``), else tap by tap."""
+    kernel = tuple(attrs["kernel"])
+    strides, dil, lo, hi = window_params(ins[0].ndim, attrs, kernel)
+    native = native_max_pool(ins[0], outs[0], kernel, strides, dil, lo)
+    return native if native is not None else (lambda: _pool(ins, outs, attrs, True))
+
+
+
 override(NAME, "avg_pool")(lambda ins, outs, attrs: _pool(ins, outs, attrs, False))
 
 

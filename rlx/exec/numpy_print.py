@@ -19,7 +19,7 @@ import numpy as np
 from scipy import special
 
 from rlx.errors import DTypeError
-from rlx.exec import c_print, cc
+from rlx.exec import c_print, cc, winograd
 from rlx.exec.cuda_print import Operand, aligned_strides, collapse, elem_strides, own_strides
 from rlx.exec.parallel import Call, pool, split, thread_count
 from rlx.ir.dtypes import DType, as_dtype
@@ -498,6 +498,21 @@ def _native_kernel(src: c_print.CSource, arrays: Sequence[np.ndarray], n: int, p
     return ChunkedKernel(src.text, [[[(fn, (*args, r.start, r.stop))] for r in split(n, parts) if len(r)]])
 
 
+def native_max_pool(x: np.ndarray, out: np.ndarray, kernel: Sequence[int], strides: Sequence[int],
+                    dilations: Sequence[int], pads: Sequence[int]) -> ChunkedKernel | None:
+    """A max pool as one compiled loop nest (``c_print.max_pool``), the planes split over the
+    threads; None where it does not apply (no compiler, a dtype or rank it has no loop for,
+    a window wider than a stack row)."""
+    if not _compiles(out.size * math.prod(kernel)) or out.shape[-1] > 1 << 14 or x.shape[-1] > 1 << 14:
+        return None
+    src = c_print.max_pool(Operand(as_dtype(x.dtype), own_strides(x)), Operand(as_dtype(out.dtype), own_strides(out)),
+                           x.shape, out.shape, kernel, strides, dilations, pads)
+    if src is None:
+        return None
+    planes = math.prod(x.shape[:2])
+    return _native_kernel(src, [x, out], planes, max(1, min(thread_count(), planes, out.size * math.prod(kernel) // PAR_MIN)))
+
+
 ROW_MIN = 1 << 12  # a pointwise kernel's row when its operands collapse to one axis
 
 
@@ -752,7 +767,8 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
     the weight (group, M/group, C/group·taps) with the windows copied tap by tap into
     (group, C/group·taps, pixels) (a 1×1 unit-stride one reads the image as it is); a
     depthwise one accumulates tap by tap. Constant weights are converted once, at build."""
-    native = _native_conv(s, ins, outs) or _native_conv_gemm(s, ins, outs, constant)
+    native = _native_conv(s, ins, outs) or _native_winograd(s, ins, outs, constant) or \
+        _native_conv_gemm(s, ins, outs, constant)
     if native is not None:
         return native
     x, w, out = ins[s.x], ins[s.w], outs[0]
@@ -900,6 +916,7 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
 
 DIRECT_CONV_DEPTH = 8   # a convolution summing fewer products per output runs direct, not as a GEMM
 NATIVE_PAR_MIN = 1 << 16  # multiply-adds a compiled kernel's thread hand-off is worth
+BALANCE = 4  # lists per thread of a long kernel, handed out as threads come free: a slow core's share moves
 
 
 def _native_conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]) -> ChunkedKernel | None:
@@ -933,14 +950,11 @@ def _native_conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray])
     return _native_kernel(src, [ins[i] for i, o in enumerate(opers) if o is not None] + list(outs), n, parts)
 
 
-def _native_conv_gemm(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
-                      constant: frozenset[int]) -> ChunkedKernel | None:
-    """A 1-D or 2-D convolution with its epilogue as the compiled convolution GEMM
-    (``c_print.conv_gemm``): the weights packed into blocks of output channels (once when
-    they are constant, else each run), the image copied into zero-bordered phase planes
-    (read where it is when it already is one: a 1×1 or unpadded unit-stride convolution of
-    a contiguous image), then tiles of output channels × pixels split over the threads.
-    None where it does not apply (no compiler, f64 or half images): the NumPy program runs."""
+def _native_conv_operands(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]) \
+        -> tuple[c_print.ConvGeometry, list[int]] | None:
+    """The geometry of a convolution the compiled kernels run, and the inputs its epilogue
+    reads; None where they do not apply (no compiler, f64 or half images or epilogues, a 3-D
+    convolution, an epilogue reading the image or the weights)."""
     x, w, out = ins[s.x], ins[s.w], outs[0]
     geo = c_print.conv_geometry(x.shape, w.shape, out.shape, s.strides, s.pads, s.dilations, s.group)
     n_in = len(ins)
@@ -952,6 +966,65 @@ def _native_conv_gemm(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndar
             any(not c_print.supported(as_dtype(o.dtype)) for o in outs) or \
             (s.bias is not None and ins[s.bias].ndim != 1):
         return None
+    return geo, used
+
+
+WINOGRAD_MIN_CHANNELS = 16  # fewer input or output channels: the transforms outweigh the GEMMs' savings
+WINOGRAD_MIN_TILES = 12     # fewer tiles: the transformed weights (4× the size) stream from memory for little work
+
+
+def _native_winograd(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
+                     constant: frozenset[int]) -> ChunkedKernel | None:
+    """A 3×3 unit-stride convolution by constant weights as Winograd's F(4×4, 3×3)
+    (``winograd``): the image's patches transformed (threads split the channels), 36 GEMMs
+    by the transformed weights packed once (threads split each GEMM's panels or rows), the
+    products transformed back with the epilogue (threads split the tiles). None where it
+    does not apply: ``_native_conv_gemm`` runs it."""
+    found = _native_conv_operands(s, ins, outs)
+    if found is None or s.w not in constant:
+        return None
+    geo, used = found
+    x, w, out = ins[s.x], ins[s.w], outs[0]
+    th_n, tw_n = winograd.tiles(geo)
+    t_all, n_in, parts = geo.n * th_n * tw_n, len(ins), thread_count()
+    if not winograd.applies(geo) or min(geo.c, geo.m) < WINOGRAD_MIN_CHANNELS or t_all < WINOGRAD_MIN_TILES:
+        return None
+    v = np.empty((geo.c, winograd.ELEMENTS, t_all), np.float32)  # each channel's transforms together
+    m = np.empty((t_all, winograd.ELEMENTS, geo.m), np.float32)  # each tile's products together
+    src = winograd.input_transform(geo, Operand(as_dtype(x.dtype), own_strides(x)))
+    phases = _native_kernel(src, [x, v], geo.n * geo.c, max(1, min(parts * BALANCE, geo.n * geo.c))).phases
+    t = c_print.tile(cc.vector_bytes())
+    u = winograd.transform_weights(np.asarray(w))
+    packed = np.stack([c_print.pack_panels([u[e]], t) for e in range(winograd.ELEMENTS)])
+    n_panels, blocks = c_print.panels(geo.m, 1, t), -(-t_all // t.rows)
+    split_rows = parts > 1 and blocks >= 2 * parts and (t_all >= ROWS_SPLIT * geo.m or n_panels < 2 * parts)
+    gemm = c_print.gemm((arg(0, DType.f32),), [], [Operand(DType.f32, (winograd.ELEMENTS * geo.m, 1))], [0], 0,
+                        Operand(DType.f32, (1, winograd.ELEMENTS * t_all)), t_all, geo.c, geo.m, t, split_rows)
+    batched = winograd.gemms(gemm, geo, packed[0].size)
+    phases += _native_kernel(batched, [v, packed, m], blocks if split_rows else n_panels, parts).phases
+    opers = [Operand(as_dtype(ins[i].dtype), own_strides(ins[i]) if i == s.bias else aligned_strides(ins[i], out.shape))
+             if i in used else None for i in range(n_in)]
+    back = winograd.output_transform(s.outputs, opers, [Operand(as_dtype(o.dtype), elem_strides(o)) for o in outs],
+                                     n_in, s.bias, geo)
+    phases += _native_kernel(back, [m] + [ins[i] for i in used] + list(outs), t_all,
+                             max(1, min(parts * BALANCE, t_all))).phases
+    return ChunkedKernel(src.text + batched.text + back.text, phases)
+
+
+def _native_conv_gemm(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
+                      constant: frozenset[int]) -> ChunkedKernel | None:
+    """A 1-D or 2-D convolution with its epilogue as the compiled convolution GEMM
+    (``c_print.conv_gemm``): the weights packed into blocks of output channels (once when
+    they are constant, else each run), the image copied into zero-bordered phase planes
+    (read where it is when it already is one: a 1×1 or unpadded unit-stride convolution of
+    a contiguous image), then tiles of output channels × pixels split over the threads.
+    None where it does not apply (``_native_conv_operands``): the NumPy program runs."""
+    found = _native_conv_operands(s, ins, outs)
+    if found is None:
+        return None
+    geo, used = found
+    x, w, out = ins[s.x], ins[s.w], outs[0]
+    n_in = len(ins)
     t = c_print.tile(cc.vector_bytes())
     reach = max(geo.taps()) + -(-geo.pixels // t.width) * t.width  # a channel's last element read, plus one
     phases: list[list[list[Call]]] = []
@@ -971,21 +1044,15 @@ def _native_conv_gemm(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndar
         c_print.pack_conv_weights(w, weights)
     else:
         phases.insert(0, [[(c_print.pack_conv_weights, (w, weights))]])
-    weights_inner = _weights_inner(weights.nbytes, 4 * (strides[0] if x.shape[0] > 1 else geo.c * strides[1]))
+    chunk = c_print.conv_chunk(geo, t)
     opers = [Operand(as_dtype(ins[i].dtype), own_strides(ins[i]) if i == s.bias else aligned_strides(ins[i], out.shape))
              if i in used else None for i in range(n_in)]
     src = c_print.conv_gemm(s.outputs, opers, [Operand(as_dtype(o.dtype), elem_strides(o)) for o in outs], n_in,
-                            s.bias, geo, strides, t, weights_inner)
-    tiles = c_print.conv_tiles(geo, t)
-    parts = max(1, min(thread_count(), tiles, out.size * math.prod(w.shape[1:]) // NATIVE_PAR_MIN))
+                            s.bias, geo, strides, t, chunk)
+    tiles = c_print.conv_tiles(geo, t, chunk)
+    parts = max(1, min(thread_count() * BALANCE, tiles, out.size * math.prod(w.shape[1:]) // NATIVE_PAR_MIN))
     gemm = _native_kernel(src, [planes, weights] + [ins[i] for i in used] + list(outs), tiles, parts)
     return ChunkedKernel(gemm.source, phases + gemm.phases)
-
-
-def _weights_inner(weights: int, image: int) -> bool:
-    """Whether ``conv_gemm`` runs the weights' blocks inside the pixel panels: when they are
-    the smaller operand (in bytes), so that they stay in cache while the image streams."""
-    return weights <= image
 
 
 def _readable(a: np.ndarray, elements: int) -> bool:

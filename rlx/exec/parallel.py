@@ -38,10 +38,12 @@ def run_calls(calls: Sequence[Call]) -> None:
 
 
 class Pool:
-    """``run(lists)`` runs the first list on the calling thread and the others on workers,
-    and returns when all are done. One caller at a time uses the workers: a second thread
-    that finds them busy runs its lists itself, in order (correct, only not parallel); so
-    does a forked child, which has none of its parent's threads."""
+    """``run(lists)`` runs the lists on the calling thread and the workers, each list on one
+    thread, and returns when all are done. The lists are handed out as threads come free:
+    a step cut into more lists than threads keeps every core busy when one runs slow (on a
+    shared machine a core is often taken away for a while). One caller at a time uses the
+    workers: a second thread that finds them busy runs its lists itself, in order (correct,
+    only not parallel); so does a forked child, which has none of its parent's threads."""
 
     def __init__(self, workers: int) -> None:
         self._pid = os.getpid()
@@ -57,11 +59,20 @@ class Pool:
     def size(self) -> int:
         return len(self._inbox) + 1
 
+    @staticmethod
+    def _drain(tasks: queue.SimpleQueue) -> None:
+        while True:
+            try:
+                calls = tasks.get_nowait()
+            except queue.Empty:
+                return
+            run_calls(calls)
+
     def _work(self, box: queue.SimpleQueue) -> None:
         while True:
-            calls = box.get()
+            tasks = box.get()
             try:
-                run_calls(calls)
+                self._drain(tasks)
                 self._done.put(None)
             except BaseException as e:  # handed to the caller, which raises it
                 self._done.put(e)
@@ -72,18 +83,23 @@ class Pool:
                 run_calls(calls)
             return
         try:
-            extra = list(lists[1:])
-            first = list(lists[0])
-            while len(extra) > len(self._inbox):  # more lists than workers: the caller takes the rest
-                first += extra.pop()
-            for box, calls in zip(self._inbox, extra):
-                box.put(calls)
+            tasks: queue.SimpleQueue = queue.SimpleQueue()
+            for calls in lists:
+                tasks.put(calls)
+            helpers = self._inbox[:len(lists) - 1]
+            for box in helpers:
+                box.put(tasks)
             error = None
             try:
-                run_calls(first)
+                self._drain(tasks)
             except BaseException as e:
                 error = e
-            for _ in extra:
+                while not tasks.empty():  # the others stop after their current list
+                    try:
+                        tasks.get_nowait()
+                    except queue.Empty:
+                        break
+            for _ in helpers:
                 got = self._done.get()
                 error = error or got
             if error is not None:
