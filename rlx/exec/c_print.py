@@ -516,16 +516,23 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
     used = sorted({e.value for o in outputs for e in nodes(o) if e.op == "arg" and e.value != conv}
                   | ({bias} if bias is not None else set()))
     four = (lambda st: list(st)) if len(outs[0].strides) == 4 else (lambda st: [st[0], st[1], 0, st[2]])
-    index = ["n", "m", "oh", "ow"]
+    # flat: plane coordinates are the output's (no junk columns) and every operand's rows
+    # follow on from each other, so a tile's pixels are consecutive elements: its epilogue
+    # is one loop of constant length (it vectorizes)
+    operands = [four(o.strides) for o in outs] + [four(ins[i].strides) for i in used if i != bias]
+    flat = g.wq == g.out_w and all(st[2] == g.out_w * st[3] or g.out_h == 1 for st in operands)
 
-    def leaf(e: Expr) -> str:
-        if e.value == conv:
-            return convert("tr[j]", DType.f32, e.dtype)
-        return convert(f"a{e.value}[{_dot(four(ins[e.value].strides), index)}]", ins[e.value].dtype, e.dtype)
-    em = Emitter(leaf)
-    names = [em.value(e) for e in outputs]
-    per = em.lines + [f"o{k}[{_dot(four(o.strides), index)}] = {convert(nm, e.dtype, o.dtype)};"
-                      for k, (o, e, nm) in enumerate(zip(outs, outputs, names))]
+    def epilogue(index: list[str], strides) -> list[str]:
+        def leaf(e: Expr) -> str:
+            if e.value == conv:
+                return convert("tr[j]", DType.f32, e.dtype)
+            return convert(f"a{e.value}[{_dot(strides(ins[e.value].strides), index)}]", ins[e.value].dtype, e.dtype)
+        em = Emitter(leaf)
+        names = [em.value(e) for e in outputs]
+        return em.lines + [f"o{k}[{_dot(strides(o.strides), index)}] = {convert(nm, e.dtype, o.dtype)};"
+                           for k, (o, e, nm) in enumerate(zip(outs, outputs, names))]
+    per = epilogue(["n", "m", "oh", "ow"], four)
+    whole = epilogue(["n", "m", "q"], lambda st: [four(st)[0], four(st)[1], four(st)[3]]) if flat else []
     bias_at = convert(f"a{bias}[m * {ins[bias].strides[0]}]", ins[bias].dtype, DType.f32) if bias is not None \
         else "0.0f"
     body = [f"static const long tap[{len(taps)}] = {{{', '.join(map(str, taps))}}};",
@@ -559,6 +566,18 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
             "  }",
             f"  float tl[{r}][{width}];",
             "  memcpy(tl, acc, sizeof tl);",
+            *([f"  if (q0 + {width} <= {g.pixels}) {{  // a whole tile of consecutive output pixels",
+               "    for (long i = 0; i < rows; ++i) {",
+               "      const long m = m0 + i;",
+               f"      float tr[{width}];",
+               f"      for (long j = 0; j < {width}; ++j) tr[j] = tl[i][j] + {bias_at};",
+               f"      for (long j = 0; j < {width}; ++j) {{",
+               "        const long q = q0 + j;",
+               *["        " + ln for ln in whole],
+               "      }",
+               "    }",
+               "    continue;",
+               "  }"] if flat else []),
             f"  const long qend = q0 + {width} < {g.pixels} ? q0 + {width} : {g.pixels};",
             "  for (long i = 0; i < rows; ++i) {",
             "    const long m = m0 + i;",
