@@ -64,7 +64,7 @@ def _native(program, g) -> bool:
     """Whether the graph's one op runs a compiled kernel."""
     node = next(n for n in g.nodes if n.opdef.category != "source")
     fn = dict((s.node, f) for s, f in program.steps)[node.name]
-    return any(isinstance(call[0], cc.NativeFunction) for call in getattr(fn, "calls", ()))
+    return any(isinstance(call[0], (cc.NativeFunction, numpy_print.Threaded)) for call in getattr(fn, "calls", ()))
 
 
 @needs_cc
@@ -330,6 +330,27 @@ def test_max_pool_runs_compiled_and_matches_the_reference(seed, rank, dtype):
         program = get_executor("numpy").prepare(plan(g), {})
     assert made and all(k is not None for k in made)
     np.testing.assert_array_equal(program.run({"x": x})["y"], interpret(g, {"x": x})["y"])
+
+
+@needs_cc
+def test_kernels_run_without_an_openmp_runtime(monkeypatch, tmp_path):
+    """A compiler without OpenMP (a clang without libomp) is found out by a probe; kernels
+    built without it run their chunks one after another, with the same results."""
+    path = cc._compiler("")[0]
+    monkeypatch.setattr(cc, "OPENMP", ("-fno-such-openmp-flag",))
+    cc._openmp.cache_clear()
+    try:
+        assert cc._openmp(path) == cc.NO_OPENMP
+        monkeypatch.setenv("RLX_CACHE_DIR", str(tmp_path))
+        monkeypatch.setenv("RLX_NUM_THREADS", "2")
+        x = np.random.default_rng().standard_normal((1, 8, 40, 40)).astype(np.float32)
+        out = np.empty((1, 8, 20, 20), np.float32)
+        kernel = numpy_print.native_max_pool(x, out, (2, 2), (2, 2), (1, 1), (0, 0))
+        kernel()
+        np.testing.assert_array_equal(out, x.reshape(1, 8, 20, 2, 20, 2).max(axis=(3, 5)))
+        assert any(p.suffix == ".so" for p in (tmp_path / "cc").iterdir())
+    finally:
+        cc._openmp.cache_clear()
 
 
 def test_readable_bounds_a_view_by_its_allocation():

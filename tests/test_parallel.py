@@ -122,10 +122,10 @@ def test_large_steps_are_cut_across_the_threads_and_match_one_thread(monkeypatch
     monkeypatch.setenv("RLX_NUM_THREADS", str(threads))
     for (op, ins, attrs, shapes), ref in zip(cases, want):
         k, outs = _kernel(op, ins, attrs, shapes)
-        assert max(len(ph) for ph in k.phases) == min(threads, max(len(ph) for ph in k.phases)) >= 1
+        assert 1 <= k.threads <= threads
         if threads > 1:  # every case is large enough to be cut (GEMMs by their multiply-adds)
             assert outs[0].size >= 4 * numpy_print.PAR_MIN or op.startswith("matmul")
-            assert max(len(ph) for ph in k.phases) > 1, f"{op} ran on one thread"
+            assert k.threads > 1, f"{op} ran on one thread"
         k()
         for got, w in zip(outs, ref):
             np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-5)  # f32: GEMM blocking may differ by rounding

@@ -5,8 +5,9 @@ A kernel is specialized to its sizes and strides, so the compiler sees constant 
 and unit strides and vectorizes the inner loops for this CPU (``-march=native``). Kernels
 printed while a program is prepared are compiled together, as one library, the first time
 any of them runs; libraries are cached on disk by the hash of their source, the compiler and
-the CPU, so a model compiles its kernels once per machine. ctypes releases the GIL for the
-length of a call: the executor's threads run a kernel's parts in parallel.
+the CPU, so a model compiles its kernels once per machine. Kernels run their parts on
+OpenMP's threads where the compiler has OpenMP (``-fopenmp``), else one after another;
+ctypes releases the GIL for the length of a call.
 
 ``RLX_CC`` names the compiler (default: the first of c++, g++, clang++ on PATH); ``RLX_CC=0``
 turns native kernels off. Without a compiler ``available()`` says why and the NumPy
@@ -26,8 +27,9 @@ from pathlib import Path
 
 from rlx.errors import RlxError
 
-FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC",
-         "-shared")
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared")
+OPENMP = ("-fopenmp",)         # kernels split their loop over OpenMP's threads (c_print.threaded)
+NO_OPENMP = ("-fopenmp-simd",)  # a compiler without an OpenMP runtime: the chunks run one after another
 OFF = ("0", "off", "no", "false")
 
 
@@ -52,6 +54,17 @@ def _compiler(choice: str) -> tuple[str | None, str]:
         if out.returncode == 0:
             return path, (out.stdout.splitlines() or [""])[0]
     return None, f"no C++ compiler found (looked for {', '.join(names)}; set RLX_CC)"
+
+
+@cache
+def _openmp(path: str) -> tuple[str, ...]:
+    """The OpenMP flags ``path`` builds a shared library with (a clang without libomp has none)."""
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "probe.cpp"
+        src.write_text('#include <omp.h>\nextern "C" int probe() { return omp_get_max_threads(); }\n')
+        out = subprocess.run([path, *FLAGS, *OPENMP, "-o", str(Path(d) / "probe.so"), str(src)],
+                             capture_output=True, text=True, check=False)
+    return OPENMP if out.returncode == 0 else NO_OPENMP
 
 
 def available() -> str | None:
@@ -98,7 +111,8 @@ def build(source: str) -> ctypes.CDLL:
     path, version = _compiler(os.environ.get("RLX_CC", ""))
     if path is None:
         raise RlxError(version)
-    key = hashlib.sha256("\0".join((version, " ".join(FLAGS), _cpu(), source)).encode()).hexdigest()[:24]
+    flags = FLAGS + _openmp(path)
+    key = hashlib.sha256("\0".join((version, " ".join(flags), _cpu(), source)).encode()).hexdigest()[:24]
     with _lock:
         if key in _loaded:
             return _loaded[key]
@@ -109,7 +123,7 @@ def build(source: str) -> ctypes.CDLL:
             src.write_text(source)  # kept beside the library: what a profile or an error points to
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=d)
             os.close(fd)
-            out = subprocess.run([path, *FLAGS, "-o", tmp, str(src)], capture_output=True, text=True, check=False)
+            out = subprocess.run([path, *flags, "-o", tmp, str(src)], capture_output=True, text=True, check=False)
             if out.returncode != 0:
                 os.unlink(tmp)
                 raise CompileError(f"{path} could not compile printed kernels ({src}):\n{out.stderr[-4000:]}")

@@ -11,6 +11,7 @@ whose scores never leave the cache; a convolution per image, as one GEMM over it
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable, Sequence
 from functools import cached_property, lru_cache, partial
@@ -270,6 +271,12 @@ class ChunkedKernel:
         self._pool = pool()
 
     @property
+    def threads(self) -> int:
+        """The most threads one of its phases runs on (lists, or a compiled call's threads)."""
+        return max([len(p) for p in self.phases] + [c[0].threads for p in self.phases for calls in p for c in calls
+                                                    if isinstance(c[0], Threaded)] + [1])
+
+    @property
     def calls(self) -> list[Call]:
         """Every call, in an order that is correct on one thread."""
         return [c for phase in self.phases for calls in phase for c in calls]
@@ -487,15 +494,33 @@ def _compiles(work: int) -> bool:
     return work >= NATIVE_MIN and cc.available() is None
 
 
+class Threaded:
+    """One call of a ``c_print.threaded`` kernel: its outer loop's ``n`` iterations cut into
+    ``chunks``, run by as many OpenMP threads as this process runs (one in a forked child:
+    OpenMP's threads are not the child's)."""
+
+    def __init__(self, fn: cc.NativeFunction, args: Sequence[int], n: int, chunks: int) -> None:
+        self.fn, self.args, self.n, self.chunks = fn, tuple(args), n, chunks
+        self._pid = os.getpid()
+
+    @property
+    def threads(self) -> int:
+        return min(self.chunks, thread_count()) if os.getpid() == self._pid else 1
+
+    def __call__(self) -> None:
+        self.fn(*self.args, 0, self.n, self.chunks, self.threads)
+
+
 def _native_kernel(src: c_print.CSource, arrays: Sequence[np.ndarray], n: int, parts: int) -> ChunkedKernel:
     """``src`` compiled, bound to the addresses of ``arrays`` and its outer loop's ``n``
-    iterations cut into ``parts`` ranges, one call per thread. The kernel keeps the arrays
-    alive: it reads them by address (packed weights or a mask made at build time would
-    otherwise be freed under it)."""
-    fn = cc.kernel(c_print.PRELUDE, src.name, src.text, src.params)
+    iterations cut into ``parts`` ranges that OpenMP's threads share (``Threaded``). The
+    kernel keeps the arrays alive: it reads them by address (packed weights or a mask made
+    at build time would otherwise be freed under it)."""
+    par = c_print.threaded(src)
+    fn = cc.kernel(c_print.PRELUDE, par.name, par.text, par.params)
     fn.keep = tuple(arrays)
-    args = [a.ctypes.data for a in arrays]
-    return ChunkedKernel(src.text, [[[(fn, (*args, r.start, r.stop))] for r in split(n, parts) if len(r)]])
+    call = Threaded(fn, [a.ctypes.data for a in arrays], n, max(1, min(parts, n)))
+    return ChunkedKernel(src.text, [[[(call, ())]]])
 
 
 def native_max_pool(x: np.ndarray, out: np.ndarray, kernel: Sequence[int], strides: Sequence[int],
