@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import rlx
-from rlx.exec.base import get_executor, overrides
+from rlx.exec.base import overrides
+from rlx.exec.cupy_exec import CupyExecutor
 from rlx.ir import interpret, random_arrays
 from rlx.pipeline import ValidationError
 from rlx.rules import load
@@ -75,7 +76,7 @@ def test_run_errors_are_clear():
         r.run({}, ps)
     with pytest.raises(rlx.RlxError, match=r"input 'x': expected shape \(2, 4\), got \(3, 4\)"):
         r.run({"x": np.ones((3, 4), np.float32)})
-    if get_executor("cupy").available() is not None:  # on a machine without CuPy and a GPU
+    if CupyExecutor().available() is not None:  # on a machine without CuPy and a GPU
         cuda = rlx.compile(g, target="cuda", rules=RULES)
         with pytest.raises(rlx.RlxError, match="executor 'cupy' is not available"):
             cuda.run({"x": np.ones((2, 4), np.float32)}, ps)
