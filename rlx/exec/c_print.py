@@ -543,17 +543,9 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
     operands = [four(o.strides) for o in outs] + [four(ins[i].strides) for i in used if i != bias]
     flat = g.wq == g.out_w and all(st[2] == g.out_w * st[3] or g.out_h == 1 for st in operands)
 
-    def epilogue(index: list[str], strides) -> list[str]:
-        def leaf(e: Expr) -> str:
-            if e.value == conv:
-                return convert("tr[j]", DType.f32, e.dtype)
-            return convert(f"a{e.value}[{_dot(strides(ins[e.value].strides), index)}]", ins[e.value].dtype, e.dtype)
-        em = Emitter(leaf)
-        names = [em.value(e) for e in outputs]
-        return em.lines + [f"o{k}[{_dot(strides(o.strides), index)}] = {convert(nm, e.dtype, o.dtype)};"
-                           for k, (o, e, nm) in enumerate(zip(outs, outputs, names))]
-    per = epilogue(["n", "m", "oh", "ow"], four)
-    whole = epilogue(["n", "m", "q"], lambda st: [four(st)[0], four(st)[1], four(st)[3]]) if flat else []
+    per = epilogue(outputs, ins, outs, conv, "tr[j]", ["n", "m", "oh", "ow"], four)
+    whole = epilogue(outputs, ins, outs, conv, "tr[j]", ["n", "m", "q"],
+                     lambda st: [four(st)[0], four(st)[1], four(st)[3]]) if flat else []
     bias_at = convert(f"a{bias}[m * {ins[bias].strides[0]}]", ins[bias].dtype, DType.f32) if bias is not None \
         else "0.0f"
     body = [f"static const long tap[{len(taps)}] = {{{', '.join(map(str, taps))}}};",
@@ -619,6 +611,21 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
     sig = ["const float* __restrict__ xp", "const float* __restrict__ wp"]
     sig += _signature([ins[i] if i in used else None for i in range(len(ins))], outs)
     return _finish(sig, body)
+
+
+def epilogue(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[Operand], conv: int,
+             value: str, index: Sequence[str], strides=lambda st: st) -> list[str]:
+    """C statements storing each output's epilogue expression at the element ``index`` names:
+    ``arg(conv)`` reads the f32 ``value`` (the convolution plus bias), other args their input
+    (``strides`` maps an operand's strides onto ``index``)."""
+    def leaf(e: Expr) -> str:
+        if e.value == conv:
+            return convert(value, DType.f32, e.dtype)
+        return convert(f"a{e.value}[{_dot(strides(ins[e.value].strides), index)}]", ins[e.value].dtype, e.dtype)
+    em = Emitter(leaf)
+    names = [em.value(e) for e in outputs]
+    return em.lines + [f"o{k}[{_dot(strides(o.strides), index)}] = {convert(nm, e.dtype, o.dtype)};"
+                       for k, (o, e, nm) in enumerate(zip(outs, outputs, names))]
 
 
 CHUNK_BYTES = 1 << 18  # weights per chunk of conv_gemm's blocks: they stay in L2 while panels pass

@@ -18,8 +18,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from rlx.exec.c_print import ConvGeometry, CSource, _dot, _finish, _signature, unvectorized
-from rlx.exec.cuda_print import CTYPE, Emitter, Operand, convert
+from rlx.exec.c_print import ConvGeometry, CSource, _finish, _signature, epilogue, unvectorized
+from rlx.exec.cuda_print import CTYPE, Operand, convert
 from rlx.ir.dtypes import DType
 from rlx.ir.expr import Expr, nodes
 
@@ -144,16 +144,7 @@ def output_transform(outputs: Sequence[Expr], ins: Sequence[Operand | None], out
     t_all = g.n * th_n * tw_n
     used = sorted({e.value for o in outputs for e in nodes(o) if e.op == "arg" and e.value != conv}
                   | ({bias} if bias is not None else set()))
-    index = ["n", "m", "oh", "ow"]
-
-    def leaf(e: Expr) -> str:
-        if e.value == conv:
-            return convert("tr", DType.f32, e.dtype)
-        return convert(f"a{e.value}[{_dot(ins[e.value].strides, index)}]", ins[e.value].dtype, e.dtype)
-    em = Emitter(leaf)
-    names = [em.value(e) for e in outputs]
-    per = em.lines + [f"o{k}[{_dot(o.strides, index)}] = {convert(nm, e.dtype, o.dtype)};"
-                      for k, (o, e, nm) in enumerate(zip(outs, outputs, names))]
+    per = epilogue(outputs, ins, outs, conv, "tr", ["n", "m", "oh", "ow"])
     bias_at = convert(f"a{bias}[m * {ins[bias].strides[0]}]", ins[bias].dtype, DType.f32) if bias is not None \
         else "0.0f"
     body = ["for (long t = lo; t < hi; ++t) {",
