@@ -247,15 +247,18 @@ def test_conv_gemm_layouts(shape, kernel, strides, pads, dilations):
     roomy = np.zeros(x.size + 4096, np.float32)  # the image with memory after it
     roomy[:x.size] = x.ravel()
     for image in (x, roomy[:x.size].reshape(shape)):
-        for chunk in (1, 2, 64):  # a panel packed per block, per two (a group's last chunk short), once
-            with mock.patch.object(c_print, "conv_chunk", lambda g, t, chunk=chunk: chunk):
+        # a panel packed per block, per two (a group's last chunk short), once; spans of one
+        # panel, of three (the last one short) and of eight
+        for chunk, span in ((1, 1), (2, 3), (64, 8)):
+            with mock.patch.object(c_print, "conv_chunk", lambda g, t, chunk=chunk: chunk), \
+                    mock.patch.object(c_print, "conv_span", lambda g, t, span=span: span):
                 out = np.full(want.shape, np.nan, np.float32)
                 kernel_ = numpy_print._native_conv_gemm(conv, [image, w, bias], [out], frozenset({1}))
             copies = len(kernel_.phases) - 1
             assert copies == (0 if in_place and image.base is roomy else 1), (copies, image.base is roomy)
             kernel_()
             err, tol = max_error(out, want, "f32")
-            assert err <= tol, (chunk, err, tol)
+            assert err <= tol, (chunk, span, err, tol)
 
 
 def test_winograd_matrices_compute_the_correlation():

@@ -512,24 +512,29 @@ def conv_planes(g: ConvGeometry, x: Operand) -> CSource:
 
 
 def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[Operand], conv: int,
-              bias: int | None, g: ConvGeometry, planes: tuple[int, int], t: Tile, chunk: int) -> CSource:
+              bias: int | None, g: ConvGeometry, planes: tuple[int, int], t: Tile, chunk: int,
+              span: int = 1) -> CSource:
     """The convolution as a GEMM of the weights (packed by ``pack_conv_weights``: blocks of
     ``t.rows`` output channels, k-major) with panels of ``t.width`` output pixels, and its
-    epilogue, for the tiles ``[lo, hi)``. A panel is packed k-major from the image's phase
-    planes (tap t of channel c is the run at ``c·channel + tap offset``: an im2col of the
-    panel's pixels only), so the micro-kernel streams both operands from contiguous memory.
-    A tile is ``t.rows`` output channels × ``t.width`` pixels accumulated in registers over
-    all channels and taps (the pixels as vector lanes, the weights broadcast), then each
-    output of the tile, for runs of pixels that are not junk, is its epilogue expression of
-    the inputs (``ins``: strides over the output) and the convolution plus bias
-    (``arg(conv)``). Tiles run image by image, group by group, by ``chunk`` blocks of
-    weights (they stay in cache), panel by panel, block by block: a panel is packed once
-    per chunk. ``planes``: the images' and channels' strides of the planes read."""
+    epilogue, for the tiles ``[lo, hi)``. ``span`` panels at a time are packed k-major from
+    the image's phase planes (tap t of channel c is the run at ``c·channel + tap offset``:
+    an im2col of those pixels only, read as runs of ``span`` panels: one stream per channel
+    and tap, long enough for the prefetchers), so the micro-kernel streams both operands
+    from contiguous memory. A tile is ``t.rows`` output channels × ``t.width`` pixels
+    accumulated in registers over all channels and taps (the pixels as vector lanes, the
+    weights broadcast), then each output of the tile, for runs of pixels that are not junk,
+    is its epilogue expression of the inputs (``ins``: strides over the output) and the
+    convolution plus bias (``arg(conv)``). Tiles run image by image, group by group, by
+    ``chunk`` blocks of weights (they stay in L2), span by span, block by block (its weights
+    stay in L1), panel by panel (a block's rows are stored and read as runs of ``span``
+    panels): a span is packed once per chunk. ``planes``: the images' and channels' strides
+    of the planes read."""
     r, lanes, width, nv = t.rows, t.lanes, t.width, t.vectors
     mg, cg = g.m // g.group, g.c // g.group
     bpg = -(-mg // r)                         # weight blocks per group
     chunks = -(-bpg // chunk)
     panels = -(-g.pixels // width)
+    spans = -(-panels // span)
     taps = g.taps()
     kg = cg * len(taps)
     vt = f"rlx_floatx{lanes}"
@@ -549,27 +554,31 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
     bias_at = convert(f"a{bias}[m * {ins[bias].strides[0]}]", ins[bias].dtype, DType.f32) if bias is not None \
         else "0.0f"
     body = [f"static const long tap[{len(taps)}] = {{{', '.join(map(str, taps))}}};",
-            f"float* pk = (float*)aligned_alloc(64, {kg * width * 4});  // this call's packed panel",
+            f"float* pk = (float*)aligned_alloc(64, {kg * width * span * 4});  // this call's packed span",
             "long packed = -1;",
             "for (long t = lo; t < hi; ++t) {",
-            f"  const long bi = t % {chunk}, panel = t / {chunk};  // (image, group, chunk, panel) of the tile",
-            f"  const long qp = panel % {panels}, ch = (panel / {panels}) % {chunks}, ng = panel / {panels * chunks};",
-            f"  const long n = ng / {g.group}, gi = ng % {g.group}, bg = ch * {chunk} + bi;",
-            f"  if (bg >= {bpg}) continue;",
-            f"  const long q0 = qp * {width};",
-            "  if (panel / " + str(chunks * panels) + " * " + str(panels) + " + qp != packed) {",
-            f"    packed = panel / {chunks * panels} * {panels} + qp;",
-            f"    const float* xb = xp + n * {planes[0]} + gi * {cg * planes[1]} + q0;",
+            f"  const long u = t % {span}, bi = t / {span} % {chunk}, sp = t / {span * chunk};",
+            f"  const long si = sp % {spans}, ch = sp / {spans} % {chunks}, ng = sp / {spans * chunks};",
+            f"  const long n = ng / {g.group}, gi = ng % {g.group}, bg = ch * {chunk} + bi, qp = si * {span} + u;",
+            f"  if (bg >= {bpg} || qp >= {panels}) continue;",
+            f"  const long q0 = qp * {width}, s0 = si * {span};",
+            f"  const long ns = {panels} - s0 < {span} ? {panels} - s0 : {span};  // the span's panels",
+            "  if (sp != packed) {",
+            "    packed = sp;",
+            f"    const float* xb = xp + n * {planes[0]} + gi * {cg * planes[1]} + s0 * {width};",
             f"    for (long c = 0; c < {cg}; ++c)",
             f"      for (long k = 0; k < {len(taps)}; ++k)",
-            f"        memcpy(pk + (c * {len(taps)} + k) * {width}, xb + c * {planes[1]} + tap[k], {width * 4});",
+            "        for (long v = 0; v < ns; ++v)",
+            f"          memcpy(pk + ((v * {cg} + c) * {len(taps)} + k) * {width}, "
+            f"xb + c * {planes[1]} + tap[k] + v * {width}, {width * 4});",
             "  }",
+            f"  const float* pq = pk + u * {kg * width};",
             f"  const long m0 = gi * {mg} + bg * {r}, rows = {mg} - bg * {r} < {r} ? {mg} - bg * {r} : {r};",
             f"  const float* aw = wp + (gi * {bpg} + bg) * {kg * r};",
             f"  {vt} acc[{r}][{nv}] = {{}};",
             f"  for (long kk = 0; kk < {kg}; ++kk) {{",
             f"    {vt} bv[{nv}];",
-            f"    for (int v = 0; v < {nv}; ++v) bv[v] = rlx_ld_floatx{lanes}(pk + kk * {width} + v * {lanes});",
+            f"    for (int v = 0; v < {nv}; ++v) bv[v] = rlx_ld_floatx{lanes}(pq + kk * {width} + v * {lanes});",
             f"    #pragma GCC unroll {r}",
             f"    for (int i = 0; i < {r}; ++i) {{",
             f"      const float s = aw[kk * {r} + i];",
@@ -580,10 +589,13 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
             f"  float tl[{r}][{width}];",
             "  memcpy(tl, acc, sizeof tl);",
             *([f"  if (q0 + {width} <= {g.pixels}) {{  // a whole tile of consecutive output pixels",
+               "    #pragma GCC unroll 1",
                "    for (long i = 0; i < rows; ++i) {",
                "      const long m = m0 + i;",
                f"      float tr[{width}];",
+               "      #pragma omp simd",
                f"      for (long j = 0; j < {width}; ++j) tr[j] = tl[i][j] + {bias_at};",
+               "      #pragma omp simd",
                f"      for (long j = 0; j < {width}; ++j) {{",
                "        const long q = q0 + j;",
                *["        " + ln for ln in whole],
@@ -592,6 +604,7 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
                "    continue;",
                "  }"] if flat else []),
             f"  const long qend = q0 + {width} < {g.pixels} ? q0 + {width} : {g.pixels};",
+            "  #pragma GCC unroll 1",
             "  for (long i = 0; i < rows; ++i) {",
             "    const long m = m0 + i;",
             f"    const float bm = {bias_at};",
@@ -600,7 +613,9 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
             f"      const long run = qend - q < {g.wq} - ow0 ? qend - q : {g.wq} - ow0;",
             f"      const long valid = ow0 < {g.out_w} ? (run < {g.out_w} - ow0 ? run : {g.out_w} - ow0) : 0;",
             f"      float tr[{width}];",
+            "      #pragma omp simd",
             "      for (long j = 0; j < valid; ++j) tr[j] = tl[i][q - q0 + j] + bm;",
+            "      #pragma omp simd",
             "      for (long j = 0; j < valid; ++j) {",
             "        const long ow = ow0 + j;",
             *["        " + ln for ln in per],
@@ -640,10 +655,22 @@ def conv_chunk(g: ConvGeometry, t: Tile) -> int:
     return max(1, min(bpg, max(MIN_CHUNK, CHUNK_BYTES // per_block)))
 
 
-def conv_tiles(g: ConvGeometry, t: Tile, chunk: int) -> int:
-    """How many tiles ``conv_gemm`` runs over (a group's last chunk may have empty ones)."""
+SPAN_BYTES = 1 << 16  # a packed span of panels at most: it stays in L2 beside the chunk's weights
+MAX_SPAN = 8           # panels per span at most: runs of 8 cache lines per channel are long enough
+
+
+def conv_span(g: ConvGeometry, t: Tile) -> int:
+    """Panels per packed span of ``conv_gemm``: as many as fit ``SPAN_BYTES``, 1 to ``MAX_SPAN``."""
+    per_panel = 4 * t.width * (g.c // g.group) * g.kernel[0] * g.kernel[1]
+    return max(1, min(MAX_SPAN, -(-g.pixels // t.width), SPAN_BYTES // per_panel))
+
+
+def conv_tiles(g: ConvGeometry, t: Tile, chunk: int, span: int = 1) -> int:
+    """How many tiles ``conv_gemm`` runs over (a group's last chunk, and the last span, may
+    have empty ones)."""
     bpg = -(-(g.m // g.group) // t.rows)
-    return g.n * g.group * -(-bpg // chunk) * chunk * -(-g.pixels // t.width)
+    panels = -(-g.pixels // t.width)
+    return g.n * g.group * -(-bpg // chunk) * chunk * -(-panels // span) * span
 
 
 def conv_weight_blocks(w_shape: Sequence[int], group: int, t: Tile) -> np.ndarray:
