@@ -231,8 +231,8 @@ def test_conv_gemm_layouts(shape, kernel, strides, pads, dilations):
     """Each way ``conv_gemm`` reads an image: in place where it is one phase plane (its
     rows, with the junk columns past each row's last output, read past the image's end
     when its memory goes on), else copied into phase planes (all, or those a tap reads);
-    with chunks of weight blocks of each size (a short last one among them): within f32's
-    tolerance."""
+    with chunks of weight blocks, spans of panels and slices of the sums of each size (a
+    short last one among them): within f32's tolerance."""
     rng = np.random.default_rng(7)
     cout, n_in = 20, 3
     x = data(rng, shape, "f32")
@@ -247,18 +247,21 @@ def test_conv_gemm_layouts(shape, kernel, strides, pads, dilations):
     roomy = np.zeros(x.size + 4096, np.float32)  # the image with memory after it
     roomy[:x.size] = x.ravel()
     for image in (x, roomy[:x.size].reshape(shape)):
+        whole = c_print.conv_slice
         # a panel packed per block, per two (a group's last chunk short), once; spans of one
-        # panel, of three (the last one short) and of eight
-        for chunk, span in ((1, 1), (2, 3), (64, 8)):
-            with mock.patch.object(c_print, "conv_chunk", lambda g, t, chunk=chunk: chunk), \
-                    mock.patch.object(c_print, "conv_span", lambda g, t, span=span: span):
+        # panel, of three (the last one short) and of eight; sums whole or in slices (of 5
+        # and 7 products: the last one short)
+        for chunk, span, kc in ((1, 1, None), (2, 3, None), (64, 8, None), (2, 3, 5), (64, 2, 7)):
+            with mock.patch.object(c_print, "conv_chunk", lambda g, t, *a, chunk=chunk: chunk), \
+                    mock.patch.object(c_print, "conv_span", lambda g, t, *a, span=span: span), \
+                    mock.patch.object(c_print, "conv_slice", lambda g, t, kc=kc: kc or whole(g, t)):
                 out = np.full(want.shape, np.nan, np.float32)
                 kernel_ = numpy_print._native_conv_gemm(conv, [image, w, bias], [out], frozenset({1}))
             copies = len(kernel_.phases) - 1
             assert copies == (0 if in_place and image.base is roomy else 1), (copies, image.base is roomy)
             kernel_()
             err, tol = max_error(out, want, "f32")
-            assert err <= tol, (chunk, span, err, tol)
+            assert err <= tol, (chunk, span, kc, err, tol)
 
 
 def test_winograd_matrices_compute_the_correlation():

@@ -513,7 +513,7 @@ def conv_planes(g: ConvGeometry, x: Operand) -> CSource:
 
 def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[Operand], conv: int,
               bias: int | None, g: ConvGeometry, planes: tuple[int, int], t: Tile, chunk: int,
-              span: int = 1) -> CSource:
+              span: int = 1, kc: int | None = None) -> CSource:
     """The convolution as a GEMM of the weights (packed by ``pack_conv_weights``: blocks of
     ``t.rows`` output channels, k-major) with panels of ``t.width`` output pixels, and its
     epilogue, for the tiles ``[lo, hi)``. ``span`` panels at a time are packed k-major from
@@ -527,7 +527,11 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
     convolution plus bias (``arg(conv)``). Tiles run image by image, group by group, by
     ``chunk`` blocks of weights (they stay in L2), span by span, block by block (its weights
     stay in L1), panel by panel (a block's rows are stored and read as runs of ``span``
-    panels): a span is packed once per chunk. ``planes``: the images' and channels' strides
+    panels): a span is packed once per chunk. With ``kc`` under the products per output
+    (long sums, ``conv_slice``), threads share units of a chunk × a span instead, and each
+    unit runs its sums ``kc`` products at a time: per slice, the span's slice is packed
+    (it stays in L1) and every tile of the unit adds its share to its partial sums, kept
+    aside until the last slice's epilogue. ``planes``: the images' and channels' strides
     of the planes read."""
     r, lanes, width, nv = t.rows, t.lanes, t.width, t.vectors
     mg, cg = g.m // g.group, g.c // g.group
@@ -537,6 +541,8 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
     spans = -(-panels // span)
     taps = g.taps()
     kg = cg * len(taps)
+    kc = min(kc or kg, kg)
+    sliced = kc < kg
     vt = f"rlx_floatx{lanes}"
     splat = f"({vt}){{{', '.join(['s'] * lanes)}}}"
     used = sorted({e.value for o in outputs for e in nodes(o) if e.op == "arg" and e.value != conv}
@@ -553,76 +559,100 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
                      lambda st: [four(st)[0], four(st)[1], four(st)[3]]) if flat else []
     bias_at = convert(f"a{bias}[m * {ins[bias].strides[0]}]", ins[bias].dtype, DType.f32) if bias is not None \
         else "0.0f"
-    body = [f"static const long tap[{len(taps)}] = {{{', '.join(map(str, taps))}}};",
-            f"float* pk = (float*)aligned_alloc(64, {kg * width * span * 4});  // this call's packed span",
-            "long packed = -1;",
+    tile_ = [f"  const long m0 = gi * {mg} + bg * {r}, rows = {mg} - bg * {r} < {r} ? {mg} - bg * {r} : {r};",
+             f"  {vt} acc[{r}][{nv}] = {{}};",
+             *(["  if (k0 > 0) memcpy(acc, pt, sizeof acc);  // the slices before this one"] if sliced else []),
+             "  for (long kk = 0; kk < kn; ++kk) {",
+             f"    {vt} bv[{nv}];",
+             f"    for (int v = 0; v < {nv}; ++v) bv[v] = rlx_ld_floatx{lanes}(pq + kk * {width} + v * {lanes});",
+             f"    #pragma GCC unroll {r}",
+             f"    for (int i = 0; i < {r}; ++i) {{",
+             f"      const float s = aw[kk * {r} + i];",
+             f"      const {vt} ai = {splat};",
+             f"      for (int v = 0; v < {nv}; ++v) acc[i][v] += ai * bv[v];",
+             "    }",
+             "  }",
+             *([f"  if (k0 + kn < {kg}) {{ memcpy(pt, acc, sizeof acc); continue; }}"] if sliced else []),
+             f"  float tl[{r}][{width}];",
+             "  memcpy(tl, acc, sizeof tl);",
+             *([f"  if (q0 + {width} <= {g.pixels}) {{  // a whole tile of consecutive output pixels",
+                "    #pragma GCC unroll 1",  # else GCC unrolls the rows into scalar stores
+                "    for (long i = 0; i < rows; ++i) {",
+                "      const long m = m0 + i;",
+                f"      float tr[{width}];",
+                "      #pragma omp simd",
+                f"      for (long j = 0; j < {width}; ++j) tr[j] = tl[i][j] + {bias_at};",
+                "      #pragma omp simd",
+                f"      for (long j = 0; j < {width}; ++j) {{",
+                "        const long q = q0 + j;",
+                *["        " + ln for ln in whole],
+                "      }",
+                "    }",
+                "    continue;",
+                "  }"] if flat else []),
+             f"  const long qend = q0 + {width} < {g.pixels} ? q0 + {width} : {g.pixels};",
+             "  #pragma GCC unroll 1",
+             "  for (long i = 0; i < rows; ++i) {",
+             "    const long m = m0 + i;",
+             f"    const float bm = {bias_at};",
+             "    for (long q = q0; q < qend;) {",
+             f"      const long oh = q / {g.wq}, ow0 = q - oh * {g.wq};",
+             f"      const long run = qend - q < {g.wq} - ow0 ? qend - q : {g.wq} - ow0;",
+             f"      const long valid = ow0 < {g.out_w} ? (run < {g.out_w} - ow0 ? run : {g.out_w} - ow0) : 0;",
+             f"      float tr[{width}];",
+             "      #pragma omp simd",
+             "      for (long j = 0; j < valid; ++j) tr[j] = tl[i][q - q0 + j] + bm;",
+             "      #pragma omp simd",
+             "      for (long j = 0; j < valid; ++j) {",
+             "        const long ow = ow0 + j;",
+             *["        " + ln for ln in per],
+             "      }",
+             "      q += run;",
+             "    }", "  }"]
+    head = [f"static const long tap[{len(taps)}] = {{{', '.join(map(str, taps))}}};",
+            f"float* pk = (float*)aligned_alloc(64, {kc * width * span * 4});  // this call's packed span",
+            f"float* part = (float*)aligned_alloc(64, {chunk * span * r * width * 4});  // its tiles' sums"
+            if sliced else "long packed = -1;"]
+    pack = [f"    const float* xb = xp + n * {planes[0]} + gi * {cg * planes[1]} + s0 * {width};",
+            "    for (long kk = k0; kk < k0 + kn; ++kk) {",
+            f"      const long c = kk / {len(taps)}, k = kk % {len(taps)};",
+            "      for (long v = 0; v < ns; ++v)",
+            f"        memcpy(pk + (v * kn + kk - k0) * {width}, xb + c * {planes[1]} + tap[k] + v * {width}, "
+            f"{width * 4});",
+            "    }"]
+    decode = [f"  const long n = ng / {g.group}, gi = ng % {g.group}, s0 = si * {span};",
+              f"  const long ns = {panels} - s0 < {span} ? {panels} - s0 : {span};  // the span's panels"]
+    if not sliced:  # tile by tile: (image, group, chunk, span, block, panel)
+        body = head + [
             "for (long t = lo; t < hi; ++t) {",
             f"  const long u = t % {span}, bi = t / {span} % {chunk}, sp = t / {span * chunk};",
             f"  const long si = sp % {spans}, ch = sp / {spans} % {chunks}, ng = sp / {spans * chunks};",
-            f"  const long n = ng / {g.group}, gi = ng % {g.group}, bg = ch * {chunk} + bi, qp = si * {span} + u;",
+            *decode,
+            f"  const long bg = ch * {chunk} + bi, qp = si * {span} + u, q0 = qp * {width}, k0 = 0, kn = {kg};",
             f"  if (bg >= {bpg} || qp >= {panels}) continue;",
-            f"  const long q0 = qp * {width}, s0 = si * {span};",
-            f"  const long ns = {panels} - s0 < {span} ? {panels} - s0 : {span};  // the span's panels",
             "  if (sp != packed) {",
             "    packed = sp;",
-            f"    const float* xb = xp + n * {planes[0]} + gi * {cg * planes[1]} + s0 * {width};",
-            f"    for (long c = 0; c < {cg}; ++c)",
-            f"      for (long k = 0; k < {len(taps)}; ++k)",
-            "        for (long v = 0; v < ns; ++v)",
-            f"          memcpy(pk + ((v * {cg} + c) * {len(taps)} + k) * {width}, "
-            f"xb + c * {planes[1]} + tap[k] + v * {width}, {width * 4});",
+            *pack,
             "  }",
             f"  const float* pq = pk + u * {kg * width};",
-            f"  const long m0 = gi * {mg} + bg * {r}, rows = {mg} - bg * {r} < {r} ? {mg} - bg * {r} : {r};",
             f"  const float* aw = wp + (gi * {bpg} + bg) * {kg * r};",
-            f"  {vt} acc[{r}][{nv}] = {{}};",
-            f"  for (long kk = 0; kk < {kg}; ++kk) {{",
-            f"    {vt} bv[{nv}];",
-            f"    for (int v = 0; v < {nv}; ++v) bv[v] = rlx_ld_floatx{lanes}(pq + kk * {width} + v * {lanes});",
-            f"    #pragma GCC unroll {r}",
-            f"    for (int i = 0; i < {r}; ++i) {{",
-            f"      const float s = aw[kk * {r} + i];",
-            f"      const {vt} ai = {splat};",
-            f"      for (int v = 0; v < {nv}; ++v) acc[i][v] += ai * bv[v];",
-            "    }",
-            "  }",
-            f"  float tl[{r}][{width}];",
-            "  memcpy(tl, acc, sizeof tl);",
-            *([f"  if (q0 + {width} <= {g.pixels}) {{  // a whole tile of consecutive output pixels",
-               "    #pragma GCC unroll 1",
-               "    for (long i = 0; i < rows; ++i) {",
-               "      const long m = m0 + i;",
-               f"      float tr[{width}];",
-               "      #pragma omp simd",
-               f"      for (long j = 0; j < {width}; ++j) tr[j] = tl[i][j] + {bias_at};",
-               "      #pragma omp simd",
-               f"      for (long j = 0; j < {width}; ++j) {{",
-               "        const long q = q0 + j;",
-               *["        " + ln for ln in whole],
-               "      }",
-               "    }",
-               "    continue;",
-               "  }"] if flat else []),
-            f"  const long qend = q0 + {width} < {g.pixels} ? q0 + {width} : {g.pixels};",
-            "  #pragma GCC unroll 1",
-            "  for (long i = 0; i < rows; ++i) {",
-            "    const long m = m0 + i;",
-            f"    const float bm = {bias_at};",
-            "    for (long q = q0; q < qend;) {",
-            f"      const long oh = q / {g.wq}, ow0 = q - oh * {g.wq};",
-            f"      const long run = qend - q < {g.wq} - ow0 ? qend - q : {g.wq} - ow0;",
-            f"      const long valid = ow0 < {g.out_w} ? (run < {g.out_w} - ow0 ? run : {g.out_w} - ow0) : 0;",
-            f"      float tr[{width}];",
-            "      #pragma omp simd",
-            "      for (long j = 0; j < valid; ++j) tr[j] = tl[i][q - q0 + j] + bm;",
-            "      #pragma omp simd",
-            "      for (long j = 0; j < valid; ++j) {",
-            "        const long ow = ow0 + j;",
-            *["        " + ln for ln in per],
-            "      }",
-            "      q += run;",
-            "    }", "  }", "}",
-            "free(pk);"]
+            *tile_, "}", "free(pk);"]
+    else:  # unit by unit (image, group, chunk, span): slice by slice, its panels, its blocks
+        body = head + [
+            "for (long t = lo; t < hi; ++t) {",
+            f"  const long si = t % {spans}, ch = t / {spans} % {chunks}, ng = t / {spans * chunks};",
+            *decode,
+            f"  for (long k0 = 0; k0 < {kg}; k0 += {kc}) {{",
+            f"    const long kn = {kg} - k0 < {kc} ? {kg} - k0 : {kc};",
+            *pack,
+            "    for (long u = 0; u < ns; ++u)",
+            f"    for (long bi = 0; bi < {chunk}; ++bi) {{",
+            f"  const long bg = ch * {chunk} + bi, q0 = (s0 + u) * {width};",
+            f"  if (bg >= {bpg}) break;",
+            f"  const float* pq = pk + u * kn * {width};",
+            f"  const float* aw = wp + (gi * {bpg} + bg) * {kg * r} + k0 * {r};",
+            f"  float* pt = part + (bi * {span} + u) * {r * width};",
+            *tile_, "    }", "  }", "}", "free(part);", "free(pk);"]
     sig = ["const float* __restrict__ xp", "const float* __restrict__ wp"]
     sig += _signature([ins[i] if i in used else None for i in range(len(ins))], outs)
     return _finish(sig, body)
@@ -645,32 +675,49 @@ def epilogue(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Seque
 
 CHUNK_BYTES = 1 << 18  # weights per chunk of conv_gemm's blocks: they stay in L2 while panels pass
 MIN_CHUNK = 2          # blocks per chunk at least: a panel's packing is then under 1/12 of its products
-
-
-def conv_chunk(g: ConvGeometry, t: Tile) -> int:
-    """Weight blocks per chunk of ``conv_gemm``: as many as fit ``CHUNK_BYTES``, at least
-    ``MIN_CHUNK``, at most a group's."""
-    bpg = -(-(g.m // g.group) // t.rows)
-    per_block = 4 * t.rows * (g.c // g.group) * g.kernel[0] * g.kernel[1]
-    return max(1, min(bpg, max(MIN_CHUNK, CHUNK_BYTES // per_block)))
-
-
-SPAN_BYTES = 1 << 16  # a packed span of panels at most: it stays in L2 beside the chunk's weights
+SPAN_BYTES = 1 << 16   # a packed span of panels at most: it stays in L2 beside the chunk's weights
 MAX_SPAN = 8           # panels per span at most: runs of 8 cache lines per channel are long enough
+SLICE = 256            # products per slice of a long sum: a panel's slice (16 KiB) stays in L1
+SLICED = 1536          # products per output from which the sum runs in slices
 
 
-def conv_span(g: ConvGeometry, t: Tile) -> int:
-    """Panels per packed span of ``conv_gemm``: as many as fit ``SPAN_BYTES``, 1 to ``MAX_SPAN``."""
-    per_panel = 4 * t.width * (g.c // g.group) * g.kernel[0] * g.kernel[1]
+def conv_slice(g: ConvGeometry, t: Tile) -> int:
+    """Products per slice of ``conv_gemm``'s sums: all of them, or ``SLICE`` from ``SLICED``
+    on (a panel of more streams from L2 into every tile; in slices it stays in L1 while a
+    chunk of blocks passes, their partial sums kept aside)."""
+    kg = (g.c // g.group) * g.kernel[0] * g.kernel[1]
+    return SLICE if kg >= SLICED else kg
+
+
+def conv_chunk(g: ConvGeometry, t: Tile, kc: int | None = None, parts: int = 1) -> int:
+    """Weight blocks per chunk of ``conv_gemm``: as many as fit ``CHUNK_BYTES`` (of their
+    slices of ``kc`` products), at least ``MIN_CHUNK``, at most a group's; sliced, at most so
+    many that the units number ``parts`` (threads share units, not tiles)."""
+    kg = (g.c // g.group) * g.kernel[0] * g.kernel[1]
+    bpg = -(-(g.m // g.group) // t.rows)
+    chunk = max(1, min(bpg, max(MIN_CHUNK, CHUNK_BYTES // (4 * t.rows * (kc or kg)))))
+    if kc is not None and kc < kg:
+        others = g.n * g.group * -(-(-(-g.pixels // t.width)) // conv_span(g, t, kc))
+        chunk = max(1, min(chunk, -(-bpg // -(-parts // others))))
+    return chunk
+
+
+def conv_span(g: ConvGeometry, t: Tile, kc: int | None = None) -> int:
+    """Panels per packed span of ``conv_gemm`` (of slices of ``kc`` products): as many as fit
+    ``SPAN_BYTES``, 1 to ``MAX_SPAN``."""
+    per_panel = 4 * t.width * (kc or (g.c // g.group) * g.kernel[0] * g.kernel[1])
     return max(1, min(MAX_SPAN, -(-g.pixels // t.width), SPAN_BYTES // per_panel))
 
 
-def conv_tiles(g: ConvGeometry, t: Tile, chunk: int, span: int = 1) -> int:
+def conv_tiles(g: ConvGeometry, t: Tile, chunk: int, span: int = 1, kc: int | None = None) -> int:
     """How many tiles ``conv_gemm`` runs over (a group's last chunk, and the last span, may
-    have empty ones)."""
+    have empty ones); sliced (``kc`` under the products per output), how many units of
+    ``chunk`` blocks × ``span`` panels."""
+    kg = (g.c // g.group) * g.kernel[0] * g.kernel[1]
     bpg = -(-(g.m // g.group) // t.rows)
-    panels = -(-g.pixels // t.width)
-    return g.n * g.group * -(-bpg // chunk) * chunk * -(-panels // span) * span
+    spans = -(-(-(-g.pixels // t.width)) // span)
+    units = g.n * g.group * -(-bpg // chunk) * spans
+    return units if kc is not None and kc < kg else units * chunk * span
 
 
 def conv_weight_blocks(w_shape: Sequence[int], group: int, t: Tile) -> np.ndarray:

@@ -1069,12 +1069,14 @@ def _native_conv_gemm(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndar
         c_print.pack_conv_weights(w, weights)
     else:
         phases.insert(0, [[(c_print.pack_conv_weights, (w, weights))]])
-    chunk, span = c_print.conv_chunk(geo, t), c_print.conv_span(geo, t)
+    kc = c_print.conv_slice(geo, t)
+    chunk = c_print.conv_chunk(geo, t, kc, thread_count() * BALANCE)
+    span = c_print.conv_span(geo, t, kc)
     opers = [Operand(as_dtype(ins[i].dtype), own_strides(ins[i]) if i == s.bias else aligned_strides(ins[i], out.shape))
              if i in used else None for i in range(n_in)]
     src = c_print.conv_gemm(s.outputs, opers, [Operand(as_dtype(o.dtype), elem_strides(o)) for o in outs], n_in,
-                            s.bias, geo, strides, t, chunk, span)
-    tiles = c_print.conv_tiles(geo, t, chunk, span)
+                            s.bias, geo, strides, t, chunk, span, kc)
+    tiles = c_print.conv_tiles(geo, t, chunk, span, kc)
     parts = max(1, min(thread_count() * BALANCE, tiles, out.size * math.prod(w.shape[1:]) // NATIVE_PAR_MIN))
     gemm = _native_kernel(src, [planes, weights] + [ins[i] for i in used] + list(outs), tiles, parts)
     return ChunkedKernel(gemm.source, phases + gemm.phases)
