@@ -339,6 +339,36 @@ def test_max_pool_runs_compiled_and_matches_the_reference(seed, rank, dtype):
 
 
 @needs_cc
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), op=st.sampled_from(["sum", "mean", "max"]), dtype=st.sampled_from(["f32", "f64"]))
+def test_trailing_reductions_run_compiled_and_match_the_reference(seed, op, dtype):
+    """A sum, mean or max over an array's trailing axes (a global pool; rows longer than a
+    vector sum's block among them, NaN sometimes) runs the compiled pass and matches the
+    reference: a maximum exactly, sums within the dtype's tolerance."""
+    rng = np.random.default_rng(seed)
+    r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
+    rank = r(1, 5)
+    shape = tuple(r(1, 6) for _ in range(rank - 1)) + (r(1, 3000) if r(0, 2) else r(1, 40),)
+    x = data(rng, shape, dtype)
+    if r(0, 3) == 0:
+        x.flat[rng.integers(0, x.size)] = np.nan
+    axes = tuple(range(rank - r(1, rank + 1), rank))
+    g = Graph("reduce")
+    g.output(y=g.op(op, g.input("x", shape, dtype), axes=axes, keepdims=bool(r(0, 2))))
+    made = []
+    spy = lambda *a, real=numpy_print.native_reduce: made.append(real(*a)) or made[-1]  # noqa: E731
+    with mock.patch.object(numpy_exec, "native_reduce", spy):
+        program = get_executor("numpy").prepare(plan(g), {})
+    assert made and all(k is not None for k in made)
+    got, want = program.run({"x": x})["y"], interpret(g, {"x": x})["y"]
+    if op == "max":
+        np.testing.assert_array_equal(got, want)
+    else:
+        err, tol = max_error(got, want, dtype)
+        assert err <= tol, (shape, axes, err, tol)
+
+
+@needs_cc
 def test_kernels_run_without_an_openmp_runtime(monkeypatch, tmp_path):
     """A compiler without OpenMP (a clang without libomp) is found out by a probe; kernels
     built without it run their chunks one after another, with the same results."""

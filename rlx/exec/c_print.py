@@ -272,6 +272,45 @@ def max_pool(x: Operand, out: Operand, x_shape: Sequence[int], out_shape: Sequen
     return _finish([f"const {ct}* __restrict__ a0", f"{ct}* __restrict__ o0"], body)
 
 
+SUM_BLOCK = 1024  # elements a vector sum adds up before its total moves to f64 (long rows stay accurate)
+
+
+def reduce_rows(kind: str, dtype: DType, length: int) -> CSource | None:
+    """``sum``, ``mean`` or ``max`` of each row ``[lo, hi)`` of a contiguous (rows, ``length``)
+    array: a sum in vector lanes over blocks of ``SUM_BLOCK`` elements, the blocks added in
+    f64; a maximum in explicit vectors, NaN-propagating like ``np.max``. None for other
+    kinds or dtypes."""
+    if kind not in ("sum", "mean", "max") or dtype not in (DType.f32, DType.f64):
+        return None
+    ct = CTYPE[dtype]
+    lanes = VECTOR_BYTES // dtype.itemsize
+    vt = f"rlx_{ct}x{lanes}"
+    if kind == "max":
+        per_row = [f"  {vt} a;",
+                   f"  for (int l = 0; l < {lanes}; ++l) a[l] = -INFINITY;",
+                   "  long j = 0;",
+                   f"  for (; j + {lanes} <= {length}; j += {lanes}) {{",
+                   f"    const {vt} v = rlx_ld_{ct}x{lanes}(x + j);",
+                   "    a = (v > a) | (v != v) ? v : a;",
+                   "  }",
+                   f"  {ct} m = -INFINITY;",
+                   f"  for (int l = 0; l < {lanes}; ++l) m = a[l] > m || a[l] != a[l] ? a[l] : m;",
+                   f"  for (; j < {length}; ++j) m = x[j] > m || x[j] != x[j] ? x[j] : m;",
+                   "  o0[r] = m;"]
+    else:
+        per_row = ["  double total = 0.0;",
+                   f"  for (long b = 0; b < {length}; b += {SUM_BLOCK}) {{",
+                   f"    const long e = b + {SUM_BLOCK} < {length} ? b + {SUM_BLOCK} : {length};",
+                   f"    {ct} s = 0;",
+                   "    #pragma omp simd reduction(+:s)",
+                   "    for (long j = b; j < e; ++j) s += x[j];",
+                   "    total += s;",
+                   "  }",
+                   f"  o0[r] = ({ct})(total{f' / {length}' if kind == 'mean' else ''});"]
+    body = ["for (long r = lo; r < hi; ++r) {", f"  const {ct}* x = a0 + r * {length};", *per_row, "}"]
+    return _finish([f"const {ct}* __restrict__ a0", f"{ct}* __restrict__ o0"], body)
+
+
 def threaded(src: CSource) -> CSource:
     """``src`` run in parallel by OpenMP: the kernel becomes a static function over a range
     ``[lo, hi)`` of its outer loop, and the exported one takes the whole range, how many

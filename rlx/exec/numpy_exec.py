@@ -17,7 +17,7 @@ import numpy as np
 
 from rlx.errors import BindingError
 from rlx.exec.base import StepTiming, override, overrides, register_executor
-from rlx.exec.numpy_print import build, matmul_kernel, native_max_pool, printable, window
+from rlx.exec.numpy_print import build, matmul_kernel, native_max_pool, native_reduce, printable, window
 from rlx.exec.parallel import blas_single_threaded
 from rlx.ir.dtypes import DType
 from rlx.ir.interpret import check_input
@@ -176,16 +176,18 @@ def _matmul(ins, outs, attrs, constant) -> Callable[[], None]:
     return matmul_kernel(ins[0], ins[1], outs[0], constant_b=1 in constant)
 
 
-def _reduce(fn):
-    def kernel(ins, outs, attrs) -> None:
-        axes = attrs["axes"]
-        axes = tuple(range(ins[0].ndim)) if axes is None else tuple(a % ins[0].ndim for a in axes)
-        fn(ins[0], axis=axes, keepdims=attrs["keepdims"], out=outs[0])
+def _reduce(kind: str, fn):
+    def kernel(ins, outs, attrs, constant) -> Callable[[], None]:
+        """The compiled pass over trailing axes where it applies (``native_reduce``), else NumPy's."""
+        x, out, axes = ins[0], outs[0], attrs["axes"]
+        axes = tuple(range(x.ndim)) if axes is None else tuple(a % x.ndim for a in axes)
+        native = native_reduce(kind, x, out, axes)
+        return native if native is not None else (lambda: fn(x, axis=axes, keepdims=attrs["keepdims"], out=out))
     return kernel
 
 
 for _op, _fn in (("sum", np.sum), ("mean", np.mean), ("max", np.max)):
-    override(NAME, _op)(_reduce(_fn))
+    prepared(_op)(_reduce(_op, _fn))
 
 
 @override(NAME, "gather")

@@ -538,6 +538,23 @@ def native_max_pool(x: np.ndarray, out: np.ndarray, kernel: Sequence[int], strid
     return _native_kernel(src, [x, out], planes, max(1, min(thread_count(), planes, out.size * math.prod(kernel) // PAR_MIN)))
 
 
+def native_reduce(kind: str, x: np.ndarray, out: np.ndarray, axes: Sequence[int]) -> ChunkedKernel | None:
+    """A sum, mean or max over the trailing ``axes`` of a contiguous array as one compiled
+    pass per row (``c_print.reduce_rows``: a global pool's reduction), the rows split over
+    the threads; None where it does not apply (no compiler, other axes, a strided operand,
+    another dtype)."""
+    nd, k = x.ndim, len(axes)
+    if not k or sorted(axes) != list(range(nd - k, nd)) or not x.flags.c_contiguous or \
+            not out.flags.c_contiguous or x.dtype != out.dtype or not _compiles(x.size):
+        return None
+    length = math.prod(x.shape[nd - k:])
+    src = c_print.reduce_rows(kind, as_dtype(x.dtype), length)
+    if src is None:
+        return None
+    rows = x.size // length
+    return _native_kernel(src, [x, out], rows, max(1, min(thread_count(), rows, x.size // PAR_MIN)))
+
+
 ROW_MIN = 1 << 12  # a pointwise kernel's row when its operands collapse to one axis
 
 
