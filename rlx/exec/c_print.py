@@ -538,15 +538,23 @@ def conv_planes(g: ConvGeometry, x: Operand) -> CSource:
             "for (long p = lo; p < hi; ++p) {",
             f"  const {CTYPE[x.dtype]}* xc = a0 + (p / {g.c}) * {xs[0]} + (p % {g.c}) * {xs[1]};",
             f"  float* dst = o0 + p * {g.channel};",
-            f"  for (long f = 0; f < {len(fs)}; ++f)",
-            f"    for (long i = 0; i < {g.hq}; ++i) {{",
+            f"  for (long i = 0; i < {g.hq}; ++i)",  # every phase of a row at once: it is read from L1
+            f"    for (long f = 0; f < {len(fs)}; ++f) {{",
             f"      const long r = i * {sh} + fh[f] - {ph};",
             f"      float* row = dst + (f * {g.hq} + i) * {g.wq};",
             f"      if (r < 0 || r >= {g.height}) {{ memset(row, 0, {g.wq} * sizeof(float)); continue; }}",
-            f"      for (long j = 0; j < {g.wq}; ++j) {{",
+            # the columns j whose image column j·sw + fw - pw is inside the image, copied
+            # without a test (the loop vectorizes); zeros either side
+            f"      const long j0 = {pw} - fw[f] <= 0 ? 0 : ({pw} - fw[f] + {sw - 1}) / {sw};",
+            f"      const long j1e = ({pw} + {g.width} - fw[f] + {sw - 1}) / {sw};",
+            f"      const long j1 = j1e < {g.wq} ? (j1e > j0 ? j1e : j0) : {g.wq};",
+            "      for (long j = 0; j < j0; ++j) row[j] = 0.0f;",
+            "      for (long j = j0; j < j1; ++j) {",
             f"        const long col = j * {sw} + fw[f] - {pw};",
-            f"        row[j] = col >= 0 && col < {g.width} ? {src} : 0.0f;",
-            "      }", "    }", "}"]
+            f"        row[j] = {src};",
+            "      }",
+            f"      for (long j = j1; j < {g.wq}; ++j) row[j] = 0.0f;",
+            "    }", "}"]
     return _finish([f"const {CTYPE[x.dtype]}* __restrict__ a0", "float* __restrict__ o0"], body)
 
 
