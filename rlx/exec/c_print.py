@@ -128,8 +128,9 @@ def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Se
     """A 1-D or 2-D convolution and its epilogue, for every output plane (image n, channel
     m) of ``[lo, hi)`` (plane = n·M + m): the group's C/group input planes are copied once
     per group into a zero-bordered buffer split into the column stride's phases (so every
-    tap reads a unit-stride run and no loop tests bounds); each block of an output row
-    accumulates over the channels and taps in ``acc`` vector registers, from the bias, then
+    tap reads a unit-stride run and no loop tests bounds); each block of output rows ×
+    columns accumulates over the channels and taps in ``acc`` vector registers, from the
+    bias (rows in the block, so that a narrow row still has independent FMA chains), then
     each output expression of the inputs and the convolution (``arg(conv)``) over the
     block. Operands as in ``cuda_print.conv_direct``; None where this printer has no loop
     nest (rank or dtype)."""
@@ -169,12 +170,15 @@ def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Se
             copies.append(f"      for (long i = {first}; i < {last}; ++i) xq[{phase * wq} + i] = {src};")
     wload = convert(f"wc[kh * {ws[2]} + {{k}} * {ws[3]}]", ins[w].dtype, acc)
     init = convert(f"a{bias}[m * {ins[bias].strides[0]}]", ins[bias].dtype, acc) if bias is not None else f"({ct})0"
+    rb = max(1, min(oh_n, MAX_CHAINS // nv))            # output rows per block: each vector a chain
     taps = []
     for k in range(kw):
         phase, shift = divmod(k * dw, sw)[::-1]
         taps += [f"          {{ const {ct} wk = {wload.format(k=k)};",
-                 f"            const {ct}* xt = xr + {phase * wq + shift};",
-                 f"            for (int v = 0; v < {nv}; ++v) acc[v] += wk * rlx_ld_{ct}x{lanes}(xt + v * {lanes}); }}"]
+                 f"            for (int b = 0; b < {rb}; ++b) {{",
+                 f"              const {ct}* xt = xr + rr[b] * {sh * sw * wq} + {phase * wq + shift};",
+                 f"              for (int v = 0; v < {nv}; ++v) acc[b][v] += wk * rlx_ld_{ct}x{lanes}(xt + v * {lanes});",
+                 "            } }"]
     body = [f"{ct}* xp = ({ct}*)calloc({cg * hp * sw * wq}, sizeof({ct}));  // zero borders; the image copied per plane",
             "long filled = -1;  // the image and group whose planes xp holds: output channels of a group share them",
             "for (long p = lo; p < hi; ++p) {",
@@ -186,19 +190,24 @@ def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Se
             f"    {{ {ct}* xq = xp + (c * {hp} + r) * {sw * wq};", *copies, "    }",
             "  } }",
             f"  const {ct} b0 = {init};",
-            f"  for (long oh = 0; oh < {oh_n}; ++oh) {{",
+            f"  for (long o0h = 0; o0h < {oh_n}; o0h += {rb}) {{",  # rows past the last recompute it
+            f"    long rr[{rb}];",
+            f"    for (int b = 0; b < {rb}; ++b) rr[b] = o0h + b < {oh_n} ? b : {oh_n - 1} - o0h;",
             f"    for (long q0 = 0; q0 < {blocks * vb}; q0 += {vb}) {{",
-            f"      {vt} acc[{nv}];",
-            f"      for (int v = 0; v < {nv}; ++v) acc[v] = ({vt}){{}} + b0;",
+            f"      {vt} acc[{rb}][{nv}];",
+            f"      for (int b = 0; b < {rb}; ++b) for (int v = 0; v < {nv}; ++v) acc[b][v] = ({vt}){{}} + b0;",
             f"      for (long c = 0; c < {cg}; ++c) {{",
             f"        const {CTYPE[ins[w].dtype]}* wc = a{w} + m * {ws[0]} + c * {ws[1]};",
             f"        for (long kh = 0; kh < {kh}; ++kh) {{",
-            f"          const {ct}* xr = xp + (c * {hp} + oh * {sh} + kh * {dh}) * {sw * wq} + q0;",
+            f"          const {ct}* xr = xp + (c * {hp} + o0h * {sh} + kh * {dh}) * {sw * wq} + q0;",
             *taps,
             "        }", "      }",
-            f"      {ct} row[{vb}];",
-            "      memcpy(row, acc, sizeof row);",
+            f"      {ct} rows_[{rb}][{vb}];",
+            "      memcpy(rows_, acc, sizeof rows_);",
             f"      const long nj = q0 + {vb} <= {ow_n} ? {vb} : {ow_n} - q0;",
+            f"      for (int b = 0; b < {rb} && o0h + b < {oh_n}; ++b) {{",
+            "      const long oh = o0h + b;",
+            f"      const {ct}* row = rows_[b];",
             ]
     index = ["n", "m", "oh", "q"]
     epi = [i for i in used if i not in (x, w, bias)]
@@ -213,8 +222,8 @@ def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Se
     per += em.lines
     per += [f"o{k}[{_dot(two_d(o.strides, 0), index)}] = {convert(nm, e.dtype, o.dtype)};"
             for k, (o, e, nm) in enumerate(zip(outs, outputs, names))]
-    body += ["      for (long j = 0; j < nj; ++j) {", "        const long q = q0 + j;"]
-    body += ["        " + ln for ln in per] + ["      }", "    }", "  }", "}", "free(xp);"]
+    body += ["      #pragma omp simd", "      for (long j = 0; j < nj; ++j) {", "        const long q = q0 + j;"]
+    body += ["        " + ln for ln in per] + ["      }", "      }", "    }", "  }", "}", "free(xp);"]
     sig_ins = [ins[i] if i in used else None for i in range(len(ins))]
     return _finish(_signature(sig_ins, outs), body)
 
