@@ -514,6 +514,15 @@ class ConvGeometry:
         """Output pixels in plane coordinates (junk columns included)."""
         return self.out_h * self.wq
 
+    @property
+    def products(self) -> int:
+        """Products summed per output: a group's channels times the taps."""
+        return self.c // self.group * self.kernel[0] * self.kernel[1]
+
+    def panels(self, width: int) -> int:
+        """``conv_gemm``'s panels of ``width`` pixels (plane coordinates)."""
+        return -(-self.pixels // width)
+
     def taps(self) -> list[int]:
         """Each tap's offset in a channel's planes, in the weights' (row, column) order."""
         index = {f: i for i, f in enumerate(self.phases)}
@@ -593,10 +602,10 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
     mg, cg = g.m // g.group, g.c // g.group
     bpg = -(-mg // r)                         # weight blocks per group
     chunks = -(-bpg // chunk)
-    panels = -(-g.pixels // width)
+    panels = g.panels(width)
     spans = -(-panels // span)
     taps = g.taps()
-    kg = cg * len(taps)
+    kg = g.products
     kc = min(kc or kg, kg)
     sliced = kc < kg
     vt = f"rlx_floatx{lanes}"
@@ -741,19 +750,17 @@ def conv_slice(g: ConvGeometry, t: Tile) -> int:
     """Products per slice of ``conv_gemm``'s sums: all of them, or ``SLICE`` from ``SLICED``
     on (a panel of more streams from L2 into every tile; in slices it stays in L1 while a
     chunk of blocks passes, their partial sums kept aside)."""
-    kg = (g.c // g.group) * g.kernel[0] * g.kernel[1]
-    return SLICE if kg >= SLICED else kg
+    return SLICE if g.products >= SLICED else g.products
 
 
 def conv_chunk(g: ConvGeometry, t: Tile, kc: int | None = None, parts: int = 1) -> int:
     """Weight blocks per chunk of ``conv_gemm``: as many as fit ``CHUNK_BYTES`` (of their
     slices of ``kc`` products), at least ``MIN_CHUNK``, at most a group's; sliced, at most so
     many that the units number ``parts`` (threads share units, not tiles)."""
-    kg = (g.c // g.group) * g.kernel[0] * g.kernel[1]
     bpg = -(-(g.m // g.group) // t.rows)
-    chunk = max(1, min(bpg, max(MIN_CHUNK, CHUNK_BYTES // (4 * t.rows * (kc or kg)))))
-    if kc is not None and kc < kg:
-        others = g.n * g.group * -(-(-(-g.pixels // t.width)) // conv_span(g, t, kc))
+    chunk = max(1, min(bpg, max(MIN_CHUNK, CHUNK_BYTES // (4 * t.rows * (kc or g.products)))))
+    if kc is not None and kc < g.products:
+        others = g.n * g.group * -(-g.panels(t.width) // conv_span(g, t, kc))
         chunk = max(1, min(chunk, -(-bpg // -(-parts // others))))
     return chunk
 
@@ -761,19 +768,17 @@ def conv_chunk(g: ConvGeometry, t: Tile, kc: int | None = None, parts: int = 1) 
 def conv_span(g: ConvGeometry, t: Tile, kc: int | None = None) -> int:
     """Panels per packed span of ``conv_gemm`` (of slices of ``kc`` products): as many as fit
     ``SPAN_BYTES``, 1 to ``MAX_SPAN``."""
-    per_panel = 4 * t.width * (kc or (g.c // g.group) * g.kernel[0] * g.kernel[1])
-    return max(1, min(MAX_SPAN, -(-g.pixels // t.width), SPAN_BYTES // per_panel))
+    per_panel = 4 * t.width * (kc or g.products)
+    return max(1, min(MAX_SPAN, g.panels(t.width), SPAN_BYTES // per_panel))
 
 
 def conv_tiles(g: ConvGeometry, t: Tile, chunk: int, span: int = 1, kc: int | None = None) -> int:
     """How many tiles ``conv_gemm`` runs over (a group's last chunk, and the last span, may
     have empty ones); sliced (``kc`` under the products per output), how many units of
     ``chunk`` blocks × ``span`` panels."""
-    kg = (g.c // g.group) * g.kernel[0] * g.kernel[1]
     bpg = -(-(g.m // g.group) // t.rows)
-    spans = -(-(-(-g.pixels // t.width)) // span)
-    units = g.n * g.group * -(-bpg // chunk) * spans
-    return units if kc is not None and kc < kg else units * chunk * span
+    units = g.n * g.group * -(-bpg // chunk) * -(-g.panels(t.width) // span)
+    return units if kc is not None and kc < g.products else units * chunk * span
 
 
 def conv_weight_blocks(w_shape: Sequence[int], group: int, t: Tile) -> np.ndarray:

@@ -1068,7 +1068,7 @@ def _native_conv_gemm(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndar
     x, w, out = ins[s.x], ins[s.w], outs[0]
     n_in = len(ins)
     t = c_print.tile(cc.vector_bytes())
-    reach = max(geo.taps()) + -(-geo.pixels // t.width) * t.width  # a channel's last element read, plus one
+    reach = max(geo.taps()) + geo.panels(t.width) * t.width  # a channel's last element read, plus one
     phases: list[list[list[Call]]] = []
     plain = geo.strides == (1, 1) and not any(s.pads) and x.strides[-1] == 4 and \
         (x.ndim == 3 or x.strides[-2] == 4 * geo.width)
