@@ -499,22 +499,31 @@ def test_an_in_place_pointwise_kernel_reads_each_element_before_writing_it():
     check(g, arrays)
 
 
+def _attention_source(program, g) -> str:
+    node = next(n for n in g.nodes if n.opdef.category != "source")
+    return dict((s.node, f) for s, f in program.steps)[node.name].source
+
+
 @needs_cc
-@settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), kind=st.sampled_from(["plain", "causal", "mask", "nan_zero"]))
-def test_attention_runs_its_softmax_compiled(seed, kind):
-    """Scores by BLAS, then the score expression, the causal mask, the softmax and the map of
-    the probabilities (torch's zeroing of fully masked rows) as one compiled row kernel over
-    the scores in place; within f32's tolerance of the reference."""
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), kind=st.sampled_from(["plain", "causal", "mask", "nan_zero", "shared_kv"]))
+def test_attention_runs_as_one_compiled_kernel(seed, kind):
+    """The whole f32 attention as one compiled kernel (both products by the micro-kernel,
+    the score expression, causal mask, softmax and map of the probabilities between them,
+    per block of query rows): query and key counts apart and past one block of rows, value
+    width apart from the key width, one head of k and v shared by every head (broadcast),
+    an additive mask broadcast over batch and heads, torch's zeroing of fully masked rows;
+    within f32's tolerance of the float64 reference."""
     rng = np.random.default_rng(seed)
     r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
-    b, h, s, sk, d = r(1, 3), r(1, 4), r(1, 40), r(1, 40), r(1, 33)
+    b, h, s, sk, d, dv = r(1, 3), r(1, 4), r(1, 150), r(1, 150), r(1, 40), r(1, 40)
     g, arrays = Graph("attn"), {}
 
     def inp(name, shape, dtype="f32"):
         arrays[name] = data(rng, shape, dtype)
         return g.input(name, shape, dtype)
-    q, k, v = inp("q", (b, h, s, d)), inp("k", (b, h, sk, d)), inp("v", (b, h, sk, d))
+    kv_heads = 1 if kind == "shared_kv" else h
+    q, k, v = inp("q", (b, h, s, d)), inp("k", (b, kv_heads, sk, d)), inp("v", (b, kv_heads, sk, dv))
     if kind == "mask":
         y = g.sdpa(q, k, v, inp("m", (s, sk)), scale=0.3)
     elif kind == "nan_zero":
@@ -522,11 +531,37 @@ def test_attention_runs_its_softmax_compiled(seed, kind):
         arrays["m"][..., 0, :] = -np.inf  # a fully masked row: NaN probabilities, zeroed
         y = g.op("sdpa_nan_zero", q, k, v, g.input("m", (b, 1, s, sk)), scale=0.3)
     else:
-        y = g.sdpa(q, k, v, causal=kind == "causal")
+        y = g.sdpa(q, k, v, causal=kind in ("causal", "shared_kv"))
     g.output(y=y)
     check(g, arrays, generated=True)
     _, _, program = run_graph(g, arrays)
-    assert _native(program, g)
+    assert "// q·kᵀ" in _attention_source(program, g)
+
+
+@needs_cc
+@pytest.mark.parametrize("causal", [False, True])
+def test_compiled_attention_keeps_hidden_keys_a_map_sends_off_zero(causal):
+    """A map of the probabilities that does not send 0 to 0: the keys the causal mask hides
+    then count (their probability maps to the map's value at 0), so the kernel must not skip
+    them; strided q (a transposed view) and a row block shorter than a tile."""
+    from rlx.ir.expr import arg, const, typed
+    from rlx.kernels.skeletons import Attention
+    rng = np.random.default_rng(7)
+    b, h, s, sk, d, dv = 2, 3, 45, 50, 12, 20
+    q = rng.standard_normal((b, h, d, s)).astype(np.float32).swapaxes(-1, -2)  # strided rows
+    k = rng.standard_normal((b, h, sk, d)).astype(np.float32)
+    v = rng.standard_normal((b, h, sk, dv)).astype(np.float32)
+    out = np.empty((b, h, s, dv), np.float32)
+    spec = Attention(0, 1, 2, typed(arg(0) * const(0.3), (DType.f32,)), causal, typed(arg(0) + const(0.25), (DType.f32,)))
+    kernel = numpy_print._attention(spec, [q, k, v], [out])
+    assert "// q·kᵀ" in kernel.source
+    kernel()
+    scores = (q.astype(np.float64) @ k.astype(np.float64).swapaxes(-1, -2)) * 0.3
+    if causal:
+        scores = np.where(np.triu(np.ones((s, sk), bool), 1), -np.inf, scores)
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    want = (p / p.sum(-1, keepdims=True) + 0.25) @ v.astype(np.float64)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
 
 # ---------------------------------------------------------------------------- every op, compiled

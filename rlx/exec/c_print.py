@@ -5,7 +5,8 @@ ufunc calls; here each is one loop nest: the GEMM by constant weights packed int
 panels, with a register micro-kernel and its epilogue applied in registers (``gemm``);
 pointwise and row-reduction kernels, a pass per reduction and one for the outputs
 (``rows``); direct convolutions over zero-bordered, stride-phase-split planes
-(``conv_direct``). Kernels are specialized to sizes and strides like the CUDA printer's,
+(``conv_direct``); the whole of attention per block of query rows, its scores in L1
+(``attention``). Kernels are specialized to sizes and strides like the CUDA printer's,
 so the compiler sees constant trip counts and unit strides and vectorizes; the scalar code
 (literals, conversions, primitives, expression DAGs) is the CUDA printer's, which is plain
 C for every dtype but the half ones (those kernels stay with the NumPy printer).
@@ -16,12 +17,12 @@ threads each run one range (ctypes releases the GIL for the length of a call).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from rlx.exec.cuda_print import (CTYPE, HALF, SCALAR_HELPERS, Emitter, Operand, convert, kernel_name,
+from rlx.exec.cuda_print import (CTYPE, HALF, SCALAR_HELPERS, AttnOperand, Emitter, Operand, convert, kernel_name,
                                   reduction_identity)
 from rlx.ir.dtypes import DType
 from rlx.ir.expr import Expr, nodes
@@ -469,6 +470,146 @@ def pack_panels(matrices: Sequence, t: Tile):
     return out.reshape(p, kk, g * wg)
 
 
+# ---------------------------------------------------------------------------- attention
+SCORE_BYTES = 1 << 15  # a block's scores: they stay in L1 from q·kᵀ through the softmax to their product with v
+
+
+def attention_rows(sq: int, sk: int, units_min: int, batch: int, t: Tile) -> int:
+    """Query rows per block of ``attention``: as many tile rows as keep the block's scores
+    in ``SCORE_BYTES``, fewer while the blocks would number under ``units_min``."""
+    width = -(-sk // t.width) * t.width
+    most = max(t.rows, min(-(-sq // t.rows) * t.rows, SCORE_BYTES // (4 * width) // t.rows * t.rows))
+    while most > t.rows and batch * -(-sq // most) < units_min:
+        most -= t.rows
+    return most
+
+
+def _product_tile(t: Tile, a_row: str, b_panel: str, k: int | str, a_col: int = 1) -> list[str]:
+    """A ``t.rows`` × ``t.width`` tile of a product into registers ``acc``: row i of A at
+    pointer ``a_row[i]`` (columns ``a_col`` apart), B a panel of ``t.width`` columns per k."""
+    vt, lanes = f"rlx_floatx{t.lanes}", t.lanes
+    splat = f"({vt}){{{', '.join(['s'] * lanes)}}}"
+    step = f"kk * {a_col}" if a_col != 1 else "kk"
+    return [f"{vt} acc[{t.rows}][{t.vectors}] = {{}};",
+            f"for (long kk = 0; kk < {k}; ++kk) {{",
+            f"  {vt} bv[{t.vectors}];",
+            f"  for (int v = 0; v < {t.vectors}; ++v) bv[v] = rlx_ld_floatx{lanes}({b_panel} + kk * {t.width} + v * {lanes});",
+            f"  #pragma GCC unroll {t.rows}",
+            f"  for (int i = 0; i < {t.rows}; ++i) {{",
+            f"    const float s = {a_row}[i][{step}];",
+            f"    const {vt} ai = {splat};",
+            f"    for (int v = 0; v < {t.vectors}; ++v) acc[i][v] += ai * bv[v];",
+            "  }", "}"]
+
+
+def attention(score: Expr, probs: Expr | None, q: AttnOperand, k: AttnOperand, v: AttnOperand, out: AttnOperand,
+              masks: Sequence[AttnOperand], batch: Sequence[int], sq: int, sk: int, d: int, dv: int, causal: bool,
+              t: Tile, rb: int) -> CSource:
+    """softmax(score)·v for the units ``[lo, hi)`` of (batch index, block of ``rb`` query
+    rows), f32, the block's scores never leaving the cache: kᵀ and v packed into panels of
+    ``t.width`` keys and columns (once per batch index a call meets); per block q·kᵀ by the
+    register micro-kernel into scratch; per row the score expression (``arg(0)`` the
+    product, ``arg(1 + j)`` mask j), its max, exp and sum, the probabilities and their map
+    ``probs`` (of ``arg(0)``) in place; then their product with v into the output. Keys the
+    causal mask hides are skipped, as flash attention skips them, where the map sends 0 to
+    0 (their probabilities are exactly 0): a NaN in such a key's row of v stays out."""
+    r, w = t.rows, t.width
+    pk, pv, skp = -(-sk // w), -(-dv // w), -(-sk // w) * w
+    blocks, rows_pad = -(-sq // rb), -(-rb // r) * r
+    at = f"S[i * {skp} + t]"
+
+    def boff(op: AttnOperand) -> str:
+        return " + ".join([f"b{j} * {st}" for j, st in enumerate(op.batch) if st] or ["0"])
+
+    def leaf(e: Expr) -> str:
+        if e.value == 0:
+            return convert(at, DType.f32, e.dtype)
+        m = masks[e.value - 1]
+        return convert(f"m{e.value - 1}[mo{e.value - 1}{f' + t * {m.col}' if m.col else ''}]", m.dtype, e.dtype)
+    em = Emitter(leaf)
+    x = em.value(score)
+    score_lines = em.lines
+    em = Emitter(lambda e: "p")
+    mapped = em.value(probs) if probs is not None else "p"
+    map_lines = em.lines
+    em = Emitter(lambda e: "0.0f")
+    zero = em.value(probs) if probs is not None else "0.0f"
+    zero_lines = em.lines
+    head = [f"const long bi = u / {blocks}, r0 = (u % {blocks}) * {rb}, rb = {sq} - r0 < {rb} ? {sq} - r0 : {rb};",
+            "long rest = bi;"]
+    for j in range(len(batch) - 1, -1, -1):
+        head.append(f"const long b{j} = rest % {batch[j]}; rest /= {batch[j]};")
+    head.append(f"const long qo = {boff(q)}, ko = {boff(k)}, vo = {boff(v)}, oo = {boff(out)};")
+    head.append(f"const long kb = {'skip && r0 + rb < %d ? r0 + rb : %d' % (sk, sk) if causal else sk};  // keys in play")
+    tile_keys = (f"  const long kt = skip && r0 + i0 + {r} < kb ? r0 + i0 + {r} : kb;  // the keys a tile's rows see"
+                 if causal else "  const long kt = kb;")
+    pack = ["if (bi != packed) {  // kᵀ and v of this batch index, in panels",
+            f"  for (long p = 0; p < {pk}; ++p)",
+            f"    for (long c = 0; c < {w}; ++c)",
+            f"      for (long dd = 0; dd < {d}; ++dd)",
+            f"        kp[(p * {d} + dd) * {w} + c] = p * {w} + c < {sk} ? "
+            f"a1[ko + (p * {w} + c) * {k.row} + dd * {k.col}] : 0.0f;",
+            f"  for (long p = 0; p < {pv}; ++p)",
+            f"    for (long key = 0; key < {sk}; ++key)",
+            f"      for (long c = 0; c < {w}; ++c)",
+            f"        vp[(p * {sk} + key) * {w} + c] = p * {w} + c < {dv} ? "
+            f"a2[vo + key * {v.row} + (p * {w} + c) * {v.col}] : 0.0f;",
+            "  packed = bi;", "}"]
+    scores = [f"for (long i0 = 0; i0 < rb; i0 += {r}) {{  // q·kᵀ",
+              f"  const float* ar[{r}];",
+              f"  for (int i = 0; i < {r}; ++i) ar[i] = a0 + qo + (r0 + (i0 + i < rb ? i0 + i : rb - 1)) * {q.row};",
+              tile_keys,
+              f"  for (long p = 0; p < (kt + {w - 1}) / {w}; ++p) {{",
+              *["    " + ln for ln in _product_tile(t, "ar", f"(kp + p * {d * w})", d, q.col)],
+              f"    for (int i = 0; i < {r}; ++i) memcpy(S + (i0 + i) * {skp} + p * {w}, acc[i], sizeof acc[i]);",
+              "  }", "}"]
+    softmax = ["for (long i = 0; i < rb; ++i) {  // each row's softmax, in place",
+               "  const long qrow = r0 + i;",
+               f"  const long kn = {'qrow + 1 < kb ? qrow + 1 : kb' if causal else 'kb'};",
+               *[f"  const long mo{j} = {boff(m)} + qrow * {m.row};" for j, m in enumerate(masks)],
+               "  float mx = -INFINITY;", "  int nan = 0;",
+               "  #pragma omp simd reduction(max:mx) reduction(|:nan)",
+               "  for (long t = 0; t < kn; ++t) {", *["    " + ln for ln in score_lines],
+               f"    {at} = {x};", f"    mx = mx > {x} ? mx : {x}; nan |= {x} != {x};", "  }",
+               "  if (nan) mx = NAN;", "  float sum = 0.0f;",
+               "  #pragma omp simd reduction(+:sum)",
+               "  for (long t = 0; t < kn; ++t) {", f"    const float e = expf({at} - mx);", f"    {at} = e;",
+               "    sum += e;", "  }",
+               "  const float inv = 1.0f / sum;",
+               "  for (long t = 0; t < kn; ++t) {", f"    const float p = {at} * inv;", *["    " + ln for ln in map_lines],
+               f"    {at} = {mapped};", "  }",
+               f"  for (long t = kn; t < kb; ++t) {at} = zero;",
+               "}"]
+    product = [f"for (long i0 = 0; i0 < rb; i0 += {r}) {{  // ·v",
+               f"  const float* ar[{r}];",
+               f"  for (int i = 0; i < {r}; ++i) ar[i] = S + (i0 + i < rb ? i0 + i : rb - 1) * {skp};",
+               f"  const long rows = rb - i0 < {r} ? rb - i0 : {r};",
+               tile_keys,
+               f"  for (long p = 0; p < {pv}; ++p) {{",
+               *["    " + ln for ln in _product_tile(t, "ar", f"(vp + p * {sk * w})", "kt")],
+               f"    float tl[{r}][{w}];",
+               "    memcpy(tl, acc, sizeof tl);",
+               f"    const long cols = {dv} - p * {w} < {w} ? {dv} - p * {w} : {w};",
+               "    #pragma GCC unroll 1",
+               "    for (long i = 0; i < rows; ++i) {",
+               "      #pragma omp simd",
+               "      for (long c = 0; c < cols; ++c)",
+               f"        o0[oo + (r0 + i0 + i) * {out.row} + (p * {w} + c) * {out.col}] = tl[i][c];",
+               "    }", "  }", "}"]
+    body = [*zero_lines, f"const float zero = {zero};  // the map of a hidden key's probability",
+            "const int skip = zero == 0.0f;",
+            f"float* kp = (float*)malloc({pk * d * w} * sizeof(float));",
+            f"float* vp = (float*)malloc({pv * sk * w} * sizeof(float));",
+            f"float* S = (float*)malloc({rows_pad * skp} * sizeof(float));",
+            "long packed = -1;",
+            "for (long u = lo; u < hi; ++u) {",
+            *["  " + ln for ln in head + pack + scores + softmax + product],
+            "}", "free(S); free(vp); free(kp);"]
+    sig = ["const float* __restrict__ a0", "const float* __restrict__ a1", "const float* __restrict__ a2"]
+    sig += [f"const {CTYPE[m.dtype]}* __restrict__ m{j}" for j, m in enumerate(masks)]
+    return _finish(sig + ["float* __restrict__ o0"], body)
+
+
 # ---------------------------------------------------------------------------- convolution as a GEMM
 @dataclass(frozen=True)
 class ConvGeometry:
@@ -802,34 +943,17 @@ def pack_conv_weights(w: np.ndarray, blocks: np.ndarray) -> None:
 
 
 # ---------------------------------------------------------------------------- rows
-def rows(outputs: Sequence[Expr], reductions: Sequence[tuple[str, Expr]], ins: Sequence[Operand | None],
-         outs: Sequence[Operand], shape: Sequence[int], restrict: bool = True) -> CSource | None:
-    """Pointwise and row-reduction kernels over the rows ``[lo, hi)`` of ``shape`` (its last
-    axis a row; operands' strides over ``shape``): per row, each reduction in order, a loop
-    over the row (sums vectorized through OpenMP's simd reduction), then one loop computing
-    every output. None where an expression or a reduction is in a dtype without C code here."""
-    exprs = list(outputs) + [e for _, e in reductions]
-    used = sorted({x.value for e in exprs for x in nodes(e) if x.op == "arg"})
-    if any(not supported(x.dtype) for e in exprs for x in nodes(e)) or \
-            any(not supported(o.dtype) for o in outs) or any(not accumulates(e.dtype) for _, e in reductions):
-        return None
-    outer, length = list(shape[:-1]), shape[-1]
-    head = ["long rest = r;"]
-    for d in range(len(outer) - 1, -1, -1):
-        head.append(f"const long d{d} = rest % {outer[d]}; rest /= {outer[d]};")
-    index = [f"d{d}" for d in range(len(outer))]
-    head += [f"const long off{i} = {_dot(ins[i].strides[:-1], index)};" for i in used]
-    head += [f"const long offo{k} = {_dot(o.strides[:-1], index)};" for k, o in enumerate(outs)]
+def row_loops(outputs: Sequence[Expr], reductions: Sequence[tuple[str, Expr]], leaf: Callable[[Expr], str],
+              stores: Sequence[Callable[[str], str]], length: int) -> list[str]:
+    """The loops over one row of ``length`` elements (index ``t``): each reduction in order
+    (sums vectorized through OpenMP's simd reduction, a max with NaN tracked beside it),
+    then one loop computing every output. ``leaf`` prints an ``arg`` leaf at element ``t``
+    (converted to its dtype); ``stores[k]`` the statement storing output k's value."""
     red_names: dict[int, str] = {}
 
     def emitter() -> Emitter:
-        def leaf(e: Expr) -> str:
-            if e.op == "red":
-                return red_names[e.value]
-            st = ins[e.value].strides[-1]
-            return convert(f"a{e.value}[off{e.value}{f' + t * {st}' if st else ''}]", ins[e.value].dtype, e.dtype)
-        return Emitter(leaf)
-    body = list(head)
+        return Emitter(lambda e: red_names[e.value] if e.op == "red" else leaf(e))
+    body: list[str] = []
     for j, (kind, e) in enumerate(reductions):
         em = emitter()
         v = em.value(e)
@@ -850,9 +974,38 @@ def rows(outputs: Sequence[Expr], reductions: Sequence[tuple[str, Expr]], ins: S
         red_names[j] = name
     em = emitter()
     names = [em.value(e) for e in outputs]
-    stores = [f"o{k}[offo{k}{f' + t * {o.strides[-1]}' if o.strides[-1] else ''}] = {convert(nm, e.dtype, o.dtype)};"
-              for k, (o, e, nm) in enumerate(zip(outs, outputs, names))]
-    body += [f"for (long t = 0; t < {length}; ++t) {{"] + ["  " + ln for ln in em.lines + stores] + ["}"]
+    return body + [f"for (long t = 0; t < {length}; ++t) {{"] + ["  " + ln for ln in em.lines] + \
+        ["  " + store(nm) for store, nm in zip(stores, names)] + ["}"]
+
+
+def rows(outputs: Sequence[Expr], reductions: Sequence[tuple[str, Expr]], ins: Sequence[Operand | None],
+         outs: Sequence[Operand], shape: Sequence[int], restrict: bool = True) -> CSource | None:
+    """Pointwise and row-reduction kernels over the rows ``[lo, hi)`` of ``shape`` (its last
+    axis a row; operands' strides over ``shape``): per row, each reduction in order, a loop
+    over the row, then one loop computing every output (``row_loops``). None where an
+    expression or a reduction is in a dtype without C code here."""
+    exprs = list(outputs) + [e for _, e in reductions]
+    used = sorted({x.value for e in exprs for x in nodes(e) if x.op == "arg"})
+    if any(not supported(x.dtype) for e in exprs for x in nodes(e)) or \
+            any(not supported(o.dtype) for o in outs) or any(not accumulates(e.dtype) for _, e in reductions):
+        return None
+    outer, length = list(shape[:-1]), shape[-1]
+    head = ["long rest = r;"]
+    for d in range(len(outer) - 1, -1, -1):
+        head.append(f"const long d{d} = rest % {outer[d]}; rest /= {outer[d]};")
+    index = [f"d{d}" for d in range(len(outer))]
+    head += [f"const long off{i} = {_dot(ins[i].strides[:-1], index)};" for i in used]
+    head += [f"const long offo{k} = {_dot(o.strides[:-1], index)};" for k, o in enumerate(outs)]
+
+    def leaf(e: Expr) -> str:
+        st = ins[e.value].strides[-1]
+        return convert(f"a{e.value}[off{e.value}{f' + t * {st}' if st else ''}]", ins[e.value].dtype, e.dtype)
+
+    def store(k: int, o: Operand, e: Expr) -> Callable[[str], str]:
+        at = f"o{k}[offo{k}{f' + t * {o.strides[-1]}' if o.strides[-1] else ''}]"
+        return lambda nm: f"{at} = {convert(nm, e.dtype, o.dtype)};"
+    body = head + row_loops(outputs, reductions, leaf, [store(k, o, e) for k, (o, e) in enumerate(zip(outs, outputs))],
+                            length)
     body = ["for (long r = lo; r < hi; ++r) {"] + ["  " + ln for ln in body] + ["}"]
     sig = _signature([ins[i] if i in used else None for i in range(len(ins))], outs)
     if not restrict:

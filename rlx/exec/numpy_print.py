@@ -21,7 +21,7 @@ from scipy import special
 
 from rlx.errors import DTypeError
 from rlx.exec import c_print, cc, winograd
-from rlx.exec.cuda_print import Operand, aligned_strides, collapse, elem_strides, own_strides
+from rlx.exec.cuda_print import AttnOperand, Operand, aligned_strides, collapse, elem_strides, own_strides
 from rlx.exec.parallel import Call, pool, split, thread_count
 from rlx.ir.dtypes import DType, as_dtype
 from rlx.ir.expr import Expr, arg, call, const, nodes, rebuild, red, remap, typed
@@ -707,7 +707,9 @@ def _attention(s: Attention, ins: Sequence[np.ndarray], outs: Sequence[np.ndarra
             shapes[probs_leaf] = scores
         return qc, kc, vc, ms, scores, shapes
 
-    native = _native_attention(s, masks, chunks, parts, out, acc, threads) if _compiles(out.size * sk) else None
+    native = _compiled_attention(s, masks, ins, out) if _compiles(out.size * sk) else None
+    if native is None and _compiles(out.size * sk):
+        native = _native_attention(s, masks, chunks, parts, out, acc, threads)
     if native is not None:
         return native
     *_, first_scores, first_shapes = parts(chunks[0])
@@ -758,6 +760,48 @@ def _softmax_rows(s: Attention, masks: list[int], dtypes: tuple[DType, ...]) -> 
         probs = rebuild(s.probs, lambda x: probs if x.op == "arg" else x)
     acc = dtypes[0]
     return (typed(probs, dtypes, (acc, acc)),), (("max", typed(score, dtypes)), ("sum", typed(e, dtypes, (acc,))))
+
+
+def _attn_operand(x: np.ndarray, batch: tuple[int, ...]) -> AttnOperand:
+    st = aligned_strides(x, batch + x.shape[-2:])
+    return AttnOperand(as_dtype(x.dtype), st[:-2], st[-2], st[-1])
+
+
+def _compiled_attention(s: Attention, masks: list[int], ins: Sequence[np.ndarray], out: np.ndarray):
+    """The whole of an f32 attention as one compiled kernel (``c_print.attention``): per
+    batch index and block of query rows, both products by the register micro-kernel and
+    the softmax between them, the block's scores in L1; the blocks split over the threads.
+    None where it does not apply (another dtype, a product in f64)."""
+    q, k, v = ins[s.q], ins[s.k], ins[s.v]
+    if any(x.dtype != np.float32 for x in (q, k, v, out)) or q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
+        return None
+    batch = out.shape[:-2]
+    sq, d, sk, dv = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]
+    mask_arrays = [ins[i] for i in masks]
+    dtypes = (DType.f32, *(as_dtype(m.dtype) for m in mask_arrays))
+    if any(not c_print.supported(x) for x in dtypes):
+        return None
+    try:
+        score = typed(remap(s.score, {0: 0, **{1 + i: 1 + j for j, i in enumerate(masks)}}), dtypes)
+        probs = typed(s.probs, (DType.f32,)) if s.probs is not None else None
+    except DTypeError:
+        return None
+    if score.dtype != DType.f32 or (probs is not None and probs.dtype != DType.f32):
+        return None
+    t = c_print.tile(cc.vector_bytes())
+    units_min = thread_count() * BALANCE
+    nb = math.prod(batch)
+    rb = c_print.attention_rows(sq, sk, units_min, nb, t)
+    scores = batch + (sq, sk)
+    mops = []
+    for m in mask_arrays:
+        st = aligned_strides(m, scores)
+        mops.append(AttnOperand(as_dtype(m.dtype), st[:-2], st[-2], st[-1]))
+    src = c_print.attention(score, probs, *(_attn_operand(x, batch) for x in (q, k, v, out)), mops,
+                            batch, sq, sk, d, dv, s.causal, t, rb)
+    units = nb * -(-sq // rb)
+    parts = max(1, min(units, units_min, out.size * sk // NATIVE_PAR_MIN))
+    return _native_kernel(src, [q, k, v, *mask_arrays, out], units, parts)
 
 
 def _native_attention(s: Attention, masks: list[int], chunks, parts, out: np.ndarray, acc, threads: int):
