@@ -153,15 +153,16 @@ def _gemm_case(rng, op: str):
 @needs_cc
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), op=st.sampled_from(["matmul", "matmul_bias_act", "matmul_residual", "swiglu"]),
-       vector_bytes=st.sampled_from([32, 64]))
-def test_gemms_by_constant_weights_match_the_reference(seed, op, vector_bytes):
+       vector_bytes=st.sampled_from([32, 64]), chunk_bytes=st.sampled_from([c_print.A_CHUNK_BYTES, 1 << 13]))
+def test_gemms_by_constant_weights_match_the_reference(seed, op, vector_bytes, chunk_bytes):
     """Rows not a multiple of the micro-kernel's, columns not a multiple of a panel's, K from
-    1, either micro-kernel (AVX2's 6×16 or AVX-512's 8×32): the compiled GEMM (weights packed
-    once, epilogue in registers) is within f32's tolerance of the float64 reference, and is
-    what runs."""
+    1, either micro-kernel (AVX2's 6×16 or AVX-512's 8×32), A's rows packed at once or in
+    chunks of a few blocks: the compiled GEMM (weights packed once, epilogue in registers)
+    is within f32's tolerance of the float64 reference, and is what runs."""
     rng = np.random.default_rng(seed)
     g, feeds, params = _gemm_case(rng, op)
-    with mock.patch.object(cc, "vector_bytes", lambda: vector_bytes):
+    with mock.patch.object(cc, "vector_bytes", lambda: vector_bytes), \
+            mock.patch.object(c_print, "A_CHUNK_BYTES", chunk_bytes):
         program = get_executor("numpy").prepare(plan(g), params)
     got = program.run(feeds)["y"]
     want = interpret(g, feeds, params)["y"]

@@ -374,7 +374,7 @@ def tile(vector_bytes: int) -> Tile:
     return Tile(8, 16, 2) if vector_bytes >= 64 else Tile(6, 8, 2)
 
 
-A_CHUNK_BYTES = 1 << 19  # rows of A packed at a time: they stay in L2 while every panel passes
+A_CHUNK_BYTES = 1 << 22  # rows of A packed at a time: read from L3 per panel, while each panel streams from memory once per chunk
 
 
 def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[Operand], products: Sequence[int],
@@ -391,6 +391,7 @@ def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[
     wg = width // len(products)                 # output columns per panel
     blocks = -(-m // r)
     chunk = max(1, min(blocks, A_CHUNK_BYTES // (4 * r * k)))
+    chunk = -(-blocks // -(-blocks // chunk))  # chunks of even size: a short last one would stream every panel for a few rows
     vt = f"rlx_floatx{lanes}"
     splat = f"({vt}){{{', '.join(['s'] * lanes)}}}"
     aload = convert(f"xa[(b * {r} + i) * {a.strides[0]} + kk * {a.strides[1]}]", a.dtype, DType.f32)
