@@ -8,7 +8,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 from scipy import special
 
 from rlx.exec import c_print, cc, numpy_exec, numpy_print, winograd
@@ -255,7 +255,8 @@ def test_conv_gemm_layouts(shape, kernel, strides, pads, dilations):
         for chunk, span, kc in ((1, 1, None), (2, 3, None), (64, 8, None), (2, 3, 5), (64, 2, 7)):
             with mock.patch.object(c_print, "conv_chunk", lambda g, t, *a, chunk=chunk: chunk), \
                     mock.patch.object(c_print, "conv_span", lambda g, t, *a, span=span: span), \
-                    mock.patch.object(c_print, "conv_slice", lambda g, t, kc=kc: kc or whole(g, t)):
+                    mock.patch.object(c_print, "conv_slice", lambda g, t, kc=kc: kc or whole(g, t)), \
+                    mock.patch.object(numpy_print, "PIXEL_ROWS_GAIN", float("inf")):  # conv_gemm, not pixel rows
                 out = np.full(want.shape, np.nan, np.float32)
                 kernel_ = numpy_print._native_conv_gemm(conv, [image, w, bias], [out], frozenset({1}))
             copies = len(kernel_.phases) - 1
@@ -263,6 +264,53 @@ def test_conv_gemm_layouts(shape, kernel, strides, pads, dilations):
             kernel_()
             err, tol = max_error(out, want, "f32")
             assert err <= tol, (chunk, span, kc, err, tol)
+
+
+@needs_cc
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), rank=st.sampled_from([1, 2]), op=st.sampled_from(["conv", "bias_act", "residual"]))
+def test_small_convolutions_run_as_pixel_rows(seed, rank, op):
+    """A single image's convolution with a small output (where conv_gemm's panels of plane
+    pixels would waste a quarter of their columns) runs as the GEMM with output pixels as
+    rows, its windows gathered from the phase planes as A is packed: strides, dilations,
+    asymmetric pads, 1-D and 2-D, with and without bias, a residual; within f32's tolerance
+    of the reference."""
+    rng = np.random.default_rng(seed)
+    r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
+    cin, cout = r(2, 40), r(1, 70)
+    kernel = tuple(r(1, 4) for _ in range(rank))
+    while cin * int(np.prod(kernel)) < DIRECT_CONV_DEPTH:  # fewer products run direct
+        cin += 1
+    strides, dil = tuple(r(1, 3) for _ in range(rank)), tuple(r(1, 3) for _ in range(rank))
+    pads = tuple(r(0, 3) for _ in range(2 * rank)) if r(0, 2) else (0,) * (2 * rank)
+    out = (r(1, 4), r(4, 9)) if rank == 2 else (r(2, 12),)
+    size = tuple(max((o - 1) * st + (k - 1) * d + 1 - p - q, (k - 1) * d + 1) for o, st, k, d, p, q in
+                 zip(out, strides, kernel, dil, pads, pads[rank:]))
+    out = tuple((n + p + q - (k - 1) * d - 1) // st + 1 for n, p, q, k, d, st in
+                zip(size, pads, pads[rank:], kernel, dil, strides))
+    geo = c_print.conv_geometry((1, cin) + size, (cout, cin) + kernel, (1, cout) + out, strides, pads, dil, 1)
+    assume(numpy_print._by_pixel_rows(geo, c_print.tile(cc.vector_bytes())))
+    g, feeds, params = Graph("conv"), {}, {}
+    feeds["x"] = data(rng, (1, cin) + size, "f32")
+    params["w"] = data(rng, (cout, cin) + kernel, "f32")
+    x, w = g.input("x", feeds["x"].shape), g.param("w", params["w"].shape)
+    win = dict(strides=strides, pads=pads, dilations=dil, group=1)
+    if op == "conv":
+        y = g.op("conv", x, w, **win)
+    else:
+        params["bias"] = data(rng, (cout,), "f32")
+        bias = g.param("bias", (cout,))
+        if op == "residual":
+            shape = g.op("conv", x, w, **win).type.shape
+            feeds["res"] = data(rng, shape, "f32")
+            y = g.op("conv_residual_act", x, w, bias, g.input("res", shape), act="relu", **win)
+        else:
+            y = g.op("conv_bias_act", x, w, bias, act=str(rng.choice(["none", "relu", "silu"])), **win)
+    g.output(y=y)
+    program = get_executor("numpy").prepare(plan(g), params)
+    err, tol = max_error(program.run(feeds)["y"], interpret(g, feeds, params)["y"], "f32")
+    assert err <= tol, (g.to_text(), err, tol)
+    assert "static const long taps[" in dict((s.node, f) for s, f in program.steps)[y.node.name].source
 
 
 def test_winograd_matrices_compute_the_correlation():

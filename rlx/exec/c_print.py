@@ -378,7 +378,8 @@ A_CHUNK_BYTES = 1 << 22  # rows of A packed at a time: read from L3 per panel, w
 
 
 def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[Operand], products: Sequence[int],
-         n_in: int, a: Operand, m: int, k: int, n: int, t: Tile, split_rows: bool = False) -> CSource:
+         n_in: int, a: Operand, m: int, k: int, n: int, t: Tile, split_rows: bool = False,
+         a_at: tuple[list[str], Callable[[str, str], str]] | None = None) -> CSource:
     """``len(products)`` GEMMs of one left operand ``a`` (M×K, its strides over rows and
     columns) with constant matrices packed side by side (``pack_panels``), and the epilogue,
     for the column panels ``[lo, hi)`` (``split_rows``: for the blocks of ``t.rows`` rows
@@ -386,7 +387,9 @@ def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[
     k-major, into this call's scratch), per panel, per block of rows: the block's products
     accumulate in ``t.rows × t.vectors`` registers over all of K (the panel streams from L2,
     the block from L1), then each output of the block is its epilogue expression of the
-    inputs (``ins``: strides over the M×N output) and the products (``arg(n_in + j)``)."""
+    inputs (``ins``: strides over the M×N output) and the products (``arg(n_in + j)``).
+    ``a_at`` (declarations, ``at(row, col)``) prints where A's element is when A is not a
+    strided matrix (a convolution's windows gathered from its phase planes: ``conv_rows``)."""
     r, lanes, width = t.rows, t.lanes, t.width
     wg = width // len(products)                 # output columns per panel
     blocks = -(-m // r)
@@ -394,7 +397,8 @@ def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[
     chunk = -(-blocks // -(-blocks // chunk))  # chunks of even size: a short last one would stream every panel for a few rows
     vt = f"rlx_floatx{lanes}"
     splat = f"({vt}){{{', '.join(['s'] * lanes)}}}"
-    aload = convert(f"xa[(b * {r} + i) * {a.strides[0]} + kk * {a.strides[1]}]", a.dtype, DType.f32)
+    decls, at = a_at or ([], lambda row, col: f"{row} * {a.strides[0]} + {col} * {a.strides[1]}")
+    aload = convert(f"xa[{at(f'(b * {r} + i)', 'kk')}]", a.dtype, DType.f32)
     bound = {"i": r, "kk": k}
     outer, inner = ("kk", "i") if abs(a.strides[0]) < abs(a.strides[1]) else ("i", "kk")
     o0 = outs[0].strides
@@ -412,7 +416,7 @@ def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[
                       for q, (o, e, nm) in enumerate(zip(outs, outputs, names))]
     b_lo, b_hi, p_lo, p_hi = ("lo", "hi", "0", str(panels(n, len(products), t))) if split_rows else \
         ("0", str(blocks), "lo", "hi")
-    body = [f"float* ap = (float*)malloc({chunk * r * k} * sizeof(float));  // this call's packed rows of A",
+    body = [*decls, f"float* ap = (float*)malloc({chunk * r * k} * sizeof(float));  // this call's packed rows of A",
             f"for (long b0 = {b_lo}; b0 < {b_hi}; b0 += {chunk}) {{",
             f"  const long b1 = b0 + {chunk} < {b_hi} ? b0 + {chunk} : {b_hi};",
             "  for (long b = b0; b < b1; ++b) {",
@@ -684,6 +688,18 @@ def conv_geometry(x_shape: Sequence[int], w_shape: Sequence[int], out_shape: Seq
     reach = [((k - 1) * d) // s for k, d, s in zip(kernel, dl, st)]  # a tap's furthest shift in its phase
     return ConvGeometry(x_shape[0], x_shape[1], h, w, out_shape[1], oh, ow, kernel, st, pd, dl, group,
                         oh + reach[0], ow + reach[1])
+
+
+def conv_rows(g: ConvGeometry) -> tuple[list[str], Callable[[str, str], str]]:
+    """A single image's convolution as a GEMM with output pixels as rows (``gemm``'s
+    ``a_at``): the window element (pixel, channel·taps + tap) read from the phase planes,
+    junk columns left out."""
+    taps = g.taps()
+
+    def at(row: str, col: str) -> str:
+        return (f"({row} / {g.out_w}) * {g.wq} + {row} % {g.out_w} + "
+                f"({col} / {len(taps)}) * {g.channel} + taps[{col} % {len(taps)}]")
+    return [f"static const long taps[{len(taps)}] = {{{', '.join(map(str, taps))}}};  // each tap's offset"], at
 
 
 def conv_planes(g: ConvGeometry, x: Operand) -> CSource:

@@ -1112,19 +1112,10 @@ def _native_conv_gemm(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndar
     x, w, out = ins[s.x], ins[s.w], outs[0]
     n_in = len(ins)
     t = c_print.tile(cc.vector_bytes())
-    reach = max(geo.taps()) + geo.panels(t.width) * t.width  # a channel's last element read, plus one
-    phases: list[list[list[Call]]] = []
-    plain = geo.strides == (1, 1) and not any(s.pads) and x.strides[-1] == 4 and \
-        (x.ndim == 3 or x.strides[-2] == 4 * geo.width)
-    if plain and _readable(x, (x.shape[0] - 1) * x.strides[0] // 4 + (geo.c - 1) * x.strides[1] // 4 + reach):
-        planes, strides = x, (x.strides[0] // 4, x.strides[1] // 4)
-    else:
-        per_image = geo.c * geo.channel
-        planes = np.empty(geo.n * per_image + max(0, reach - geo.channel), np.float32)
-        strides = (per_image, geo.channel)
-        copy = c_print.conv_planes(geo, Operand(as_dtype(x.dtype), own_strides(x)))
-        phases += _native_kernel(copy, [x, planes], geo.n * geo.c,
-                                 max(1, min(thread_count(), planes.size // PAR_MIN))).phases
+    by_rows = _native_conv_by_rows(s, ins, outs, geo, used, t) if _by_pixel_rows(geo, t) and s.w in constant else None
+    if by_rows is not None:
+        return by_rows
+    planes, strides, phases = _phase_planes(geo, x, max(geo.taps()) + geo.panels(t.width) * t.width)
     weights = c_print.conv_weight_blocks(w.shape, s.group, t)
     if s.w in constant:  # packed once; weights that are inputs, per run
         c_print.pack_conv_weights(w, weights)
@@ -1140,6 +1131,78 @@ def _native_conv_gemm(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndar
     tiles = c_print.conv_tiles(geo, t, chunk, span, kc)
     parts = max(1, min(thread_count() * BALANCE, tiles, out.size * math.prod(w.shape[1:]) // NATIVE_PAR_MIN))
     gemm = _native_kernel(src, [planes, weights] + [ins[i] for i in used] + list(outs), tiles, parts)
+    return ChunkedKernel(gemm.source, phases + gemm.phases)
+
+
+def _phase_planes(geo: c_print.ConvGeometry, x: np.ndarray, reach: int) -> tuple[np.ndarray, tuple[int, int], list]:
+    """The image as ``conv_gemm``'s phase planes, their (image, channel) strides, and the
+    phase copying them (none when the image already is one: a 1×1 or unpadded unit-stride
+    convolution of a contiguous image whose memory holds ``reach`` elements past a
+    channel's start)."""
+    plain = geo.strides == (1, 1) and not any(geo.pads) and x.strides[-1] == 4 and \
+        (x.ndim == 3 or x.strides[-2] == 4 * geo.width) and geo.wq == geo.width and geo.hq == geo.height
+    if plain and _readable(x, (x.shape[0] - 1) * x.strides[0] // 4 + (geo.c - 1) * x.strides[1] // 4 + reach):
+        return x, (x.strides[0] // 4, x.strides[1] // 4), []
+    per_image = geo.c * geo.channel
+    planes = np.empty(geo.n * per_image + max(0, reach - geo.channel), np.float32)
+    copy = c_print.conv_planes(geo, Operand(as_dtype(x.dtype), own_strides(x)))
+    return planes, (per_image, geo.channel), _native_kernel(copy, [x, planes], geo.n * geo.c,
+                                                            max(1, min(thread_count(), planes.size // PAR_MIN))).phases
+
+
+def _by_pixel_rows(geo: c_print.ConvGeometry, t: c_print.Tile) -> bool:
+    """Whether a single image's convolution wastes less as a GEMM with output pixels as
+    rows (blocks of ``t.rows`` pixels, no junk columns) than as ``conv_gemm``'s panels of
+    ``t.width`` plane pixels: a small output (7×7: 49 of 64 panel columns used, 49 of 54
+    rows)."""
+    pixels = geo.out_h * geo.out_w
+    by_panels = pixels / (geo.panels(t.width) * t.width)
+    by_rows = pixels / (-(-pixels // t.rows) * t.rows)
+    return geo.n == 1 and geo.group == 1 and by_rows > PIXEL_ROWS_GAIN * by_panels
+
+
+PIXEL_ROWS_GAIN = 1.1  # how much less a convolution must waste as pixel rows to run that way
+
+
+def _native_conv_by_rows(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], geo: c_print.ConvGeometry,
+                         used: list[int], t: c_print.Tile) -> ChunkedKernel | None:
+    """A single image's convolution by constant weights as the compiled GEMM (``c_print.gemm``)
+    with output pixels as rows: A's rows the windows, gathered from the phase planes as
+    they are packed (``c_print.conv_rows``); B the weights (channels·taps × output channels)
+    packed once; the bias and epilogue applied to each tile (the output written transposed,
+    pixels along its rows)."""
+    x, w, out = ins[s.x], ins[s.w], outs[0]
+    n_in, pixels = len(ins), geo.out_h * geo.out_w
+
+    def matrix(st: tuple[int, ...]) -> tuple[int, int] | None:  # (N, M, H, W) strides as (pixel, channel)
+        sp = st[2:] if len(st) == 4 else (0,) + tuple(st[2:])
+        if geo.out_h > 1 and geo.out_w > 1 and sp[0] != sp[1] * geo.out_w:
+            return None
+        return (sp[1] if geo.out_w > 1 else sp[0], st[1])
+    mats = {i: matrix(aligned_strides(ins[i], out.shape)) for i in used if i != s.bias}
+    out_mats = [matrix(elem_strides(o)) for o in outs]
+    if None in mats.values() or None in out_mats:
+        return None
+    if s.bias is not None:
+        if ins[s.bias].dtype != np.float32:
+            return None
+        mats[s.bias] = (0, elem_strides(ins[s.bias])[0])
+    dtypes = tuple(as_dtype(a.dtype) for a in ins) + (DType.f32,)
+    conv = arg(n_in) if s.bias is None else call("add", arg(n_in), arg(s.bias))  # the bias joins in f32
+    try:
+        outputs = [typed(rebuild(e, lambda q: conv if q.op == "arg" and q.value == n_in else q), dtypes)
+                   for e in s.outputs]
+    except DTypeError:
+        return None
+    planes, _, phases = _phase_planes(geo, x, max(geo.taps()) + geo.pixels)
+    opers = [Operand(as_dtype(ins[i].dtype), mats[i]) if i in mats else None for i in range(n_in)]
+    parts = thread_count() if pixels * geo.m * geo.products >= GEMM_PAR_MIN else 1
+    n_panels, blocks = c_print.panels(geo.m, 1, t), -(-pixels // t.rows)
+    src = c_print.gemm(outputs, opers, [Operand(as_dtype(o.dtype), st) for o, st in zip(outs, out_mats)], [0], n_in,
+                       Operand(DType.f32, (1, pixels)), pixels, geo.products, geo.m, t, False, c_print.conv_rows(geo))
+    packed = c_print.pack_panels([np.asarray(w, np.float32).reshape(geo.m, -1).T], t)
+    gemm = _native_kernel(src, [planes, packed] + [ins[i] for i in sorted(mats)] + list(outs), n_panels,
+                          min(parts, n_panels))
     return ChunkedKernel(gemm.source, phases + gemm.phases)
 
 
