@@ -268,13 +268,14 @@ def test_conv_gemm_layouts(shape, kernel, strides, pads, dilations):
 
 @needs_cc
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), rank=st.sampled_from([1, 2]), op=st.sampled_from(["conv", "bias_act", "residual"]))
-def test_small_convolutions_run_as_pixel_rows(seed, rank, op):
+@given(seed=st.integers(0, 2**31 - 1), rank=st.sampled_from([1, 2]), op=st.sampled_from(["conv", "bias_act", "residual"]),
+       vector_bytes=st.sampled_from([32, 64]))
+def test_small_convolutions_run_as_pixel_rows(seed, rank, op, vector_bytes):
     """A single image's convolution with a small output (where conv_gemm's panels of plane
     pixels would waste a quarter of their columns) runs as the GEMM with output pixels as
     rows, its windows gathered from the phase planes as A is packed: strides, dilations,
-    asymmetric pads, 1-D and 2-D, with and without bias, a residual; within f32's tolerance
-    of the reference."""
+    asymmetric pads, 1-D and 2-D, with and without bias, a residual, either micro-kernel;
+    within f32's tolerance of the reference."""
     rng = np.random.default_rng(seed)
     r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
     cin, cout = r(2, 40), r(1, 70)
@@ -289,7 +290,7 @@ def test_small_convolutions_run_as_pixel_rows(seed, rank, op):
     out = tuple((n + p + q - (k - 1) * d - 1) // st + 1 for n, p, q, k, d, st in
                 zip(size, pads, pads[rank:], kernel, dil, strides))
     geo = c_print.conv_geometry((1, cin) + size, (cout, cin) + kernel, (1, cout) + out, strides, pads, dil, 1)
-    assume(numpy_print._by_pixel_rows(geo, c_print.tile(cc.vector_bytes())))
+    assume(numpy_print._by_pixel_rows(geo, c_print.tile(vector_bytes)))
     g, feeds, params = Graph("conv"), {}, {}
     feeds["x"] = data(rng, (1, cin) + size, "f32")
     params["w"] = data(rng, (cout, cin) + kernel, "f32")
@@ -307,7 +308,8 @@ def test_small_convolutions_run_as_pixel_rows(seed, rank, op):
         else:
             y = g.op("conv_bias_act", x, w, bias, act=str(rng.choice(["none", "relu", "silu"])), **win)
     g.output(y=y)
-    program = get_executor("numpy").prepare(plan(g), params)
+    with mock.patch.object(cc, "vector_bytes", lambda: vector_bytes):
+        program = get_executor("numpy").prepare(plan(g), params)
     err, tol = max_error(program.run(feeds)["y"], interpret(g, feeds, params)["y"], "f32")
     assert err <= tol, (g.to_text(), err, tol)
     assert "static const long taps[" in dict((s.node, f) for s, f in program.steps)[y.node.name].source
@@ -555,14 +557,15 @@ def _attention_source(program, g) -> str:
 
 @needs_cc
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), kind=st.sampled_from(["plain", "causal", "mask", "nan_zero", "shared_kv"]))
-def test_attention_runs_as_one_compiled_kernel(seed, kind):
+@given(seed=st.integers(0, 2**31 - 1), kind=st.sampled_from(["plain", "causal", "mask", "nan_zero", "shared_kv"]),
+       vector_bytes=st.sampled_from([32, 64]))
+def test_attention_runs_as_one_compiled_kernel(seed, kind, vector_bytes):
     """The whole f32 attention as one compiled kernel (both products by the micro-kernel,
     the score expression, causal mask, softmax and map of the probabilities between them,
     per block of query rows): query and key counts apart and past one block of rows, value
     width apart from the key width, one head of k and v shared by every head (broadcast),
-    an additive mask broadcast over batch and heads, torch's zeroing of fully masked rows;
-    within f32's tolerance of the float64 reference."""
+    an additive mask broadcast over batch and heads, torch's zeroing of fully masked rows,
+    either micro-kernel; within f32's tolerance of the float64 reference."""
     rng = np.random.default_rng(seed)
     r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
     b, h, s, sk, d, dv = r(1, 3), r(1, 4), r(1, 150), r(1, 150), r(1, 40), r(1, 40)
@@ -582,8 +585,9 @@ def test_attention_runs_as_one_compiled_kernel(seed, kind):
     else:
         y = g.sdpa(q, k, v, causal=kind in ("causal", "shared_kv"))
     g.output(y=y)
-    check(g, arrays, generated=True)
-    _, _, program = run_graph(g, arrays)
+    with mock.patch.object(cc, "vector_bytes", lambda: vector_bytes):
+        check(g, arrays, generated=True)
+        _, _, program = run_graph(g, arrays)
     assert "// q·kᵀ" in _attention_source(program, g)
 
 
