@@ -395,8 +395,6 @@ def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[
     blocks = -(-m // r)
     chunk = max(1, min(blocks, A_CHUNK_BYTES // (4 * r * k)))
     chunk = -(-blocks // -(-blocks // chunk))  # chunks of even size: a short last one would stream every panel for a few rows
-    vt = f"rlx_floatx{lanes}"
-    splat = f"({vt}){{{', '.join(['s'] * lanes)}}}"
     decls, at = a_at or ([], lambda row, col: f"{row} * {a.strides[0]} + {col} * {a.strides[1]}")
     aload = convert(f"xa[{at(f'(b * {r} + i)', 'kk')}]", a.dtype, DType.f32)
     bound = {"i": r, "kk": k}
@@ -430,17 +428,7 @@ def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[
             f"    const float* bq = bp + p * {k * width};",
             "    for (long b = b0; b < b1; ++b) {",
             f"      const float* aq = ap + (b - b0) * {r * k};",
-            f"      {vt} acc[{r}][{t.vectors}] = {{}};",
-            f"      for (long kk = 0; kk < {k}; ++kk) {{",
-            f"        {vt} bv[{t.vectors}];",
-            f"        for (int v = 0; v < {t.vectors}; ++v) bv[v] = rlx_ld_floatx{lanes}(bq + kk * {width} + v * {lanes});",
-            f"        #pragma GCC unroll {r}",
-            f"        for (int i = 0; i < {r}; ++i) {{",
-            f"          const float s = aq[kk * {r} + i];",
-            f"          const {vt} ai = {splat};",
-            f"          for (int v = 0; v < {t.vectors}; ++v) acc[i][v] += ai * bv[v];",
-            "        }",
-            "      }",
+            *["      " + ln for ln in _product_tile(t, f"aq[kk * {r} + i]", "bq", k)],
             f"      float tl[{r}][{width}];",
             "      memcpy(tl, acc, sizeof tl);",
             f"      const long rows = {m} - b * {r} < {r} ? {m} - b * {r} : {r};",
@@ -489,19 +477,19 @@ def attention_rows(sq: int, sk: int, units_min: int, batch: int, t: Tile) -> int
     return most
 
 
-def _product_tile(t: Tile, a_row: str, b_panel: str, k: int | str, a_col: int = 1) -> list[str]:
-    """A ``t.rows`` × ``t.width`` tile of a product into registers ``acc``: row i of A at
-    pointer ``a_row[i]`` (columns ``a_col`` apart), B a panel of ``t.width`` columns per k."""
+def _product_tile(t: Tile, a: str, b_panel: str, k: int | str) -> list[str]:
+    """The register micro-kernel: a ``t.rows`` × ``t.width`` tile of a product into
+    registers ``acc`` over ``k`` products, A's element (i, kk) at ``a``, B a panel of
+    ``t.width`` columns per kk."""
     vt, lanes = f"rlx_floatx{t.lanes}", t.lanes
     splat = f"({vt}){{{', '.join(['s'] * lanes)}}}"
-    step = f"kk * {a_col}" if a_col != 1 else "kk"
     return [f"{vt} acc[{t.rows}][{t.vectors}] = {{}};",
             f"for (long kk = 0; kk < {k}; ++kk) {{",
             f"  {vt} bv[{t.vectors}];",
             f"  for (int v = 0; v < {t.vectors}; ++v) bv[v] = rlx_ld_floatx{lanes}({b_panel} + kk * {t.width} + v * {lanes});",
             f"  #pragma GCC unroll {t.rows}",
             f"  for (int i = 0; i < {t.rows}; ++i) {{",
-            f"    const float s = {a_row}[i][{step}];",
+            f"    const float s = {a};",
             f"    const {vt} ai = {splat};",
             f"    for (int v = 0; v < {t.vectors}; ++v) acc[i][v] += ai * bv[v];",
             "  }", "}"]
@@ -565,7 +553,8 @@ def attention(score: Expr, probs: Expr | None, q: AttnOperand, k: AttnOperand, v
               f"  for (int i = 0; i < {r}; ++i) ar[i] = a0 + qo + (r0 + (i0 + i < rb ? i0 + i : rb - 1)) * {q.row};",
               tile_keys,
               f"  for (long p = 0; p < (kt + {w - 1}) / {w}; ++p) {{",
-              *["    " + ln for ln in _product_tile(t, "ar", f"(kp + p * {d * w})", d, q.col)],
+              *["    " + ln for ln in _product_tile(t, f"ar[i][{'kk' if q.col == 1 else f'kk * {q.col}'}]",
+                                                  f"(kp + p * {d * w})", d)],
               f"    for (int i = 0; i < {r}; ++i) memcpy(S + (i0 + i) * {skp} + p * {w}, acc[i], sizeof acc[i]);",
               "  }", "}"]
     softmax = ["for (long i = 0; i < rb; ++i) {  // each row's softmax, in place",
@@ -591,7 +580,7 @@ def attention(score: Expr, probs: Expr | None, q: AttnOperand, k: AttnOperand, v
                f"  const long rows = rb - i0 < {r} ? rb - i0 : {r};",
                tile_keys,
                f"  for (long p = 0; p < {pv}; ++p) {{",
-               *["    " + ln for ln in _product_tile(t, "ar", f"(vp + p * {sk * w})", "kt")],
+               *["    " + ln for ln in _product_tile(t, "ar[i][kk]", f"(vp + p * {sk * w})", "kt")],
                f"    float tl[{r}][{w}];",
                "    memcpy(tl, acc, sizeof tl);",
                f"    const long cols = {dv} - p * {w} < {w} ? {dv} - p * {w} : {w};",
