@@ -172,6 +172,31 @@ def test_gemms_by_constant_weights_match_the_reference(seed, op, vector_bytes, c
 
 
 @needs_cc
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), vector_bytes=st.sampled_from([32, 64]), threads=st.sampled_from([1, 2]))
+def test_matrix_vector_products_run_the_compiled_gemm(seed, vector_bytes, threads):
+    """Fewer rows than the micro-kernel's (a classifier at batch 1): the tile of only those
+    rows, its sum split over alternate products (any K, so a remainder too), on one thread
+    or split by columns, is within f32's tolerance of the float64 reference."""
+    rng = np.random.default_rng(seed)
+    rows = int(rng.integers(1, c_print.tile(vector_bytes).rows))
+    k = int(rng.integers(60, 700))
+    n = int(rng.integers(numpy_print.NATIVE_MIN // (rows * k) + 1, 400))
+    g = Graph("gemv")
+    x = g.input("x", (rows, k), "f32")
+    w, b = g.param("w", (k, n), "f32"), g.param("b", (n,), "f32")
+    g.output(y=g.matmul_bias_act(x, w, b, act="relu"))
+    feeds, params = {"x": data(rng, (rows, k), "f32")}, {"w": data(rng, (k, n), "f32"), "b": data(rng, (n,), "f32")}
+    with mock.patch.object(cc, "vector_bytes", lambda: vector_bytes), \
+            mock.patch.dict("os.environ", {"RLX_NUM_THREADS": str(threads)}):
+        program = get_executor("numpy").prepare(plan(g), params)
+        got = program.run(feeds)["y"]
+    err, tol = max_error(got, interpret(g, feeds, params)["y"], "f32")
+    assert err <= tol, (rows, k, n, err, tol)
+    assert _native(program, g)
+
+
+@needs_cc
 def test_a_gemm_by_an_activation_runs_on_blas():
     """A right operand that changes per run is not packed: BLAS runs it."""
     rng = np.random.default_rng(3)

@@ -379,7 +379,7 @@ A_CHUNK_BYTES = 1 << 22  # rows of A packed at a time: read from L3 per panel, w
 
 def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[Operand], products: Sequence[int],
          n_in: int, a: Operand, m: int, k: int, n: int, t: Tile, split_rows: bool = False,
-         a_at: tuple[list[str], Callable[[str, str], str]] | None = None) -> CSource:
+         a_at: tuple[list[str], Callable[[str], str], Callable[[str], str]] | None = None) -> CSource:
     """``len(products)`` GEMMs of one left operand ``a`` (M×K, its strides over rows and
     columns) with constant matrices packed side by side (``pack_panels``), and the epilogue,
     for the column panels ``[lo, hi)`` (``split_rows``: for the blocks of ``t.rows`` rows
@@ -388,15 +388,16 @@ def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[
     accumulate in ``t.rows × t.vectors`` registers over all of K (the panel streams from L2,
     the block from L1), then each output of the block is its epilogue expression of the
     inputs (``ins``: strides over the M×N output) and the products (``arg(n_in + j)``).
-    ``a_at`` (declarations, ``at(row, col)``) prints where A's element is when A is not a
-    strided matrix (a convolution's windows gathered from its phase planes: ``conv_rows``)."""
+    ``a_at`` (declarations, a row's offset, a column's offset) prints where A's element is
+    when A is not a strided matrix (a convolution's windows gathered from its phase planes:
+    ``conv_rows``); a block's row offsets are computed once, before it is packed."""
     r, lanes, width = t.rows, t.lanes, t.width
     wg = width // len(products)                 # output columns per panel
     blocks = -(-m // r)
     chunk = max(1, min(blocks, A_CHUNK_BYTES // (4 * r * k)))
     chunk = -(-blocks // -(-blocks // chunk))  # chunks of even size: a short last one would stream every panel for a few rows
-    decls, at = a_at or ([], lambda row, col: f"{row} * {a.strides[0]} + {col} * {a.strides[1]}")
-    aload = convert(f"xa[{at(f'(b * {r} + i)', 'kk')}]", a.dtype, DType.f32)
+    decls, row_at, col_at = a_at or ([], lambda row: f"{row} * {a.strides[0]}", lambda col: f"{col} * {a.strides[1]}")
+    aload = convert(f"xa[ro[i] + {col_at('kk')}]", a.dtype, DType.f32)
     bound = {"i": r, "kk": k}
     outer, inner = ("kk", "i") if abs(a.strides[0]) < abs(a.strides[1]) else ("i", "kk")
     o0 = outs[0].strides
@@ -420,6 +421,8 @@ def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[
             "  for (long b = b0; b < b1; ++b) {",
             f"    float* dst = ap + (b - b0) * {r * k};",
             f"    const long rows = {m} - b * {r} < {r} ? {m} - b * {r} : {r};",
+            f"    long ro[{r}];",
+            f"    for (long i = 0; i < {r}; ++i) ro[i] = i < rows ? {row_at(f'(b * {r} + i)')} : 0;",
             f"    for (long {outer} = 0; {outer} < {bound[outer]}; ++{outer})",  # along A's smaller stride inside
             f"      for (long {inner} = 0; {inner} < {bound[inner]}; ++{inner})",
             f"        dst[kk * {r} + i] = i < rows ? {aload} : 0.0f;",
@@ -428,8 +431,8 @@ def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[
             f"    const float* bq = bp + p * {k * width};",
             "    for (long b = b0; b < b1; ++b) {",
             f"      const float* aq = ap + (b - b0) * {r * k};",
-            *["      " + ln for ln in _product_tile(t, f"aq[kk * {r} + i]", "bq", k)],
-            f"      float tl[{r}][{width}];",
+            *["      " + ln for ln in _product_tile(t, f"aq[kk * {r} + i]", "bq", k, min(r, m))],
+            f"      float tl[{min(r, m)}][{width}];",
             "      memcpy(tl, acc, sizeof tl);",
             f"      const long rows = {m} - b * {r} < {r} ? {m} - b * {r} : {r};",
             f"      const long cols = {n} - p * {wg} < {wg} ? {n} - p * {wg} : {wg};",
@@ -477,22 +480,36 @@ def attention_rows(sq: int, sk: int, units_min: int, batch: int, t: Tile) -> int
     return most
 
 
-def _product_tile(t: Tile, a: str, b_panel: str, k: int | str) -> list[str]:
-    """The register micro-kernel: a ``t.rows`` × ``t.width`` tile of a product into
-    registers ``acc`` over ``k`` products, A's element (i, kk) at ``a``, B a panel of
-    ``t.width`` columns per kk."""
-    vt, lanes = f"rlx_floatx{t.lanes}", t.lanes
+def _product_tile(t: Tile, a: str, b_panel: str, k: int | str, rows: int | None = None) -> list[str]:
+    """The register micro-kernel: a ``rows`` (default ``t.rows``) × ``t.width`` tile of a
+    product into registers ``acc`` over ``k`` products, A's element (i, kk) at ``a``, B a
+    panel of ``t.width`` columns per kk. A tile of fewer rows than ``MAX_CHAINS`` chains
+    (a matrix-vector product) sums alternate kk into separate registers, added at the end:
+    one set would wait on its own FMAs' latency."""
+    vt, lanes, rows = f"rlx_floatx{t.lanes}", t.lanes, rows or t.rows
     splat = f"({vt}){{{', '.join(['s'] * lanes)}}}"
-    return [f"{vt} acc[{t.rows}][{t.vectors}] = {{}};",
-            f"for (long kk = 0; kk < {k}; ++kk) {{",
-            f"  {vt} bv[{t.vectors}];",
-            f"  for (int v = 0; v < {t.vectors}; ++v) bv[v] = rlx_ld_floatx{lanes}({b_panel} + kk * {t.width} + v * {lanes});",
-            f"  #pragma GCC unroll {t.rows}",
-            f"  for (int i = 0; i < {t.rows}; ++i) {{",
-            f"    const float s = {a};",
-            f"    const {vt} ai = {splat};",
-            f"    for (int v = 0; v < {t.vectors}; ++v) acc[i][v] += ai * bv[v];",
-            "  }", "}"]
+    unroll = max(1, -(-MAX_CHAINS // (rows * t.vectors)))
+
+    def step(into: str) -> list[str]:
+        return [f"  {vt} bv[{t.vectors}];",
+                f"  for (int v = 0; v < {t.vectors}; ++v) bv[v] = rlx_ld_floatx{lanes}({b_panel} + kk * {t.width} + v * {lanes});",
+                f"  #pragma GCC unroll {rows}",
+                f"  for (int i = 0; i < {rows}; ++i) {{",
+                f"    const float s = {a};",
+                f"    const {vt} ai = {splat};",
+                f"    for (int v = 0; v < {t.vectors}; ++v) {into}[i][v] += ai * bv[v];",
+                "  }"]
+    if unroll == 1:
+        return [f"{vt} acc[{rows}][{t.vectors}] = {{}};", f"for (long kk = 0; kk < {k}; ++kk) {{", *step("acc"), "}"]
+    return [f"{vt} acc[{rows}][{t.vectors}] = {{}}, part[{unroll}][{rows}][{t.vectors}] = {{}};",
+            f"for (long k0 = 0; k0 + {unroll} <= {k}; k0 += {unroll}) {{",
+            f"  #pragma GCC unroll {unroll}",
+            f"  for (int u = 0; u < {unroll}; ++u) {{",
+            "  const long kk = k0 + u;",
+            *["  " + ln for ln in step("part[u]")], "  }", "}",
+            f"for (long kk = ({k}) / {unroll} * {unroll}; kk < {k}; ++kk) {{", *step("acc"), "}",
+            f"for (int u = 0; u < {unroll}; ++u) for (int i = 0; i < {rows}; ++i)",
+            f"  for (int v = 0; v < {t.vectors}; ++v) acc[i][v] += part[u][i][v];"]
 
 
 def attention(score: Expr, probs: Expr | None, q: AttnOperand, k: AttnOperand, v: AttnOperand, out: AttnOperand,
@@ -679,16 +696,14 @@ def conv_geometry(x_shape: Sequence[int], w_shape: Sequence[int], out_shape: Seq
                         oh + reach[0], ow + reach[1])
 
 
-def conv_rows(g: ConvGeometry) -> tuple[list[str], Callable[[str, str], str]]:
+def conv_rows(g: ConvGeometry) -> tuple[list[str], Callable[[str], str], Callable[[str], str]]:
     """A single image's convolution as a GEMM with output pixels as rows (``gemm``'s
-    ``a_at``): the window element (pixel, channel·taps + tap) read from the phase planes,
-    junk columns left out."""
+    ``a_at``): the window element (pixel, channel·taps + tap) read from the phase planes at
+    the pixel's offset plus the channel's and tap's, junk columns left out."""
     taps = g.taps()
-
-    def at(row: str, col: str) -> str:
-        return (f"({row} / {g.out_w}) * {g.wq} + {row} % {g.out_w} + "
-                f"({col} / {len(taps)}) * {g.channel} + taps[{col} % {len(taps)}]")
-    return [f"static const long taps[{len(taps)}] = {{{', '.join(map(str, taps))}}};  // each tap's offset"], at
+    return ([f"static const long taps[{len(taps)}] = {{{', '.join(map(str, taps))}}};  // each tap's offset"],
+            lambda row: f"({row} / {g.out_w}) * {g.wq} + {row} % {g.out_w}",
+            lambda col: f"({col} / {len(taps)}) * {g.channel} + taps[{col} % {len(taps)}]")
 
 
 def conv_planes(g: ConvGeometry, x: Operand) -> CSource:

@@ -32,6 +32,8 @@ CHUNK = 32768        # elements per temporary: a few of them fit in this machine
 PAR_MIN = 1 << 18    # elements below which a step runs on one thread (a hand-off costs about as much)
 GEMM_BLOCK = 1 << 20  # elements of a GEMM's product block (BLAS loses speed on thin blocks)
 GEMM_PAR_MIN = 1 << 21  # multiply-adds below which a GEMM runs on one thread
+GEMV_PAR_MIN = 1 << 16  # elements of constant B from which a GEMM runs on every thread however few its
+                        # rows (a matrix-vector product streams B: its time goes with B's bytes)
 SCORES = 1 << 18       # elements of an attention score block
 DEPTHWISE_BLOCK = 1 << 16  # elements of a depthwise accumulator block (fewer, longer calls than CHUNK: -5%)
 
@@ -649,7 +651,7 @@ def native_gemm(outputs: Sequence[Expr], gemms, ins: Sequence[np.ndarray], outs:
     if a_strides is None or None in strides.values() or None in out_strides:
         return None
     opers = [Operand(as_dtype(ins[i].dtype), strides[i]) if i in used else None for i in range(n_in)]
-    parts = thread_count() if m * n * k >= GEMM_PAR_MIN else 1
+    parts = gemm_parts(m, n * len(products), k)
     n_panels, blocks = c_print.panels(n, len(products), t), -(-m // t.rows)
     # threads split the panels (each packs all of A) unless A is the larger operand or too
     # few panels go round: then the rows (each reads every panel)
@@ -659,6 +661,11 @@ def native_gemm(outputs: Sequence[Expr], gemms, ins: Sequence[np.ndarray], outs:
     packed = c_print.pack_panels([ins[gemms[j][1]] for j in products], t)
     arrays = [x, packed] + [ins[i] for i in used] + list(outs)
     return _native_kernel(src, arrays, blocks if split_rows else n_panels, parts)
+
+
+def gemm_parts(m: int, n: int, k: int) -> int:
+    """How many threads a compiled GEMM of M×K by a constant K×N runs on."""
+    return thread_count() if m * n * k >= GEMM_PAR_MIN or n * k >= GEMV_PAR_MIN else 1
 
 
 def matmul_kernel(a: np.ndarray, b: np.ndarray, out: np.ndarray, constant_b: bool = False) -> ChunkedKernel:
@@ -1196,7 +1203,7 @@ def _native_conv_by_rows(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.n
         return None
     planes, _, phases = _phase_planes(geo, x, max(geo.taps()) + geo.pixels)
     opers = [Operand(as_dtype(ins[i].dtype), mats[i]) if i in mats else None for i in range(n_in)]
-    parts = thread_count() if pixels * geo.m * geo.products >= GEMM_PAR_MIN else 1
+    parts = gemm_parts(pixels, geo.m, geo.products)
     n_panels, blocks = c_print.panels(geo.m, 1, t), -(-pixels // t.rows)
     src = c_print.gemm(outputs, opers, [Operand(as_dtype(o.dtype), st) for o, st in zip(outs, out_mats)], [0], n_in,
                        Operand(DType.f32, (1, pixels)), pixels, geo.products, geo.m, t, False, c_print.conv_rows(geo))
