@@ -294,13 +294,14 @@ def test_conv_gemm_layouts(shape, kernel, strides, pads, dilations):
 @needs_cc
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), rank=st.sampled_from([1, 2]), op=st.sampled_from(["conv", "bias_act", "residual"]),
-       vector_bytes=st.sampled_from([32, 64]))
-def test_small_convolutions_run_as_pixel_rows(seed, rank, op, vector_bytes):
+       vector_bytes=st.sampled_from([32, 64]), by_rows=st.sampled_from([None, False, True]))
+def test_small_convolutions_run_as_pixel_rows(seed, rank, op, vector_bytes, by_rows):
     """A single image's convolution with a small output (where conv_gemm's panels of plane
     pixels would waste a quarter of their columns) runs as the GEMM with output pixels as
     rows, its windows gathered from the phase planes as A is packed: strides, dilations,
-    asymmetric pads, 1-D and 2-D, with and without bias, a residual, either micro-kernel;
-    within f32's tolerance of the reference."""
+    asymmetric pads, 1-D and 2-D, with and without bias, a residual, either micro-kernel,
+    on one thread or two splitting the pixels or the output channels; within f32's
+    tolerance of the reference."""
     rng = np.random.default_rng(seed)
     r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
     cin, cout = r(2, 40), r(1, 70)
@@ -333,9 +334,14 @@ def test_small_convolutions_run_as_pixel_rows(seed, rank, op, vector_bytes):
         else:
             y = g.op("conv_bias_act", x, w, bias, act=str(rng.choice(["none", "relu", "silu"])), **win)
     g.output(y=y)
-    with mock.patch.object(cc, "vector_bytes", lambda: vector_bytes):
+    threads = 1 if by_rows is None else 2
+    with mock.patch.object(cc, "vector_bytes", lambda: vector_bytes), \
+            mock.patch.object(numpy_print, "gemm_parts", lambda *a: threads), \
+            mock.patch.object(numpy_print, "split_rows", lambda *a: bool(by_rows)), \
+            mock.patch.dict("os.environ", {"RLX_NUM_THREADS": str(threads)}):
         program = get_executor("numpy").prepare(plan(g), params)
-    err, tol = max_error(program.run(feeds)["y"], interpret(g, feeds, params)["y"], "f32")
+        got = program.run(feeds)["y"]
+    err, tol = max_error(got, interpret(g, feeds, params)["y"], "f32")
     assert err <= tol, (g.to_text(), err, tol)
     assert "static const long taps[" in dict((s.node, f) for s, f in program.steps)[y.node.name].source
 

@@ -612,7 +612,17 @@ def _matrix(a: np.ndarray, shape: tuple[int, int]) -> tuple[int, int] | None:
         return None
 
 
-ROWS_SPLIT = 4  # a GEMM's threads split its rows when it has this many times more rows than columns
+ROWS_SPLIT = 4  # a GEMM's threads split its rows when this many times its rows are as many as its columns
+SPLIT_PANELS_MIN = 24  # panels per thread a GEMM needs for its threads to split the panels
+
+
+def split_rows(m: int, n: int, t: c_print.Tile, parts: int, products: int = 1) -> bool:
+    """Whether a compiled GEMM's threads split its blocks of rows (each reads every panel of
+    B) rather than its panels (each packs all of A). Packing A costs a thread about a
+    panel's work or two, so panels are split only when each thread gets many of them, and
+    rows once A is not much the smaller operand (measured on this repo's model shapes)."""
+    blocks, n_panels = -(-m // t.rows), c_print.panels(n, products, t)
+    return parts > 1 and blocks >= 2 * parts and (ROWS_SPLIT * m >= n * products or n_panels < SPLIT_PANELS_MIN * parts)
 
 
 def native_gemm(outputs: Sequence[Expr], gemms, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
@@ -653,14 +663,12 @@ def native_gemm(outputs: Sequence[Expr], gemms, ins: Sequence[np.ndarray], outs:
     opers = [Operand(as_dtype(ins[i].dtype), strides[i]) if i in used else None for i in range(n_in)]
     parts = gemm_parts(m, n * len(products), k)
     n_panels, blocks = c_print.panels(n, len(products), t), -(-m // t.rows)
-    # threads split the panels (each packs all of A) unless A is the larger operand or too
-    # few panels go round: then the rows (each reads every panel)
-    split_rows = parts > 1 and blocks >= 2 * parts and (m >= ROWS_SPLIT * n or n_panels < 2 * parts)
+    by_rows = split_rows(m, n, t, parts, len(products))
     src = c_print.gemm(outputs, opers, [Operand(as_dtype(o.dtype), s) for o, s in zip(outs, out_strides)],
-                       products, n_in, Operand(DType.f32, a_strides), m, k, n, t, split_rows)
+                       products, n_in, Operand(DType.f32, a_strides), m, k, n, t, by_rows)
     packed = c_print.pack_panels([ins[gemms[j][1]] for j in products], t)
     arrays = [x, packed] + [ins[i] for i in used] + list(outs)
-    return _native_kernel(src, arrays, blocks if split_rows else n_panels, parts)
+    return _native_kernel(src, arrays, blocks if by_rows else n_panels, parts)
 
 
 def gemm_parts(m: int, n: int, k: int) -> int:
@@ -1090,11 +1098,11 @@ def _native_winograd(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarr
     u = winograd.transform_weights(np.asarray(w))
     packed = np.stack([c_print.pack_panels([u[e]], t) for e in range(winograd.ELEMENTS)])
     n_panels, blocks = c_print.panels(geo.m, 1, t), -(-t_all // t.rows)
-    split_rows = parts > 1 and blocks >= 2 * parts and (t_all >= ROWS_SPLIT * geo.m or n_panels < 2 * parts)
+    by_rows = split_rows(t_all, geo.m, t, parts)
     gemm = c_print.gemm((arg(0, DType.f32),), [], [Operand(DType.f32, (winograd.ELEMENTS * geo.m, 1))], [0], 0,
-                        Operand(DType.f32, (1, winograd.ELEMENTS * t_all)), t_all, geo.c, geo.m, t, split_rows)
+                        Operand(DType.f32, (1, winograd.ELEMENTS * t_all)), t_all, geo.c, geo.m, t, by_rows)
     batched = winograd.gemms(gemm, geo, packed[0].size)
-    phases += _native_kernel(batched, [v, packed, m], blocks if split_rows else n_panels, parts).phases
+    phases += _native_kernel(batched, [v, packed, m], blocks if by_rows else n_panels, parts).phases
     opers = [Operand(as_dtype(ins[i].dtype), own_strides(ins[i]) if i == s.bias else aligned_strides(ins[i], out.shape))
              if i in used else None for i in range(n_in)]
     back = winograd.output_transform(s.outputs, opers, [Operand(as_dtype(o.dtype), elem_strides(o)) for o in outs],
@@ -1205,11 +1213,12 @@ def _native_conv_by_rows(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.n
     opers = [Operand(as_dtype(ins[i].dtype), mats[i]) if i in mats else None for i in range(n_in)]
     parts = gemm_parts(pixels, geo.m, geo.products)
     n_panels, blocks = c_print.panels(geo.m, 1, t), -(-pixels // t.rows)
+    by_rows = split_rows(pixels, geo.m, t, parts)
     src = c_print.gemm(outputs, opers, [Operand(as_dtype(o.dtype), st) for o, st in zip(outs, out_mats)], [0], n_in,
-                       Operand(DType.f32, (1, pixels)), pixels, geo.products, geo.m, t, False, c_print.conv_rows(geo))
+                       Operand(DType.f32, (1, pixels)), pixels, geo.products, geo.m, t, by_rows, c_print.conv_rows(geo))
     packed = c_print.pack_panels([np.asarray(w, np.float32).reshape(geo.m, -1).T], t)
-    gemm = _native_kernel(src, [planes, packed] + [ins[i] for i in sorted(mats)] + list(outs), n_panels,
-                          min(parts, n_panels))
+    gemm = _native_kernel(src, [planes, packed] + [ins[i] for i in sorted(mats)] + list(outs),
+                          blocks if by_rows else n_panels, parts)
     return ChunkedKernel(gemm.source, phases + gemm.phases)
 
 
