@@ -480,12 +480,14 @@ def attention_rows(sq: int, sk: int, units_min: int, batch: int, t: Tile) -> int
     return most
 
 
-def _product_tile(t: Tile, a: str, b_panel: str, k: int | str, rows: int | None = None) -> list[str]:
+def _product_tile(t: Tile, a: str, b_panel: str, k: int | str, rows: int | None = None,
+                  resume: str | None = None) -> list[str]:
     """The register micro-kernel: a ``rows`` (default ``t.rows``) × ``t.width`` tile of a
     product into registers ``acc`` over ``k`` products, A's element (i, kk) at ``a``, B a
     panel of ``t.width`` columns per kk. A tile of fewer rows than ``MAX_CHAINS`` chains
     (a matrix-vector product) sums alternate kk into separate registers, added at the end:
-    one set would wait on its own FMAs' latency."""
+    one set would wait on its own FMAs' latency. ``resume``, a statement, may load ``acc``
+    with the sums of earlier products first (a long sum run in slices)."""
     vt, lanes, rows = f"rlx_floatx{t.lanes}", t.lanes, rows or t.rows
     splat = f"({vt}){{{', '.join(['s'] * lanes)}}}"
     unroll = max(1, -(-MAX_CHAINS // (rows * t.vectors)))
@@ -499,9 +501,11 @@ def _product_tile(t: Tile, a: str, b_panel: str, k: int | str, rows: int | None 
                 f"    const {vt} ai = {splat};",
                 f"    for (int v = 0; v < {t.vectors}; ++v) {into}[i][v] += ai * bv[v];",
                 "  }"]
+    start = [resume] if resume else []
     if unroll == 1:
-        return [f"{vt} acc[{rows}][{t.vectors}] = {{}};", f"for (long kk = 0; kk < {k}; ++kk) {{", *step("acc"), "}"]
-    return [f"{vt} acc[{rows}][{t.vectors}] = {{}}, part[{unroll}][{rows}][{t.vectors}] = {{}};",
+        return [f"{vt} acc[{rows}][{t.vectors}] = {{}};", *start, f"for (long kk = 0; kk < {k}; ++kk) {{",
+                *step("acc"), "}"]
+    return [f"{vt} acc[{rows}][{t.vectors}] = {{}}, part[{unroll}][{rows}][{t.vectors}] = {{}};", *start,
             f"for (long k0 = 0; k0 + {unroll} <= {k}; k0 += {unroll}) {{",
             f"  #pragma GCC unroll {unroll}",
             f"  for (int u = 0; u < {unroll}; ++u) {{",
@@ -760,7 +764,7 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
     (it stays in L1) and every tile of the unit adds its share to its partial sums, kept
     aside until the last slice's epilogue. ``planes``: the images' and channels' strides
     of the planes read."""
-    r, lanes, width, nv = t.rows, t.lanes, t.width, t.vectors
+    r, width = t.rows, t.width
     mg, cg = g.m // g.group, g.c // g.group
     bpg = -(-mg // r)                         # weight blocks per group
     chunks = -(-bpg // chunk)
@@ -770,8 +774,6 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
     kg = g.products
     kc = min(kc or kg, kg)
     sliced = kc < kg
-    vt = f"rlx_floatx{lanes}"
-    splat = f"({vt}){{{', '.join(['s'] * lanes)}}}"
     used = sorted({e.value for o in outputs for e in nodes(o) if e.op == "arg" and e.value != conv}
                   | ({bias} if bias is not None else set()))
     four = (lambda st: list(st)) if len(outs[0].strides) == 4 else (lambda st: [st[0], st[1], 0, st[2]])
@@ -787,18 +789,8 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
     bias_at = convert(f"a{bias}[m * {ins[bias].strides[0]}]", ins[bias].dtype, DType.f32) if bias is not None \
         else "0.0f"
     tile_ = [f"  const long m0 = gi * {mg} + bg * {r}, rows = {mg} - bg * {r} < {r} ? {mg} - bg * {r} : {r};",
-             f"  {vt} acc[{r}][{nv}] = {{}};",
-             *(["  if (k0 > 0) memcpy(acc, pt, sizeof acc);  // the slices before this one"] if sliced else []),
-             "  for (long kk = 0; kk < kn; ++kk) {",
-             f"    {vt} bv[{nv}];",
-             f"    for (int v = 0; v < {nv}; ++v) bv[v] = rlx_ld_floatx{lanes}(pq + kk * {width} + v * {lanes});",
-             f"    #pragma GCC unroll {r}",
-             f"    for (int i = 0; i < {r}; ++i) {{",
-             f"      const float s = aw[kk * {r} + i];",
-             f"      const {vt} ai = {splat};",
-             f"      for (int v = 0; v < {nv}; ++v) acc[i][v] += ai * bv[v];",
-             "    }",
-             "  }",
+             *["  " + ln for ln in _product_tile(t, f"aw[kk * {r} + i]", "pq", "kn", resume=(
+                 "if (k0 > 0) memcpy(acc, pt, sizeof acc);  // the slices before this one" if sliced else None))],
              *([f"  if (k0 + kn < {kg}) {{ memcpy(pt, acc, sizeof acc); continue; }}"] if sliced else []),
              f"  float tl[{r}][{width}];",
              "  memcpy(tl, acc, sizeof tl);",
