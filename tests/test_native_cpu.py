@@ -13,7 +13,6 @@ from scipy import special
 
 from rlx.exec import c_print, cc, numpy_exec, numpy_print, winograd
 from rlx.exec.base import get_executor
-from rlx.exec.numpy_print import DIRECT_CONV_DEPTH
 from rlx.ir import Graph, interpret
 from rlx.ir.dtypes import DType
 from rlx.ir.expr import arg
@@ -73,14 +72,15 @@ def _native(program, g) -> bool:
        depthwise=st.booleans())
 def test_direct_convolutions_match_the_reference(seed, rank, dtype, depthwise):
     """Strides, dilations, asymmetric pads, 1-D and 2-D, depthwise (channel multiplier 1 or 2)
-    and grouped with fewer than DIRECT_CONV_DEPTH products per output, every epilogue: within the dtype's
-    tolerance of the float64 reference (f32 {f32}, f64 {f64})."""
+    and grouped over 2 or 3 channels, every epilogue: within the dtype's tolerance of the
+    float64 reference (f32 {f32}, f64 {f64}); the direct loop nest runs where ``runs_direct``
+    says (few products, or a spatial kernel over few channels), else the conv GEMM."""
     rng = np.random.default_rng(seed)
     g, arrays = _conv_case(rng, dtype, rank, depthwise)
     w = arrays["w"]
     check(g, arrays, generated=True)
     _, _, program = run_graph(g, arrays)
-    direct = w.shape[1] == 1 or w[0].size < DIRECT_CONV_DEPTH
+    direct = numpy_print.runs_direct(w.shape)
     assert _native(program, g) == (direct or dtype == "f32")  # else the conv GEMM, weights packed per run
 
 
@@ -212,8 +212,8 @@ def test_a_gemm_by_an_activation_runs_on_blas():
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), rank=st.sampled_from([1, 2]))
 def test_convolutions_by_constant_weights_run_the_compiled_conv_gemm(seed, rank):
-    """A convolution by constant f32 weights with DIRECT_CONV_DEPTH or more products per
-    output (any group count, strides, dilations, asymmetric pads, several images): the
+    """A convolution by constant f32 weights that does not run direct (``runs_direct``)
+    (any group count, strides, dilations, asymmetric pads, several images): the
     weights packed in blocks of output channels times the image's phase planes read in
     place, bias and epilogue on the tile; within f32's tolerance of the reference."""
     rng = np.random.default_rng(seed)
@@ -221,7 +221,7 @@ def test_convolutions_by_constant_weights_run_the_compiled_conv_gemm(seed, rank)
     group = r(1, 4)
     b, cin, cout = r(1, 3), group * r(1, 24), group * r(1, 24)
     kernel = tuple(r(1, 4) for _ in range(rank))
-    while cin // group * int(np.prod(kernel)) < DIRECT_CONV_DEPTH:
+    while numpy_print.runs_direct((cout, cin // group) + kernel):  # those run direct
         cin += group
     strides, dil = tuple(r(1, 4) for _ in range(rank)), tuple(r(1, 3) for _ in range(rank))
     pads = tuple(r(0, 3) for _ in range(2 * rank)) if r(0, 3) else (0,) * (2 * rank)
@@ -306,7 +306,7 @@ def test_small_convolutions_run_as_pixel_rows(seed, rank, op, vector_bytes, by_r
     r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
     cin, cout = r(2, 40), r(1, 70)
     kernel = tuple(r(1, 4) for _ in range(rank))
-    while cin * int(np.prod(kernel)) < DIRECT_CONV_DEPTH:  # fewer products run direct
+    while numpy_print.runs_direct((cout, cin) + kernel):  # those run direct
         cin += 1
     strides, dil = tuple(r(1, 3) for _ in range(rank)), tuple(r(1, 3) for _ in range(rank))
     pads = tuple(r(0, 3) for _ in range(2 * rank)) if r(0, 2) else (0,) * (2 * rank)

@@ -1016,18 +1016,31 @@ def _conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], consta
 
 
 DIRECT_CONV_DEPTH = 8   # a convolution summing fewer products per output runs direct, not as a GEMM
+DIRECT_FEW_CHANNELS = 4  # input channels per group of a spatial kernel that runs direct up to ...
+DIRECT_TAPS_DEPTH = 64   # ... this many products per output
 NATIVE_PAR_MIN = 1 << 16  # multiply-adds a compiled kernel's thread hand-off is worth
 BALANCE = 4  # lists per thread of a long kernel, handed out as threads come free: a slow core's share moves
 
 
+def runs_direct(w_shape: Sequence[int]) -> bool:
+    """Whether a convolution by weights of this shape runs the direct loop nest rather than
+    a GEMM: depthwise, under ``DIRECT_CONV_DEPTH`` products per output, or a spatial kernel
+    over so few channels that its sums are too short for a GEMM's tiles to pay back their
+    packing and epilogue (a 3×3 stem over 3 or 4 channels: 1.4-1.7× faster direct; at
+    72-150 products the two tie, and a 16×16 patch embedding is 3× slower direct)."""
+    cg, taps = w_shape[1], math.prod(w_shape[2:])
+    return cg == 1 or cg * taps < DIRECT_CONV_DEPTH or \
+        (taps > 1 and cg <= DIRECT_FEW_CHANNELS and cg * taps <= DIRECT_TAPS_DEPTH)
+
+
 def _native_conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]) -> ChunkedKernel | None:
-    """A depthwise or thin grouped convolution with its epilogue as one compiled loop nest
-    (``c_print``), its output planes split over the threads; None without a compiler or
-    where the CPU printer has no loop nest (then the NumPy program runs)."""
+    """A depthwise, thin grouped or few-channel convolution with its epilogue as one
+    compiled loop nest (``c_print``), its output planes split over the threads; None without
+    a compiler, where it runs as a GEMM (``runs_direct``) or where the CPU printer has no
+    loop nest (then the NumPy program runs)."""
     x, w, out = ins[s.x], ins[s.w], outs[0]
     depth = w.shape[1] * math.prod(w.shape[2:])
-    if not _compiles(out.size * depth) or (w.shape[1] != 1 and depth >= DIRECT_CONV_DEPTH) or \
-            any(o.shape != out.shape for o in outs):
+    if not _compiles(out.size * depth) or not runs_direct(w.shape) or any(o.shape != out.shape for o in outs):
         return None
     n_in = len(ins)
     epilogue = {q.value for e in s.outputs for q in nodes(e) if q.op == "arg" and q.value != n_in}
