@@ -659,3 +659,29 @@ def test_every_op_matches_the_reference_through_the_cpu_printer(op, seed, pick):
     dtypes = _dtypes(op)
     g, arrays = _case(op, np.random.default_rng(seed), dtypes[pick % len(dtypes)])
     check(g, arrays)
+
+
+@needs_cc
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), dtype=st.sampled_from(["f32", "f64"]), even=st.booleans())
+def test_rotary_half_runs_as_compiled_halves(seed, dtype, even):
+    """Hugging Face's rotary (x·cos + rotate_half(x)·sin, tables broadcast over batch and
+    heads) as two compiled pointwise kernels, one per half of the output, split in half or
+    unevenly; within the dtype's tolerance of the float64 reference. An uneven split whose
+    narrow half is too small to compile runs NumPy's passes, as correct."""
+    rng = np.random.default_rng(seed)
+    r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
+    b, n, s, dd = r(1, 3), r(4, 9), r(64, 160), 2 * r(16, 48)
+    half = dd // 2 if even else r(1, dd)
+    g, feeds = Graph("rotary"), {}
+
+    def inp(name, shape):
+        feeds[name] = data(rng, shape, dtype)
+        return g.input(name, shape, dtype)
+    g.output(y=g.op("rotary_half", inp("x", (b, n, s, dd)), inp("c", (1, 1, s, dd)), inp("s", (s, dd)),
+                    half=[half], end=[dd], dim=[-1]))
+    program = get_executor("numpy").prepare(plan(g), {})
+    err, tol = max_error(program.run(feeds)["y"], interpret(g, feeds, {})["y"], dtype)
+    assert err <= tol, (b, n, s, dd, half, err, tol)
+    rows = b * n * s
+    assert _native(program, g) == (min(dd - half, half) * rows >= numpy_print.NATIVE_MIN)

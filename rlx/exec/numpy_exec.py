@@ -17,9 +17,11 @@ import numpy as np
 
 from rlx.errors import BindingError
 from rlx.exec.base import StepTiming, override, overrides, register_executor
-from rlx.exec.numpy_print import build, matmul_kernel, native_max_pool, native_reduce, printable, window
+from rlx.exec.numpy_print import (ChunkedKernel, build, matmul_kernel, native_max_pool, native_reduce, native_rows,
+                                  printable, window)
 from rlx.exec.parallel import blas_single_threaded
-from rlx.ir.dtypes import DType
+from rlx.ir.dtypes import DType, as_dtype
+from rlx.ir.expr import arg, call, typed
 from rlx.ir.interpret import check_input
 from rlx.ir.ops import window_params
 from rlx.ir.lir import LIR, Step, ValueLayout
@@ -253,11 +255,12 @@ def _max_pool(ins, outs, attrs, constant) -> Callable[[], None]:
 override(NAME, "avg_pool")(lambda ins, outs, attrs: _pool(ins, outs, attrs, False))
 
 
-@override(NAME, "rotary_half")
-def _rotary_half(ins, outs, attrs) -> None:
-    """x·cos + concat(-x[h:], x[:h])·sin in place: x·cos, then each half corrected by the
-    other half times its sin (no negated copy, no concatenation). Another split than the
-    last axis runs the definition."""
+@prepared("rotary_half")
+def _rotary_half(ins, outs, attrs, constant) -> Callable[[], None]:
+    """x·cos + concat(-x[h:], x[:h])·sin as two compiled pointwise kernels, one per half of
+    the output (x·cos minus, then plus, the other half of x times sin: no negated copy, no
+    concatenation); without a compiler, the same in NumPy. Another split than the last
+    axis, or an output that overlaps x, runs the definition."""
     x, c, s = ins
     out = outs[0]
     d = x.shape[-1]
@@ -265,9 +268,18 @@ def _rotary_half(ins, outs, attrs) -> None:
     axes = attrs["dim"] if attrs["dim"] is not None else [0]  # slice's default: the first axis
     if [a % x.ndim for a in axes] != [x.ndim - 1] or not 0 < h < d or attrs["end"][0] < d \
             or np.may_share_memory(out, x):
-        np.copyto(out, REGISTRY.get("rotary_half").reference(ins, attrs), casting="unsafe")
-        return
-    np.multiply(x, c, out=out)
-    sb = np.broadcast_to(s, out.shape)
-    out[..., :d - h] -= x[..., h:] * sb[..., :d - h]
-    out[..., d - h:] += x[..., :h] * sb[..., d - h:]
+        return lambda: np.copyto(out, REGISTRY.get("rotary_half").reference(ins, attrs), casting="unsafe")
+    cb, sb = np.broadcast_to(c, out.shape), np.broadcast_to(s, out.shape)
+    halves = (("sub", slice(None, d - h), slice(h, None)), ("add", slice(d - h, None), slice(None, h)))
+    dtypes = (as_dtype(x.dtype), as_dtype(c.dtype), as_dtype(x.dtype), as_dtype(s.dtype))
+    kernels = [native_rows([typed(call(op, call("mul", arg(0), arg(1)), call("mul", arg(2), arg(3))), dtypes)], (),
+                           [x[..., cols], cb[..., cols], x[..., other], sb[..., cols]], [out[..., cols]])
+               for op, cols, other in halves]  # (x·cos ∓ the other half of x·sin) over these columns
+    if all(k is not None for k in kernels):
+        return ChunkedKernel("\n".join(k.source for k in kernels), [p for k in kernels for p in k.phases])
+
+    def numpy() -> None:
+        np.multiply(x, c, out=out)
+        out[..., :d - h] -= x[..., h:] * sb[..., :d - h]
+        out[..., d - h:] += x[..., :h] * sb[..., d - h:]
+    return numpy
