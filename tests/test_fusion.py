@@ -14,6 +14,7 @@ import rlx
 from rlx.egraph.saturate import Limits
 from rlx.extract.cost import DEFAULT
 from rlx.ir import Graph, interpret, random_arrays
+from rlx.ir.expr import nodes
 from rlx.report import FusionNotClean
 from rlx.rules import load
 
@@ -240,6 +241,20 @@ def test_elementwise_chain_becomes_one_region():
     assert r.graph.op_counts() == {"region": 1, "sum": 1}
     (reg,) = [n for n in r.graph.nodes if n.op == "region"]
     assert str(reg.attrs["body"]) == "tanh(add(mul(exp($0), $1), 1.0))" and len(reg.inputs) == 2
+
+
+def test_an_op_with_several_attributes_joins_a_region_keeping_them():
+    """hard_sigmoid's alpha and beta both travel in the region body's op spelling (a
+    squeeze-and-excitation gate: the gate broadcast over the image it scales); ``opt``
+    checks the region computes what the two ops did."""
+    g = Graph()
+    x, s = g.input("x", (2, 8, 5, 5)), g.input("s", (2, 8, 1, 1))
+    g.output(g.mul(g.op("hard_sigmoid", s, alpha=0.125, beta=0.375), x))
+    r = opt(g)
+    assert r.graph.op_counts() == {"region": 1}
+    (reg,) = [n for n in r.graph.nodes if n.op == "region"]
+    (hs,) = [e for e in nodes(reg.attrs["body"]) if e.op == "hard_sigmoid"]
+    assert hs.attr_dict() == {"alpha": 0.125, "beta": 0.375}
 
 
 def test_region_respects_the_targets_input_limit():

@@ -85,23 +85,33 @@ def scalar_key(value: Any) -> str:
 
 
 BODY_ARITY = {1: "U", 2: "Bn", 3: "Tn"}  # region Body constructors by operand count
+HEAD_SEP = "|"  # between the attributes of a body op with several (hard_sigmoid's alpha and beta)
+JOINABLE = ("float", "floats", "int", "ints", "bool", "dims")  # kinds whose encoding never holds HEAD_SEP
+
+
+def lifts_into_regions(op: OpDef) -> bool:
+    """Whether a body op's attributes can be spelled in its head: one string-sorted
+    attribute of any kind, or several whose encodings cannot hold the separator."""
+    return all(attr_sort(a) == "String" for a in op.attrs) and \
+        (len(op.attrs) <= 1 or all(a.kind in JOINABLE for a in op.attrs))
 
 
 def body_head(op: str, attrs: dict[str, Any]) -> str:
     """How a region body node's op is spelled in egglog: the op, or ``op:value`` for an op
-    with one attribute (a cast's dtype)."""
+    with one attribute (a cast's dtype), ``op:v1|v2`` with several (in spec order)."""
     if not attrs:
         return op
-    (spec,) = REGISTRY.get(op).attrs
-    return f"{op}:{encode_attr(spec, attrs[spec.name])}"
+    specs = REGISTRY.get(op).attrs
+    return f"{op}:" + HEAD_SEP.join(encode_attr(spec, attrs[spec.name]) for spec in specs)
 
 
 def parse_head(head: str) -> tuple[str, dict[str, Any]]:
     op, _, text = head.partition(":")
     if not text:
         return op, {}
-    (spec,) = REGISTRY.get(op).attrs
-    return op, {spec.name: spec.normalize(decode_attr(spec, text), f"region body op {op}")}
+    specs = REGISTRY.get(op).attrs
+    values = text.split(HEAD_SEP) if len(specs) > 1 else [text]
+    return op, {spec.name: spec.normalize(decode_attr(spec, v), f"region body op {op}") for spec, v in zip(specs, values)}
 
 
 def constructor_sorts(op: OpDef) -> list[str]:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rlx.ir.registry import REGISTRY, REQUIRED, AttrSpec
-from rlx.egraph.encode import BODY_ARITY, attr_sort, ctor, encode_attr, literal, scalar_key
+from rlx.egraph.encode import BODY_ARITY, HEAD_SEP, attr_sort, ctor, encode_attr, lifts_into_regions, literal, scalar_key
 from rlx.rules import RuleSet
 from rlx.rules.check import MAX_VARIANTS
 
@@ -411,10 +411,12 @@ def region_rules(ruleset: str, max_inputs: int, max_ops: int) -> list[tuple[str,
             continue
         n = len(op.inputs)
         xs = [f"x{i}" for i in range(n)]
-        if op.attrs:  # an attribute goes into the body's op spelling (body_head): one, as a string
-            if len(op.attrs) != 1 or attr_sort(op.attrs[0]) != "String":
+        if op.attrs:  # attributes go into the body's op spelling (body_head), as strings
+            if not lifts_into_regions(op):
                 continue
-            head, pat = f'(+ "{op.name}:" d)', f"({ctor(op.name)} {' '.join(xs)} d)"
+            ds = [f"d{j}" for j in range(len(op.attrs))]
+            head = f'(+ "{op.name}:" {f" {json.dumps(HEAD_SEP)} ".join(ds)})'
+            pat = f"({ctor(op.name)} {' '.join(xs + ds)})"
         else:
             head, pat = f'"{op.name}"', f"({ctor(op.name)} {' '.join(xs)})"
         args = " ".join(f"(Arg {i})" for i in range(n))
