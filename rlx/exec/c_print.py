@@ -505,15 +505,15 @@ def _product_tile(t: Tile, a: str, b_panel: str, k: int | str, rows: int | None 
     if unroll == 1:
         return [f"{vt} acc[{rows}][{t.vectors}] = {{}};", *start, f"for (long kk = 0; kk < {k}; ++kk) {{",
                 *step("acc"), "}"]
-    return [f"{vt} acc[{rows}][{t.vectors}] = {{}}, part[{unroll}][{rows}][{t.vectors}] = {{}};", *start,
+    return [f"{vt} acc[{rows}][{t.vectors}] = {{}}, alt[{unroll}][{rows}][{t.vectors}] = {{}};", *start,
             f"for (long k0 = 0; k0 + {unroll} <= {k}; k0 += {unroll}) {{",
             f"  #pragma GCC unroll {unroll}",
             f"  for (int u = 0; u < {unroll}; ++u) {{",
             "  const long kk = k0 + u;",
-            *["  " + ln for ln in step("part[u]")], "  }", "}",
+            *["  " + ln for ln in step("alt[u]")], "  }", "}",
             f"for (long kk = ({k}) / {unroll} * {unroll}; kk < {k}; ++kk) {{", *step("acc"), "}",
             f"for (int u = 0; u < {unroll}; ++u) for (int i = 0; i < {rows}; ++i)",
-            f"  for (int v = 0; v < {t.vectors}; ++v) acc[i][v] += part[u][i][v];"]
+            f"  for (int v = 0; v < {t.vectors}; ++v) acc[i][v] += alt[u][i][v];"]
 
 
 def attention(score: Expr, probs: Expr | None, q: AttnOperand, k: AttnOperand, v: AttnOperand, out: AttnOperand,
