@@ -111,7 +111,8 @@ def parse_head(head: str) -> tuple[str, dict[str, Any]]:
         return op, {}
     specs = REGISTRY.get(op).attrs
     values = text.split(HEAD_SEP) if len(specs) > 1 else [text]
-    return op, {spec.name: spec.normalize(decode_attr(spec, v), f"region body op {op}") for spec, v in zip(specs, values)}
+    return op, {spec.name: spec.normalize(decode_attr(spec, v), f"region body op {op}")
+                for spec, v in zip(specs, values)}
 
 
 def constructor_sorts(op: OpDef) -> list[str]:

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from rlx.ir.registry import REGISTRY, REQUIRED, AttrSpec
-from rlx.egraph.encode import BODY_ARITY, HEAD_SEP, attr_sort, ctor, encode_attr, lifts_into_regions, literal, scalar_key
+from rlx.egraph.encode import (BODY_ARITY, HEAD_SEP, attr_sort, ctor, encode_attr, lifts_into_regions, literal,
+                               scalar_key)
 from rlx.rules import RuleSet
 from rlx.rules.check import MAX_VARIANTS
 
