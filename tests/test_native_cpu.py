@@ -31,11 +31,13 @@ def compile_every_step(monkeypatch):
     monkeypatch.setattr(numpy_print, "NATIVE_MIN", 0)
 
 
-def _conv_case(rng, dtype: str, rank: int, depthwise: bool):
-    """A random depthwise or thin grouped convolution with bias, activation and maybe a residual."""
+def _conv_case(rng, dtype: str, rank: int, depthwise: bool, groups: tuple[int, int] = (1, 9),
+               multipliers: tuple[int, int] = (1, 3)):
+    """A random depthwise or thin grouped convolution with bias, activation and maybe a residual
+    (``groups`` and channel ``multipliers``: ranges to draw from)."""
     r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
-    b, group = r(1, 3), r(1, 9)
-    cin, cout = (group, group * r(1, 3)) if depthwise else (group * r(2, 4), group * r(1, 3))
+    b, group = r(1, 3), r(*groups)
+    cin, cout = (group, group * r(*multipliers)) if depthwise else (group * r(2, 4), group * r(*multipliers))
     kernel = tuple(r(1, 6) for _ in range(rank))
     strides = tuple(r(1, 4) for _ in range(rank))
     dil = tuple(r(1, 3) for _ in range(rank))
@@ -86,6 +88,32 @@ def test_direct_convolutions_match_the_reference(seed, rank, dtype, depthwise):
 
 test_direct_convolutions_match_the_reference.__doc__ = test_direct_convolutions_match_the_reference.__doc__.format(
     f32=TOLERANCE["f32"], f64=TOLERANCE["f64"])
+
+
+@needs_cc
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), rank=st.sampled_from([1, 2]))
+def test_depthwise_convolutions_run_with_channels_as_lanes(seed, rank):
+    """A depthwise convolution of 8 channels or more (a last block of fewer among them) with
+    output rows up to ``LANES_MAX_WIDTH`` wide runs ``conv_lanes``: planes transposed into
+    registers 8 channels at a time, rows of 8 pixels transposed back (a short last run among
+    them); strides, dilations, asymmetric pads, 1-D and 2-D, every epilogue (a residual
+    read only where there are pixels): within f32's tolerance ({f32})."""
+    rng = np.random.default_rng(seed)
+    g, arrays = _conv_case(rng, "f32", rank, True, groups=(8, 30), multipliers=(1, 2))
+    made = []
+    real = c_print.conv_lanes
+
+    def spy(*a, **k):
+        made.append(real(*a, **k))
+        return made[-1]
+    with mock.patch.object(c_print, "conv_lanes", spy):
+        check(g, arrays, generated=True)
+    assert made and all(src is not None for src in made)
+
+
+test_depthwise_convolutions_run_with_channels_as_lanes.__doc__ = \
+    test_depthwise_convolutions_run_with_channels_as_lanes.__doc__.format(f32=TOLERANCE["f32"])
 
 
 @needs_cc

@@ -5,7 +5,8 @@ ufunc calls; here each is one loop nest: the GEMM by constant weights packed int
 panels, with a register micro-kernel and its epilogue applied in registers (``gemm``);
 pointwise and row-reduction kernels, a pass per reduction and one for the outputs
 (``rows``); direct convolutions over zero-bordered, stride-phase-split planes
-(``conv_direct``); the whole of attention per block of query rows, its scores in L1
+(``conv_direct``), or, depthwise over narrow planes, with channels as the vector lanes
+(``conv_lanes``); the whole of attention per block of query rows, its scores in L1
 (``attention``). Kernels are specialized to sizes and strides like the CUDA printer's,
 so the compiler sees constant trip counts and unit strides and vectorizes; the scalar code
 (literals, conversions, primitives, expression DAGs) is the CUDA printer's, which is plain
@@ -83,6 +84,29 @@ RLX_VECTOR(float, 8)
 RLX_VECTOR(float, 16)
 RLX_VECTOR(double, 4)
 RLX_VECTOR(double, 8)
+#if defined(__clang__)
+#define RLX_SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+typedef int rlx_intx8 __attribute__((vector_size(32)));
+#define RLX_SHUFFLE(a, b, ...) __builtin_shuffle(a, b, (rlx_intx8){__VA_ARGS__})
+#endif
+// an 8×8 block of floats transposed in registers: r[i][j] becomes r[j][i]
+static inline void rlx_transpose8(rlx_floatx8 r[8]) {
+  rlx_floatx8 t[8], s[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = RLX_SHUFFLE(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = RLX_SHUFFLE(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int i = 0; i < 8; i += 4)
+    for (int h = 0; h < 2; ++h) {
+      s[i + 2 * h] = RLX_SHUFFLE(t[i + h], t[i + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      s[i + 2 * h + 1] = RLX_SHUFFLE(t[i + h], t[i + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  for (int j = 0; j < 4; ++j) {
+    r[j] = RLX_SHUFFLE(s[j], s[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    r[j + 4] = RLX_SHUFFLE(s[j], s[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
 """
 
 VECTOR_BYTES = 32  # AVX2's registers (an AVX-512 machine runs them too)
@@ -225,6 +249,113 @@ def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Se
             for k, (o, e, nm) in enumerate(zip(outs, outputs, names))]
     body += ["      #pragma omp simd", "      for (long j = 0; j < nj; ++j) {", "        const long q = q0 + j;"]
     body += ["        " + ln for ln in per] + ["      }", "      }", "    }", "  }", "}", "free(xp);"]
+    sig_ins = [ins[i] if i in used else None for i in range(len(ins))]
+    return _finish(_signature(sig_ins, outs), body)
+
+
+def conv_lanes(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[Operand],
+               out_shape: Sequence[int], conv: int, x: int, x_shape: Sequence[int], w: int, w_shape: Sequence[int],
+               bias: int | None, strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int]) -> CSource | None:
+    """A depthwise convolution (one input channel per output channel) and its epilogue with
+    channels as the lanes of 8-float vectors, for the units ``[lo, hi)`` of (image, block of 8
+    channels): the block's planes are interleaved (8×8 transposes in registers) into a
+    zero-bordered buffer, pixel-major, so every tap of an output pixel is one vector load at
+    any stride or dilation; runs of 8 output pixels of a row accumulate in registers over the
+    taps (a tap's weights one vector), are transposed back to a row of 8 pixels per channel,
+    and each output expression of the inputs and the convolution (``arg(conv)``) is stored
+    along it. Where output rows are narrow (a 7-wide row is one vector of 7 lanes and its
+    plane a few short FMA chains) this fills every lane. None for an f32 image whose rows are
+    not unit-stride, other dtypes or ranks (``conv_direct`` runs them)."""
+    nsp = len(x_shape) - 2
+    used = sorted({e.value for o in outputs for e in nodes(o) if e.op == "arg" and e.value != conv}
+                  | {x, w} | ({bias} if bias is not None else set()))
+    if nsp not in (1, 2) or ins[x].dtype != DType.f32 or ins[x].strides[-1] != 1 or \
+            any(not supported(ins[i].dtype) for i in used) or any(not supported(o.dtype) for o in outs):
+        return None
+
+    def two_d(seq: Sequence[int], fill: int) -> list[int]:  # a 1-D convolution as 2-D with one row
+        return list(seq[:2]) + [fill] + list(seq[2:]) if nsp == 1 else list(seq)
+    xs, ws = two_d(ins[x].strides, 0), two_d(ins[w].strides, 0)
+    _, c_n, height, width = two_d(x_shape, 1)
+    _, _, oh_n, ow_n = two_d(out_shape, 1)
+    kh_n, kw_n = two_d(w_shape, 1)[2:]
+    (sh, sw), (ph, pw), (dh, dw) = ([fill] * (2 - nsp) + list(v[:nsp])
+                                    for v, fill in ((strides, 1), (pads, 0), (dilations, 1)))
+    runs = -(-ow_n // 8)                                 # runs of 8 output pixels per row
+    hp = (oh_n - 1) * sh + (kh_n - 1) * dh + 1           # the padded plane every tap reads (the last
+    wp = (runs * 8 - 1) * sw + (kw_n - 1) * dw + 1       # run's unused pixels included)
+    r0, r1 = max(0, ph), min(hp, ph + height)            # padded rows inside the image
+    cols = max(0, min(width, wp - pw))                   # image columns some tap reads
+    blocks = -(-c_n // 8)
+    wload = convert(f"a{w}[(c0 + l) * {ws[0]} + (t / {kw_n}) * {ws[2]} + (t % {kw_n}) * {ws[3]}]", ins[w].dtype,
+                    DType.f32)
+    bload = convert(f"a{bias}[(c0 + l) * {ins[bias].strides[0]}]", ins[bias].dtype, DType.f32) if bias is not None \
+        else "0.0f"
+    index = ["n", "m", "oh", "ow"]
+
+    def leaf(e: Expr) -> str:
+        if e.value == conv:
+            return convert("tb[l][j]", DType.f32, e.dtype)
+        return convert(f"a{e.value}[{_dot(two_d(ins[e.value].strides, 0), index)}]", ins[e.value].dtype, e.dtype)
+    em = Emitter(leaf)
+    names = [em.value(e) for e in outputs]
+    stores = [f"o{k}[{_dot(two_d(o.strides, 0), index)}] = {{}};" for k, o in enumerate(outs)]
+    if set(used) <= {x, w, bias}:  # outputs of the convolution alone: computed for all 8 pixels, stored for nj
+        epilogue = [f"{CTYPE[o.dtype]} tr{k}[8];" for k, o in enumerate(outs)] + [
+            "#pragma omp simd", "for (long j = 0; j < 8; ++j) {", *["  " + ln for ln in em.lines],
+            *[f"  tr{k}[j] = {convert(nm, e.dtype, o.dtype)};" for k, (o, e, nm) in enumerate(zip(outs, outputs, names))],
+            "}", "#pragma GCC unroll 8",  # stores the compiler cannot turn into a call (rep movs: slow to start)
+            "for (long j = 0; j < 8; ++j) {", "  const long ow = ow0 + j;", "  if (j < nj) {",
+            *["    " + st.format(f"tr{k}[j]") for k, st in enumerate(stores)], "  }", "}"]
+    else:  # an epilogue reading inputs reads only the nj pixels there are
+        epilogue = ["#pragma omp simd", "for (long j = 0; j < nj; ++j) {", "  const long ow = ow0 + j;",
+                    *["  " + ln for ln in em.lines],
+                    *["  " + st.format(convert(nm, e.dtype, o.dtype)) for st, o, e, nm in zip(stores, outs, outputs, names)],
+                    "}"]
+    body = [f"float* xb = (float*)aligned_alloc(64, {hp * wp * 32});  // the block's planes, interleaved",
+            f"memset(xb, 0, {hp * wp * 32});  // the borders stay zero: blocks write only the image",
+            f"alignas(64) float wv[{kh_n * kw_n}][8], bv[8];",
+            "for (long u = lo; u < hi; ++u) {",
+            f"  const long n = u / {blocks}, c0 = (u % {blocks}) * 8;",
+            f"  const long nl = {c_n} - c0 < 8 ? {c_n} - c0 : 8;  // channels in the block",
+            f"  for (long r = {r0}; r < {r1}; ++r) {{",
+            f"    const float* xr = a{x} + n * {xs[0]} + c0 * {xs[1]} + (r - {ph}) * {xs[2]};",
+            f"    float* dst = xb + (r * {wp} + {pw}) * 8;",
+            "    long i = 0;",
+            f"    for (; i + 8 <= {cols}; i += 8) {{",
+            "      rlx_floatx8 v[8];",
+            f"      for (int l = 0; l < 8; ++l) v[l] = l < nl ? rlx_ld_floatx8(xr + l * {xs[1]} + i) : (rlx_floatx8){{}};",
+            "      rlx_transpose8(v);",
+            "      memcpy(dst + i * 8, v, sizeof v);",
+            "    }",
+            f"    for (; i < {cols}; ++i)",
+            f"      for (int l = 0; l < 8; ++l) dst[i * 8 + l] = l < nl ? xr[l * {xs[1]} + i] : 0.0f;",
+            "  }",
+            f"  for (long t = 0; t < {kh_n * kw_n}; ++t)",
+            f"    for (long l = 0; l < 8; ++l) wv[t][l] = l < nl ? {wload} : 0.0f;",
+            f"  for (long l = 0; l < 8; ++l) bv[l] = l < nl ? {bload} : 0.0f;",
+            "  const rlx_floatx8 b0 = rlx_ld_floatx8(bv);",
+            f"  for (long oh = 0; oh < {oh_n}; ++oh)",
+            f"  for (long ow0 = 0; ow0 < {ow_n}; ow0 += 8) {{",
+            "    rlx_floatx8 acc[8];",
+            "    for (int j = 0; j < 8; ++j) acc[j] = b0;",
+            f"    for (long kh = 0; kh < {kh_n}; ++kh) {{",
+            f"      const float* xq = xb + ((oh * {sh} + kh * {dh}) * {wp} + ow0 * {sw}) * 8;",
+            f"      #pragma GCC unroll {kw_n}",
+            f"      for (long kw = 0; kw < {kw_n}; ++kw) {{",
+            f"        const rlx_floatx8 wk = rlx_ld_floatx8(wv[kh * {kw_n} + kw]);",
+            "        #pragma GCC unroll 8",
+            f"        for (int j = 0; j < 8; ++j) acc[j] += wk * rlx_ld_floatx8(xq + (j * {sw} + kw * {dw}) * 8);",
+            "      }",
+            "    }",
+            "    rlx_transpose8(acc);  // a row of 8 pixels per channel",
+            "    float tb[8][8];",
+            "    memcpy(tb, acc, sizeof tb);",
+            f"    const long nj = ow0 + 8 <= {ow_n} ? 8 : {ow_n} - ow0;",
+            "    for (long l = 0; l < nl; ++l) {",
+            "      const long m = c0 + l;",
+            *["      " + ln for ln in epilogue],
+            "    }", "  }", "}", "free(xb);"]
     sig_ins = [ins[i] if i in used else None for i in range(len(ins))]
     return _finish(_signature(sig_ins, outs), body)
 
