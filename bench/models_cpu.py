@@ -8,10 +8,12 @@ all graph optimizations) in the same run on the same inputs, outputs checked aga
 other first; MIR node counts before and after; the fusions. Medians of --repeats with min
 and max; the ratio is onnxruntime / rlx (above 1: rlx is faster). NumPy's OpenBLAS runs the
 fastest of its kernels here, measured first (rlx.exec.blas; --blas-default keeps its pick). rlx is timed before ONNX Runtime's session is made
-(its threads spin after its runs and slowed rlx by up to 20% when timed after it). Writes
+(its threads spin after its runs and slowed rlx by up to 20% when timed after it).
+--without-nchwc also times ONNX Runtime with every fusion but its NCHWc layout of
+convolutions (ORT_ENABLE_EXTENDED): how much of a vision model's time is that layout. Writes
 bench/results/models_cpu.json.
 
-    python bench/models_cpu.py [--repeats 7] [--models resnet50,vit]   (needs the test extra)
+    python bench/models_cpu.py [--repeats 7] [--models resnet50,vit] [--without-nchwc]   (needs the test extra)
 """
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ def feeds_for(name: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {"x": rng.standard_normal((1, 3, s, s)).astype(np.float32)}
 
 
-def row(name: str, repeats: int, console: Console) -> dict:
+def row(name: str, repeats: int, console: Console, without_nchwc: bool = False) -> dict:
     path = Path(__file__).parent / "out" / f"{name}_full.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
@@ -72,11 +74,17 @@ def row(name: str, repeats: int, console: Console) -> dict:
     err, tol = max_error(got, want.astype(np.float64), "f32")
     t_ort = timed(lambda: sess.run(None, feeds), repeats)
     del sess
+    nchw = {}
+    if without_nchwc:
+        sess = ort_session(path, "ORT_ENABLE_EXTENDED")
+        sess.run(None, feeds)
+        nchw = ms("ort_nchw_ms", timed(lambda: sess.run(None, feeds), repeats))
+        del sess
     return {"model": name, "export_s": t_export, "import_s": t_import, "compile_s": t_compile,
             "nodes": result.report.nodes_before, "nodes_compiled": result.report.nodes_after,
             "folded": result.report.folded, "fused": dict(result.report.fused),
             "missed": [(m.rule, m.reason) for m in result.report.missed],
-            "max_err_vs_onnxruntime": err, "tolerance": tol, **ms("rlx_ms", t_rlx), **ms("ort_ms", t_ort)}
+            "max_err_vs_onnxruntime": err, "tolerance": tol, **ms("rlx_ms", t_rlx), **ms("ort_ms", t_ort), **nchw}
 
 
 def main() -> None:
@@ -85,21 +93,26 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(TEXT + VISION))
     ap.add_argument("--blas-default", action="store_true",
                     help="keep OpenBLAS's own kernel (default: the fastest of its kernels, measured; rlx.exec.blas)")
+    ap.add_argument("--without-nchwc", action="store_true",
+                    help="also time ONNX Runtime without its NCHWc layout (ORT_ENABLE_EXTENDED)")
     args = ap.parse_args()
     coretype = os.environ.get("OPENBLAS_CORETYPE", "") if args.blas_default else rerun_with_fastest()
     print(f"OpenBLAS kernel: {coretype or 'its own pick'}")
     import torch
     torch.set_num_threads(2)
     console = Console(width=200)
-    rows = [row(name, args.repeats, console) for name in args.models.split(",")]
+    rows = [row(name, args.repeats, console, args.without_nchwc) for name in args.models.split(",")]
     table = Table(title=f"Real models, CPU, f32, batch 1, seq {SEQ} / image 224 (median of {args.repeats}, min-max)")
+    nchw = ["onnxruntime ms, no NCHWc", "no NCHWc / rlx"] if args.without_nchwc else []
     for col in ("model", "import s", "compile s", "MIR nodes (compiled)", "rlx ms", "onnxruntime ms",
-                "onnxruntime / rlx", "max err (tol)", "fused"):
+                "onnxruntime / rlx", *nchw, "max err (tol)", "fused"):
         table.add_column(col, justify="right")
     for r in rows:
+        extra = [cell(r, "ort_nchw_ms"), f"{r['ort_nchw_ms'] / r['rlx_ms']:.2f}x"] if nchw else []
         table.add_row(r["model"], f"{r['import_s']:.2f}", f"{r['compile_s']:.2f}",
                       f"{r['nodes']} ({r['nodes_compiled']})", cell(r, "rlx_ms"), cell(r, "ort_ms"),
-                      f"{r['ort_ms'] / r['rlx_ms']:.2f}x", f"{r['max_err_vs_onnxruntime']:.1e} ({r['tolerance']:.0e})",
+                      f"{r['ort_ms'] / r['rlx_ms']:.2f}x", *extra,
+                      f"{r['max_err_vs_onnxruntime']:.1e} ({r['tolerance']:.0e})",
                       ", ".join(f"{k} {v}" for k, v in sorted(r["fused"].items())))
     console.print(table)
     for r in rows:

@@ -136,12 +136,13 @@ def sgemm_peak(repeats: int = 9) -> float:
     return 2 * 1024 ** 3 / statistics.median(timed(lambda: np.matmul(a, a, out=c), repeats)) / 1e9
 
 
-def ort_session(path: Path):
-    """ONNX Runtime on the CPU provider, 2 threads, every graph optimization."""
+def ort_session(path: Path, level: str = "ORT_ENABLE_ALL"):
+    """ONNX Runtime on the CPU provider, 2 threads, every graph optimization (``level``:
+    ``ORT_ENABLE_EXTENDED`` keeps every fusion but not the NCHWc layout of convolutions)."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = 2, 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
