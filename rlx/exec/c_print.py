@@ -312,8 +312,9 @@ def conv_lanes(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Seq
                     *["  " + ln for ln in em.lines],
                     *["  " + st.format(convert(nm, e.dtype, o.dtype)) for st, o, e, nm in zip(stores, outs, outputs, names)],
                     "}"]
-    body = [f"float* xb = (float*)aligned_alloc(64, {hp * wp * 32});  // the block's planes, interleaved",
-            f"memset(xb, 0, {hp * wp * 32});  // the borders stay zero: blocks write only the image",
+    size = -(-hp * wp * 32 // 64) * 64  # aligned_alloc takes a multiple of the alignment
+    body = [f"float* xb = (float*)aligned_alloc(64, {size});  // the block's planes, interleaved",
+            f"memset(xb, 0, {size});  // the borders stay zero: blocks write only the image",
             f"alignas(64) float wv[{kh_n * kw_n}][8], bv[8];",
             "for (long u = lo; u < hi; ++u) {",
             f"  const long n = u / {blocks}, c0 = (u % {blocks}) * 8;",
