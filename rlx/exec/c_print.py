@@ -146,6 +146,23 @@ def _dot(strides: Sequence[int], index: Sequence[str]) -> str:
     return " + ".join(f"{i} * {s}" if s != 1 else i for i, s in zip(index, strides) if s) or "0"
 
 
+def _direct_used(outputs: Sequence[Expr], conv: int, x: int, w: int, bias: int | None) -> list[int]:
+    """The inputs a direct convolution kernel reads: its image, weights, bias and epilogue's."""
+    return sorted({e.value for o in outputs for e in nodes(o) if e.op == "arg" and e.value != conv}
+                  | {x, w} | ({bias} if bias is not None else set()))
+
+
+def _two_d(seq: Sequence[int], fill: int, nsp: int) -> list[int]:
+    """A 1-D convolution's shape or strides as 2-D, with one row (``fill`` on the row axis)."""
+    return list(seq[:2]) + [fill] + list(seq[2:]) if nsp == 1 else list(seq)
+
+
+def _window_2d(strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int],
+               nsp: int) -> list[list[int]]:
+    """The (row, column) strides, leading pads and dilations of a 1-D or 2-D convolution."""
+    return [[fill] * (2 - nsp) + list(v[:nsp]) for v, fill in ((strides, 1), (pads, 0), (dilations, 1))]
+
+
 def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[Operand],
                 out_shape: Sequence[int], conv: int, x: int, x_shape: Sequence[int], w: int, w_shape: Sequence[int],
                 bias: int | None, strides: Sequence[int], pads: Sequence[int], dilations: Sequence[int],
@@ -160,19 +177,14 @@ def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Se
     block. Operands as in ``cuda_print.conv_direct``; None where this printer has no loop
     nest (rank or dtype)."""
     nsp = len(x_shape) - 2
-    used = sorted({e.value for o in outputs for e in nodes(o) if e.op == "arg" and e.value != conv}
-                  | {x, w} | ({bias} if bias is not None else set()))
+    used = _direct_used(outputs, conv, x, w, bias)
     if nsp not in (1, 2) or not accumulates(acc) or \
             any(not supported(ins[i].dtype) for i in used) or any(not supported(o.dtype) for o in outs):
         return None
-
-    def two_d(seq: Sequence[int], fill: int) -> list[int]:  # a 1-D convolution as 2-D with one row
-        return list(seq[:2]) + [fill] + list(seq[2:]) if nsp == 1 else list(seq)
-    xs, ws = two_d(ins[x].strides, 0), two_d(ins[w].strides, 0)
-    xsh, osh = two_d(x_shape, 1), two_d(out_shape, 1)
-    kh, kw = two_d(w_shape, 1)[2:]
-    (sh, sw), (ph, pw), (dh, dw) = ([fill] * (2 - nsp) + list(v[:nsp])
-                                    for v, fill in ((strides, 1), (pads, 0), (dilations, 1)))
+    xs, ws = _two_d(ins[x].strides, 0, nsp), _two_d(ins[w].strides, 0, nsp)
+    xsh, osh = _two_d(x_shape, 1, nsp), _two_d(out_shape, 1, nsp)
+    kh, kw = _two_d(w_shape, 1, nsp)[2:]
+    (sh, sw), (ph, pw), (dh, dw) = _window_2d(strides, pads, dilations, nsp)
     m_all, oh_n, ow_n = osh[1:]
     height, width = xsh[2], xsh[3]
     cg, mg = w_shape[1], w_shape[0] // group
@@ -236,7 +248,7 @@ def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Se
             ]
     index = ["n", "m", "oh", "q"]
     epi = [i for i in used if i not in (x, w, bias)]
-    per = [f"const long off{i} = {_dot(two_d(ins[i].strides, 0), index)};" for i in epi]
+    per = [f"const long off{i} = {_dot(_two_d(ins[i].strides, 0, nsp), index)};" for i in epi]
 
     def leaf(e: Expr) -> str:
         if e.value == conv:
@@ -245,12 +257,20 @@ def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Se
     em = Emitter(leaf)
     names = [em.value(e) for e in outputs]
     per += em.lines
-    per += [f"o{k}[{_dot(two_d(o.strides, 0), index)}] = {convert(nm, e.dtype, o.dtype)};"
+    per += [f"o{k}[{_dot(_two_d(o.strides, 0, nsp), index)}] = {convert(nm, e.dtype, o.dtype)};"
             for k, (o, e, nm) in enumerate(zip(outs, outputs, names))]
     body += ["      #pragma omp simd", "      for (long j = 0; j < nj; ++j) {", "        const long q = q0 + j;"]
     body += ["        " + ln for ln in per] + ["      }", "      }", "    }", "  }", "}", "free(xp);"]
     sig_ins = [ins[i] if i in used else None for i in range(len(ins))]
     return _finish(_signature(sig_ins, outs), body)
+
+
+LANE_CHANNELS = 8  # channels per block of ``conv_lanes``: the lanes of its 8-float vectors (``rlx_transpose8``)
+
+
+def lane_units(x_shape: Sequence[int]) -> int:
+    """The outer loop's extent of ``conv_lanes``: images × blocks of ``LANE_CHANNELS`` channels."""
+    return x_shape[0] * -(-x_shape[1] // LANE_CHANNELS)
 
 
 def conv_lanes(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[Operand],
@@ -267,26 +287,21 @@ def conv_lanes(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Seq
     plane a few short FMA chains) this fills every lane. None for an f32 image whose rows are
     not unit-stride, other dtypes or ranks (``conv_direct`` runs them)."""
     nsp = len(x_shape) - 2
-    used = sorted({e.value for o in outputs for e in nodes(o) if e.op == "arg" and e.value != conv}
-                  | {x, w} | ({bias} if bias is not None else set()))
+    used = _direct_used(outputs, conv, x, w, bias)
     if nsp not in (1, 2) or ins[x].dtype != DType.f32 or ins[x].strides[-1] != 1 or \
             any(not supported(ins[i].dtype) for i in used) or any(not supported(o.dtype) for o in outs):
         return None
-
-    def two_d(seq: Sequence[int], fill: int) -> list[int]:  # a 1-D convolution as 2-D with one row
-        return list(seq[:2]) + [fill] + list(seq[2:]) if nsp == 1 else list(seq)
-    xs, ws = two_d(ins[x].strides, 0), two_d(ins[w].strides, 0)
-    _, c_n, height, width = two_d(x_shape, 1)
-    _, _, oh_n, ow_n = two_d(out_shape, 1)
-    kh_n, kw_n = two_d(w_shape, 1)[2:]
-    (sh, sw), (ph, pw), (dh, dw) = ([fill] * (2 - nsp) + list(v[:nsp])
-                                    for v, fill in ((strides, 1), (pads, 0), (dilations, 1)))
+    xs, ws = _two_d(ins[x].strides, 0, nsp), _two_d(ins[w].strides, 0, nsp)
+    _, c_n, height, width = _two_d(x_shape, 1, nsp)
+    _, _, oh_n, ow_n = _two_d(out_shape, 1, nsp)
+    kh_n, kw_n = _two_d(w_shape, 1, nsp)[2:]
+    (sh, sw), (ph, pw), (dh, dw) = _window_2d(strides, pads, dilations, nsp)
     runs = -(-ow_n // 8)                                 # runs of 8 output pixels per row
     hp = (oh_n - 1) * sh + (kh_n - 1) * dh + 1           # the padded plane every tap reads (the last
     wp = (runs * 8 - 1) * sw + (kw_n - 1) * dw + 1       # run's unused pixels included)
     r0, r1 = max(0, ph), min(hp, ph + height)            # padded rows inside the image
     cols = max(0, min(width, wp - pw))                   # image columns some tap reads
-    blocks = -(-c_n // 8)
+    blocks = lane_units((1, c_n))
     wload = convert(f"a{w}[(c0 + l) * {ws[0]} + (t / {kw_n}) * {ws[2]} + (t % {kw_n}) * {ws[3]}]", ins[w].dtype,
                     DType.f32)
     bload = convert(f"a{bias}[(c0 + l) * {ins[bias].strides[0]}]", ins[bias].dtype, DType.f32) if bias is not None \
@@ -296,10 +311,11 @@ def conv_lanes(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Seq
     def leaf(e: Expr) -> str:
         if e.value == conv:
             return convert("tb[l][j]", DType.f32, e.dtype)
-        return convert(f"a{e.value}[{_dot(two_d(ins[e.value].strides, 0), index)}]", ins[e.value].dtype, e.dtype)
+        return convert(f"a{e.value}[{_dot(_two_d(ins[e.value].strides, 0, nsp), index)}]", ins[e.value].dtype,
+                       e.dtype)
     em = Emitter(leaf)
     names = [em.value(e) for e in outputs]
-    stores = [f"o{k}[{_dot(two_d(o.strides, 0), index)}] = {{}};" for k, o in enumerate(outs)]
+    stores = [f"o{k}[{_dot(_two_d(o.strides, 0, nsp), index)}] = {{}};" for k, o in enumerate(outs)]
     if set(used) <= {x, w, bias}:  # outputs of the convolution alone: computed for all 8 pixels, stored for nj
         epilogue = [f"{CTYPE[o.dtype]} tr{k}[8];" for k, o in enumerate(outs)] + [
             "#pragma omp simd", "for (long j = 0; j < 8; ++j) {", *["  " + ln for ln in em.lines],

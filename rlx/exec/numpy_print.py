@@ -1039,7 +1039,7 @@ def runs_lanes(x_shape: Sequence[int], w_shape: Sequence[int], group: int, out_s
     (``conv_direct``): where output rows are at most ``LANES_MAX_WIDTH`` wide (a narrow row
     fills few lanes and few FMA chains) and there are channels enough to fill a vector."""
     return group == x_shape[1] == w_shape[0] and w_shape[1] == 1 and out_shape[-1] <= LANES_MAX_WIDTH and \
-        x_shape[1] >= 8
+        x_shape[1] >= c_print.LANE_CHANNELS
 
 
 LANES_MAX_WIDTH = 64  # wider rows run conv_direct: measured, lanes ahead by 10-70% up to 56-wide outputs, even at 112
@@ -1076,7 +1076,7 @@ def _native_conv(s: Conv, ins: Sequence[np.ndarray], outs: Sequence[np.ndarray])
                                   s.strides, s.pads[:x.ndim - 2], s.dilations, s.group, acc)
     if src is None:
         return None
-    n = x.shape[0] * -(-x.shape[1] // 8) if lanes else c_print.planes(out.shape)
+    n = c_print.lane_units(x.shape) if lanes else c_print.planes(out.shape)
     parts = max(1, min(thread_count(), n, out.size * depth // NATIVE_PAR_MIN))
     return _native_kernel(src, [ins[i] for i, o in enumerate(opers) if o is not None] + list(outs), n, parts)
 
