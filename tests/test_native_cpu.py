@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 from scipy import special
 
-from rlx.exec import c_print, cc, numpy_exec, numpy_print, winograd
+from rlx.exec import c_print, cc, native_runs, numpy_exec, numpy_print, winograd
 from rlx.exec.base import get_executor
 from rlx.ir import Graph, interpret
 from rlx.ir.dtypes import DType
@@ -713,3 +713,61 @@ def test_rotary_half_runs_as_compiled_halves(seed, dtype, even):
     assert err <= tol, (b, n, s, dd, half, err, tol)
     rows = b * n * s
     assert _native(program, g) == (min(dd - half, half) * rows >= numpy_print.NATIVE_MIN)
+
+
+@needs_cc
+def test_runs_of_compiled_steps_are_one_call_with_numpy_steps_between(monkeypatch):
+    """Consecutive compiled loops run as one ``NativeRun`` (one OpenMP region, a barrier
+    between loops, so each reads what the one before wrote); a NumPy step ends a run and runs
+    between two; a lone compiled step stays as it is. Same results as step by step."""
+    monkeypatch.setenv("RLX_NUM_THREADS", "2")
+    rng = np.random.default_rng()
+    x = rng.standard_normal((2, 8, 64, 64)).astype(np.float32)
+    y1, y2, y3 = (np.empty((2, 8, 64 >> i, 64 >> i), np.float32) for i in (1, 2, 3))
+    pool = lambda a, b: numpy_print.native_max_pool(a, b, (2, 2), (2, 2), (1, 1), (0, 0))  # noqa: E731
+    double = lambda: np.multiply(y2, 2.0, out=y2)  # noqa: E731
+    steps = [pool(x, y1), pool(y1, y2), double, pool(y2, y3)]
+    program = native_runs.fused(steps)
+    assert [type(s) for s in program] == [native_runs.NativeRun, type(double), numpy_print.ChunkedKernel]
+    assert program[0].loops == [s.calls[0][0] for s in steps[:2]]
+    for step in program:
+        step()
+    half = lambda a: a.reshape(a.shape[0], a.shape[1], a.shape[2] // 2, 2, a.shape[3] // 2, 2).max(axis=(3, 5))  # noqa: E731
+    np.testing.assert_array_equal(y3, half(2 * half(half(x))))
+
+
+@needs_cc
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_a_program_run_as_native_runs_equals_its_steps_one_by_one(seed):
+    """A chain of convolutions (Winograd's three phases, the pixel GEMM, a depthwise one) and
+    a pool, run as native runs, gives the step-by-step results bit for bit at 1, 2 and 3
+    threads, and the reference's within f32's tolerance."""
+    rng = np.random.default_rng(seed)
+    r = lambda lo, hi: int(rng.integers(lo, hi))  # noqa: E731
+    b, c, m, size = r(1, 3), r(16, 33), r(16, 33), (r(12, 30), r(12, 30))
+    g, feeds = Graph("chain"), {"x": data(rng, (b, c) + size, "f32")}
+    params = {"w3": data(rng, (m, c, 3, 3), "f32"), "b3": data(rng, (m,), "f32"),
+              "w1": data(rng, (m, m, 1, 1), "f32"), "b1": data(rng, (m,), "f32"),
+              "wd": data(rng, (m, 1, 3, 3), "f32"), "bd": data(rng, (m,), "f32")}
+    p = {k: g.param(k, v.shape) for k, v in params.items()}
+    one = dict(strides=(1, 1), dilations=(1, 1))
+    y = g.op("conv_bias_act", g.input("x", feeds["x"].shape), p["w3"], p["b3"], act="relu", pads=(1, 1, 1, 1),
+             group=1, **one)
+    y = g.op("max_pool", y, kernel=(2, 2), strides=(2, 2), pads=(0, 0, 0, 0), dilations=(1, 1))
+    y = g.op("conv_bias_act", y, p["w1"], p["b1"], act="silu", pads=(0, 0, 0, 0), group=1, **one)
+    y = g.op("conv_bias_act", y, p["wd"], p["bd"], act="none", pads=(1, 1, 1, 1), group=m, **one)
+    g.output(y=y)
+    want = interpret(g, feeds, params)["y"]
+    for threads in ("1", "2", "3"):
+        with mock.patch.dict("os.environ", {"RLX_NUM_THREADS": threads}):
+            with mock.patch.object(numpy_print, "WINOGRAD_MIN_TILES", 1):
+                program = get_executor("numpy").prepare(plan(g), params)
+            got = program.run(feeds)["y"]
+            runs = [s for s in program._program if isinstance(s, native_runs.NativeRun)]
+            assert runs and sum(len(run.loops) for run in runs) >= 6, program._program  # Winograd is three loops
+            for _, fn in program.steps:
+                fn()
+            np.testing.assert_array_equal(got, program._outputs()["y"])
+        err, tol = max_error(got, want, "f32")
+        assert err <= tol, (threads, err, tol)

@@ -474,7 +474,9 @@ def threaded(src: CSource) -> CSource:
     ``[lo, hi)`` of its outer loop, and the exported one takes the whole range, how many
     chunks to cut it into and how many threads run them, handing chunks out as threads come
     free. OpenMP's threads wait for work spinning, so a step starts on every core at once
-    (a Python thread woken per step starts 100 µs or more late on a VM)."""
+    (a Python thread woken per step starts 100 µs or more late on a VM). A second export,
+    ``<name>_chunk(args, a, b)``, runs one range with the arguments read from an array:
+    the form ``LOOPS`` calls, so that a run of steps is one call (``loops``)."""
     start = src.text.index(f" {src.name}(") + len(src.name) + 2
     params = [p.strip() for p in src.text[start:src.text.index(")", start)].split(",")][:-2]  # without lo, hi
     types = [p[:p.rindex(" ")].strip() for p in params]
@@ -487,7 +489,33 @@ def threaded(src: CSource) -> CSource:
                "    const long a = lo + (hi - lo) * c / chunks, b = lo + (hi - lo) * (c + 1) / chunks;\n"
                f"    if (a < b) {src.name}_range({args});\n"
                "  }\n}\n")
-    return CSource(src.name, body + wrapper, src.params + 2)
+    from_array = ", ".join([f"({t})p[{i}]" for i, t in enumerate(types)] + ["a", "b"])
+    chunk = f'extern "C" void {src.name}_chunk(const long* p, long a, long b) {{ {src.name}_range({from_array}); }}\n'
+    return CSource(src.name, body + wrapper + chunk, src.params + 2)
+
+
+LOOPS = r"""
+typedef void (*rlx_chunk_fn)(const long*, long, long);
+/* Parallel loops run one after another inside one parallel region: row s of ``table`` is
+   (a kernel's _chunk function, its arguments, lo, hi, chunks); its chunks are handed out
+   as threads come free, and the loop's end is a barrier, so loop s + 1 reads what loop s
+   wrote. One region instead of one per loop: no return to Python between them, and the
+   threads meet at a barrier instead of a fork and a join. */
+extern "C" void rlx_loops(const long* table, long count, long threads) {
+  #pragma omp parallel num_threads(threads) if(threads > 1)
+  for (long s = 0; s < count; ++s) {
+    const long* row = table + 5 * s;
+    const rlx_chunk_fn fn = (rlx_chunk_fn)row[0];
+    const long* args = (const long*)row[1];
+    const long lo = row[2], hi = row[3], chunks = row[4];
+    #pragma omp for schedule(dynamic, 1)
+    for (long c = 0; c < chunks; ++c) {
+      const long a = lo + (hi - lo) * c / chunks, b = lo + (hi - lo) * (c + 1) / chunks;
+      if (a < b) fn(args, a, b);
+    }
+  }
+}
+"""
 
 
 def unvectorized(src: CSource) -> CSource:

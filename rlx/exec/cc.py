@@ -170,6 +170,10 @@ class NativeFunction:
         self._fn = None
         self.keep: object = None  # the arrays a call reads by address, kept alive with it
 
+    def address(self, export: str) -> int:
+        """Where an export of this kernel's library is (``<name>_chunk``), compiling it if need be."""
+        return ctypes.cast(getattr(self.module.library(), export), ctypes.c_void_p).value
+
     def __call__(self, *args: int) -> None:
         fn = self._fn
         if fn is None:

@@ -19,6 +19,7 @@ from rlx.errors import BindingError
 from rlx.exec.base import StepTiming, override, overrides, register_executor
 from rlx.exec.numpy_print import (ChunkedKernel, build, matmul_kernel, native_max_pool, native_reduce, native_rows,
                                   printable, window)
+from rlx.exec.native_runs import fused
 from rlx.exec.parallel import blas_single_threaded
 from rlx.ir.dtypes import DType, as_dtype
 from rlx.ir.expr import arg, call, typed
@@ -47,6 +48,7 @@ class NumpyProgram:
             self._store(entry["name"], params[entry["name"]], "param")
         self.dispatch: dict[str, str] = {}
         self.steps: list[tuple[Step, Callable[[], None]]] = []
+        self._program: list[Callable[[], None]] | None = None  # the steps as ``run`` calls them (``native_runs``)
         for step in lir.steps:  # in order: a folded step's operands are ready before it runs
             if step.view:
                 self.dispatch[step.node] = "view"
@@ -107,8 +109,10 @@ class NumpyProgram:
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run once; returns fresh arrays (the output region is reused by the next run)."""
         self._bind_inputs(inputs)
+        if self._program is None:
+            self._program = fused([fn for _, fn in self.steps])
         with np.errstate(all="ignore"), blas_single_threaded():
-            for _, fn in self.steps:
+            for fn in self._program:
                 fn()
         return self._outputs()
 
