@@ -41,20 +41,20 @@ class NativeRun:
     def __init__(self, loops: Sequence[Threaded]) -> None:
         self.loops = list(loops)
         self._pid = os.getpid()
-        self._table: np.ndarray | None = None
-        self._args: list[np.ndarray] = []
+        self._ready: tuple | None = None  # (driver, table, the arguments' arrays it points into)
 
-    def _prepare(self) -> None:
-        self._args = [np.array(loop.args, dtype=np.int64) for loop in self.loops]
-        self._table = np.array([(loop.fn.address(f"{loop.fn.name}_chunk"), a.ctypes.data, 0, loop.n, loop.chunks)
-                                for loop, a in zip(self.loops, self._args)], dtype=np.int64)
-        self._fn = driver()
+    def _prepare(self) -> tuple:
+        """Set in one assignment, so a caller never sees a table without the arrays it points into."""
+        args = [np.array(loop.args, dtype=np.int64) for loop in self.loops]
+        table = np.array([(loop.fn.address(f"{loop.fn.name}_chunk"), a.ctypes.data, 0, loop.n, loop.chunks)
+                          for loop, a in zip(self.loops, args)], dtype=np.int64)
+        self._ready = (driver(), table, args)
+        return self._ready
 
     def __call__(self) -> None:
-        if self._table is None:
-            self._prepare()
+        fn, table, _ = self._ready or self._prepare()
         threads = thread_count() if os.getpid() == self._pid else 1  # a forked child has none of OpenMP's threads
-        self._fn(self._table.ctypes.data, len(self.loops), threads)
+        fn(table.ctypes.data, len(self.loops), threads)
 
 
 def driver() -> Callable[[int, int, int], None]:
