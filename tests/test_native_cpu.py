@@ -771,3 +771,22 @@ def test_a_program_run_as_native_runs_equals_its_steps_one_by_one(seed):
             np.testing.assert_array_equal(got, program._outputs()["y"])
         err, tol = max_error(got, want, "f32")
         assert err <= tol, (threads, err, tol)
+
+
+@needs_cc
+@pytest.mark.parametrize("chunks", [1, 2, 3, 16])
+def test_a_native_run_runs_every_chunk_of_every_loop_once(monkeypatch, chunks):
+    """Each loop of a run hands out each chunk to one thread (a chunk per thread, or as
+    threads come free), and loops run in order: an in-place +1 twice, then ×3, gives
+    ((x + 1) + 1)·3 everywhere, at any chunk count."""
+    monkeypatch.setenv("RLX_NUM_THREADS", "2")
+    x = np.random.default_rng().standard_normal(4099).astype(np.float32)
+    y = x.copy()
+
+    def step(body: str) -> numpy_print.ChunkedKernel:
+        src = c_print._finish(["float* __restrict__ o0"], [f"for (long i = lo; i < hi; ++i) {body};"])
+        return numpy_print._native_kernel(src, [y], y.size, chunks)
+    program = native_runs.fused([step("o0[i] += 1.0f"), step("o0[i] += 1.0f"), step("o0[i] *= 3.0f")])
+    assert len(program) == 1 and len(program[0].loops) == 3
+    program[0]()
+    np.testing.assert_array_equal(y, ((x + np.float32(1)) + np.float32(1)) * np.float32(3))

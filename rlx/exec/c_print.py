@@ -497,10 +497,18 @@ def threaded(src: CSource) -> CSource:
 LOOPS = r"""
 typedef void (*rlx_chunk_fn)(const long*, long, long);
 /* Parallel loops run one after another inside one parallel region: row s of ``table`` is
-   (a kernel's _chunk function, its arguments, lo, hi, chunks); its chunks are handed out
-   as threads come free, and the loop's end is a barrier, so loop s + 1 reads what loop s
-   wrote. One region instead of one per loop: no return to Python between them, and the
-   threads meet at a barrier instead of a fork and a join. */
+   (a kernel's _chunk function, its arguments, lo, hi, chunks). The loop's end is a barrier,
+   so loop s + 1 reads what loop s wrote. One region instead of one per loop: no return to
+   Python between them, and the threads meet at a barrier instead of a fork and a join. A
+   loop of at most one chunk per thread gives chunk c to thread c: consecutive loops cut
+   alike then find their operands in the L2 of the core that wrote them; longer loops hand
+   their chunks out as threads come free (a slow core's share moves). */
+#define RLX_CHUNKS(kind)                                                     \
+  _Pragma(kind)                                                              \
+  for (long c = 0; c < chunks; ++c) {                                        \
+    const long a = lo + (hi - lo) * c / chunks, b = lo + (hi - lo) * (c + 1) / chunks; \
+    if (a < b) fn(args, a, b);                                               \
+  }
 extern "C" void rlx_loops(const long* table, long count, long threads) {
   #pragma omp parallel num_threads(threads) if(threads > 1)
   for (long s = 0; s < count; ++s) {
@@ -508,10 +516,10 @@ extern "C" void rlx_loops(const long* table, long count, long threads) {
     const rlx_chunk_fn fn = (rlx_chunk_fn)row[0];
     const long* args = (const long*)row[1];
     const long lo = row[2], hi = row[3], chunks = row[4];
-    #pragma omp for schedule(dynamic, 1)
-    for (long c = 0; c < chunks; ++c) {
-      const long a = lo + (hi - lo) * c / chunks, b = lo + (hi - lo) * (c + 1) / chunks;
-      if (a < b) fn(args, a, b);
+    if (chunks <= threads) {  /* every thread takes the same branch: the row is shared */
+      RLX_CHUNKS("omp for schedule(static, 1)")
+    } else {
+      RLX_CHUNKS("omp for schedule(dynamic, 1)")
     }
   }
 }
