@@ -58,6 +58,7 @@ class NativeRun:
 
 
 def driver() -> Callable[[int, int, int], None]:
+    """``rlx_loops(table, count, threads)``, compiled once per machine (``cc``'s cache)."""
     fn = cc.build(c_print.LOOPS).rlx_loops
     fn.argtypes = [ctypes.c_ssize_t] * 3
     fn.restype = None
