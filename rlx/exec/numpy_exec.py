@@ -48,7 +48,6 @@ class NumpyProgram:
             self._store(entry["name"], params[entry["name"]], "param")
         self.dispatch: dict[str, str] = {}
         self.steps: list[tuple[Step, Callable[[], None]]] = []
-        self._program: list[Callable[[], None]] | None = None  # the steps as ``run`` calls them (``native_runs``)
         for step in lir.steps:  # in order: a folded step's operands are ready before it runs
             if step.view:
                 self.dispatch[step.node] = "view"
@@ -64,6 +63,7 @@ class NumpyProgram:
                 kind, fn = self._step(step)
                 self.dispatch[step.node] = kind
                 self.steps.append((step, fn))
+        self._program = fused([fn for _, fn in self.steps])  # the steps as ``run`` calls them (``native_runs``)
 
     def _array(self, lay: ValueLayout) -> np.ndarray:
         buf = self.regions[self.lir.buffers[lay.buffer].region]
@@ -109,8 +109,6 @@ class NumpyProgram:
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run once; returns fresh arrays (the output region is reused by the next run)."""
         self._bind_inputs(inputs)
-        if self._program is None:
-            self._program = fused([fn for _, fn in self.steps])
         with np.errstate(all="ignore"), blas_single_threaded():
             for fn in self._program:
                 fn()
