@@ -595,8 +595,15 @@ def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[
         return convert(f"a{e.value}[{_dot(ins[e.value].strides, ['row', 'col'])}]", ins[e.value].dtype, e.dtype)
     em = Emitter(leaf)
     names = [em.value(e) for e in outputs]
-    per = em.lines + [f"o{q}[{_dot(o.strides, ['row', 'col'])}] = {convert(nm, e.dtype, o.dtype)};"
+    # the output's rows adjacent (a transposed product): the epilogue still runs along the
+    # tile's columns (it vectorizes), into a block then stored column by column
+    at = (lambda q, o: f"ot{q}[i][c]") if by_rows else (lambda q, o: f"o{q}[{_dot(o.strides, ['row', 'col'])}]")
+    per = em.lines + [f"{at(q, o)} = {convert(nm, e.dtype, o.dtype)};"
                       for q, (o, e, nm) in enumerate(zip(outs, outputs, names))]
+    store = ["      for (long c = 0; c < cols; ++c)", "        for (long i = 0; i < rows; ++i) {",
+             f"          const long row = b * {r} + i, col = p * {wg} + c;",
+             *[f"          o{q}[{_dot(o.strides, ['row', 'col'])}] = ot{q}[i][c];" for q, o in enumerate(outs)],
+             "        }"]
     b_lo, b_hi, p_lo, p_hi = ("lo", "hi", "0", str(panels(n, len(products), t))) if split_rows else \
         ("0", str(blocks), "lo", "hi")
     body = [*decls, f"float* ap = (float*)malloc({chunk * r * k} * sizeof(float));  // this call's packed rows of A",
@@ -620,11 +627,15 @@ def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[
             "      memcpy(tl, acc, sizeof tl);",
             f"      const long rows = {m} - b * {r} < {r} ? {m} - b * {r} : {r};",
             f"      const long cols = {n} - p * {wg} < {wg} ? {n} - p * {wg} : {wg};",
-            *(["      for (long c = 0; c < cols; ++c)", "        for (long i = 0; i < rows; ++i) {"] if by_rows else
-              ["      for (long i = 0; i < rows; ++i)", "        for (long c = 0; c < cols; ++c) {"]),
+            *([f"      {CTYPE[o.dtype]} ot{q}[{min(r, m)}][{wg}];" for q, o in enumerate(outs)] if by_rows else []),
+            "      for (long i = 0; i < rows; ++i)",
+            *(["        #pragma omp simd"] if by_rows else []),
+            "        for (long c = 0; c < cols; ++c) {",
             f"          const long row = b * {r} + i, col = p * {wg} + c;",
             *["          " + ln for ln in per],
-            "        }", "    }", "  }", "}", "free(ap);"]
+            "        }",
+            *(store if by_rows else []),
+            "    }", "  }", "}", "free(ap);"]
     sig = [f"const {CTYPE[a.dtype]}* __restrict__ xa", "const float* __restrict__ bp"]
     sig += _signature([ins[i] if i in used else None for i in range(n_in)], outs)
     return _finish(sig, body)
