@@ -72,10 +72,11 @@ def _combine(coef: Sequence, terms: Sequence[str]) -> str:
     return " + ".join(parts).replace("+ -", "- ") or "0.0f"
 
 
-def _sandwich(mat: Sequence[Sequence], src: str, dst: str, n: int) -> list[str]:
-    """``dst = mat · src · matᵀ`` for an n×n ``src``, as straight-line C over float arrays."""
+def _sandwich(mat: Sequence[Sequence], src: str, dst: str, n: int, ctype: str = "float") -> list[str]:
+    """``dst = mat · src · matᵀ`` for an n×n ``src``, as straight-line C over arrays of
+    ``ctype`` (a float, or a vector of them: the same arithmetic on every lane)."""
     rows = len(mat)
-    lines = [f"float {dst}_h[{rows}][{n}], {dst}[{rows}][{rows}];"]
+    lines = [f"{ctype} {dst}_h[{rows}][{n}], {dst}[{rows}][{rows}];"]
     lines += [f"{dst}_h[{i}][{j}] = {_combine(mat[i], [f'{src}[{k}][{j}]' for k in range(n)])};"
               for i in range(rows) for j in range(n)]
     lines += [f"{dst}[{i}][{j}] = {_combine(mat[j], [f'{dst}_h[{i}][{k}]' for k in range(n)])};"
@@ -83,39 +84,58 @@ def _sandwich(mat: Sequence[Sequence], src: str, dst: str, n: int) -> list[str]:
     return lines
 
 
+LANES = 8  # tiles (input transform) or output channels (output transform) per vector
+VEC = f"rlx_floatx{LANES}"
+
+
 def input_transform(g: ConvGeometry, x: Operand) -> CSource:
     """``V[c][e][t] = (Bᵀ d B)[e]`` for each channel and tile (``d``: the tile's 6×6 patch,
-    zero where it reads padding), for the channels ``[lo, hi)`` of all images (n·C + c)."""
+    zero where it reads padding), for the channels ``[lo, hi)`` of all images (n·C + c).
+    ``LANES`` consecutive tiles at a time, one per vector lane: each lane's patch is read
+    into its place, the transform is vector arithmetic, and each element's row of ``V``
+    is stored as one vector (the tiles are consecutive there)."""
     xs = x.strides
     th_n, tw_n = tiles(g)
-    t_all = g.n * th_n * tw_n
+    per_image, t_all = th_n * tw_n, g.n * th_n * tw_n
     ph, pw = g.pads
     src = convert(f"xc[r * {xs[2]} + col * {xs[3]}]", x.dtype, DType.f32)
     body = ["for (long p = lo; p < hi; ++p) {",
             f"  const long n = p / {g.c}, c = p % {g.c};",
             f"  const {CTYPE[x.dtype]}* xc = a0 + n * {xs[0]} + c * {xs[1]};",
-            f"  for (long th = 0; th < {th_n}; ++th)",
-            f"    for (long tw = 0; tw < {tw_n}; ++tw) {{",
-            f"      float d[{PATCH}][{PATCH}];",
-            f"      const long r0 = th * {TILE} - {ph}, c0 = tw * {TILE} - {pw};",
+            f"  float* dst = o0 + c * {ELEMENTS * t_all} + n * {per_image};",
+            f"  for (long t0 = 0; t0 < {per_image}; t0 += {LANES}) {{",
+            f"    const long nl = {per_image} - t0 < {LANES} ? {per_image} - t0 : {LANES};",
+            f"    float dl[{PATCH}][{PATCH}][{LANES}];",
+            f"    for (long l = 0; l < {LANES}; ++l) {{",
+            "      const long t = t0 + (l < nl ? l : 0);  // past the last tile: the first one again, never stored",
+            f"      const long r0 = t / {tw_n} * {TILE} - {ph}, c0 = t % {tw_n} * {TILE} - {pw};",
             f"      if (r0 >= 0 && r0 + {PATCH} <= {g.height} && c0 >= 0 && c0 + {PATCH} <= {g.width}) {{  // inside",
             f"        for (int i = 0; i < {PATCH}; ++i)",
             f"          for (int j = 0; j < {PATCH}; ++j) {{",
             "            const long r = r0 + i, col = c0 + j;",
-            f"            d[i][j] = {src};",
+            f"            dl[i][j][l] = {src};",
             "          }",
             "      } else {",
             f"        for (int i = 0; i < {PATCH}; ++i)",
             f"          for (int j = 0; j < {PATCH}; ++j) {{",
             "            const long r = r0 + i, col = c0 + j;",
-            f"            d[i][j] = r >= 0 && r < {g.height} && col >= 0 && col < {g.width} ? {src} : 0.0f;",
+            f"            dl[i][j][l] = r >= 0 && r < {g.height} && col >= 0 && col < {g.width} ? {src} : 0.0f;",
             "          }",
             "      }",
-            *["      " + ln for ln in _sandwich(BT, "d", "v", PATCH)],
-            f"      float* dst = o0 + c * {ELEMENTS * t_all} + (n * {th_n} + th) * {tw_n} + tw;",
-            *[f"      dst[{(i * PATCH + j) * t_all}] = v[{i}][{j}];"
-              for i in range(PATCH) for j in range(PATCH)],
             "    }",
+            f"    {VEC} d[{PATCH}][{PATCH}];",
+            "    memcpy(d, dl, sizeof d);",
+            *["    " + ln for ln in _sandwich(BT, "d", "v", PATCH, VEC)],
+            f"    if (nl == {LANES}) {{",
+            *[f"      memcpy(dst + {(i * PATCH + j) * t_all} + t0, &v[{i}][{j}], sizeof(v[0][0]));"
+              for i in range(PATCH) for j in range(PATCH)],
+            "    } else {",
+            "      for (long l = 0; l < nl; ++l) {",
+            *[f"        dst[{(i * PATCH + j) * t_all} + t0 + l] = v[{i}][{j}][l];"
+              for i in range(PATCH) for j in range(PATCH)],
+            "      }",
+            "    }",
+            "  }",
             "}"]
     return unvectorized(_finish([f"const {CTYPE[x.dtype]}* __restrict__ a0", "float* __restrict__ o0"], body))
 
@@ -139,9 +159,9 @@ def output_transform(outputs: Sequence[Expr], ins: Sequence[Operand | None], out
     """For the tiles ``[lo, hi)``: each output channel's ``Aᵀ M A`` (``M[t][e][m]``, the
     GEMMs' products) plus bias, then each output pixel of the tile inside the plane is its
     epilogue expression of the inputs (``ins``: strides over the output) and the
-    convolution plus bias (``arg(conv)``)."""
+    convolution plus bias (``arg(conv)``). ``LANES`` output channels at a time, one per
+    vector lane (they are consecutive in ``M``): the transform is vector arithmetic."""
     th_n, tw_n = tiles(g)
-    t_all = g.n * th_n * tw_n
     used = sorted({e.value for o in outputs for e in nodes(o) if e.op == "arg" and e.value != conv}
                   | ({bias} if bias is not None else set()))
     per = epilogue(outputs, ins, outs, conv, "tr", ["n", "m", "oh", "ow"])
@@ -150,18 +170,30 @@ def output_transform(outputs: Sequence[Expr], ins: Sequence[Operand | None], out
     body = ["for (long t = lo; t < hi; ++t) {",
             f"  const long n = t / {th_n * tw_n}, th = (t / {tw_n}) % {th_n}, tw = t % {tw_n};",
             f"  const float* src = mp + t * {ELEMENTS * g.m};",
-            f"  for (long m = 0; m < {g.m}; ++m) {{",
-            f"    float e[{PATCH}][{PATCH}];",
-            *[f"    e[{i}][{j}] = src[{(i * PATCH + j) * g.m} + m];" for i in range(PATCH) for j in range(PATCH)],
-            *["    " + ln for ln in _sandwich(AT, "e", "y", PATCH)],
-            f"    const float bm = {bias_at};",
-            f"    for (int a = 0; a < {TILE}; ++a)",
-            f"      for (int b = 0; b < {TILE}; ++b) {{",
-            f"        const long oh = th * {TILE} + a, ow = tw * {TILE} + b;",
-            f"        if (oh >= {g.out_h} || ow >= {g.out_w}) continue;",
-            "        const float tr = y[a][b] + bm;",
-            *["        " + ln for ln in per],
-            "      }",
+            f"  for (long m0 = 0; m0 < {g.m}; m0 += {LANES}) {{",
+            f"    const long nl = {g.m} - m0 < {LANES} ? {g.m} - m0 : {LANES};",
+            f"    {VEC} e[{PATCH}][{PATCH}];",
+            f"    if (nl == {LANES}) {{",
+            *[f"      e[{i}][{j}] = rlx_ld_floatx{LANES}(src + {(i * PATCH + j) * g.m} + m0);"
+              for i in range(PATCH) for j in range(PATCH)],
+            "    } else {  // the last channels: lanes past them stay zero",
+            f"      float el[{PATCH}][{PATCH}][{LANES}] = {{}};",
+            f"      for (int i = 0; i < {ELEMENTS}; ++i)",
+            f"        for (long l = 0; l < nl; ++l) el[i / {PATCH}][i % {PATCH}][l] = src[i * {g.m} + m0 + l];",
+            "      memcpy(e, el, sizeof e);",
+            "    }",
+            *["    " + ln for ln in _sandwich(AT, "e", "y", PATCH, VEC)],
+            "    for (long l = 0; l < nl; ++l) {",
+            "      const long m = m0 + l;",
+            f"      const float bm = {bias_at};",
+            f"      for (int a = 0; a < {TILE}; ++a)",
+            f"        for (int b = 0; b < {TILE}; ++b) {{",
+            f"          const long oh = th * {TILE} + a, ow = tw * {TILE} + b;",
+            f"          if (oh >= {g.out_h} || ow >= {g.out_w}) continue;",
+            "          const float tr = y[a][b][l] + bm;",
+            *["          " + ln for ln in per],
+            "        }",
+            "    }",
             "  }",
             "}"]
     sig = ["const float* __restrict__ mp"] + _signature([ins[i] if i in used else None for i in range(len(ins))], outs)
