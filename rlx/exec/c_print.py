@@ -36,6 +36,20 @@ PRELUDE = r"""
 // the CUDA printer's names for reading a literal's bits (non-finite constants)
 static inline float __int_as_float(int i) { float f; memcpy(&f, &i, sizeof f); return f; }
 static inline double __longlong_as_double(long long i) { double d; memcpy(&d, &i, sizeof d); return d; }
+// A thread's scratch buffers, kept from call to call (slot: buffers a kernel holds at once),
+// 64-byte aligned, grown as needed and freed with the thread. A call's own malloc of a large
+// buffer is an mmap: its pages are faulted in on every call and unmapped after, with a TLB
+// shootdown across threads, and at times that took several times the kernel's work.
+struct rlx_scratch_set { void* p[4] = {}; size_t n[4] = {}; ~rlx_scratch_set() { for (void* q : p) free(q); } };
+static void* rlx_scratch(int slot, size_t bytes) {
+  static thread_local rlx_scratch_set s;
+  if (bytes > s.n[slot]) {
+    free(s.p[slot]);
+    s.n[slot] = (bytes + 63) / 64 * 64;
+    s.p[slot] = aligned_alloc(64, s.n[slot]);
+  }
+  return s.p[slot];
+}
 """ + SCALAR_HELPERS + r"""
 // exp, tanh and erf in f32 from arithmetic alone, so that loops calling them vectorize (libm's
 // are calls the compiler cannot vectorize without -ffast-math, which would also drop NaNs):
@@ -216,7 +230,8 @@ def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Se
                  f"              const {ct}* xt = xr + rr[b] * {sh * sw * wq} + {phase * wq + shift};",
                  f"              for (int v = 0; v < {nv}; ++v) acc[b][v] += wk * rlx_ld_{ct}x{lanes}(xt + v * {lanes});",
                  "            } }"]
-    body = [f"{ct}* xp = ({ct}*)calloc({cg * hp * sw * wq}, sizeof({ct}));  // zero borders; the image copied per plane",
+    body = [f"{ct}* xp = ({ct}*)rlx_scratch(0, {cg * hp * sw * wq} * sizeof({ct}));  // the image copied per plane",
+            f"memset(xp, 0, {cg * hp * sw * wq} * sizeof({ct}));  // its borders stay zero",
             "long filled = -1;  // the image and group whose planes xp holds: output channels of a group share them",
             "for (long p = lo; p < hi; ++p) {",
             f"  const long n = p / {m_all}, m = p % {m_all}, cb = (m / {mg}) * {cg};",
@@ -260,7 +275,7 @@ def conv_direct(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Se
     per += [f"o{k}[{_dot(_two_d(o.strides, 0, nsp), index)}] = {convert(nm, e.dtype, o.dtype)};"
             for k, (o, e, nm) in enumerate(zip(outs, outputs, names))]
     body += ["      #pragma omp simd", "      for (long j = 0; j < nj; ++j) {", "        const long q = q0 + j;"]
-    body += ["        " + ln for ln in per] + ["      }", "      }", "    }", "  }", "}", "free(xp);"]
+    body += ["        " + ln for ln in per] + ["      }", "      }", "    }", "  }", "}"]
     sig_ins = [ins[i] if i in used else None for i in range(len(ins))]
     return _finish(_signature(sig_ins, outs), body)
 
@@ -328,8 +343,8 @@ def conv_lanes(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Seq
                     *["  " + ln for ln in em.lines],
                     *["  " + st.format(convert(nm, e.dtype, o.dtype)) for st, o, e, nm in zip(stores, outs, outputs, names)],
                     "}"]
-    size = -(-hp * wp * 32 // 64) * 64  # aligned_alloc takes a multiple of the alignment
-    body = [f"float* xb = (float*)aligned_alloc(64, {size});  // the block's planes, interleaved",
+    size = hp * wp * 32
+    body = [f"float* xb = (float*)rlx_scratch(0, {size});  // the block's planes, interleaved",
             f"memset(xb, 0, {size});  // the borders stay zero: blocks write only the image",
             f"alignas(64) float wv[{kh_n * kw_n}][8], bv[8];",
             "for (long u = lo; u < hi; ++u) {",
@@ -372,7 +387,7 @@ def conv_lanes(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Seq
             "    for (long l = 0; l < nl; ++l) {",
             "      const long m = c0 + l;",
             *["      " + ln for ln in epilogue],
-            "    }", "  }", "}", "free(xb);"]
+            "    }", "  }", "}"]
     sig_ins = [ins[i] if i in used else None for i in range(len(ins))]
     return _finish(_signature(sig_ins, outs), body)
 
@@ -606,7 +621,7 @@ def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[
              "        }"]
     b_lo, b_hi, p_lo, p_hi = ("lo", "hi", "0", str(panels(n, len(products), t))) if split_rows else \
         ("0", str(blocks), "lo", "hi")
-    body = [*decls, f"float* ap = (float*)malloc({chunk * r * k} * sizeof(float));  // this call's packed rows of A",
+    body = [*decls, f"float* ap = (float*)rlx_scratch(0, {chunk * r * k} * sizeof(float));  // this call's packed rows of A",
             f"for (long b0 = {b_lo}; b0 < {b_hi}; b0 += {chunk}) {{",
             f"  const long b1 = b0 + {chunk} < {b_hi} ? b0 + {chunk} : {b_hi};",
             "  for (long b = b0; b < b1; ++b) {",
@@ -635,7 +650,7 @@ def gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequence[
             *["          " + ln for ln in per],
             "        }",
             *(store if by_rows else []),
-            "    }", "  }", "}", "free(ap);"]
+            "    }", "  }", "}"]
     sig = [f"const {CTYPE[a.dtype]}* __restrict__ xa", "const float* __restrict__ bp"]
     sig += _signature([ins[i] if i in used else None for i in range(n_in)], outs)
     return _finish(sig, body)
@@ -808,13 +823,13 @@ def attention(score: Expr, probs: Expr | None, q: AttnOperand, k: AttnOperand, v
                "    }", "  }", "}"]
     body = [*zero_lines, f"const float zero = {zero};  // the map of a hidden key's probability",
             "const int skip = zero == 0.0f;",
-            f"float* kp = (float*)malloc({pk * d * w} * sizeof(float));",
-            f"float* vp = (float*)malloc({pv * sk * w} * sizeof(float));",
-            f"float* S = (float*)malloc({rows_pad * skp} * sizeof(float));",
+            f"float* kp = (float*)rlx_scratch(0, {pk * d * w} * sizeof(float));",
+            f"float* vp = (float*)rlx_scratch(1, {pv * sk * w} * sizeof(float));",
+            f"float* S = (float*)rlx_scratch(2, {rows_pad * skp} * sizeof(float));",
             "long packed = -1;",
             "for (long u = lo; u < hi; ++u) {",
             *["  " + ln for ln in head + pack + scores + softmax + product],
-            "}", "free(S); free(vp); free(kp);"]
+            "}"]
     sig = ["const float* __restrict__ a0", "const float* __restrict__ a1", "const float* __restrict__ a2"]
     sig += [f"const {CTYPE[m.dtype]}* __restrict__ m{j}" for j, m in enumerate(masks)]
     return _finish(sig + ["float* __restrict__ o0"], body)
@@ -1024,8 +1039,8 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
              "      q += run;",
              "    }", "  }"]
     head = [f"static const long tap[{len(taps)}] = {{{', '.join(map(str, taps))}}};",
-            f"float* pk = (float*)aligned_alloc(64, {kc * width * span * 4});  // this call's packed span",
-            f"float* part = (float*)aligned_alloc(64, {chunk * span * r * width * 4});  // its tiles' sums"
+            f"float* pk = (float*)rlx_scratch(0, {kc * width * span * 4});  // this call's packed span",
+            f"float* part = (float*)rlx_scratch(1, {chunk * span * r * width * 4});  // its tiles' sums"
             if sliced else "long packed = -1;"]
     pack = [f"    const float* xb = xp + n * {planes[0]} + gi * {cg * planes[1]} + s0 * {width};",
             "    for (long kk = k0; kk < k0 + kn; ++kk) {",
@@ -1050,7 +1065,7 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
             "  }",
             f"  const float* pq = pk + u * {kg * width};",
             f"  const float* aw = wp + (gi * {bpg} + bg) * {kg * r};",
-            *tile_, "}", "free(pk);"]
+            *tile_, "}"]
     else:  # unit by unit (image, group, chunk, span): slice by slice, its panels, its blocks
         body = head + [
             "for (long t = lo; t < hi; ++t) {",
@@ -1066,7 +1081,7 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
             f"  const float* pq = pk + u * kn * {width};",
             f"  const float* aw = wp + (gi * {bpg} + bg) * {kg * r} + k0 * {r};",
             f"  float* pt = part + (bi * {span} + u) * {r * width};",
-            *tile_, "    }", "  }", "}", "free(part);", "free(pk);"]
+            *tile_, "    }", "  }", "}"]
     sig = ["const float* __restrict__ xp", "const float* __restrict__ wp"]
     sig += _signature([ins[i] if i in used else None for i in range(len(ins))], outs)
     return _finish(sig, body)
