@@ -966,7 +966,7 @@ def conv_gemm(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Sequ
     weights broadcast), then each output of the tile, for runs of pixels that are not junk,
     is its epilogue expression of the inputs (``ins``: strides over the output) and the
     convolution plus bias (``arg(conv)``). Tiles run image by image, group by group, by
-    ``chunk`` blocks of weights (they stay in L2), span by span, block by block (its weights
+    ``chunk`` blocks of weights (read from L3), span by span, block by block (its weights
     stay in L1), panel by panel (a block's rows are stored and read as runs of ``span``
     panels): a span is packed once per chunk. With ``kc`` under the products per output
     (long sums, ``conv_slice``), threads share units of a chunk × a span instead, and each
@@ -1102,9 +1102,9 @@ def epilogue(outputs: Sequence[Expr], ins: Sequence[Operand | None], outs: Seque
                        for k, (o, e, nm) in enumerate(zip(outs, outputs, names))]
 
 
-CHUNK_BYTES = 1 << 18  # weights per chunk of conv_gemm's blocks: they stay in L2 while panels pass
+CHUNK_BYTES = 1 << 20  # weights per chunk of conv_gemm's blocks (from L3): every chunk packs the image's spans again
 MIN_CHUNK = 2          # blocks per chunk at least: a panel's packing is then under 1/12 of its products
-SPAN_BYTES = 1 << 16   # a packed span of panels at most: it stays in L2 beside the chunk's weights
+SPAN_BYTES = 1 << 16   # a packed span of panels at most: it stays in L2 while the chunk's blocks pass
 MAX_SPAN = 8           # panels per span at most: runs of 8 cache lines per channel are long enough
 SLICE = 256            # products per slice of a long sum: a panel's slice (16 KiB) stays in L1
 SLICED = 1536          # products per output from which the sum runs in slices
