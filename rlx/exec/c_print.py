@@ -485,28 +485,18 @@ def reduce_rows(kind: str, dtype: DType, length: int) -> CSource | None:
 
 
 def threaded(src: CSource) -> CSource:
-    """``src`` run in parallel by OpenMP: the kernel becomes a static function over a range
-    ``[lo, hi)`` of its outer loop, and the exported one takes the whole range, how many
-    chunks to cut it into and how many threads run them, handing chunks out as threads come
-    free. OpenMP's threads wait for work spinning, so a step starts on every core at once
-    (a Python thread woken per step starts 100 µs or more late on a VM). A second export,
-    ``<name>_chunk(args, a, b)``, runs one range with the arguments read from an array:
-    the form ``LOOPS`` calls, so that a run of steps is one call (``loops``)."""
+    """``src`` as the form ``LOOPS`` runs: the kernel becomes a static function over a
+    range ``[lo, hi)`` of its outer loop, and the export ``<name>_chunk(args, a, b)`` runs
+    one range with the arguments read from an array. ``rlx_loops`` cuts the range into
+    chunks that OpenMP's threads share, one kernel (``numpy_print.Threaded``) or a run of
+    them (``native_runs``) per call."""
     start = src.text.index(f" {src.name}(") + len(src.name) + 2
     params = [p.strip() for p in src.text[start:src.text.index(")", start)].split(",")][:-2]  # without lo, hi
     types = [p[:p.rindex(" ")].strip() for p in params]
     body = src.text.replace('extern "C" ', "static ", 1).replace(f" {src.name}(", f" {src.name}_range(", 1)
-    args = ", ".join([f"({t})p{i}" for i, t in enumerate(types)] + ["a", "b"])
-    wrapper = (f'extern "C" void {src.name}(' + ", ".join([f"long p{i}" for i in range(len(types))] +
-                                                         ["long lo", "long hi", "long chunks", "long threads"]) + ") {\n"
-               "  #pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if(threads > 1)\n"
-               "  for (long c = 0; c < chunks; ++c) {\n"
-               "    const long a = lo + (hi - lo) * c / chunks, b = lo + (hi - lo) * (c + 1) / chunks;\n"
-               f"    if (a < b) {src.name}_range({args});\n"
-               "  }\n}\n")
     from_array = ", ".join([f"({t})p[{i}]" for i, t in enumerate(types)] + ["a", "b"])
     chunk = f'extern "C" void {src.name}_chunk(const long* p, long a, long b) {{ {src.name}_range({from_array}); }}\n'
-    return CSource(src.name, body + wrapper + chunk, src.params + 2)
+    return CSource(src.name, body + chunk, src.params)
 
 
 LOOPS = r"""
@@ -517,7 +507,9 @@ typedef void (*rlx_chunk_fn)(const long*, long, long);
    Python between them, and the threads meet at a barrier instead of a fork and a join. A
    loop of at most one chunk per thread gives chunk c to thread c: consecutive loops cut
    alike then find their operands in the L2 of the core that wrote them; longer loops hand
-   their chunks out as threads come free (a slow core's share moves). */
+   their chunks out as threads come free (a slow core's share moves). OpenMP's threads wait
+   for work spinning, so a loop starts on every core at once (a Python thread woken per
+   step starts 100 µs or more late on a VM). */
 #define RLX_CHUNKS(kind)                                                     \
   _Pragma(kind)                                                              \
   for (long c = 0; c < chunks; ++c) {                                        \

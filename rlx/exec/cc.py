@@ -150,7 +150,7 @@ class Module:
 _open: dict[str, Module] = {}  # per prelude: the module kernels are added to until it is compiled
 
 
-def kernel(prelude: str, name: str, text: str, params: int) -> NativeFunction:
+def kernel(prelude: str, name: str, text: str) -> NativeFunction:
     """Kernel ``name`` (defined by ``text`` after ``prelude``), compiled with every other
     kernel added since the last compile, the first time one of them runs."""
     with _lock:
@@ -158,27 +158,17 @@ def kernel(prelude: str, name: str, text: str, params: int) -> NativeFunction:
         if module is None or module.text is not None:
             module = _open[prelude] = Module(prelude)
         module.sources[name] = text
-    return NativeFunction(module, name, params)
+    return NativeFunction(module, name)
 
 
 class NativeFunction:
-    """One compiled kernel: ``fn(*pointers_and_ints)``, every argument a C integer (pointers
-    as addresses), resolved from its module's library on first call."""
+    """One compiled kernel, found in its module's library when first asked for (which
+    compiles the module): ``rlx_loops`` calls its ``<name>_chunk`` export by address."""
 
-    def __init__(self, module: Module, name: str, params: int) -> None:
-        self.module, self.name, self.params = module, name, params
-        self._fn = None
+    def __init__(self, module: Module, name: str) -> None:
+        self.module, self.name = module, name
         self.keep: object = None  # the arrays a call reads by address, kept alive with it
 
     def address(self, export: str) -> int:
         """Where an export of this kernel's library is (``<name>_chunk``), compiling it if need be."""
         return ctypes.cast(getattr(self.module.library(), export), ctypes.c_void_p).value
-
-    def __call__(self, *args: int) -> None:
-        fn = self._fn
-        if fn is None:
-            fn = getattr(self.module.library(), self.name)
-            fn.argtypes = [ctypes.c_ssize_t] * self.params
-            fn.restype = None
-            self._fn = fn
-        fn(*args)

@@ -11,14 +11,10 @@ between runs; per-step profiles still call each step on its own.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
-from rlx.exec import c_print, cc
-from rlx.exec.numpy_print import ChunkedKernel, Threaded
+from rlx.exec.numpy_print import ChunkedKernel, Threaded, loop_table, loops_driver
 from rlx.exec.parallel import thread_count
 
 
@@ -45,24 +41,13 @@ class NativeRun:
 
     def _prepare(self) -> tuple:
         """Set in one assignment, so a caller never sees a table without the arrays it points into."""
-        args = [np.array(loop.args, dtype=np.int64) for loop in self.loops]
-        table = np.array([(loop.fn.address(f"{loop.fn.name}_chunk"), a.ctypes.data, 0, loop.n, loop.chunks)
-                          for loop, a in zip(self.loops, args)], dtype=np.int64)
-        self._ready = (driver(), table, args)
+        self._ready = (loops_driver(), *loop_table(self.loops))
         return self._ready
 
     def __call__(self) -> None:
         fn, table, _ = self._ready or self._prepare()
         threads = thread_count() if os.getpid() == self._pid else 1  # a forked child has none of OpenMP's threads
         fn(table.ctypes.data, len(self.loops), threads)
-
-
-def driver() -> Callable[[int, int, int], None]:
-    """``rlx_loops(table, count, threads)``, compiled once per machine (``cc``'s cache)."""
-    fn = cc.build(c_print.LOOPS).rlx_loops
-    fn.argtypes = [ctypes.c_ssize_t] * 3
-    fn.restype = None
-    return fn
 
 
 def fused(steps: Sequence[Callable[[], None]]) -> list[Callable[[], None]]:

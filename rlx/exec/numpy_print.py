@@ -10,6 +10,7 @@ whose scores never leave the cache; a convolution per image, as one GEMM over it
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import threading
@@ -498,19 +499,45 @@ def _compiles(work: int) -> bool:
 
 class Threaded:
     """One call of a ``c_print.threaded`` kernel: its outer loop's ``n`` iterations cut into
-    ``chunks``, run by as many OpenMP threads as this process runs (one in a forked child:
-    OpenMP's threads are not the child's)."""
+    ``chunks``, run by ``rlx_loops`` (``c_print.LOOPS``) as a table of one row, on as many
+    OpenMP threads as this process runs but no more than the chunks (one in a forked child:
+    OpenMP's threads are not the child's). A run of them is one table (``native_runs``)."""
 
     def __init__(self, fn: cc.NativeFunction, args: Sequence[int], n: int, chunks: int) -> None:
         self.fn, self.args, self.n, self.chunks = fn, tuple(args), n, chunks
         self._pid = os.getpid()
+        self._ready: tuple | None = None  # (driver, table, the arguments' arrays it points into)
 
     @property
     def threads(self) -> int:
         return min(self.chunks, thread_count()) if os.getpid() == self._pid else 1
 
     def __call__(self) -> None:
-        self.fn(*self.args, 0, self.n, self.chunks, self.threads)
+        fn, table, _ = self._ready or self._prepare()
+        fn(table.ctypes.data, 1, self.threads)
+
+    def _prepare(self) -> tuple:
+        """Set in one assignment, so a caller never sees a table without the arrays it points into."""
+        self._ready = (loops_driver(), *loop_table([self]))
+        return self._ready
+
+
+def loop_table(loops: Sequence[Threaded]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``rlx_loops``' table for ``loops`` (their kernels' libraries compiled if need be) and
+    the arrays of arguments its rows point into, which must live as long as it."""
+    args = [np.array(loop.args, dtype=np.int64) for loop in loops]
+    table = np.array([(loop.fn.address(f"{loop.fn.name}_chunk"), a.ctypes.data, 0, loop.n, loop.chunks)
+                      for loop, a in zip(loops, args)], dtype=np.int64)
+    return table, args
+
+
+def loops_driver() -> Callable[[int, int, int], None]:
+    """``rlx_loops(table, count, threads)``, compiled once per machine (``cc``'s cache) by
+    the compiler the kernels are compiled with."""
+    fn = cc.build(c_print.LOOPS).rlx_loops
+    fn.argtypes = [ctypes.c_ssize_t] * 3
+    fn.restype = None
+    return fn
 
 
 def _native_kernel(src: c_print.CSource, arrays: Sequence[np.ndarray], n: int, parts: int) -> ChunkedKernel:
@@ -519,7 +546,7 @@ def _native_kernel(src: c_print.CSource, arrays: Sequence[np.ndarray], n: int, p
     kernel keeps the arrays alive: it reads them by address (packed weights or a mask made
     at build time would otherwise be freed under it)."""
     par = c_print.threaded(src)
-    fn = cc.kernel(c_print.PRELUDE, par.name, par.text, par.params)
+    fn = cc.kernel(c_print.PRELUDE, par.name, par.text)
     fn.keep = tuple(arrays)
     call = Threaded(fn, [a.ctypes.data for a in arrays], n, max(1, min(parts, n)))
     return ChunkedKernel(src.text, [[[(call, ())]]])
