@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
-from rlx.exec.numpy_print import ChunkedKernel, Threaded, loop_table, loops_driver
+from rlx.exec.numpy_print import ChunkedKernel, Threaded, loop_table
 from rlx.exec.parallel import thread_count
 
 
@@ -40,8 +40,7 @@ class NativeRun:
         self._ready: tuple | None = None  # (driver, table, the arguments' arrays it points into)
 
     def _prepare(self) -> tuple:
-        """Set in one assignment, so a caller never sees a table without the arrays it points into."""
-        self._ready = (loops_driver(), *loop_table(self.loops))
+        self._ready = loop_table(self.loops)  # in one assignment: never a table without its arrays
         return self._ready
 
     def __call__(self) -> None:

@@ -517,27 +517,22 @@ class Threaded:
         fn(table.ctypes.data, 1, self.threads)
 
     def _prepare(self) -> tuple:
-        """Set in one assignment, so a caller never sees a table without the arrays it points into."""
-        self._ready = (loops_driver(), *loop_table([self]))
+        self._ready = loop_table([self])  # in one assignment: never a table without its arrays
         return self._ready
 
 
-def loop_table(loops: Sequence[Threaded]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """``rlx_loops``' table for ``loops`` (their kernels' libraries compiled if need be) and
-    the arrays of arguments its rows point into, which must live as long as it."""
+def loop_table(loops: Sequence[Threaded]) -> tuple[Callable[[int, int, int], None], np.ndarray, list[np.ndarray]]:
+    """``rlx_loops(table, count, threads)`` (compiled once per machine, ``cc``'s cache, by
+    the compiler the kernels are compiled with), its table for ``loops`` (their kernels'
+    libraries compiled if need be) and the arrays of arguments the rows point into, which
+    must live as long as the table."""
+    driver = cc.build(c_print.LOOPS).rlx_loops
+    driver.argtypes = [ctypes.c_ssize_t] * 3
+    driver.restype = None
     args = [np.array(loop.args, dtype=np.int64) for loop in loops]
     table = np.array([(loop.fn.address(f"{loop.fn.name}_chunk"), a.ctypes.data, 0, loop.n, loop.chunks)
                       for loop, a in zip(loops, args)], dtype=np.int64)
-    return table, args
-
-
-def loops_driver() -> Callable[[int, int, int], None]:
-    """``rlx_loops(table, count, threads)``, compiled once per machine (``cc``'s cache) by
-    the compiler the kernels are compiled with."""
-    fn = cc.build(c_print.LOOPS).rlx_loops
-    fn.argtypes = [ctypes.c_ssize_t] * 3
-    fn.restype = None
-    return fn
+    return driver, table, args
 
 
 def _native_kernel(src: c_print.CSource, arrays: Sequence[np.ndarray], n: int, parts: int) -> ChunkedKernel:
